@@ -1,0 +1,1 @@
+//! The embedded MPSD simulator.
