@@ -26,7 +26,9 @@ pub fn user_hash(authorization: &HeaderValue) -> Option<&str> {
         return None;
     }
     let rest = rest.trim_start();
-    let rest = rest.strip_prefix("x=").or_else(|| rest.strip_prefix("X="))?;
+    let rest = rest
+        .strip_prefix("x=")
+        .or_else(|| rest.strip_prefix("X="))?;
     let (hash, _token) = rest.split_once(';')?;
     let hash = hash.trim();
     (!hash.is_empty()).then_some(hash)
@@ -50,9 +52,19 @@ mod tests {
 
     #[test]
     fn rejects_other_forms() {
-        for s in ["", "XBL3.0", "XBL3.0 x=;tok", "XBL3.0 x=42", "Bearer x=42;t", "XBL2.0 x=1;t"] {
+        for s in [
+            "",
+            "XBL3.0",
+            "XBL3.0 x=;tok",
+            "XBL3.0 x=42",
+            "Bearer x=42;t",
+            "XBL2.0 x=1;t",
+        ] {
             assert_eq!(hash(s), None, "{s}");
         }
-        assert_eq!(user_hash(&HeaderValue::from_bytes(b"XBL3.0 x=\xff;t").unwrap()), None);
+        assert_eq!(
+            user_hash(&HeaderValue::from_bytes(b"XBL3.0 x=\xff;t").unwrap()),
+            None
+        );
     }
 }

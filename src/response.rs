@@ -1,0 +1,332 @@
+//! Turning an MPSD response into a `Result`: the typed success (the body,
+//! its kind and the session's `ETag`) or a typed error (the outcome, the
+//! message or the whole session), reading the body under a size cap.
+//!
+//! The [`Outcome`] comes from the response's extensions, where
+//! [`ClassifyLayer`](crate::classify::ClassifyLayer) (and every stack this
+//! crate builds) puts it. Without it the response is classified from its
+//! status and headers alone, which cannot tell the four 204s apart
+//! (they all read as [`Outcome::NoContent`]).
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower_mpsd::outcome::Outcome;
+//! use tower_mpsd::response::{read_response, MpsdError, Payload};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let res = Response::builder()
+//!     .status(StatusCode::CONFLICT)
+//!     .header("content-type", "text/plain")
+//!     .body(Full::new(Bytes::from("constants conflict")))
+//!     .unwrap();
+//! match read_response(res, 64 * 1024).await {
+//!     Err(MpsdError::Status { outcome: Outcome::Conflict, payload: Payload::Message(m), .. }) => {
+//!         assert_eq!(m, "constants conflict")
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! # }
+//! ```
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::outcome::{classify, BodyKind, Call, Outcome};
+use crate::target::TargetKind;
+use crate::BoxError;
+
+/// A body, by what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Payload {
+    /// A whole session document.
+    Session(Bytes),
+    /// Other JSON: an element, query results, a handle, a 429's fields.
+    Json(Bytes),
+    /// A human-readable message (invalid UTF-8 replaced).
+    Message(String),
+    /// No body.
+    Empty,
+}
+
+impl Payload {
+    fn new(kind: BodyKind, bytes: Bytes) -> Self {
+        if bytes.is_empty() {
+            return Self::Empty;
+        }
+        match kind {
+            BodyKind::Session => Self::Session(bytes),
+            BodyKind::Element | BodyKind::Json | BodyKind::RateLimit => Self::Json(bytes),
+            // A body where none was expected is kept, as text: nothing is lost.
+            _ => Self::Message(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    /// Parses a session or JSON payload; `None` for messages and empty bodies.
+    pub fn json(&self) -> Option<Result<serde_json::Value, serde_json::Error>> {
+        match self {
+            Self::Session(bytes) | Self::Json(bytes) => Some(serde_json::from_slice(bytes)),
+            _ => None,
+        }
+    }
+}
+
+/// A successful MPSD call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpsdSuccess {
+    /// What the response means.
+    pub outcome: Outcome,
+    /// The session's `ETag`, when the response carried one.
+    pub etag: Option<HeaderValue>,
+    /// The body.
+    pub payload: Payload,
+}
+
+/// Why an MPSD call did not succeed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MpsdError {
+    /// The service answered with an outcome that is not a success.
+    Status {
+        /// What the response means.
+        outcome: Outcome,
+        /// The session's `ETag` (with 412 and 403 JSON bodies).
+        etag: Option<HeaderValue>,
+        /// The message or the whole session.
+        payload: Payload,
+    },
+    /// The body is larger than the cap; it was not read.
+    BodyTooLarge {
+        /// What the response means.
+        outcome: Outcome,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// Reading the body failed.
+    Body {
+        /// What the response means.
+        outcome: Outcome,
+        /// The body's error.
+        source: BoxError,
+    },
+}
+
+impl MpsdError {
+    /// The outcome of the response this error comes from.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Status { outcome, .. }
+            | Self::BodyTooLarge { outcome, .. }
+            | Self::Body { outcome, .. } => *outcome,
+        }
+    }
+}
+
+impl fmt::Display for MpsdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Status { outcome, .. } => write!(f, "mpsd answered {outcome}"),
+            Self::BodyTooLarge { outcome, limit } => {
+                write!(f, "mpsd answered {outcome} with a body over {limit} bytes")
+            }
+            Self::Body { outcome, .. } => write!(f, "mpsd answered {outcome} but its body failed"),
+        }
+    }
+}
+
+impl std::error::Error for MpsdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Body { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `response` (its body up to `limit` bytes) into a typed result.
+///
+/// A body announced or found to be larger than `limit` is
+/// [`MpsdError::BodyTooLarge`], whatever the status: at most `limit` bytes
+/// (plus one frame) are ever buffered.
+pub async fn read_response<B>(response: Response<B>, limit: usize) -> Result<MpsdSuccess, MpsdError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    // Without the request, the four 204s cannot be told apart.
+    let unknown = Call::new(Method::GET, TargetKind::Other);
+    let outcome = match response.extensions().get::<Outcome>() {
+        Some(outcome) => *outcome,
+        None => classify(&unknown, response.status(), response.headers()),
+    };
+    let etag = response.headers().get(header::ETAG).cloned();
+    let kind = outcome.body_kind(response.extensions().get::<Call>().unwrap_or(&unknown));
+    let bytes = read_capped(response, limit)
+        .await
+        .map_err(|failure| failure.into_error(outcome, limit))?;
+    let outcome = outcome.with_body(&bytes);
+    let payload = Payload::new(kind, bytes);
+    if outcome.is_success() {
+        Ok(MpsdSuccess {
+            outcome,
+            etag,
+            payload,
+        })
+    } else {
+        Err(MpsdError::Status {
+            outcome,
+            etag,
+            payload,
+        })
+    }
+}
+
+/// Why a capped read failed.
+pub(crate) enum ReadFailure {
+    TooLarge,
+    Body(BoxError),
+}
+
+impl ReadFailure {
+    fn into_error(self, outcome: Outcome, limit: usize) -> MpsdError {
+        match self {
+            Self::TooLarge => MpsdError::BodyTooLarge { outcome, limit },
+            Self::Body(source) => MpsdError::Body { outcome, source },
+        }
+    }
+}
+
+/// Reads a response body, refusing one announced or found to exceed `limit`.
+pub(crate) async fn read_capped<B>(
+    response: Response<B>,
+    limit: usize,
+) -> Result<Bytes, ReadFailure>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let announced = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
+        return Err(ReadFailure::TooLarge);
+    }
+    match Limited::new(response.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ReadFailure::TooLarge),
+        Err(e) => Err(ReadFailure::Body(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use http_body_util::Full;
+
+    fn response(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> Response<Full<Bytes>> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::new(Bytes::from_static(body))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn success_keeps_etag_and_body() {
+        let mut res = response(
+            200,
+            &[("etag", "\"e1\""), ("content-type", "application/json")],
+            b"{\"a\":1}",
+        );
+        res.extensions_mut().insert(Outcome::Ok);
+        res.extensions_mut()
+            .insert(Call::new(Method::GET, TargetKind::Session));
+        let ok = read_response(res, 1024).await.unwrap();
+        assert_eq!(ok.etag.unwrap(), "\"e1\"");
+        assert_eq!(
+            ok.payload,
+            Payload::Session(Bytes::from_static(b"{\"a\":1}"))
+        );
+        assert_eq!(ok.payload.json().unwrap().unwrap()["a"], 1);
+    }
+
+    #[tokio::test]
+    async fn session_changed_carries_the_session() {
+        let res = response(
+            412,
+            &[("etag", "\"e2\""), ("content-type", "application/json")],
+            b"{}",
+        );
+        match read_response(res, 1024).await {
+            Err(MpsdError::Status {
+                outcome,
+                etag,
+                payload,
+            }) => {
+                assert_eq!(outcome, Outcome::SessionChanged);
+                assert_eq!(etag.unwrap(), "\"e2\"");
+                assert_eq!(payload, Payload::Session(Bytes::from_static(b"{}")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn throttled_reads_rate_limit_fields() {
+        let res = response(429, &[("retry-after", "2")], br#"{"maxRequests":30}"#);
+        let err = read_response(res, 1024).await.unwrap_err();
+        let Outcome::TooManyRequests {
+            rate_limit: Some(info),
+            ..
+        } = err.outcome()
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(info.max_requests, Some(30));
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let res = response(200, &[], &[b'x'; 100]);
+        assert!(matches!(
+            read_response(res, 99).await,
+            Err(MpsdError::BodyTooLarge { limit: 99, .. })
+        ));
+        let announced = response(409, &[("content-length", "1000000000")], b"");
+        assert!(matches!(
+            read_response(announced, 99).await,
+            Err(MpsdError::BodyTooLarge {
+                outcome: Outcome::Conflict,
+                ..
+            })
+        ));
+        let exact = response(200, &[], &[b'x'; 99]);
+        assert!(read_response(exact, 99).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unexpected_bodies_are_kept() {
+        let res = response(503, &[], b"busy");
+        let err = read_response(res, 1024).await.unwrap_err();
+        assert!(
+            matches!(err, MpsdError::Status { payload: Payload::Message(ref m), .. } if m == "busy")
+        );
+        assert_eq!(StatusCode::SERVICE_UNAVAILABLE, err.outcome().status());
+    }
+}
