@@ -1,6 +1,7 @@
 //! Tower layers that speak the status-code contract of the Xbox Live
 //! Multiplayer Session Directory (MPSD).
 
+pub mod backoff;
 pub mod classify;
 pub mod identity;
 pub mod outcome;
