@@ -1,0 +1,499 @@
+//! The hyper server: builder, accept loop, the per-request pipeline
+//! (faults, overload, authorization, rate limit, store) and the request log.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::faults::{Fault, Faults};
+use super::limits::{Overload, RateLimiter, RateLimits, Shedder};
+use super::store::{self, Reply, Store, JSON, TEXT};
+use crate::identity::user_hash;
+
+/// The log keeps this many most recent entries.
+const LOG_CAPACITY: usize = 1_000_000;
+
+/// The simulator's entry point: [`Simulator::start`] for the defaults,
+/// [`Simulator::builder`] to configure it.
+#[derive(Debug, Clone, Copy)]
+pub struct Simulator;
+
+impl Simulator {
+    /// A builder with the defaults: MPSD's rate limits, no overload, the
+    /// templates `LobbySession` and `GameSession`, 1 MiB request bodies.
+    pub fn builder() -> SimBuilder {
+        SimBuilder::default()
+    }
+
+    /// Starts a simulator with the defaults on `127.0.0.1` and a free port.
+    pub async fn start() -> io::Result<SimHandle> {
+        Self::builder().start().await
+    }
+}
+
+/// Configures and starts a simulator.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SimBuilder {
+    rate_limit: Option<RateLimits>,
+    overload: Option<Overload>,
+    templates: Vec<String>,
+    max_body_bytes: usize,
+}
+
+impl Default for SimBuilder {
+    fn default() -> Self {
+        Self {
+            // Tests see MPSD's real limits unless they opt out.
+            rate_limit: Some(RateLimits::mpsd()),
+            overload: None,
+            templates: vec!["LobbySession".into(), "GameSession".into()],
+            // Far above any real session document; small enough to test 413.
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl SimBuilder {
+    /// Rate-limits each user (default: [`RateLimits::mpsd`]).
+    pub fn rate_limit(mut self, limits: RateLimits) -> Self {
+        self.rate_limit = Some(limits);
+        self
+    }
+
+    /// Turns rate limiting off.
+    pub fn no_rate_limit(mut self) -> Self {
+        self.rate_limit = None;
+        self
+    }
+
+    /// Sheds load beyond `overload` with 503 (default: off).
+    pub fn overload(mut self, overload: Overload) -> Self {
+        self.overload = Some(overload);
+        self
+    }
+
+    /// The session templates that exist (matched case-insensitively); other
+    /// templates answer 404. Default: `LobbySession` and `GameSession`.
+    pub fn templates<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.templates = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The largest request body accepted (default 1 MiB); larger ones get 413.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// Starts the simulator on `127.0.0.1` and a free port.
+    pub async fn start(self) -> io::Result<SimHandle> {
+        self.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts the simulator on `addr`. Its tasks run on the current tokio
+    /// runtime.
+    pub async fn bind(self, addr: SocketAddr) -> io::Result<SimHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                store: Store::new(&self.templates),
+                faults: Faults::default(),
+                shedder: Shedder::new(Instant::now(), self.overload),
+                limiter: self.rate_limit.map(RateLimiter::new),
+                log: VecDeque::new(),
+            }),
+            max_body_bytes: self.max_body_bytes,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+        Ok(SimHandle {
+            inner: Arc::new(Inner {
+                shared,
+                addr,
+                stop,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+/// One request the simulator answered.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LogEntry {
+    /// When the request arrived (virtual time on a paused clock).
+    pub at: Instant,
+    /// The request method.
+    pub method: Method,
+    /// The path and query.
+    pub path: String,
+    /// The caller's user hash, if its `Authorization` had one.
+    pub user: Option<String>,
+    /// The `If-Match` header.
+    pub if_match: Option<String>,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<String>,
+    /// The status answered.
+    pub status: StatusCode,
+    /// The length of the response body sent.
+    pub response_bytes: usize,
+}
+
+/// A running simulator. Clones are cheap and share it; it stops on
+/// [`shutdown`](Self::shutdown) or when the last clone is dropped.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    /// Dropping it (with the last handle) stops the server too.
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// The address the simulator listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// `http://{addr}`.
+    pub fn base_uri(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// The URI of a session.
+    pub fn session_uri(&self, scid: &str, template: &str, name: &str) -> String {
+        format!(
+            "{}/serviceconfigs/{scid}/sessionTemplates/{template}/sessions/{name}",
+            self.base_uri()
+        )
+    }
+
+    /// The requests answered so far (the most recent million), oldest first.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.inner.shared.lock().log.iter().cloned().collect()
+    }
+
+    /// Empties the log.
+    pub fn clear_log(&self) {
+        self.inner.shared.lock().log.clear();
+    }
+
+    /// Queues a fault, after those already scripted.
+    pub fn script(&self, fault: Fault) {
+        self.inner.shared.lock().faults.push(fault);
+    }
+
+    /// Turns overload shedding on or off; the current window counts afresh.
+    pub fn set_overload(&self, overload: Option<Overload>) {
+        self.inner.shared.lock().shedder.set(overload);
+    }
+
+    /// Changes the rate limits (keeping what was counted) or turns them off
+    /// (forgetting it).
+    pub fn set_rate_limit(&self, limits: Option<RateLimits>) {
+        let limiter = &mut self.inner.shared.lock().limiter;
+        match (limiter.as_mut(), limits) {
+            (Some(limiter), Some(limits)) => limiter.set_limits(limits),
+            (_, limits) => *limiter = limits.map(RateLimiter::new),
+        }
+    }
+
+    /// A session's current document, for assertions.
+    pub fn session(&self, scid: &str, template: &str, name: &str) -> Option<serde_json::Value> {
+        self.inner.shared.lock().store.session(scid, template, name)
+    }
+
+    /// Stops accepting connections, lets open ones finish their current
+    /// request, and waits for the accept loop to end. Other clones of the
+    /// handle see a stopped server.
+    pub async fn shutdown(self) {
+        self.inner.stop.send_replace(true);
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    max_body_bytes: usize,
+}
+
+impl Shared {
+    /// Critical sections are short and never span an `.await`.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct State {
+    store: Store,
+    faults: Faults,
+    shedder: Shedder,
+    limiter: Option<RateLimiter>,
+    log: VecDeque<LogEntry>,
+}
+
+/// What the pipeline needs from a request once its body is taken.
+struct Meta {
+    at: Instant,
+    method: Method,
+    uri: Uri,
+    user: Option<String>,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Meta {
+    fn of(req: &Request<Incoming>) -> Self {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        Self {
+            at: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            user: req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(user_hash)
+                .map(str::to_owned),
+            if_match: header(IF_MATCH),
+            if_none_match: header(IF_NONE_MATCH),
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    fn entry(self, status: StatusCode, response_bytes: usize) -> LogEntry {
+        LogEntry {
+            path: self.path().to_owned(),
+            at: self.at,
+            method: self.method,
+            user: self.user,
+            if_match: self.if_match,
+            if_none_match: self.if_none_match,
+            status,
+            response_bytes,
+        }
+    }
+}
+
+impl State {
+    /// Steps (1)-(4): a scripted fault, overload, missing authorization or
+    /// rate limit answers before the body is even read.
+    fn gate(&mut self, meta: &Meta) -> Option<Response<Full<Bytes>>> {
+        if let Some(fault) = self.faults.take(&meta.method, meta.path()) {
+            return Some(fault_response(&fault));
+        }
+        if let Err(secs) = self.shedder.check(meta.at) {
+            let mut res = respond(StatusCode::SERVICE_UNAVAILABLE, Some(TEXT), Bytes::new());
+            res.headers_mut().insert(RETRY_AFTER, secs.into());
+            return Some(res);
+        }
+        let Some(user) = meta.user.as_deref() else {
+            let message = "missing or invalid `Authorization: XBL3.0 x=<userhash>;<token>`";
+            return Some(respond(StatusCode::FORBIDDEN, Some(TEXT), message.into()));
+        };
+        let throttled = self.limiter.as_mut()?.check(user, meta.at).err()?;
+        let mut res = respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(JSON),
+            throttled.body().into(),
+        );
+        res.headers_mut()
+            .insert(RETRY_AFTER, throttled.retry_after.into());
+        Some(res)
+    }
+
+    fn record(&mut self, entry: LogEntry) {
+        if self.log.len() >= LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(entry);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            () = stopped(&mut stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, Arc::clone(&shared), stop.clone()));
+            }
+            Err(error) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "mpsd sim: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Resolves once shutdown is asked for, or every handle is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // `Err` means the sender (the last handle) was dropped: stop as well.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Small responses go out at once; timings in tests and benches stay honest.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| serve(Arc::clone(&shared), req));
+    // No hyper timers: tests run on a paused clock.
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "mpsd sim: connection ended with an error");
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let meta = Meta::of(&req);
+    let gated = shared.lock().gate(&meta);
+    let res = match gated {
+        Some(res) => res,
+        None => route(&shared, &meta, req).await,
+    };
+    let entry = meta.entry(res.status(), body_len(&res));
+    shared.lock().record(entry);
+    Ok(res)
+}
+
+/// Step (5): reads the body and lets the store answer.
+async fn route(shared: &Shared, meta: &Meta, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), shared.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            return respond(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(TEXT),
+                "request body too large".into(),
+            )
+        }
+        Err(_) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                Some(TEXT),
+                "could not read the request body".into(),
+            )
+        }
+    };
+    let request = store::Request {
+        method: &meta.method,
+        path: meta.uri.path(),
+        query: meta.uri.query(),
+        user: meta.user.as_deref().unwrap_or_default(),
+        if_match: meta.if_match.as_deref(),
+        if_none_match: meta.if_none_match.as_deref(),
+        body: &body,
+    };
+    let reply = shared.lock().store.handle(&request);
+    reply_response(reply)
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = status;
+    if let Some(content_type) = content_type {
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    res
+}
+
+fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut res = respond(reply.status, reply.content_type, reply.body);
+    if let Some(etag) = reply.etag.and_then(|e| HeaderValue::try_from(e).ok()) {
+        res.headers_mut().insert(ETAG, etag);
+    }
+    if let Some(allow) = reply.allow {
+        res.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    res
+}
+
+fn fault_response(fault: &Fault) -> Response<Full<Bytes>> {
+    let mut res = respond(fault.status_code(), None, fault.body_bytes().clone());
+    for (name, value) in fault.headers() {
+        res.headers_mut().append(name.clone(), value.clone());
+    }
+    res
+}
+
+/// The length of the body sent, for the log (`Full` knows it exactly).
+fn body_len(res: &Response<Full<Bytes>>) -> usize {
+    let hint = http_body::Body::size_hint(res.body());
+    usize::try_from(hint.exact().unwrap_or(hint.lower())).unwrap_or(usize::MAX)
+}
