@@ -1,0 +1,126 @@
+//! Shared set-up for the integration tests: the simulator on loopback and
+//! a hyper-util client, as a user would wire them.
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, ServiceExt};
+use tower_mpsd::classify::{Classify, ClassifyLayer};
+use tower_mpsd::outcome::{Call, Outcome};
+use tower_mpsd::response::{read_response, MpsdError, MpsdSuccess};
+
+pub const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A plain hyper-util client, as a user builds one.
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// The client behind `ClassifyLayer`.
+pub fn classified_client() -> Classify<HttpClient> {
+    ClassifyLayer::new().layer(http_client())
+}
+
+/// `XBL3.0 x=<user>;<token>`.
+pub fn auth(user: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("XBL3.0 x={user};token-of-{user}")).unwrap()
+}
+
+/// A request as an MPSD client sends it.
+pub struct Req {
+    pub method: Method,
+    pub uri: String,
+    pub user: Option<&'static str>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+pub fn request(method: Method, uri: impl Into<String>) -> Req {
+    Req {
+        method,
+        uri: uri.into(),
+        user: Some("alice"),
+        headers: Vec::new(),
+        body: Bytes::new(),
+    }
+}
+
+impl Req {
+    pub fn user(mut self, user: Option<&'static str>) -> Self {
+        self.user = user;
+        self
+    }
+    pub fn header(mut self, name: HeaderName, value: &str) -> Self {
+        self.headers
+            .push((name, HeaderValue::from_str(value).unwrap()));
+        self
+    }
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = Bytes::from(body.to_string());
+        self
+    }
+    pub fn raw_body(mut self, body: &'static str) -> Self {
+        self.body = Bytes::from_static(body.as_bytes());
+        self
+    }
+    pub fn build(self) -> Request<Full<Bytes>> {
+        let mut req = Request::builder()
+            .method(self.method)
+            .uri(self.uri)
+            .header("x-xbl-contract-version", "107")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(user) = self.user {
+            req = req.header(header::AUTHORIZATION, auth(user));
+        }
+        for (name, value) in self.headers {
+            req = req.header(name, value);
+        }
+        req.body(Full::new(self.body)).unwrap()
+    }
+}
+
+/// What a test looks at in an answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub outcome: Outcome,
+    pub call: Call,
+    pub headers: HeaderMap,
+    pub result: Result<MpsdSuccess, MpsdError>,
+}
+
+impl Answer {
+    pub fn etag(&self) -> Option<String> {
+        self.headers
+            .get(header::ETAG)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        let payload = match &self.result {
+            Ok(ok) => &ok.payload,
+            Err(MpsdError::Status { payload, .. }) => payload,
+            Err(e) => panic!("{e}"),
+        };
+        payload.json().expect("a JSON payload").expect("valid JSON")
+    }
+}
+
+/// Sends a request through `ClassifyLayer` and reads the answer.
+pub async fn send(req: Req) -> Answer {
+    let res: Response<Incoming> = classified_client().oneshot(req.build()).await.unwrap();
+    let outcome = *res.extensions().get::<Outcome>().unwrap();
+    let call = res.extensions().get::<Call>().unwrap().clone();
+    let headers = res.headers().clone();
+    let result = read_response(res, 1 << 20).await;
+    Answer {
+        outcome,
+        call,
+        headers,
+        result,
+    }
+}
