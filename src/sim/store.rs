@@ -818,3 +818,732 @@ fn member_key(doc: &Object, user: &str) -> Option<String> {
         .find(|(_, member)| xuid(member) == Some(user))
         .map(|(key, _)| key.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: &str = "/serviceconfigs/scid/sessionTemplates/LobbySession/sessions/s1";
+    const JOIN: &str = r#"{"members":{"me":{}}}"#;
+
+    fn store() -> Store {
+        Store::new(["LobbySession", "GameSession"])
+    }
+
+    /// One request with optional `If-Match` / `If-None-Match`.
+    fn call_if(
+        store: &mut Store,
+        method: &str,
+        path: &str,
+        user: &str,
+        (if_match, if_none_match): (Option<&str>, Option<&str>),
+        body: &str,
+    ) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        store.handle(&Request {
+            method: &method,
+            path,
+            query,
+            user,
+            if_match,
+            if_none_match,
+            body: body.as_bytes(),
+        })
+    }
+
+    fn call(store: &mut Store, method: &str, path: &str, user: &str, body: &str) -> Reply {
+        call_if(store, method, path, user, (None, None), body)
+    }
+
+    fn body(reply: &Reply) -> Value {
+        assert_eq!(reply.content_type, Some(JSON), "{reply:?}");
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    fn etag(reply: &Reply) -> String {
+        reply.etag.clone().expect("an ETag")
+    }
+
+    fn assert_empty(reply: &Reply, status: u16) {
+        assert_eq!(reply.status.as_u16(), status, "{reply:?}");
+        assert!(reply.body.is_empty(), "{reply:?}");
+        assert_eq!(reply.content_type, None, "{reply:?}");
+    }
+
+    fn assert_text(reply: &Reply, status: u16) {
+        assert_eq!(reply.status.as_u16(), status, "{reply:?}");
+        assert_eq!(reply.content_type, Some(TEXT), "{reply:?}");
+        assert!(!reply.body.is_empty(), "{reply:?}");
+    }
+
+    /// A session with `a` as member 0 and `b` as member 1.
+    fn two_members() -> Store {
+        let mut s = store();
+        assert_eq!(call(&mut s, "PUT", S, "a", JOIN).status, 201);
+        assert_eq!(call(&mut s, "PUT", S, "b", JOIN).status, 200);
+        s
+    }
+
+    #[test]
+    fn create_read_update() {
+        let mut s = store();
+        assert_empty(&call(&mut s, "GET", S, "a", ""), 204);
+        let created = call(&mut s, "PUT", S, "a", JOIN);
+        assert_eq!(created.status, StatusCode::CREATED);
+        let doc = body(&created);
+        assert_eq!(doc["contractVersion"], 107);
+        assert_eq!(doc["changeNumber"], 1);
+        let correlation = doc["correlationId"].as_str().unwrap();
+        assert_eq!(correlation.len(), 32);
+        assert!(correlation.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(doc["members"]["0"]["constants"]["system"]["xuid"], "a");
+        assert_eq!(
+            doc["members"]["0"]["properties"],
+            json!({"system": {}, "custom": {}})
+        );
+        assert_eq!(
+            doc["membersInfo"],
+            json!({"first": 0, "next": 1, "count": 1})
+        );
+        assert_eq!(doc["servers"], json!({}));
+        let tag = etag(&created);
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 34,
+            "{tag}"
+        );
+
+        let read = call(&mut s, "GET", S, "b", "");
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!((body(&read), etag(&read)), (doc, tag.clone()));
+
+        let updated = call(
+            &mut s,
+            "PUT",
+            S,
+            "a",
+            r#"{"properties":{"custom":{"x":1}}}"#,
+        );
+        assert_eq!(updated.status, StatusCode::OK);
+        assert_eq!(body(&updated)["changeNumber"], 2);
+        assert_ne!(etag(&updated), tag);
+        assert_eq!(
+            s.session("scid", "lobbysession", "s1").unwrap(),
+            body(&updated)
+        );
+    }
+
+    #[test]
+    fn template_is_case_insensitive_and_unknown_ones_are_404() {
+        let mut s = store();
+        let lower = S.replace("LobbySession", "lobbysession");
+        assert_eq!(call(&mut s, "PUT", &lower, "a", JOIN).status, 201);
+        let upper = S.replace("LobbySession", "LOBBYSESSION");
+        assert_eq!(call(&mut s, "GET", &upper, "a", "").status, 200);
+        let other = S.replace("LobbySession", "Nope");
+        assert_text(&call(&mut s, "GET", &other, "a", ""), 404);
+        assert_text(&call(&mut s, "PUT", &other, "a", JOIN), 404);
+        assert_text(
+            &call(&mut s, "GET", &format!("{other}/members/me"), "a", ""),
+            404,
+        );
+        assert_text(&call(&mut s, "GET", "/nothing/here", "a", ""), 404);
+        assert_text(&call(&mut s, "GET", &format!("{S}/unknown"), "a", ""), 404);
+    }
+
+    #[test]
+    fn a_create_without_members_stores_nothing() {
+        let mut s = store();
+        assert_empty(&call(&mut s, "PUT", S, "a", "{}"), 204);
+        let props = r#"{"properties":{"custom":{"x":1}}}"#;
+        assert_empty(&call(&mut s, "PUT", S, "a", props), 204);
+        assert_eq!(s.session("scid", "LobbySession", "s1"), None);
+        assert_empty(&call(&mut s, "GET", S, "a", ""), 204);
+    }
+
+    #[test]
+    fn malformed_deltas_are_400() {
+        let mut s = two_members();
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "42",
+            r#"{"unknown":{}}"#,
+            r#"{"constants":[]}"#,
+            r#"{"constants":{"other":{}}}"#,
+            r#"{"constants":{"custom":1}}"#,
+            r#"{"properties":{"custom":"x"}}"#,
+            r#"{"members":{"0":{}}}"#,
+            r#"{"members":[]}"#,
+            r#"{"members":{"me":1}}"#,
+            r#"{"members":{"me":{"roles":{}}}}"#,
+            r#"{"servers":{"game":1}}"#,
+            r#"{"servers":[]}"#,
+        ] {
+            assert_text(&call(&mut s, "PUT", S, "a", bad), 400);
+        }
+        assert_eq!(body(&call(&mut s, "GET", S, "a", ""))["changeNumber"], 2);
+    }
+
+    #[test]
+    fn constants_are_set_once() {
+        let mut s = store();
+        let set = r#"{"members":{"me":{}},"constants":{"custom":{"map":"a"},"system":{"maxMembersCount":4}}}"#;
+        assert_eq!(call(&mut s, "PUT", S, "a", set).status, 201);
+        assert_eq!(call(&mut s, "PUT", S, "a", set).status, 200);
+        let more = r#"{"constants":{"custom":{"mode":"b"}}}"#;
+        assert_eq!(call(&mut s, "PUT", S, "a", more).status, 200);
+        let changed = r#"{"constants":{"custom":{"map":"b"}}}"#;
+        assert_text(&call(&mut s, "PUT", S, "a", changed), 409);
+        let xuid = r#"{"members":{"me":{"constants":{"system":{"xuid":"z"}}}}}"#;
+        assert_text(&call(&mut s, "PUT", S, "a", xuid), 409);
+        let member = r#"{"members":{"me":{"constants":{"custom":{"team":1}}}}}"#;
+        assert_eq!(call(&mut s, "PUT", S, "a", member).status, 200);
+        let member = r#"{"members":{"me":{"constants":{"custom":{"team":2}}}}}"#;
+        assert_text(&call(&mut s, "PUT", S, "a", member), 409);
+        let doc = s.session("scid", "LobbySession", "s1").unwrap();
+        assert_eq!(doc["constants"]["custom"], json!({"map": "a", "mode": "b"}));
+        assert_eq!(
+            doc["members"]["0"]["constants"]["custom"],
+            json!({"team": 1})
+        );
+    }
+
+    #[test]
+    fn properties_merge_as_json_merge_patch() {
+        let mut s = store();
+        let set = r#"{"members":{"me":{"properties":{"custom":{"ready":true}}}},
+                      "properties":{"custom":{"a":1,"b":{"c":2,"d":3}}}}"#;
+        assert_eq!(call(&mut s, "PUT", S, "a", set).status, 201);
+        let patch = r#"{"properties":{"custom":{"a":null,"b":{"c":null,"e":4},"f":[1]}}}"#;
+        let doc = body(&call(&mut s, "PUT", S, "a", patch));
+        assert_eq!(
+            doc["properties"]["custom"],
+            json!({"b": {"d": 3, "e": 4}, "f": [1]})
+        );
+        assert_eq!(doc["properties"]["system"], json!({}));
+        assert_eq!(
+            doc["members"]["0"]["properties"]["custom"],
+            json!({"ready": true})
+        );
+        let patch = r#"{"members":{"me":{"properties":{"custom":{"ready":null}}}}}"#;
+        let doc = body(&call(&mut s, "PUT", S, "a", patch));
+        assert_eq!(doc["members"]["0"]["properties"]["custom"], json!({}));
+    }
+
+    #[test]
+    fn servers_are_set_merged_and_removed() {
+        let mut s = two_members();
+        let doc = body(&call(
+            &mut s,
+            "PUT",
+            S,
+            "a",
+            r#"{"servers":{"game":{"constants":{"x":1}}}}"#,
+        ));
+        assert_eq!(doc["servers"], json!({"game": {"constants": {"x": 1}}}));
+        let doc = body(&call(
+            &mut s,
+            "PUT",
+            S,
+            "a",
+            r#"{"servers":{"game":{"properties":{"y":2}}}}"#,
+        ));
+        assert_eq!(
+            doc["servers"]["game"],
+            json!({"constants": {"x": 1}, "properties": {"y": 2}})
+        );
+        let doc = body(&call(&mut s, "PUT", S, "a", r#"{"servers":{"game":null}}"#));
+        assert_eq!(doc["servers"], json!({}));
+    }
+
+    #[test]
+    fn members_join_leave_and_the_last_one_deletes_the_session() {
+        let mut s = two_members();
+        let doc = s.session("scid", "LobbySession", "s1").unwrap();
+        assert_eq!(doc["members"]["1"]["constants"]["system"]["xuid"], "b");
+        assert_eq!(
+            doc["membersInfo"],
+            json!({"first": 0, "next": 2, "count": 2})
+        );
+        let first_tag = etag(&call(&mut s, "GET", S, "a", ""));
+
+        let doc = body(&call(&mut s, "PUT", S, "a", r#"{"members":{"me":null}}"#));
+        assert_eq!(
+            doc["membersInfo"],
+            json!({"first": 1, "next": 2, "count": 1})
+        );
+        assert!(doc["members"].get("0").is_none());
+        // Rejoining takes a fresh index.
+        let doc = body(&call(&mut s, "PUT", S, "a", JOIN));
+        assert_eq!(doc["members"]["2"]["constants"]["system"]["xuid"], "a");
+
+        call(&mut s, "PUT", S, "a", r#"{"members":{"me":null}}"#);
+        assert_empty(
+            &call(&mut s, "PUT", S, "b", r#"{"members":{"me":null}}"#),
+            204,
+        );
+        assert_eq!(s.session("scid", "LobbySession", "s1"), None);
+        assert_empty(&call(&mut s, "GET", S, "a", ""), 204);
+
+        // A re-created session starts over, with an ETag never seen before.
+        let recreated = call(&mut s, "PUT", S, "a", JOIN);
+        assert_eq!(recreated.status, StatusCode::CREATED);
+        assert_eq!(body(&recreated)["changeNumber"], 1);
+        assert_ne!(etag(&recreated), first_tag);
+    }
+
+    #[test]
+    fn etags_are_unique_across_sessions_and_recreation() {
+        let mut s = store();
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..20 {
+            let path = format!("{S}{}", round % 3);
+            let created = call(&mut s, "PUT", &path, "a", JOIN);
+            assert!(seen.insert(etag(&created)));
+            call(&mut s, "PUT", &path, "a", r#"{"members":{"me":null}}"#);
+        }
+    }
+
+    #[test]
+    fn nocommit_returns_the_merge_without_storing_it() {
+        let mut s = store();
+        let preview = call(&mut s, "PUT", &format!("{S}?nocommit=true"), "a", JOIN);
+        assert_eq!(preview.status, StatusCode::OK);
+        assert_eq!(
+            body(&preview)["members"]["0"]["constants"]["system"]["xuid"],
+            "a"
+        );
+        assert_eq!(s.session("scid", "LobbySession", "s1"), None);
+
+        let created = call(&mut s, "PUT", S, "a", JOIN);
+        let patch = r#"{"properties":{"custom":{"x":1}}}"#;
+        let preview = call(&mut s, "PUT", &format!("{S}?a=b&NoCommit=TRUE"), "a", patch);
+        assert_eq!(preview.status, StatusCode::OK);
+        assert_eq!(body(&preview)["properties"]["custom"]["x"], 1);
+        assert_eq!(body(&preview)["changeNumber"], 2);
+        assert_eq!(etag(&preview), etag(&created));
+        assert_eq!(
+            Some(body(&created)),
+            s.session("scid", "LobbySession", "s1")
+        );
+        // Leaving with nocommit deletes nothing.
+        let leave = call(
+            &mut s,
+            "PUT",
+            &format!("{S}?nocommit=true"),
+            "a",
+            r#"{"members":{"me":null}}"#,
+        );
+        assert_empty(&leave, 204);
+        assert!(s.session("scid", "LobbySession", "s1").is_some());
+    }
+
+    #[test]
+    fn get_with_if_none_match() {
+        let mut s = store();
+        let tag = etag(&call(&mut s, "PUT", S, "a", JOIN));
+        let unchanged = call_if(&mut s, "GET", S, "a", (None, Some(&tag)), "");
+        assert_empty(&unchanged, 304);
+        assert_eq!(unchanged.etag.as_deref(), Some(tag.as_str()));
+        let list = format!("\"other\", {tag}");
+        assert_empty(
+            &call_if(&mut s, "GET", S, "a", (None, Some(&list)), ""),
+            304,
+        );
+        let stale = call_if(&mut s, "GET", S, "a", (None, Some("\"stale\"")), "");
+        assert_eq!(stale.status, StatusCode::OK);
+        assert_eq!(etag(&stale), tag);
+    }
+
+    #[test]
+    fn put_preconditions() {
+        let mut s = store();
+        for if_match in ["*", "\"abc\""] {
+            assert_empty(
+                &call_if(&mut s, "PUT", S, "a", (Some(if_match), None), JOIN),
+                412,
+            );
+        }
+        let created = call_if(&mut s, "PUT", S, "a", (None, Some("*")), JOIN);
+        assert_eq!(created.status, StatusCode::CREATED);
+        let tag = etag(&created);
+        assert_empty(
+            &call_if(&mut s, "PUT", S, "a", (None, Some("*")), JOIN),
+            412,
+        );
+
+        let updated = call_if(
+            &mut s,
+            "PUT",
+            S,
+            "a",
+            (Some(&tag), None),
+            r#"{"properties":{"custom":{"x":1}}}"#,
+        );
+        assert_eq!(updated.status, StatusCode::OK);
+        // The old ETag lost the race: 412 with the whole current session.
+        let lost = call_if(
+            &mut s,
+            "PUT",
+            S,
+            "a",
+            (Some(&tag), None),
+            r#"{"properties":{"custom":{"x":2}}}"#,
+        );
+        assert_eq!(lost.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(body(&lost), body(&updated));
+        assert_eq!(etag(&lost), etag(&updated));
+        assert_eq!(
+            call_if(&mut s, "PUT", S, "a", (Some("*"), None), "{}").status,
+            200
+        );
+    }
+
+    #[test]
+    fn read_only_sessions_refuse_non_members_with_the_session() {
+        let mut s = store();
+        let create =
+            r#"{"members":{"me":{}},"constants":{"system":{"writeRestriction":"members"}}}"#;
+        let tag = etag(&call(&mut s, "PUT", S, "a", create));
+        for (method, path, body_text) in [
+            ("PUT", S.to_owned(), JOIN),
+            ("PUT", format!("{S}/members/me"), "{}"),
+            ("PUT", format!("{S}/properties"), r#"{"custom":{}}"#),
+            ("DELETE", format!("{S}/servers/x"), ""),
+            ("DELETE", format!("{S}/members/me"), ""),
+        ] {
+            let refused = call(&mut s, method, &path, "b", body_text);
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_eq!(
+                body(&refused)["members"]["0"]["constants"]["system"]["xuid"],
+                "a"
+            );
+            assert_eq!(etag(&refused), tag);
+        }
+        assert_eq!(call(&mut s, "GET", S, "b", "").status, 200);
+        assert_eq!(
+            call(
+                &mut s,
+                "PUT",
+                S,
+                "a",
+                r#"{"properties":{"custom":{"x":1}}}"#
+            )
+            .status,
+            200
+        );
+    }
+
+    #[test]
+    fn get_elements() {
+        let mut s = store();
+        for element in ["members/me", "members/0", "servers/game", "properties"] {
+            assert_text(
+                &call(&mut s, "GET", &format!("{S}/{element}"), "a", ""),
+                404,
+            );
+        }
+        let create =
+            r#"{"members":{"me":{}},"servers":{"game":{"x":1}},"properties":{"custom":{"p":1}}}"#;
+        let tag = etag(&call(&mut s, "PUT", S, "a", create));
+        let me = call(&mut s, "GET", &format!("{S}/members/me"), "a", "");
+        assert_eq!(body(&me)["constants"]["system"]["xuid"], "a");
+        assert_eq!(etag(&me), tag);
+        assert_eq!(
+            body(&call(&mut s, "GET", &format!("{S}/members/0"), "b", "")),
+            body(&me)
+        );
+        assert_empty(
+            &call(&mut s, "GET", &format!("{S}/members/me"), "b", ""),
+            204,
+        );
+        assert_empty(
+            &call(&mut s, "GET", &format!("{S}/members/1"), "a", ""),
+            204,
+        );
+        assert_eq!(
+            body(&call(&mut s, "GET", &format!("{S}/servers/game"), "a", "")),
+            json!({"x": 1})
+        );
+        assert_empty(
+            &call(&mut s, "GET", &format!("{S}/servers/other"), "a", ""),
+            204,
+        );
+        let props = body(&call(&mut s, "GET", &format!("{S}/properties"), "a", ""));
+        assert_eq!(props, json!({"system": {}, "custom": {"p": 1}}));
+    }
+
+    #[test]
+    fn put_elements() {
+        let mut s = store();
+        assert_text(
+            &call(&mut s, "PUT", &format!("{S}/members/me"), "a", "{}"),
+            404,
+        );
+        assert_eq!(call(&mut s, "PUT", S, "a", JOIN).status, 201);
+
+        let joined = call(
+            &mut s,
+            "PUT",
+            &format!("{S}/members/me"),
+            "b",
+            r#"{"properties":{"custom":{"r":1}}}"#,
+        );
+        assert_eq!(joined.status, StatusCode::OK);
+        let doc = body(&joined);
+        assert_eq!(doc["members"]["1"]["properties"]["custom"]["r"], 1);
+        assert_eq!(doc["membersInfo"]["count"], 2);
+
+        let props = call(
+            &mut s,
+            "PUT",
+            &format!("{S}/properties"),
+            "a",
+            r#"{"custom":{"p":2}}"#,
+        );
+        assert_eq!(body(&props)["properties"]["custom"]["p"], 2);
+        let server = call(
+            &mut s,
+            "PUT",
+            &format!("{S}/servers/game"),
+            "a",
+            r#"{"x":1}"#,
+        );
+        assert_eq!(body(&server)["servers"]["game"]["x"], 1);
+        assert_text(
+            &call(
+                &mut s,
+                "PUT",
+                &format!("{S}/properties"),
+                "a",
+                r#"{"other":{}}"#,
+            ),
+            400,
+        );
+        assert_text(
+            &call(&mut s, "PUT", &format!("{S}/members/me"), "a", "nope"),
+            400,
+        );
+
+        let index = call(&mut s, "PUT", &format!("{S}/members/0"), "a", "{}");
+        assert_text(&index, 405);
+        assert_eq!(index.allow, Some("GET, DELETE"));
+
+        // An element PUT that lost a race gets the whole session.
+        let stale = call_if(
+            &mut s,
+            "PUT",
+            &format!("{S}/properties"),
+            "a",
+            (Some("\"old\""), None),
+            "{}",
+        );
+        assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(body(&stale)["servers"]["game"]["x"], 1);
+        assert_eq!(stale.etag, call(&mut s, "GET", S, "a", "").etag);
+
+        call(&mut s, "PUT", &format!("{S}/members/me"), "a", "null");
+        assert_empty(
+            &call(&mut s, "PUT", &format!("{S}/members/me"), "b", "null"),
+            204,
+        );
+        assert_eq!(s.session("scid", "LobbySession", "s1"), None);
+    }
+
+    #[test]
+    fn delete_elements() {
+        let mut s = store();
+        assert_text(
+            &call(&mut s, "DELETE", &format!("{S}/members/me"), "a", ""),
+            404,
+        );
+        let mut s = two_members();
+        call(&mut s, "PUT", S, "a", r#"{"servers":{"game":{}}}"#);
+        let tag = etag(&call(&mut s, "GET", S, "a", ""));
+
+        // Deleting what is not there: 204, and nothing changes.
+        assert_empty(
+            &call(&mut s, "DELETE", &format!("{S}/servers/none"), "a", ""),
+            204,
+        );
+        assert_empty(
+            &call(&mut s, "DELETE", &format!("{S}/members/7"), "a", ""),
+            204,
+        );
+        assert_eq!(etag(&call(&mut s, "GET", S, "a", "")), tag);
+
+        let stale = call_if(
+            &mut s,
+            "DELETE",
+            &format!("{S}/servers/game"),
+            "a",
+            (Some("\"old\""), None),
+            "",
+        );
+        assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+        assert_empty(
+            &call_if(
+                &mut s,
+                "DELETE",
+                &format!("{S}/servers/game"),
+                "a",
+                (Some(&tag), None),
+                "",
+            ),
+            204,
+        );
+        let doc = s.session("scid", "LobbySession", "s1").unwrap();
+        assert_eq!(doc["servers"], json!({}));
+
+        assert_text(
+            &call(&mut s, "DELETE", &format!("{S}/members/1"), "a", ""),
+            403,
+        );
+        assert_empty(
+            &call(&mut s, "DELETE", &format!("{S}/members/0"), "a", ""),
+            204,
+        );
+        assert_empty(
+            &call(&mut s, "DELETE", &format!("{S}/members/me"), "b", ""),
+            204,
+        );
+        assert_eq!(s.session("scid", "LobbySession", "s1"), None);
+    }
+
+    #[test]
+    fn wrong_verbs_are_405_with_allow() {
+        let mut s = two_members();
+        for (method, path, allow) in [
+            ("DELETE", S.to_owned(), "GET, PUT"),
+            ("POST", S.to_owned(), "GET, PUT"),
+            ("PATCH", S.to_owned(), "GET, PUT"),
+            ("POST", format!("{S}/members/me"), "GET, PUT, DELETE"),
+            ("PATCH", format!("{S}/members/0"), "GET, DELETE"),
+            ("DELETE", format!("{S}/properties"), "GET, PUT"),
+            ("POST", format!("{S}/servers/x"), "GET, PUT, DELETE"),
+            ("GET", "/handles".to_owned(), "POST"),
+            ("PUT", "/handles/abc".to_owned(), "GET, DELETE"),
+            ("GET", "/handles/query".to_owned(), "POST"),
+            ("POST", "/serviceconfigs/scid/sessions".to_owned(), "GET"),
+            ("GET", "/serviceconfigs/scid/batch".to_owned(), "POST"),
+            ("GET", "/serviceconfigs/scid/hoppers/h".to_owned(), "POST"),
+        ] {
+            let reply = call(&mut s, method, &path, "a", "");
+            assert_text(&reply, 405);
+            assert_eq!(reply.allow, Some(allow), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn handles() {
+        let mut s = two_members();
+        let handle = r#"{"type":"activity","sessionRef":{"scid":"scid","templateName":"LobbySession","name":"s1"}}"#;
+        let created = call(&mut s, "POST", "/handles", "a", handle);
+        assert_eq!(created.status, StatusCode::CREATED);
+        let doc = body(&created);
+        let id = doc["id"].as_str().unwrap().to_owned();
+        assert_eq!(doc["sessionRef"]["name"], "s1");
+
+        assert_eq!(
+            body(&call(&mut s, "GET", &format!("/handles/{id}"), "b", "")),
+            doc
+        );
+        let session = call(&mut s, "GET", &format!("/handles/{id}/session"), "b", "");
+        assert_eq!(body(&session)["membersInfo"]["count"], 2);
+        assert!(session.etag.is_some());
+        let query = body(&call(&mut s, "POST", "/handles/query", "a", "{}"));
+        assert_eq!(query["results"], json!([doc]));
+
+        assert_text(&call(&mut s, "GET", "/handles/nope", "a", ""), 404);
+        assert_text(&call(&mut s, "POST", "/handles", "a", "{}"), 400);
+        assert_text(
+            &call(&mut s, "POST", "/handles", "a", &handle.replace("s1", "s2")),
+            404,
+        );
+        assert_empty(
+            &call(&mut s, "DELETE", &format!("/handles/{id}"), "a", ""),
+            204,
+        );
+        assert_text(
+            &call(&mut s, "GET", &format!("/handles/{id}"), "a", ""),
+            404,
+        );
+    }
+
+    #[test]
+    fn session_queries() {
+        let mut s = store();
+        call(&mut s, "PUT", S, "a", JOIN);
+        let game = "/serviceconfigs/scid/sessiontemplates/gamesession/sessions/g1";
+        call(&mut s, "PUT", game, "a", JOIN);
+        call(
+            &mut s,
+            "PUT",
+            "/serviceconfigs/other/sessionTemplates/GameSession/sessions/x",
+            "a",
+            JOIN,
+        );
+
+        let all = body(&call(
+            &mut s,
+            "GET",
+            "/serviceconfigs/scid/sessions?xuid=a",
+            "a",
+            "",
+        ));
+        let names: Vec<&Value> = all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["sessionRef"]["name"])
+            .collect();
+        assert_eq!(names, [&json!("g1"), &json!("s1")]);
+        let lobby = body(&call(
+            &mut s,
+            "GET",
+            "/serviceconfigs/scid/sessionTemplates/LOBBYSESSION/sessions",
+            "a",
+            "",
+        ));
+        assert_eq!(
+            lobby["results"],
+            json!([{"sessionRef": {"scid": "scid", "templateName": "LobbySession", "name": "s1"}}])
+        );
+        assert_text(
+            &call(
+                &mut s,
+                "GET",
+                "/serviceconfigs/scid/sessionTemplates/Nope/sessions",
+                "a",
+                "",
+            ),
+            404,
+        );
+    }
+
+    #[test]
+    fn batch_and_matchmaking() {
+        let mut s = store();
+        let batch = call(&mut s, "POST", "/serviceconfigs/scid/batch", "a", "{}");
+        assert_eq!(body(&batch), json!({"results": {}}));
+        let ticket = call(&mut s, "POST", "/serviceconfigs/scid/hoppers/h", "a", "{}");
+        assert_eq!(ticket.status, StatusCode::ACCEPTED);
+        assert_eq!(ticket.content_type, Some(TEXT));
+        assert!(ticket.body.is_empty());
+        assert_text(
+            &call(
+                &mut s,
+                "GET",
+                "/serviceconfigs/scid/hoppers/h/tickets/t",
+                "a",
+                "",
+            ),
+            404,
+        );
+    }
+}
