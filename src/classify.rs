@@ -1,7 +1,7 @@
 //! Middleware that classifies every MPSD response and records the
 //! [`Outcome`] (and the [`Call`] it was classified for) in the response's
 //! extensions, plus a classifier for
-//! [`tower_http::trace::TraceLayer`].
+//! `tower_http::trace::TraceLayer`.
 //!
 //! # Example
 //!
