@@ -497,3 +497,281 @@ fn body_len(res: &Response<Full<Bytes>>) -> usize {
     let hint = http_body::Body::size_hint(res.body());
     usize::try_from(hint.exact().unwrap_or(hint.lower())).unwrap_or(usize::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderName;
+    use http::HeaderMap;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::TokioExecutor;
+    use serde_json::{json, Value};
+
+    use crate::sim::Window;
+
+    type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+    const JOIN: &str = r#"{"members":{"me":{}}}"#;
+
+    fn client() -> TestClient {
+        Client::builder(TokioExecutor::new()).build_http()
+    }
+
+    fn request(method: Method, uri: &str, user: Option<&str>) -> http::request::Builder {
+        let builder = Request::builder().method(method).uri(uri);
+        match user {
+            Some(user) => builder.header(AUTHORIZATION, format!("XBL3.0 x={user};token")),
+            None => builder,
+        }
+    }
+
+    async fn send(
+        client: &TestClient,
+        req: http::request::Builder,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let (parts, body) = client.request(req).await.unwrap().into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    #[tokio::test]
+    async fn put_create_then_get_if_none_match_is_304() {
+        let sim = Simulator::start().await.unwrap();
+        let client = client();
+        let uri = sim.session_uri("scid", "LobbySession", "s1");
+
+        let (status, headers, body) =
+            send(&client, request(Method::PUT, &uri, Some("42")), JOIN).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(headers[CONTENT_TYPE], JSON);
+        let etag = headers[ETAG].clone();
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["members"]["0"]["constants"]["system"]["xuid"], "42");
+
+        let get = request(Method::GET, &uri, Some("42")).header(IF_NONE_MATCH, etag.clone());
+        let (status, headers, body) = send(&client, get, "").await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(headers[ETAG], etag);
+        assert!(body.is_empty());
+
+        let log = sim.log();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            (log[0].method.clone(), log[0].status),
+            (Method::PUT, StatusCode::CREATED)
+        );
+        assert_eq!(log[0].response_bytes, body_len_of(&doc));
+        assert_eq!(
+            log[0].path,
+            "/serviceconfigs/scid/sessionTemplates/LobbySession/sessions/s1"
+        );
+        assert_eq!(log[1].user.as_deref(), Some("42"));
+        assert_eq!(log[1].if_none_match.as_deref(), etag.to_str().ok());
+        assert_eq!(
+            (log[1].status, log[1].response_bytes),
+            (StatusCode::NOT_MODIFIED, 0)
+        );
+        assert_eq!(sim.session("scid", "lobbysession", "s1"), Some(doc));
+        sim.shutdown().await;
+    }
+
+    fn body_len_of(doc: &Value) -> usize {
+        doc.to_string().len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_limit_answers_429_on_virtual_time() {
+        let t0 = Instant::now();
+        let sim = Simulator::start().await.unwrap();
+        let client = client();
+        let uri = sim.session_uri("scid", "LobbySession", "s1");
+        for _ in 0..30 {
+            let (status, _, _) = send(&client, request(Method::GET, &uri, Some("u")), "").await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+        }
+        let (status, headers, body) =
+            send(&client, request(Method::GET, &uri, Some("u")), "").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[CONTENT_TYPE], JSON);
+        // All 31 arrived at t0: the window drains 15 s later.
+        assert_eq!(headers[RETRY_AFTER], "15");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"version": 1, "currentRequests": 31, "maxRequests": 30, "periodInSeconds": 15, "limitType": "Rate"})
+        );
+        // Another user is not throttled.
+        let (status, _, _) = send(&client, request(Method::GET, &uri, Some("v")), "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (status, headers, _) = send(&client, request(Method::GET, &uri, Some("u")), "").await;
+        assert_eq!(
+            (status, &headers[RETRY_AFTER]),
+            (StatusCode::TOO_MANY_REQUESTS, &HeaderValue::from(10))
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let (status, _, _) = send(&client, request(Method::GET, &uri, Some("u")), "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        let log = sim.log();
+        let times: Vec<Duration> = log.iter().map(|e| e.at - t0).collect();
+        assert_eq!(times[..32], [Duration::ZERO; 32]);
+        assert_eq!(
+            times[32..],
+            [Duration::from_secs(5), Duration::from_secs(15)]
+        );
+        assert_eq!(log[30].status, StatusCode::TOO_MANY_REQUESTS);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overload_sheds_with_retry_after_until_the_window_ends() {
+        let sim = Simulator::builder()
+            .no_rate_limit()
+            .overload(Overload {
+                capacity: 2,
+                window: Duration::from_secs(10),
+            })
+            .start()
+            .await
+            .unwrap();
+        let client = client();
+        let uri = sim.session_uri("scid", "GameSession", "g");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        for expected in [204, 204, 503] {
+            let (status, headers, body) =
+                send(&client, request(Method::GET, &uri, Some("u")), "").await;
+            assert_eq!(status.as_u16(), expected);
+            if expected == 503 {
+                assert_eq!(headers[RETRY_AFTER], "7");
+                assert_eq!(headers[CONTENT_TYPE], TEXT);
+                assert!(body.is_empty());
+            }
+        }
+        sim.set_overload(None);
+        let (status, _, _) = send(&client, request(Method::GET, &uri, Some("u")), "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn faults_come_first_then_authorization_and_body_limits() {
+        let sim = Simulator::builder()
+            .max_body_bytes(64)
+            .start()
+            .await
+            .unwrap();
+        let client = client();
+        let uri = sim.session_uri("scid", "LobbySession", "s1");
+        sim.script(
+            Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+                .method(Method::PUT)
+                .header(RETRY_AFTER, HeaderValue::from_bytes(b"\xff").unwrap())
+                .header(
+                    HeaderName::from_static("x-test"),
+                    HeaderValue::from_static("1"),
+                )
+                .body("down"),
+        );
+        // The GET is not the scripted PUT, and has no authorization.
+        let (status, headers, body) = send(&client, request(Method::GET, &uri, None), "").await;
+        assert_eq!(
+            (status, &headers[CONTENT_TYPE]),
+            (StatusCode::FORBIDDEN, &HeaderValue::from_static(TEXT))
+        );
+        assert!(!body.is_empty());
+        // A fault answers even an unauthorized request.
+        let (status, headers, body) = send(&client, request(Method::PUT, &uri, None), JOIN).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[RETRY_AFTER].as_bytes(), b"\xff");
+        assert_eq!(headers["x-test"], "1");
+        assert_eq!(&body[..], b"down");
+
+        let big = format!(
+            r#"{{"properties":{{"custom":{{"x":"{}"}}}}}}"#,
+            "a".repeat(100)
+        );
+        let (status, headers, _) = send(&client, request(Method::PUT, &uri, Some("u")), &big).await;
+        assert_eq!(
+            (status, &headers[CONTENT_TYPE]),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &HeaderValue::from_static(TEXT)
+            )
+        );
+        let (status, _, _) = send(&client, request(Method::PUT, &uri, Some("u")), JOIN).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let statuses: Vec<u16> = sim.log().iter().map(|e| e.status.as_u16()).collect();
+        assert_eq!(statuses, [403, 503, 413, 201]);
+        sim.clear_log();
+        assert!(sim.log().is_empty());
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn rate_limits_can_change_at_run_time() {
+        let tiny = RateLimits {
+            burst: Window {
+                max: 1,
+                period: Duration::from_secs(60),
+            },
+            sustain: Window {
+                max: 10,
+                period: Duration::from_secs(60),
+            },
+        };
+        let sim = Simulator::builder().rate_limit(tiny).start().await.unwrap();
+        let client = client();
+        let uri = sim.session_uri("scid", "LobbySession", "s1");
+        let get = || request(Method::GET, &uri, Some("u"));
+        assert_eq!(send(&client, get(), "").await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            send(&client, get(), "").await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        sim.set_rate_limit(None);
+        assert_eq!(send(&client, get(), "").await.0, StatusCode::NO_CONTENT);
+        sim.set_rate_limit(Some(tiny));
+        assert_eq!(send(&client, get(), "").await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            send(&client, get(), "").await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_stops_the_server() {
+        let sim = Simulator::start().await.unwrap();
+        let addr = sim.addr();
+        let clone = sim.clone();
+        drop(sim);
+        assert!(
+            TcpStream::connect(addr).await.is_ok(),
+            "a clone keeps it running"
+        );
+        drop(clone);
+        for _ in 0..100 {
+            if TcpStream::connect(addr).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the server still accepts connections");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_the_listener() {
+        let sim = Simulator::start().await.unwrap();
+        let addr = sim.addr();
+        assert_eq!(sim.base_uri(), format!("http://{addr}"));
+        sim.clone().shutdown().await;
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+}
