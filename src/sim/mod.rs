@@ -1,4 +1,137 @@
-//! The embedded MPSD simulator.
+//! An embedded MPSD simulator: a real hyper 1.x server on loopback that
+//! speaks the status-code contract of the Multiplayer Session Directory,
+//! for tests, demos and benches (feature `sim`).
+//!
+//! It keeps sessions in memory, merges PUT deltas the way MPSD does, hands
+//! out ETags, enforces per-user rate limits, can shed load, and answers
+//! scripted faults on demand. Every request is logged with the time it
+//! arrived (from `tokio::time`, so paused-time tests see virtual times) and
+//! the status answered.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{header::AUTHORIZATION, Request, StatusCode};
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower_mpsd::sim::Simulator;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = Simulator::start().await?;
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+//!
+//! let uri = sim.session_uri("00000000-0000-0000-0000-00007a3c1d5e", "LobbySession", "lobby");
+//! let get = Request::get(uri)
+//!     .header(AUTHORIZATION, "XBL3.0 x=1234567890;token")
+//!     .body(Full::default())?;
+//! let response = client.request(get).await?;
+//!
+//! // No such session yet: MPSD answers a GET of a missing session with 204.
+//! assert_eq!(response.status(), StatusCode::NO_CONTENT);
+//! assert_eq!(sim.log()[0].user.as_deref(), Some("1234567890"));
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Each request, in order
+//!
+//! 1. **Scripted faults** ([`SimHandle::script`]): the first queued
+//!    [`Fault`] that matches answers, and nothing below runs.
+//! 2. **Overload** ([`SimBuilder::overload`]): fixed windows counted from
+//!    the server's start; the first `capacity` requests of a window are
+//!    served, the rest get 503 `text/plain`, no body, and `Retry-After` =
+//!    seconds until the window ends (rounded up, at least 1).
+//! 3. **Authorization**: without an `Authorization: XBL3.0 x=<userhash>;<token>`
+//!    header, 403 `text/plain`. The user hash is the caller's identity.
+//! 4. **Rate limits** ([`RateLimits`]), per user hash, over a burst and a
+//!    sustain window at once, both sliding (a request counts while it is
+//!    strictly younger than the period). Default: MPSD's 30 per 15 s and
+//!    300 per 300 s. Throttled requests count too, as at MPSD, so a client
+//!    that keeps sending stays throttled. A throttled request gets 429
+//!    `application/json` with `Retry-After` = seconds until one more request
+//!    would pass (rounded up, at least 1; when both windows are tripped, the
+//!    longer wait) and the documented body for the tripped window (burst if
+//!    both): `{"version":1,"currentRequests":N,"maxRequests":M,
+//!    "periodInSeconds":P,"limitType":"Rate"}`. Memory is bounded: four
+//!    windows' worth of entries per user, and idle users are forgotten.
+//! 5. **The body** is read up to [`SimBuilder::max_body_bytes`] (413
+//!    `text/plain` beyond), then the request is **routed**.
+//!
+//! # Sessions
+//!
+//! `/serviceconfigs/{scid}/sessionTemplates/{template}/sessions/{name}`,
+//! segments matched case-insensitively, the template's name too; unknown
+//! templates ([`SimBuilder::templates`]) are 404. A document looks like
+//!
+//! ```json
+//! {"contractVersion":107,"correlationId":"<32 hex>","changeNumber":1,
+//!  "constants":{"system":{},"custom":{}},"properties":{"system":{},"custom":{}},
+//!  "members":{"0":{"constants":{"system":{"xuid":"<userhash>"},"custom":{}},
+//!                  "properties":{"system":{},"custom":{}}}},
+//!  "membersInfo":{"first":0,"next":1,"count":1},"servers":{}}
+//! ```
+//!
+//! Members are keyed by index (from `membersInfo.next`, never reused); a
+//! member's identity is its `constants.system.xuid`, the caller's user hash.
+//!
+//! - **PUT** merges a delta holding only `constants`, `properties`,
+//!   `members` and `servers` (anything else: 400). Constants are set once
+//!   (another value: 409); properties and servers merge as RFC 7396 JSON
+//!   merge-patch (`null` removes); `members` holds only `"me"`: an object
+//!   adds the caller if absent and merges its constants and properties,
+//!   `null` removes the caller. A result without members deletes the
+//!   session (or stores nothing) and answers 204; otherwise 201 (created) or
+//!   200 (updated) with the whole session and its new `ETag`. Every PUT that
+//!   stores bumps `changeNumber` and the `ETag`, even when nothing changed.
+//! - **`?nocommit=true`** answers 200 with what the merge would store, and
+//!   stores nothing: the `ETag` is the current one (or, for a session that
+//!   does not exist, a fresh one that matches nothing).
+//! - **ETags** are quoted hex strings, unique for the simulator's lifetime,
+//!   even across delete and re-create. `If-Match`/`If-None-Match` take `*` or
+//!   a list of ETags, compared exactly. `If-Match` on a missing session is
+//!   412 without a body; a stale `If-Match` is 412 with the whole current
+//!   session and its `ETag`; `If-None-Match` naming an existing session
+//!   (`*` for create-only writes) is 412 without a body. A GET whose
+//!   `If-None-Match` names the current `ETag` is 304.
+//! - **Elements**: `members/me`, `members/{index}`, `servers/{name}` and
+//!   `properties`. GET: 404 when the session is missing, 204 when the element
+//!   is, else 200 with the element and the session's `ETag`. PUT takes the
+//!   element's part of a delta (`members/me` the `"me"` object,
+//!   `properties` the properties delta, `servers/{name}` the server) and
+//!   answers 200 with the whole session, or 204 if the session lost its last
+//!   member; PUT of `members/{index}` is 405. DELETE of `members/me`,
+//!   `servers/{name}` or the caller's own `members/{index}` answers 204
+//!   (deleting an element that is not there changes nothing); another
+//!   member's index is 403 `text/plain`.
+//! - **Read-only sessions** (a simulator marker, not an MPSD field): when
+//!   `constants.system.writeRestriction` is `"members"`, a caller who is not
+//!   a member gets 403 `application/json` with the whole session and its
+//!   `ETag` for any PUT or DELETE of the session or its elements: it can
+//!   read the session but not update it.
+//! - Other verbs (POST, PATCH, DELETE of a whole session) are 405
+//!   `text/plain` with an `Allow` header.
+//!
+//! # Other resources
+//!
+//! - `GET /serviceconfigs/{scid}/sessions` and
+//!   `.../sessionTemplates/{template}/sessions`: 200
+//!   `{"results":[{"sessionRef":{"scid","templateName","name"}}]}`
+//!   (filters are ignored).
+//! - `POST /handles` with `{"type":..,"sessionRef":{"scid","templateName","name"}}`:
+//!   201 with the handle and its `id` (404 if the session does not exist);
+//!   `GET /handles/{id}` (200 or 404), `GET /handles/{id}/session`,
+//!   `DELETE /handles/{id}`; `POST /handles/query`: 200 with all handles.
+//! - `POST .../batch`: 200 `{"results":{}}`.
+//! - `POST /serviceconfigs/{scid}/hoppers/{hopper}` (submit a matchmaking
+//!   ticket) is MPSD's one asynchronous operation: 202 `text/plain` with no
+//!   body, the ticket "completes later". The simulator tracks no tickets, so
+//!   `.../hoppers/{hopper}/tickets/{id}` is always 404.
+//! - Anything else is 404 `text/plain`.
+//!
+//! Error bodies (400, 403, 404, 405, 409, 413) are short `text/plain`
+//! messages.
 
 mod faults;
 mod limits;
