@@ -44,6 +44,7 @@ pub mod identity;
 pub mod outcome;
 pub mod rate_limit;
 pub mod response;
+pub mod retry;
 pub mod retry_after;
 pub mod target;
 

@@ -1,0 +1,264 @@
+//! Shared cooldowns: once an endpoint says "come back later", every request
+//! that would hit it waits (or fails fast), not only the one that was told.
+//!
+//! A gate per key holds the instant the cooldown ends. Until then, requests
+//! wait for that instant if it fits their deadline, or fail at once. When it
+//! ends, the first request through becomes the *probe*; the others wait for
+//! its answer. If the probe is told to wait again, the gate closes again
+//! with the new instant. If it gets any other answer, the gate is removed
+//! and the waiters are released. If the probe's caller drops its future,
+//! the waiters are woken and one of them becomes the probe.
+//!
+//! The release is spread: waiters released by one probe's success are let
+//! through one `release_spacing` apart (default 50 ms), so a queue of N
+//! callers reaches the server over N × spacing rather than at one instant.
+//!
+//! The map is bounded: it forgets gates whose cooldown has ended with no
+//! probe in flight, and when full it refuses new gates (requests then
+//! simply proceed, as without a cooldown) rather than grow.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What a cooldown is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// 503: the whole authority is overloaded.
+    Authority(String),
+    /// 429: one user of one authority is throttled.
+    User(String, String),
+}
+
+#[derive(Debug)]
+struct Gate {
+    until: Instant,
+    probing: bool,
+    /// The next instant a released waiter may go, while releasing.
+    next_release: Option<Instant>,
+    notify: Arc<Notify>,
+}
+
+/// The shared map of gates. Clones share it.
+#[derive(Debug, Clone)]
+pub(crate) struct Cooldowns {
+    gates: Arc<Mutex<HashMap<Key, Gate>>>,
+    max_keys: usize,
+    release_spacing: Duration,
+}
+
+/// What a request may do now.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// No cooldown: go.
+    Go,
+    /// Go as the probe; report the answer through the guard.
+    Probe(ProbeGuard),
+    /// Wait until this instant, then ask again.
+    WaitUntil(Instant),
+    /// Released after a probe's success: go at this instant, without asking again.
+    GoAt(Instant),
+    /// Wait for the probe's answer, then ask again. The wait is registered
+    /// before the lock is released, so the answer cannot be missed.
+    WaitForProbe(Pin<Box<OwnedNotified>>),
+    /// The cooldown ends at this instant, past the deadline.
+    FailFast(Instant),
+}
+
+impl Cooldowns {
+    pub(crate) fn new(max_keys: usize, release_spacing: Duration) -> Self {
+        Self {
+            gates: Arc::new(Mutex::new(HashMap::new())),
+            max_keys,
+            release_spacing,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Gate>> {
+        // A panic elsewhere while holding the lock leaves a usable map.
+        self.gates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides what a request for `key` may do at `now`, given its deadline.
+    pub(crate) fn admit(&self, key: &Key, now: Instant, deadline: Instant) -> Admission {
+        let mut gates = self.lock();
+        let Some(gate) = gates.get_mut(key) else {
+            return Admission::Go;
+        };
+        if now < gate.until {
+            return if gate.until > deadline {
+                Admission::FailFast(gate.until)
+            } else {
+                Admission::WaitUntil(gate.until)
+            };
+        }
+        if let Some(next) = gate.next_release {
+            // Releasing after a successful probe: one waiter per slot.
+            if next > deadline {
+                return Admission::FailFast(next);
+            }
+            if next > now {
+                gate.next_release = Some(next + self.release_spacing);
+                return Admission::GoAt(next);
+            }
+            gates.remove(key);
+            return Admission::Go;
+        }
+        if gate.probing {
+            let mut answer = Box::pin(gate.notify.clone().notified_owned());
+            answer.as_mut().enable();
+            return Admission::WaitForProbe(answer);
+        }
+        gate.probing = true;
+        Admission::Probe(ProbeGuard {
+            cooldowns: self.clone(),
+            key: Some(key.clone()),
+        })
+    }
+
+    /// Closes the gate for `key` until `until` (extending, never shortening).
+    pub(crate) fn close(&self, key: Key, until: Instant) {
+        let mut gates = self.lock();
+        if !gates.contains_key(&key) && gates.len() >= self.max_keys {
+            let now = Instant::now();
+            gates.retain(|_, g| {
+                g.probing || g.until > now || g.next_release.is_some_and(|n| n > now)
+            });
+            if gates.len() >= self.max_keys {
+                return;
+            }
+        }
+        let gate = gates.entry(key).or_insert_with(|| Gate {
+            until,
+            probing: false,
+            next_release: None,
+            notify: Arc::new(Notify::new()),
+        });
+        gate.until = gate.until.max(until);
+        gate.next_release = None;
+    }
+
+    /// How many keys are held (for bounds checks).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Held by the probe. Report its answer with [`ProbeGuard::closed_again`]
+/// or [`ProbeGuard::opened`]; dropping it unreported hands the probe role
+/// to a waiter.
+#[derive(Debug)]
+pub(crate) struct ProbeGuard {
+    cooldowns: Cooldowns,
+    key: Option<Key>,
+}
+
+impl ProbeGuard {
+    /// The probe was told to wait again: close the gate until `until`.
+    pub(crate) fn closed_again(mut self, until: Instant) {
+        if let Some(key) = self.key.take() {
+            self.cooldowns.close(key.clone(), until);
+            self.finish(&key);
+        }
+    }
+
+    /// The probe got through: release the waiters, spaced out.
+    pub(crate) fn opened(mut self, now: Instant) {
+        if let Some(key) = self.key.take() {
+            let spacing = self.cooldowns.release_spacing;
+            if let Some(gate) = self.cooldowns.lock().get_mut(&key) {
+                gate.next_release = Some(now + spacing);
+            }
+            self.finish(&key);
+        }
+    }
+
+    fn finish(&self, key: &Key) {
+        let mut gates = self.cooldowns.lock();
+        if let Some(gate) = gates.get_mut(key) {
+            gate.probing = false;
+            gate.notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // The probe's caller went away: another waiter takes the role.
+            self.finish(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_then_a_spaced_release() {
+        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let key = Key::Authority("a".into());
+        let t0 = Instant::now();
+        assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::Go));
+        c.close(key.clone(), t0 + s(5));
+        assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::WaitUntil(t) if t == t0 + s(5)));
+        assert!(matches!(c.admit(&key, t0, t0 + s(4)), Admission::FailFast(t) if t == t0 + s(5)));
+        let t5 = t0 + s(5);
+        let Admission::Probe(probe) = c.admit(&key, t5, t0 + s(20)) else {
+            panic!()
+        };
+        let Admission::WaitForProbe(_) = c.admit(&key, t5, t0 + s(20)) else {
+            panic!()
+        };
+        probe.opened(t5);
+        let ms = Duration::from_millis;
+        assert!(matches!(c.admit(&key, t5, t0 + s(20)), Admission::GoAt(t) if t == t5 + ms(50)));
+        assert!(matches!(c.admit(&key, t5, t0 + s(20)), Admission::GoAt(t) if t == t5 + ms(100)));
+        assert!(matches!(
+            c.admit(&key, t5 + ms(200), t0 + s(20)),
+            Admission::Go
+        ));
+        assert_eq!(c.len(), 0, "the gate is forgotten once released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_hands_over_and_a_refused_probe_closes_again() {
+        let c = Cooldowns::new(16, Duration::ZERO);
+        let key = Key::User("a".into(), "u".into());
+        let t0 = Instant::now();
+        c.close(key.clone(), t0);
+        let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20)) else {
+            panic!()
+        };
+        drop(probe);
+        let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20)) else {
+            panic!("role handed over")
+        };
+        probe.closed_again(t0 + s(3));
+        assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::WaitUntil(t) if t == t0 + s(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_map_is_bounded() {
+        let c = Cooldowns::new(2, Duration::ZERO);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            c.close(Key::Authority(i.to_string()), t0 + s(1));
+        }
+        assert_eq!(c.len(), 2);
+        tokio::time::advance(s(2)).await;
+        c.close(Key::Authority("late".into()), Instant::now() + s(1));
+        assert_eq!(c.len(), 1, "expired gates are forgotten to make room");
+    }
+}

@@ -1,0 +1,72 @@
+//! Retrying 503 and 429 (and, for safe methods, transient failures) the way
+//! MPSD asks: not before `Retry-After`, with jitter, with one cooldown per
+//! endpoint shared by every request, and never past the deadline.
+//!
+//! - **503**: waits `Retry-After × [1.0, 1.2)` (never earlier than asked);
+//!   without a usable header, exponential backoff. The cooldown is shared
+//!   per authority.
+//! - **429**: exponential backoff with full jitter, never shorter than
+//!   `Retry-After`. The cooldown is shared per authority and user (the
+//!   `x=<userhash>` of `XBL3.0` authorization).
+//! - **Cooldowns**: while one is in force, new requests to the same key wait
+//!   for its end if that fits their deadline, or fail at once with
+//!   [`CoolingDown`] without touching the network. When it ends, one probe
+//!   goes first; after its success the waiters are released one
+//!   `release_spacing` apart. See the `cooldown` rules in the docs of
+//!   [`RetryLayer::release_spacing`].
+//! - **Limits** (defaults and why): deadline 20 s per logical request
+//!   (Microsoft's SDK's retry window); 5 attempts; no single wait over 60 s
+//!   (the SDK's cap), a longer hint is handed back at once; a retry budget
+//!   shared by all clones ([`TpsBudget`], 10 retries per second plus 20 % of
+//!   requests, over 10 s: tower's own defaults).
+//! - **Method safety**: 429 and 503 are retried for any method (the service
+//!   refused the request without applying it). 408, 500, 502, 504 and
+//!   errors of the inner service are retried only for GET, HEAD and OPTIONS
+//!   by default: an MPSD PUT is a merge the server may have applied, and a
+//!   replay could undo a write made in between. 202 is never retried.
+//! - **Bodies**: the request body must be `Clone` (e.g.
+//!   `http_body_util::Full<Bytes>`) to be replayed.
+//!
+//! When the layer stops retrying, the caller gets the last response, with
+//! an [`AttemptHistory`] in its extensions saying why.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_mpsd::retry::{AttemptHistory, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_mpsd::BoxError> {
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+//! let counter = calls.clone();
+//! let mpsd = service_fn(move |_req: Request<Full<Bytes>>| {
+//!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     async move {
+//!         // Overloaded once, then fine.
+//!         let status = if n == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!         Response::builder().status(status).header("retry-after", "2").body(Full::<Bytes>::default())
+//!     }
+//! });
+//! let client = ServiceBuilder::new().layer(RetryLayer::new()).service(mpsd);
+//! let res = client.oneshot(Request::get("http://mpsd.test/handles/h1").body(Full::default())?).await?;
+//! assert_eq!(res.status(), StatusCode::OK);
+//! let history = res.extensions().get::<AttemptHistory>().unwrap();
+//! assert_eq!(history.attempts.len(), 2);
+//! assert!(history.attempts[1].waited >= std::time::Duration::from_secs(2));
+//! # Ok(())
+//! # }
+//! ```
+
+mod cooldown;
+mod future;
+mod history;
+mod layer;
+
+pub use future::CoolingDown;
+pub use history::{Attempt, AttemptHistory, GaveUp, RetryStats};
+pub use layer::{Retry, RetryLayer};
+pub use tower::retry::budget::TpsBudget;
