@@ -16,6 +16,10 @@ use crate::identity::user_hash;
 use crate::outcome::{classify, Call, Outcome, Retryable};
 use crate::BoxError;
 
+/// The longest cooldown, whatever the server says: enormous hints must not
+/// overflow the clock or close an endpoint for the life of the process.
+const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What every service of one layer shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
@@ -169,7 +173,8 @@ where
         };
         // Tell the cooldowns what this answer says.
         if let Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) = wanted {
-            let until = now + hint.unwrap_or_else(|| config.backoff.wait(c, None, 1, 0.0));
+            let hint = hint.unwrap_or_else(|| config.backoff.wait(c, None, 1, 0.0));
+            let until = now + hint.min(MAX_COOLDOWN);
             let key = if c == Cause::Overloaded {
                 Some(authority.clone())
             } else {

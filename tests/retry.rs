@@ -1,0 +1,353 @@
+//! The retry layer against the simulator over real TCP, on paused time:
+//! which requests reached the server, and at which virtual instants.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http_client, request, SCID};
+use futures_util::future::join_all;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::retry::{AttemptHistory, CoolingDown, GaveUp, RetryLayer, TpsBudget};
+use tower_mpsd::sim::{Fault, LogEntry, RateLimits, SimHandle, Simulator, Window};
+
+fn retry_after(v: &'static str) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static("retry-after"),
+        HeaderValue::from_static(v),
+    )
+}
+
+async fn quiet_sim() -> SimHandle {
+    Simulator::builder().no_rate_limit().start().await.unwrap()
+}
+
+fn since(t0: Instant, log: &[LogEntry]) -> Vec<Duration> {
+    log.iter().map(|e| e.at - t0).collect()
+}
+
+macro_rules! stack {
+    ($layer:expr) => {
+        ServiceBuilder::new()
+            .layer($layer)
+            .layer(ClassifyLayer::new())
+            .service(http_client())
+    };
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "s503");
+    let (name, value) = retry_after("4");
+    sim.script(
+        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+            .times(2)
+            .header(name, value),
+    );
+    let t0 = Instant::now();
+    let res = stack!(RetryLayer::new())
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let times = since(t0, &sim.log());
+    println!("503 attempt times: {times:?}");
+    assert_eq!(times.len(), 3);
+    assert_eq!(times[0], Duration::ZERO);
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_secs(4) && gap < Duration::from_millis(4800),
+            "{gap:?} outside [4 s, 4.8 s)"
+        );
+    }
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    assert_eq!(history.attempts.len(), 3);
+    assert_eq!(history.gave_up, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_from_the_rate_limiter_is_waited_out() {
+    let limits = RateLimits {
+        burst: Window {
+            max: 2,
+            period: Duration::from_secs(15),
+        },
+        sustain: Window {
+            max: 300,
+            period: Duration::from_secs(300),
+        },
+    };
+    let sim = Simulator::builder()
+        .rate_limit(limits)
+        .start()
+        .await
+        .unwrap();
+    let uri = sim.session_uri(SCID, "LobbySession", "s429");
+    let client = stack!(RetryLayer::new());
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        let res = client
+            .clone()
+            .oneshot(request(Method::GET, &uri).build())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    let log = sim.log();
+    let times = since(t0, &log);
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    println!("429 attempt times: {times:?} statuses: {statuses:?}");
+    assert_eq!(statuses, [204, 204, 429, 204]);
+    // The 429 said 15 s; the retry came no earlier, and within full jitter's bound.
+    let gap = times[3] - times[2];
+    assert!(
+        gap >= Duration::from_secs(15) && gap <= Duration::from_secs(16),
+        "{gap:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_two_callers_of_one_throttled_user_send_one_probe() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "herd");
+    let (name, value) = retry_after("5");
+    sim.script(
+        Fault::status(StatusCode::TOO_MANY_REQUESTS)
+            .header(name, value)
+            .body("{}"),
+    );
+    let layer = RetryLayer::new();
+    let client = stack!(layer.clone());
+    let t0 = Instant::now();
+    // The first caller is throttled, and the cooldown is set ...
+    let first = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // ... then 31 more arrive during it.
+    let rest =
+        join_all((0..31).map(|_| client.clone().oneshot(request(Method::GET, &uri).build()))).await;
+    let first = first.await.unwrap();
+    let log = sim.log();
+    let times = since(t0, &log);
+    let during = times
+        .iter()
+        .filter(|t| **t > Duration::ZERO && **t < Duration::from_secs(5))
+        .count();
+    println!(
+        "herd: {} requests, first at {:?}, last at {:?}",
+        times.len(),
+        times[1],
+        times.last().unwrap()
+    );
+    assert_eq!(
+        during, 0,
+        "nothing reaches the server before the cooldown ends"
+    );
+    assert_eq!(
+        times.len(),
+        33,
+        "one 429, one probe, then the others, each once"
+    );
+    assert!(times[1] >= Duration::from_secs(5));
+    for res in rest.into_iter().chain([first]) {
+        assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    // The release is spread out: 50 ms apart.
+    let spread = *times.last().unwrap() - times[1];
+    assert!(spread >= Duration::from_millis(50 * 30), "{spread:?}");
+    assert_eq!(layer.stats().retries_throttled(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_shorter_than_retry_after_sends_nothing_more() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "late");
+    let (name, value) = retry_after("30");
+    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value));
+    let client = stack!(RetryLayer::new().deadline(Duration::from_secs(10)));
+    let t0 = Instant::now();
+    let res = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the last response, at once"
+    );
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let Some(GaveUp::Deadline { wait }) = history.gave_up else {
+        panic!("{history:?}")
+    };
+    assert!(
+        wait >= Duration::from_secs(30) && wait < Duration::from_secs(36),
+        "{wait:?}"
+    );
+    // A new request meets the cooldown and fails fast, typed, without the network.
+    let err = client
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap_err();
+    let cooling = err.downcast_ref::<CoolingDown>().unwrap();
+    assert_eq!(cooling.retry_in, Duration::from_secs(30));
+    assert_eq!(sim.log().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_over_the_cap_is_handed_back() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "cap");
+    let (name, value) = retry_after("99999999999999999999");
+    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value));
+    let res = stack!(RetryLayer::new().deadline(Duration::from_secs(1000)))
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    assert!(
+        matches!(history.gave_up, Some(GaveUp::OverCap { .. })),
+        "{history:?}"
+    );
+    assert_eq!(sim.log().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_retry_after_falls_back_to_backoff() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "bad");
+    for bad in ["-5", "soon", "Fri, 32 Dec 1999 23:59:59 GMT"] {
+        let (name, _) = retry_after("0");
+        sim.script(
+            Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+                .header(name, HeaderValue::from_static(bad)),
+        );
+    }
+    let t0 = Instant::now();
+    let res = stack!(RetryLayer::new())
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let times = since(t0, &sim.log());
+    println!("fallback attempt times: {times:?}");
+    // Backoff without a hint: [1, 2) s, then [2, 4) s, then [4, 8) s.
+    let gaps: Vec<Duration> = times.windows(2).map(|p| p[1] - p[0]).collect();
+    for (gap, lo) in gaps.iter().zip([1u64, 2, 4]) {
+        assert!(
+            *gap >= Duration::from_secs(lo) && *gap < Duration::from_secs(2 * lo),
+            "{gaps:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_are_capped() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "cap3");
+    let (name, value) = retry_after("1");
+    sim.script(
+        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+            .times(10)
+            .header(name, value),
+    );
+    let res = stack!(RetryLayer::new().max_attempts(3))
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        Some(GaveUp::MaxAttempts)
+    );
+    assert_eq!(sim.log().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_refuses_retries() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "budget");
+    let (name, value) = retry_after("0");
+    sim.script(
+        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+            .times(20)
+            .header(name, value),
+    );
+    let layer =
+        RetryLayer::new()
+            .max_attempts(20)
+            .budget(TpsBudget::new(Duration::from_secs(10), 1, 0.0));
+    let res = stack!(layer.clone())
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    assert_eq!(history.gave_up, Some(GaveUp::Budget));
+    assert_eq!(layer.stats().budget_refusals(), 1);
+    // min_per_sec = 1 over a 10 s window allows 10 retries.
+    assert_eq!(sim.log().len(), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_500_on_a_write_is_sent_once_but_a_read_is_retried() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "s500");
+    sim.script(Fault::status(StatusCode::INTERNAL_SERVER_ERROR).times(2));
+    let put = request(Method::PUT, &uri)
+        .json(serde_json::json!({"members": {"me": {}}}))
+        .build();
+    let res = stack!(RetryLayer::new()).oneshot(put).await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        Some(GaveUp::UnsafeMethod)
+    );
+    assert_eq!(
+        sim.log().len(),
+        1,
+        "a PUT the server may have applied is not repeated"
+    );
+    let res = stack!(RetryLayer::new())
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sim.log().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_passes_the_role_and_the_next_request_works() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "drop");
+    let (name, value) = retry_after("2");
+    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value));
+    let client = stack!(RetryLayer::new().max_attempts(1));
+    let first = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Two callers wait out the cooldown; the first to go is the probe.
+    let probe = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
+    let waiter = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    probe.abort();
+    let _ = probe.await;
+    let res = waiter.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = client
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "the cooldown state is consistent after a drop"
+    );
+}
