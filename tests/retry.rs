@@ -25,6 +25,12 @@ async fn quiet_sim() -> SimHandle {
     Simulator::builder().no_rate_limit().start().await.unwrap()
 }
 
+/// Scripts the next `times` answers as `status` with a `Retry-After`.
+fn script(sim: &SimHandle, status: StatusCode, times: usize, after: &'static str) {
+    let (name, value) = retry_after(after);
+    sim.script(Fault::status(status).times(times).header(name, value));
+}
+
 fn since(t0: Instant, log: &[LogEntry]) -> Vec<Duration> {
     log.iter().map(|e| e.at - t0).collect()
 }
@@ -42,12 +48,7 @@ macro_rules! stack {
 async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "s503");
-    let (name, value) = retry_after("4");
-    sim.script(
-        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-            .times(2)
-            .header(name, value),
-    );
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 2, "4");
     let t0 = Instant::now();
     let res = stack!(RetryLayer::new())
         .oneshot(request(Method::GET, &uri).build())
@@ -166,8 +167,7 @@ async fn thirty_two_callers_of_one_throttled_user_send_one_probe() {
 async fn a_deadline_shorter_than_retry_after_sends_nothing_more() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "late");
-    let (name, value) = retry_after("30");
-    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value));
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 1, "30");
     let client = stack!(RetryLayer::new().deadline(Duration::from_secs(10)));
     let t0 = Instant::now();
     let res = client
@@ -203,8 +203,12 @@ async fn a_deadline_shorter_than_retry_after_sends_nothing_more() {
 async fn a_hint_over_the_cap_is_handed_back() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "cap");
-    let (name, value) = retry_after("99999999999999999999");
-    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value));
+    script(
+        &sim,
+        StatusCode::SERVICE_UNAVAILABLE,
+        1,
+        "99999999999999999999",
+    );
     let res = stack!(RetryLayer::new().deadline(Duration::from_secs(1000)))
         .oneshot(request(Method::GET, &uri).build())
         .await
@@ -250,12 +254,7 @@ async fn malformed_retry_after_falls_back_to_backoff() {
 async fn attempts_are_capped() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "cap3");
-    let (name, value) = retry_after("1");
-    sim.script(
-        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-            .times(10)
-            .header(name, value),
-    );
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 10, "1");
     let res = stack!(RetryLayer::new().max_attempts(3))
         .oneshot(request(Method::GET, &uri).build())
         .await
@@ -272,12 +271,7 @@ async fn attempts_are_capped() {
 async fn an_empty_budget_refuses_retries() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "budget");
-    let (name, value) = retry_after("0");
-    sim.script(
-        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-            .times(20)
-            .header(name, value),
-    );
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 20, "0");
     let layer =
         RetryLayer::new()
             .max_attempts(20)
@@ -324,8 +318,7 @@ async fn a_500_on_a_write_is_sent_once_but_a_read_is_retried() {
 async fn a_dropped_probe_passes_the_role_and_the_next_request_works() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "drop");
-    let (name, value) = retry_after("2");
-    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value));
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 1, "2");
     let client = stack!(RetryLayer::new().max_attempts(1));
     let first = client
         .clone()
