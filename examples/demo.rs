@@ -119,7 +119,7 @@ fn action(outcome: Outcome) -> String {
         Retryable::Throttled { after } => plan(Cause::Throttled, after),
         Retryable::Overloaded { after } => plan(Cause::Overloaded, after),
         Retryable::IfIdempotent => "retry if idempotent".into(),
-        Retryable::AfterRebase => "re-read ETag, rebase, retry".into(),
+        Retryable::AfterRebase => "return typed error; retryable after a rebase".into(),
         _ => "return".into(),
     }
 }
