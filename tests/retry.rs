@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::retry::{AttemptHistory, CoolingDown, GaveUp, RetryLayer, TpsBudget};
-use tower_mpsd::sim::{Fault, LogEntry, RateLimits, SimHandle, Simulator, Window};
+use tower_mpsd::sim::{Fault, LogEntry, SimHandle, Simulator};
 
 fn retry_after(v: &'static str) -> (HeaderName, HeaderValue) {
     (
@@ -73,21 +73,7 @@ async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter() {
 
 #[tokio::test(start_paused = true)]
 async fn a_429_from_the_rate_limiter_is_waited_out() {
-    let limits = RateLimits {
-        burst: Window {
-            max: 2,
-            period: Duration::from_secs(15),
-        },
-        sustain: Window {
-            max: 300,
-            period: Duration::from_secs(300),
-        },
-    };
-    let sim = Simulator::builder()
-        .rate_limit(limits)
-        .start()
-        .await
-        .unwrap();
+    let sim = common::burst_limited_sim(2).await;
     let uri = sim.session_uri(SCID, "LobbySession", "s429");
     let client = stack!(RetryLayer::new());
     let t0 = Instant::now();

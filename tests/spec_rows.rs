@@ -10,7 +10,7 @@ use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::json;
 use tower_mpsd::outcome::{BodyKind, Outcome, Retryable};
 use tower_mpsd::response::{MpsdError, Payload};
-use tower_mpsd::sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
+use tower_mpsd::sim::{Fault, Overload, SimHandle, Simulator};
 
 async fn sim() -> SimHandle {
     Simulator::builder().no_rate_limit().start().await.unwrap()
@@ -285,21 +285,7 @@ async fn row_412_with_the_current_session() {
 
 #[tokio::test]
 async fn row_429_too_many_requests() {
-    let tight = RateLimits {
-        burst: Window {
-            max: 2,
-            period: Duration::from_secs(15),
-        },
-        sustain: Window {
-            max: 300,
-            period: Duration::from_secs(300),
-        },
-    };
-    let sim = Simulator::builder()
-        .rate_limit(tight)
-        .start()
-        .await
-        .unwrap();
+    let sim = common::burst_limited_sim(2).await;
     let uri = lobby(&sim, "r429");
     for _ in 0..2 {
         assert_eq!(

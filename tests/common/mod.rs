@@ -124,3 +124,21 @@ pub async fn send(req: Req) -> Answer {
         result,
     }
 }
+
+/// A simulator whose burst window (15 s, as MPSD's) admits only `max`
+/// requests per user; the sustain window keeps MPSD's 300 per 300 s.
+pub async fn burst_limited_sim(max: u32) -> tower_mpsd::sim::SimHandle {
+    use tower_mpsd::sim::{RateLimits, Simulator, Window};
+    let limits = RateLimits {
+        burst: Window {
+            max,
+            period: std::time::Duration::from_secs(15),
+        },
+        ..RateLimits::mpsd()
+    };
+    Simulator::builder()
+        .rate_limit(limits)
+        .start()
+        .await
+        .unwrap()
+}
