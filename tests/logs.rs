@@ -1,0 +1,63 @@
+//! What the layers log, in a test binary of its own: tracing caches each
+//! call site's interest process-wide, so tests running beside this one
+//! without a subscriber could hide its events.
+
+mod common;
+
+use common::{http_client, request, SCID};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::sim::{Fault, Simulator};
+
+/// A writer the test can read back: everything the subscriber prints.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_never_hold_authorization_or_bodies() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sim = Simulator::builder().no_rate_limit().start().await.unwrap();
+    let uri = sim.session_uri(SCID, "LobbySession", "secret");
+    let retry_after = (
+        HeaderName::from_static("retry-after"),
+        HeaderValue::from_static("1"),
+    );
+    sim.script(Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(retry_after.0, retry_after.1));
+    let put = request(Method::PUT, &uri)
+        .json(serde_json::json!({"members": {"me": {}}, "properties": {"custom": {"password": "hunter2"}}}))
+        .build();
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new())
+        .layer(ClassifyLayer::new())
+        .service(http_client());
+    let res = client.oneshot(put).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("mpsd retry: waiting"),
+        "the retry was logged: {logs}"
+    );
+    for secret in ["token-of-alice", "XBL3.0", "hunter2", "password"] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+}
