@@ -167,34 +167,34 @@ where
         tracing::debug!(attempt = history.attempts.len(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
         let wanted = match &outcome {
-            Some(o) => cause(o, true).filter(|(c, _)| *c != Cause::Transient || safe),
+            Some(o) => cause(o, safe),
             None if safe => Some((Cause::Transient, None)),
             None => None,
         };
-        // Tell the cooldowns what this answer says.
-        if let Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) = wanted {
-            let hint = hint.unwrap_or_else(|| config.backoff.wait(c, None, 1, 0.0));
-            let until = now + hint.min(MAX_COOLDOWN);
-            let key = if c == Cause::Overloaded {
-                Some(authority.clone())
-            } else {
-                user.clone()
-            };
-            if let Some(key) = key {
-                for (probed, probe) in probes.drain(..) {
-                    if probed == key {
-                        probe.closed_again(until);
-                    } else {
-                        probe.opened(now);
-                    }
-                }
-                cooldowns.close(key, until);
+        // Tell the cooldowns what this answer says: 503 closes the
+        // authority's gate, 429 the user's.
+        let closed = match wanted {
+            Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
+                let hint = hint.unwrap_or_else(|| config.backoff.wait(c, None, 1, 0.0));
+                let key = if c == Cause::Overloaded {
+                    Some(authority.clone())
+                } else {
+                    user.clone()
+                };
+                key.map(|key| (key, now + hint.min(MAX_COOLDOWN)))
             }
+            _ => None,
+        };
+        if let Some((key, until)) = &closed {
+            cooldowns.close(key.clone(), *until);
         }
-        for (_, probe) in probes.drain(..) {
-            if outcome.is_some() {
-                probe.opened(now);
-            } // An error drops the guard: the probe role passes on.
+        for (probed, probe) in probes {
+            match &closed {
+                Some((key, until)) if probed == *key => probe.closed_again(*until),
+                _ if outcome.is_some() => probe.opened(now),
+                // An error drops the guard: the probe role passes on.
+                _ => {}
+            }
         }
 
         let give_up = |reason: GaveUp, history: &mut AttemptHistory| {
