@@ -41,8 +41,10 @@
 pub mod backoff;
 pub mod classify;
 pub mod identity;
+pub mod logical;
 pub mod outcome;
 pub mod rate_limit;
+pub mod replay;
 pub mod response;
 pub mod retry;
 pub mod retry_after;

@@ -26,14 +26,12 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// What a cooldown is keyed by.
+use crate::backoff::Cause;
+
+/// What a cooldown is keyed by: the cause that closes it (503 or 429) and
+/// the key the layer's key function gave for the request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Key {
-    /// 503: the whole authority is overloaded.
-    Authority(String),
-    /// 429: one user of one authority is throttled.
-    User(String, String),
-}
+pub(crate) struct Key(pub(crate) Cause, pub(crate) String);
 
 #[derive(Debug)]
 struct Gate {
@@ -208,7 +206,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_probe_then_a_spaced_release() {
         let c = Cooldowns::new(16, Duration::from_millis(50));
-        let key = Key::Authority("a".into());
+        let key = Key(Cause::Overloaded, "a".into());
         let t0 = Instant::now();
         assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::Go));
         c.close(key.clone(), t0 + s(5));
@@ -235,7 +233,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dropped_probe_hands_over_and_a_refused_probe_closes_again() {
         let c = Cooldowns::new(16, Duration::ZERO);
-        let key = Key::User("a".into(), "u".into());
+        let key = Key(Cause::Throttled, "a u".into());
         let t0 = Instant::now();
         c.close(key.clone(), t0);
         let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20)) else {
@@ -254,11 +252,11 @@ mod tests {
         let c = Cooldowns::new(2, Duration::ZERO);
         let t0 = Instant::now();
         for i in 0..10 {
-            c.close(Key::Authority(i.to_string()), t0 + s(1));
+            c.close(Key(Cause::Overloaded, i.to_string()), t0 + s(1));
         }
         assert_eq!(c.len(), 2);
         tokio::time::advance(s(2)).await;
-        c.close(Key::Authority("late".into()), Instant::now() + s(1));
+        c.close(Key(Cause::Overloaded, "late".into()), Instant::now() + s(1));
         assert_eq!(c.len(), 1, "expired gates are forgotten to make room");
     }
 }

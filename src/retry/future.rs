@@ -2,18 +2,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, Request, Response};
+use http::{Request, Response};
 use tokio::time::{sleep, sleep_until, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
 use tower::{Service, ServiceExt};
 
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard};
-use super::history::{bump, Attempt, AttemptHistory, GaveUp, RetryStats};
 use super::layer::Config;
+use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
-use crate::identity::user_hash;
+use crate::logical::{GaveUp, LogicalRequest, Purpose};
 use crate::outcome::{classify, Call, Outcome, Retryable};
+use crate::replay::NotReplayable;
 use crate::BoxError;
 
 /// The longest cooldown, whatever the server says: enormous hints must not
@@ -46,22 +47,6 @@ impl fmt::Display for CoolingDown {
 }
 
 impl std::error::Error for CoolingDown {}
-
-/// The cooldown keys a request passes: its authority (503), and its
-/// authority and user (429).
-fn keys<B>(req: &Request<B>) -> (Key, Option<Key>) {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
-    let user = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(user_hash)
-        .map(|u| Key::User(authority.clone(), u.to_owned()));
-    (Key::Authority(authority), user)
-}
 
 /// Waits until `key` admits the request; `Some` guard when it is the probe.
 async fn admitted(
@@ -98,10 +83,10 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
     }
 }
 
-/// The loop of one logical request.
+/// The loop of one logical request, as far as this layer's causes go.
 pub(crate) async fn run<S, B, R>(
     mut svc: S,
-    req: Request<B>,
+    mut req: Request<B>,
     shared: Shared,
 ) -> Result<Response<R>, BoxError>
 where
@@ -115,20 +100,25 @@ where
         cooldowns,
         stats,
     } = shared;
-    let start = Instant::now();
-    let deadline = start + config.deadline;
+    let (logical, owner) =
+        LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
+    let deadline = logical.deadline();
     let call = Call::of(&req);
     let safe = (config.retry_transient)(req.method());
-    let (authority, user) = keys(&req);
+    let replayable = req.extensions().get::<NotReplayable>().is_none();
+    let keys: Vec<Key> = [Cause::Overloaded, Cause::Throttled]
+        .into_iter()
+        .filter(|c| config.handles(*c))
+        .filter_map(|c| (config.key)(c, req.uri(), req.headers()).map(|k| Key(c, k)))
+        .collect();
     let mut rng = HasherRng::new();
-    let mut history = AttemptHistory::default();
-    let mut waited_since = start;
+    let mut first = true;
     budget.deposit();
 
     loop {
         // Pass the cooldowns: the authority's (503), then the user's (429).
-        let mut probes = Vec::with_capacity(2);
-        for key in std::iter::once(&authority).chain(user.as_ref()) {
+        let mut probes = Vec::with_capacity(keys.len());
+        for key in &keys {
             match admitted(&cooldowns, key, deadline).await {
                 Ok(probe) => probes.extend(probe.map(|p| (key.clone(), p))),
                 Err(until) => {
@@ -137,7 +127,7 @@ where
                     tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
                     return Err(CoolingDown {
                         retry_in,
-                        attempts: history.attempts.len(),
+                        attempts: logical.history().attempts.len(),
                     }
                     .into());
                 }
@@ -146,7 +136,7 @@ where
 
         let sent = Instant::now();
         let attempt = req.clone();
-        let result = if history.attempts.is_empty() {
+        let result = if std::mem::take(&mut first) {
             svc.call(attempt).await
         } else {
             match svc.ready().await {
@@ -159,29 +149,22 @@ where
             .as_ref()
             .ok()
             .map(|res| classify(&call, res.status(), res.headers()));
-        history.attempts.push(Attempt {
-            sent_after: sent - start,
-            waited: sent - waited_since,
-            outcome,
-        });
-        tracing::debug!(attempt = history.attempts.len(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
+        logical.record(sent, outcome);
+        tracing::debug!(sends = logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
         let wanted = match &outcome {
             Some(o) => cause(o, safe),
             None if safe => Some((Cause::Transient, None)),
             None => None,
-        };
+        }
+        .filter(|(c, _)| config.handles(*c));
         // Tell the cooldowns what this answer says: 503 closes the
         // authority's gate, 429 the user's.
         let closed = match wanted {
             Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
                 let hint = hint.unwrap_or_else(|| config.backoff.wait(c, None, 1, 0.0));
-                let key = if c == Cause::Overloaded {
-                    Some(authority.clone())
-                } else {
-                    user.clone()
-                };
-                key.map(|key| (key, now + hint.min(MAX_COOLDOWN)))
+                let until = now + hint.min(MAX_COOLDOWN);
+                keys.iter().find(|k| k.0 == c).map(|k| (k.clone(), until))
             }
             _ => None,
         };
@@ -197,25 +180,29 @@ where
             }
         }
 
-        let give_up = |reason: GaveUp, history: &mut AttemptHistory| {
+        let give_up = |reason: GaveUp| {
             bump(&stats.give_ups);
             tracing::debug!(?reason, "mpsd retry: giving up");
-            history.gave_up = Some(reason);
+            logical.gave_up(reason);
         };
         let Some((why, hint)) = wanted else {
             if outcome
                 .as_ref()
                 .is_some_and(|o| matches!(o.retryable(), Retryable::IfIdempotent))
             {
-                give_up(GaveUp::UnsafeMethod, &mut history);
+                give_up(GaveUp::UnsafeMethod);
             }
-            return finish(result, history, start);
+            return finish(result, &logical, owner);
         };
-        if history.attempts.len() >= config.max_attempts as usize {
-            give_up(GaveUp::MaxAttempts, &mut history);
-            return finish(result, history, start);
+        if !replayable {
+            give_up(GaveUp::NotReplayable);
+            return finish(result, &logical, owner);
         }
-        let failures = history.attempts.len() as u32;
+        if !logical.has_sends_left() {
+            give_up(GaveUp::MaxAttempts);
+            return finish(result, &logical, owner);
+        }
+        let failures = logical.sends();
         let left = deadline.saturating_duration_since(now);
         let wait = match config
             .backoff
@@ -223,38 +210,40 @@ where
         {
             Plan::Wait(wait) => wait,
             Plan::GiveUp { wait, why } => {
-                let reason = match why {
+                give_up(match why {
                     TooLong::OverCap => GaveUp::OverCap { wait },
                     _ => GaveUp::Deadline { wait },
-                };
-                give_up(reason, &mut history);
-                return finish(result, history, start);
+                });
+                return finish(result, &logical, owner);
             }
         };
         if !budget.withdraw() {
             bump(&stats.budget_refusals);
-            give_up(GaveUp::Budget, &mut history);
-            return finish(result, history, start);
+            give_up(GaveUp::Budget);
+            return finish(result, &logical, owner);
         }
+        logical.take_send(Purpose::Retry(why));
         bump(match why {
             Cause::Overloaded => &stats.retries_overloaded,
             Cause::Throttled => &stats.retries_throttled,
             _ => &stats.retries_transient,
         });
         tracing::debug!(?wait, cause = ?why, "mpsd retry: waiting");
-        waited_since = now;
         drop(result);
         sleep(wait).await;
     }
 }
 
+/// Hands the answer back; the layer that made the logical request puts its
+/// history in the response.
 fn finish<R, E: Into<BoxError>>(
     result: Result<Response<R>, E>,
-    mut history: AttemptHistory,
-    start: Instant,
+    logical: &LogicalRequest,
+    owner: bool,
 ) -> Result<Response<R>, BoxError> {
-    history.total = start.elapsed();
     let mut res = result.map_err(Into::into)?;
-    res.extensions_mut().insert(history);
+    if owner {
+        res.extensions_mut().insert(logical.history());
+    }
     Ok(res)
 }

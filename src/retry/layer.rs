@@ -4,15 +4,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::{Method, Request, Response};
+use http::{header, HeaderMap, Method, Request, Response, Uri};
 use tower::retry::budget::TpsBudget;
 use tower::{Layer, Service};
 
 use super::cooldown::Cooldowns;
 use super::future::{run, Shared};
-use super::history::RetryStats;
-use crate::backoff::Backoff;
+use super::stats::RetryStats;
+use crate::backoff::{Backoff, Cause};
+use crate::identity::user_hash;
 use crate::BoxError;
+
+/// Gives the cooldown key of a request for a cause (503 or 429), or `None`
+/// for no shared cooldown. See [`RetryLayer::cooldown_key`].
+pub type KeyFn = Arc<dyn Fn(Cause, &Uri, &HeaderMap) -> Option<String> + Send + Sync>;
 
 /// Settings of a [`RetryLayer`].
 #[derive(Clone)]
@@ -21,6 +26,34 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) deadline: Duration,
     pub(crate) retry_transient: fn(&Method) -> bool,
+    /// Which causes this layer retries: 503, 429, transient failures.
+    pub(crate) causes: [bool; 3],
+    pub(crate) key: KeyFn,
+}
+
+impl Config {
+    pub(crate) fn handles(&self, cause: Cause) -> bool {
+        match cause {
+            Cause::Overloaded => self.causes[0],
+            Cause::Throttled => self.causes[1],
+            _ => self.causes[2],
+        }
+    }
+}
+
+/// The default cooldown keys: the authority for 503 (the service as a
+/// whole is overloaded), the authority and the `XBL3.0 x=<userhash>` user
+/// for 429 (MPSD throttles each user apart); no 429 cooldown without a user.
+pub fn default_cooldown_key(cause: Cause, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    match cause {
+        Cause::Overloaded => Some(authority.to_owned()),
+        Cause::Throttled => {
+            let user = user_hash(headers.get(header::AUTHORIZATION)?)?;
+            Some(format!("{authority} {user}"))
+        }
+        _ => None,
+    }
 }
 
 /// Adds [`Retry`] to a stack. Clones share the cooldowns, the budget and
@@ -41,6 +74,7 @@ impl fmt::Debug for RetryLayer {
         f.debug_struct("RetryLayer")
             .field("backoff", &self.config.backoff)
             .field("max_attempts", &self.config.max_attempts)
+            .field("causes", &self.config.causes)
             .field("deadline", &self.config.deadline)
             .field("release_spacing", &self.release_spacing)
             .field("max_keys", &self.max_keys)
@@ -59,8 +93,26 @@ fn safe_method(method: &Method) -> bool {
 }
 
 impl RetryLayer {
-    /// A layer with the defaults documented in [the module](crate::retry).
+    /// A layer retrying 503, 429 and (for safe methods) transient
+    /// failures, with the defaults documented in [the module](crate::retry).
     pub fn new() -> Self {
+        Self::with_causes([true; 3])
+    }
+
+    /// A layer for 503 and transient failures only (408, 500, 502, 504,
+    /// errors), with a cooldown per authority. Stack it with
+    /// [`RetryLayer::throttled`] for the same behaviour as [`RetryLayer::new`]
+    /// in two layers, sharing one deadline and attempt count.
+    pub fn overloaded() -> Self {
+        Self::with_causes([true, false, true])
+    }
+
+    /// A layer for 429 only, with a cooldown per authority and user.
+    pub fn throttled() -> Self {
+        Self::with_causes([false, true, false])
+    }
+
+    fn with_causes(causes: [bool; 3]) -> Self {
         let max_keys = 10_000;
         let release_spacing = Duration::from_millis(50);
         Self {
@@ -69,6 +121,8 @@ impl RetryLayer {
                 max_attempts: 5,
                 deadline: Duration::from_secs(20),
                 retry_transient: safe_method,
+                causes,
+                key: Arc::new(default_cooldown_key),
             },
             budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             cooldowns: Cooldowns::new(max_keys, release_spacing),
@@ -79,7 +133,9 @@ impl RetryLayer {
     }
 
     /// The overall deadline of one logical request. Default 20 s: the
-    /// retry window of Microsoft's SDK.
+    /// retry window of Microsoft's SDK. When an outer layer of this crate
+    /// already started the logical request, its deadline and attempt limit
+    /// hold instead.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.config.deadline = deadline;
         self
@@ -113,6 +169,17 @@ impl RetryLayer {
     /// Default: GET, HEAD and OPTIONS.
     pub fn retry_transient_for(mut self, methods: fn(&Method) -> bool) -> Self {
         self.config.retry_transient = methods;
+        self
+    }
+
+    /// What a request's cooldown is keyed by, for each cause (503 or 429).
+    /// Requests with the same key share one cooldown; `None` opts a request
+    /// out. Default: [`default_cooldown_key`].
+    pub fn cooldown_key<F>(mut self, key: F) -> Self
+    where
+        F: Fn(Cause, &Uri, &HeaderMap) -> Option<String> + Send + Sync + 'static,
+    {
+        self.config.key = Arc::new(key);
         self
     }
 

@@ -63,10 +63,11 @@
 
 mod cooldown;
 mod future;
-mod history;
 mod layer;
+mod stats;
 
+pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
 pub use future::CoolingDown;
-pub use history::{Attempt, AttemptHistory, GaveUp, RetryStats};
-pub use layer::{Retry, RetryLayer};
+pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
+pub use stats::RetryStats;
 pub use tower::retry::budget::TpsBudget;

@@ -1,0 +1,248 @@
+//! One logical request: the deadline, attempt count and history that every
+//! layer of this crate in one stack shares.
+//!
+//! A caller's request may become several sends: retries after 503 or 429,
+//! a GET re-reading a session after 412, a rebased write. When the retry
+//! and rebase layers are stacked, the outermost one puts a
+//! [`LogicalRequest`] in the request's extensions and the ones inside find
+//! it there, so the stack has one deadline and one attempt limit, not one
+//! per layer. Requests the layers send on their own (the 412 re-read) carry
+//! the same context.
+//!
+//! Counting works without knowing the stack's order: the first send of a
+//! logical request is counted when the context is made, and every layer
+//! counts each *further* call to its inner service. An attempt is recorded
+//! once, by the innermost layer that sees its answer.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::Request;
+use tokio::time::Instant;
+
+use crate::backoff::Cause;
+use crate::outcome::Outcome;
+
+/// The shared context of one logical request; clones share it.
+#[derive(Debug, Clone)]
+pub struct LogicalRequest(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    start: Instant,
+    deadline: Instant,
+    max_attempts: u32,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    sends: u32,
+    next_purpose: Purpose,
+    last_answer: Instant,
+    history: AttemptHistory,
+}
+
+impl LogicalRequest {
+    /// The context in `req`'s extensions, or a new one (deadline from now,
+    /// at most `max_attempts` sends) put there. `true` when it is new: the
+    /// caller owns it and hands its history back.
+    pub(crate) fn of_or_insert<B>(
+        req: &mut Request<B>,
+        deadline: Duration,
+        max_attempts: u32,
+    ) -> (Self, bool) {
+        if let Some(found) = req.extensions().get::<Self>() {
+            return (found.clone(), false);
+        }
+        let start = Instant::now();
+        let logical = Self(Arc::new(Inner {
+            start,
+            deadline: start + deadline,
+            max_attempts,
+            state: Mutex::new(State {
+                sends: 1,
+                next_purpose: Purpose::First,
+                last_answer: start,
+                history: AttemptHistory::default(),
+            }),
+        }));
+        req.extensions_mut().insert(logical.clone());
+        (logical, true)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the logical request began.
+    pub fn start(&self) -> Instant {
+        self.0.start
+    }
+
+    /// When it must be over: no wait that ends later is started.
+    pub fn deadline(&self) -> Instant {
+        self.0.deadline
+    }
+
+    /// Sends so far, the first included.
+    pub fn sends(&self) -> u32 {
+        self.state().sends
+    }
+
+    /// Whether the attempt limit allows one more send.
+    pub(crate) fn has_sends_left(&self) -> bool {
+        self.state().sends < self.0.max_attempts
+    }
+
+    /// Takes one more send for `purpose`, if the attempt limit allows it.
+    pub(crate) fn take_send(&self, purpose: Purpose) -> bool {
+        let mut state = self.state();
+        if state.sends >= self.0.max_attempts {
+            return false;
+        }
+        state.sends += 1;
+        state.next_purpose = purpose;
+        true
+    }
+
+    /// Records an answer (an outcome, or `None` for an error of the inner
+    /// service) to a call sent at `sent`, unless an inner layer already did.
+    pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>) {
+        let mut state = self.state();
+        if state.history.attempts.len() >= state.sends as usize {
+            return;
+        }
+        let now = Instant::now();
+        let attempt = Attempt {
+            purpose: state.next_purpose,
+            sent_after: sent - self.0.start,
+            waited: sent.saturating_duration_since(state.last_answer),
+            outcome,
+        };
+        state.history.attempts.push(attempt);
+        state.last_answer = now;
+    }
+
+    /// Notes why the logical request stopped short of a success.
+    pub(crate) fn gave_up(&self, reason: GaveUp) {
+        self.state().history.gave_up = Some(reason);
+    }
+
+    /// The history so far, with its total time.
+    pub fn history(&self) -> AttemptHistory {
+        let mut history = self.state().history.clone();
+        history.total = self.0.start.elapsed();
+        history
+    }
+}
+
+/// Why a send was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Purpose {
+    /// The caller's request, as given.
+    First,
+    /// The same request again, after a retryable failure.
+    Retry(Cause),
+    /// A GET of the session to read its current ETag, after a 412.
+    Reread,
+    /// The write again, rebased on the session's current ETag.
+    Rebased,
+}
+
+/// One send to the inner service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attempt {
+    /// Why it was sent.
+    pub purpose: Purpose,
+    /// When it was sent, from the start of the logical request.
+    pub sent_after: Duration,
+    /// How long it waited after the previous answer (backoff, cooldown).
+    pub waited: Duration,
+    /// Its outcome, or `None` when the inner service failed.
+    pub outcome: Option<Outcome>,
+}
+
+/// Why the layers stopped and handed back the last answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GaveUp {
+    /// The attempt limit was reached.
+    MaxAttempts,
+    /// The wait needed (at least the server's hint) would end past the deadline.
+    Deadline {
+        /// The wait that was needed.
+        wait: Duration,
+    },
+    /// The server's hint is longer than the longest single wait.
+    OverCap {
+        /// The wait that was needed.
+        wait: Duration,
+    },
+    /// The shared retry budget is empty.
+    Budget,
+    /// The failure may have been applied and the method is not safe to repeat.
+    UnsafeMethod,
+    /// The request's body could not be kept for a replay (over the byte cap).
+    NotReplayable,
+    /// The 412 conflict rounds were used up.
+    ConflictRounds,
+    /// The rebase policy chose to hand the 412 back.
+    PolicyDeclined,
+}
+
+/// The attempt history of one logical request, in the final response's
+/// extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptHistory {
+    /// Every send, in order.
+    pub attempts: Vec<Attempt>,
+    /// From the call to the final answer.
+    pub total: Duration,
+    /// Why the layers stopped before a success, if they did.
+    pub gave_up: Option<GaveUp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_outermost_layer_makes_the_context_and_the_rest_share_it() {
+        let mut req = Request::new(());
+        let (outer, made) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(20), 3);
+        assert!(made);
+        let (inner, made) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(1), 9);
+        assert!(!made);
+        assert_eq!(
+            inner.deadline(),
+            outer.deadline(),
+            "the outer deadline holds"
+        );
+        assert!(inner.take_send(Purpose::Reread));
+        assert!(outer.take_send(Purpose::Rebased));
+        assert!(!inner.take_send(Purpose::Rebased), "three sends in all");
+        assert_eq!(outer.sends(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_recorded_once_however_many_layers_see_it() {
+        let mut req = Request::new(());
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(20), 5);
+        let t0 = Instant::now();
+        ctx.record(t0, None);
+        ctx.record(t0, None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(ctx.take_send(Purpose::Reread));
+        ctx.record(Instant::now(), None);
+        ctx.record(Instant::now(), None);
+        let history = ctx.history();
+        assert_eq!(history.attempts.len(), 2);
+        assert_eq!(history.attempts[1].purpose, Purpose::Reread);
+        assert_eq!(history.attempts[1].waited, Duration::from_secs(2));
+        assert_eq!(history.total, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,425 @@
+//! Makes any request body replayable, up to a byte cap, so the retry and
+//! rebase layers can send it again.
+//!
+//! [`ReplayLayer`] reads the body before the request goes on. A body within
+//! the cap becomes a [`ReplayBody`] holding the bytes, cloned for free by
+//! every retry. A larger body is not dropped and not cut: the request goes
+//! on once, streaming what was read followed by the rest, and carries
+//! [`NotReplayable`] in its extensions, which tells the layers inside not to
+//! send it again (they hand back the first answer, with
+//! [`GaveUp::NotReplayable`](crate::logical::GaveUp::NotReplayable) in its
+//! history). A clone of such a body that is polled after the original was
+//! sent yields [`AlreadySent`] instead of sending a truncated body.
+//!
+//! Bodies that are already `Clone` and cheap to clone (such as
+//! `http_body_util::Full<Bytes>`) need no `ReplayLayer`.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full, StreamBody};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_mpsd::replay::{ReplayBody, ReplayLayer};
+//! use tower_mpsd::retry::RetryLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_mpsd::BoxError> {
+//! let mpsd = service_fn(|req: Request<ReplayBody<_>>| async move {
+//!     let body = req.into_body().collect().await?.to_bytes();
+//!     Ok::<_, tower_mpsd::BoxError>(Response::new(body))
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(ReplayLayer::new(64 * 1024))
+//!     .layer(RetryLayer::new())
+//!     .service(mpsd);
+//! // A streamed body, which is not `Clone`.
+//! let chunks = futures_util::stream::iter([
+//!     Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from("{\"a\":"))),
+//!     Ok(http_body::Frame::data(Bytes::from("1}"))),
+//! ]);
+//! let req = Request::put("http://mpsd.test/x").body(StreamBody::new(chunks))?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.into_body(), "{\"a\":1}");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Request};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::BoxError;
+
+/// Buffers request bodies up to `limit` bytes so they can be replayed.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct ReplayLayer {
+    limit: usize,
+}
+
+impl ReplayLayer {
+    /// Buffers bodies of at most `limit` bytes; larger ones are sent once.
+    /// 64 KiB holds any MPSD session write with room to spare: writes are
+    /// deltas of a session document.
+    pub fn new(limit: usize) -> Self {
+        Self { limit }
+    }
+}
+
+impl Default for ReplayLayer {
+    fn default() -> Self {
+        Self::new(64 * 1024)
+    }
+}
+
+impl<S> Layer<S> for ReplayLayer {
+    type Service = Replay<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Replay {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// Buffers request bodies; see [`ReplayLayer`].
+#[derive(Debug, Clone)]
+pub struct Replay<S> {
+    inner: S,
+    limit: usize,
+}
+
+/// In the extensions of a request whose body was over the cap: it may be
+/// sent once only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotReplayable {
+    /// The cap the body exceeded.
+    pub limit: usize,
+}
+
+/// A clone of a body over the cap was polled after the body was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadySent(());
+
+impl fmt::Display for AlreadySent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body over the replay cap was already sent")
+    }
+}
+
+impl std::error::Error for AlreadySent {}
+
+impl<S, B> Service<Request<B>> for Replay<S>
+where
+    S: Service<Request<ReplayBody<B>>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ReplayFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The ready service waits for the body; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        ReplayFuture {
+            state: State::Reading {
+                body: Some(Box::pin(body)),
+                head: Some((parts, inner)),
+                read: BytesMut::new(),
+                limit: self.limit,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Replay`]: reads the body, then calls the inner service.
+    pub struct ReplayFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        Reading {
+            // Boxed so that, over the cap, it moves into the body sent once.
+            body: Option<Pin<Box<B>>>,
+            head: Option<(http::request::Parts, S)>,
+            read: BytesMut,
+            limit: usize,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, B> fmt::Debug for ReplayFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Future for ReplayFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Calling { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Reading {
+                    body,
+                    head,
+                    read,
+                    limit,
+                } => {
+                    let rest = body.as_mut().expect("polled after completion");
+                    let read_so_far = ready!(read_within(rest.as_mut(), read, *limit, cx))?;
+                    let (mut parts, mut inner) = head.take().expect("polled after completion");
+                    let prefix = std::mem::take(read).freeze();
+                    let body = match read_so_far {
+                        Read::Whole(trailers) => ReplayBody::whole(prefix, trailers),
+                        Read::OverCap => {
+                            // Sent once: what was read, then the rest.
+                            parts.extensions.insert(NotReplayable { limit: *limit });
+                            ReplayBody::once(prefix, body.take().expect("checked above"))
+                        }
+                    };
+                    let future = inner.call(Request::from_parts(parts, body));
+                    State::Calling { future }
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+enum Read {
+    /// The whole body is read, with its trailers if any.
+    Whole(Option<HeaderMap>),
+    /// The body is longer than the cap; what was read is kept.
+    OverCap,
+}
+
+/// Reads frames into `read` until the body ends or passes `limit`.
+fn read_within<B>(
+    mut body: Pin<&mut B>,
+    read: &mut BytesMut,
+    limit: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Read, BoxError>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Poll::Ready(Ok(Read::OverCap));
+    }
+    loop {
+        if read.len() > limit {
+            return Poll::Ready(Ok(Read::OverCap));
+        }
+        let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
+            return Poll::Ready(Ok(Read::Whole(None)));
+        };
+        match frame.map_err(Into::into)?.into_data() {
+            Ok(mut data) => {
+                while data.has_remaining() {
+                    let chunk = data.chunk();
+                    read.extend_from_slice(chunk);
+                    let n = chunk.len();
+                    data.advance(n);
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return Poll::Ready(Ok(Read::Whole(Some(trailers))));
+                }
+            }
+        }
+    }
+}
+
+/// A request body that can be replayed: the bytes of a body within the
+/// cap, or, for a larger one, a body that is sent once.
+pub struct ReplayBody<B> {
+    kind: Kind<B>,
+}
+
+enum Kind<B> {
+    Whole {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    Once {
+        prefix: Option<Bytes>,
+        shared: Arc<Mutex<Option<Pin<Box<B>>>>>,
+        taken: Option<Pin<Box<B>>>,
+    },
+}
+
+impl<B> ReplayBody<B> {
+    fn whole(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            kind: Kind::Whole {
+                data: Some(data).filter(|d| !d.is_empty()),
+                trailers,
+            },
+        }
+    }
+
+    fn once(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
+        Self {
+            kind: Kind::Once {
+                prefix: Some(prefix).filter(|d| !d.is_empty()),
+                shared: Arc::new(Mutex::new(Some(rest))),
+                taken: None,
+            },
+        }
+    }
+}
+
+impl<B> From<Bytes> for ReplayBody<B> {
+    fn from(data: Bytes) -> Self {
+        Self::whole(data, None)
+    }
+}
+
+impl<B> Default for ReplayBody<B> {
+    fn default() -> Self {
+        Self::whole(Bytes::new(), None)
+    }
+}
+
+impl<B> Clone for ReplayBody<B> {
+    fn clone(&self) -> Self {
+        let kind = match &self.kind {
+            Kind::Whole { data, trailers } => Kind::Whole {
+                data: data.clone(),
+                trailers: trailers.clone(),
+            },
+            Kind::Once { prefix, shared, .. } => Kind::Once {
+                prefix: prefix.clone(),
+                shared: shared.clone(),
+                taken: None,
+            },
+        };
+        Self { kind }
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Whole { .. } => "whole",
+            Kind::Once { .. } => "once",
+        };
+        f.debug_struct("ReplayBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Whole { data, trailers } => {
+                let frame = match data.take() {
+                    Some(data) => Frame::data(data),
+                    None => match trailers.take() {
+                        Some(trailers) => Frame::trailers(trailers),
+                        None => return Poll::Ready(None),
+                    },
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Kind::Once {
+                prefix,
+                shared,
+                taken,
+            } => {
+                if taken.is_none() {
+                    let rest = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let Some(rest) = rest else {
+                        return Poll::Ready(Some(Err(AlreadySent(()).into())));
+                    };
+                    *taken = Some(rest);
+                }
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                let rest = taken.as_mut().expect("taken above");
+                let frame = ready!(rest.as_mut().poll_frame(cx));
+                Poll::Ready(frame.map(|f| {
+                    f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                        .map_err(Into::into)
+                }))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Whole { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Once { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Whole { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Once { .. } => SizeHint::default(),
+        }
+    }
+}
