@@ -423,3 +423,95 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use http::{Response, StatusCode};
+    use http_body_util::{BodyExt, StreamBody};
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    use super::*;
+    use crate::logical::{AttemptHistory, GaveUp};
+    use crate::retry::RetryLayer;
+
+    type Chunks = StreamBody<
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+    >;
+
+    fn streamed(parts: &[&'static str]) -> Chunks {
+        let frames: Vec<_> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    /// A server that refuses the first send with 503 and records every body.
+    async fn overloaded_once(limit: usize, body: Chunks) -> (Response<()>, Vec<Bytes>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let server = service_fn(move |req: Request<ReplayBody<Chunks>>| {
+            let log = log.clone();
+            async move {
+                let body = req.into_body().collect().await?.to_bytes();
+                let mut seen = log.lock().unwrap();
+                seen.push(body);
+                let status = if seen.len() == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                let res = Response::builder()
+                    .status(status)
+                    .header("retry-after", "1");
+                Ok::<_, BoxError>(res.body(()).unwrap())
+            }
+        });
+        let client = ServiceBuilder::new()
+            .layer(ReplayLayer::new(limit))
+            .layer(RetryLayer::new())
+            .service(server);
+        let req = Request::put("http://mpsd.test/s").body(body).unwrap();
+        let res = client.oneshot(req).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        (res, seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_body_within_the_cap_is_replayed_whole() {
+        let (res, seen) = overloaded_once(8, streamed(&["{\"a\"", ":1}"])).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(seen, ["{\"a\":1}", "{\"a\":1}"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_over_the_cap_is_sent_once_whole_and_the_503_handed_back() {
+        let (res, seen) = overloaded_once(4, streamed(&["{\"a\"", ":1", "}"])).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(seen, ["{\"a\":1}"], "nothing lost, nothing sent twice");
+        let history = res.extensions().get::<AttemptHistory>().unwrap();
+        assert_eq!(history.gave_up, Some(GaveUp::NotReplayable));
+    }
+
+    #[tokio::test]
+    async fn a_clone_of_a_sent_once_body_refuses_to_send_a_part() {
+        let body = ReplayBody::once(Bytes::from_static(b"ab"), Box::pin(streamed(&["cd"])));
+        let copy = body.clone();
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
+        let err = copy.collect().await.unwrap_err();
+        assert!(err.is::<AlreadySent>(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn trailers_within_the_cap_are_kept() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-end", "1".parse().unwrap());
+        let body = ReplayBody::<Chunks>::whole(Bytes::from_static(b"x"), Some(trailers.clone()));
+        let collected = body.clone().collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(body.size_hint().exact(), Some(1));
+    }
+}

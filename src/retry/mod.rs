@@ -25,7 +25,16 @@
 //!   by default: an MPSD PUT is a merge the server may have applied, and a
 //!   replay could undo a write made in between. 202 is never retried.
 //! - **Bodies**: the request body must be `Clone` (e.g.
-//!   `http_body_util::Full<Bytes>`) to be replayed.
+//!   `http_body_util::Full<Bytes>`) to be replayed; put a
+//!   [`ReplayLayer`](crate::replay::ReplayLayer) outside this layer for any
+//!   other body. A request marked
+//!   [`NotReplayable`](crate::replay::NotReplayable) (over that layer's
+//!   cap) is sent once and its answer handed back.
+//! - **Layers and stacking**: [`RetryLayer::new`] handles all of the above;
+//!   [`RetryLayer::overloaded`] (503 and transient failures) and
+//!   [`RetryLayer::throttled`] (429) are the same behaviours as separate
+//!   layers. However many of this crate's layers are stacked, a logical
+//!   request has one deadline and one attempt limit: see [`crate::logical`].
 //!
 //! When the layer stops retrying, the caller gets the last response, with
 //! an [`AttemptHistory`] in its extensions saying why.
