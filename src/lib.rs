@@ -44,6 +44,7 @@ pub mod identity;
 pub mod logical;
 pub mod outcome;
 pub mod rate_limit;
+pub mod rebase;
 pub mod replay;
 pub mod response;
 pub mod retry;

@@ -222,7 +222,16 @@ where
     if announced.is_some_and(|len| len > limit as u64) {
         return Err(ReadFailure::TooLarge);
     }
-    match Limited::new(response.into_body(), limit).collect().await {
+    collect_capped(response.into_body(), limit).await
+}
+
+/// Reads a body, refusing one that exceeds `limit`.
+pub(crate) async fn collect_capped<B>(body: B, limit: usize) -> Result<Bytes, ReadFailure>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(ReadFailure::TooLarge),
         Err(e) => Err(ReadFailure::Body(e)),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{request, send, SCID};
+use common::{create, request, send, SCID};
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::json;
 use tower_mpsd::outcome::{BodyKind, Outcome, Retryable};
@@ -18,17 +18,6 @@ async fn sim() -> SimHandle {
 
 fn lobby(sim: &SimHandle, name: &str) -> String {
     sim.session_uri(SCID, "LobbySession", name)
-}
-
-/// Creates a session with `user` as its member and returns its ETag.
-async fn create(uri: &str, user: &'static str, extra: serde_json::Value) -> String {
-    let mut delta = json!({ "members": { "me": { "properties": { "custom": {} } } } });
-    if let (Some(delta), Some(extra)) = (delta.as_object_mut(), extra.as_object()) {
-        delta.extend(extra.clone());
-    }
-    let a = send(request(Method::PUT, uri).user(Some(user)).json(delta)).await;
-    assert_eq!(a.outcome, Outcome::Created, "{a:?}");
-    a.etag().unwrap()
 }
 
 fn body_kind(a: &common::Answer) -> BodyKind {

@@ -8,6 +8,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use serde_json::json;
 use tower::{Layer, ServiceExt};
 use tower_mpsd::classify::{Classify, ClassifyLayer};
 use tower_mpsd::outcome::{Call, Outcome};
@@ -63,6 +64,10 @@ impl Req {
     }
     pub fn json(mut self, body: serde_json::Value) -> Self {
         self.body = Bytes::from(body.to_string());
+        self
+    }
+    pub fn raw_bytes(mut self, body: Bytes) -> Self {
+        self.body = body;
         self
     }
     pub fn raw_body(mut self, body: &'static str) -> Self {
@@ -141,4 +146,15 @@ pub async fn burst_limited_sim(max: u32) -> tower_mpsd::sim::SimHandle {
         .start()
         .await
         .unwrap()
+}
+
+/// Creates a session with `user` as its member and returns its ETag.
+pub async fn create(uri: &str, user: &'static str, extra: serde_json::Value) -> String {
+    let mut delta = json!({ "members": { "me": { "properties": { "custom": {} } } } });
+    if let (Some(delta), Some(extra)) = (delta.as_object_mut(), extra.as_object()) {
+        delta.extend(extra.clone());
+    }
+    let a = send(request(Method::PUT, uri).user(Some(user)).json(delta)).await;
+    assert_eq!(a.outcome, Outcome::Created, "{a:?}");
+    a.etag().unwrap()
 }

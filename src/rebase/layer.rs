@@ -1,0 +1,171 @@
+use std::fmt;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use tower::{Layer, Service};
+
+use super::future::run;
+use super::policy::RebasePolicy;
+use crate::BoxError;
+
+/// The response body of [`Rebase`]: the inner service's, or bytes the layer
+/// read (a 412 it handed back after reading its session).
+pub type RebaseBody<B> = Either<B, Full<Bytes>>;
+
+/// Settings of a [`RebaseLayer`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) max_rounds: u32,
+    pub(crate) body_limit: usize,
+    pub(crate) session_limit: usize,
+    pub(crate) spread: Duration,
+    pub(crate) deadline: Duration,
+    pub(crate) max_attempts: u32,
+}
+
+/// Retries conditional writes that lose a race (412) through a
+/// [`RebasePolicy`]; see [the module](crate::rebase).
+#[derive(Clone)]
+#[must_use]
+pub struct RebaseLayer<P> {
+    policy: P,
+    config: Config,
+}
+
+impl<P> fmt::Debug for RebaseLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RebaseLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> RebaseLayer<P> {
+    /// A layer rebasing with `policy`; there is no default policy, since
+    /// re-sending a write blindly can lose an update.
+    pub fn new(policy: P) -> Self {
+        Self {
+            policy,
+            config: Config {
+                max_rounds: 3,
+                body_limit: 64 * 1024,
+                session_limit: 1024 * 1024,
+                spread: Duration::from_millis(50),
+                deadline: Duration::from_secs(20),
+                max_attempts: 8,
+            },
+        }
+    }
+
+    /// The most conflicts handled per logical request. Default 3: the
+    /// figure of Microsoft's SDK for its one automatic flow.
+    pub fn max_rounds(mut self, n: u32) -> Self {
+        self.config.max_rounds = n;
+        self
+    }
+
+    /// The largest request body kept for rebasing. Default 64 KiB: an MPSD
+    /// write is a delta of a session document. A larger body is sent once
+    /// and its 412 handed back with [`NotRebased::BodyTooLarge`](super::NotRebased).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.config.body_limit = bytes;
+        self
+    }
+
+    /// The largest session document read from a 412 or a re-read.
+    /// Default 1 MiB.
+    pub fn session_limit(mut self, bytes: usize) -> Self {
+        self.config.session_limit = bytes;
+        self
+    }
+
+    /// Before the rebased write of round `n`, a random pause in
+    /// `[0, spread × 2ⁿ⁻¹)` (the doubling stops at 32×), so that writers who
+    /// lost the same race do not meet again. Default 50 ms: a few round
+    /// trips to the service.
+    pub fn spread(mut self, spread: Duration) -> Self {
+        self.config.spread = spread;
+        self
+    }
+
+    /// The deadline of a logical request this layer starts. Default 20 s,
+    /// as the retry layer's. An outer layer's holds when there is one.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.config.deadline = deadline;
+        self
+    }
+
+    /// The most sends of a logical request this layer starts, re-reads
+    /// included. Default 8: the first write and three rounds of re-read and
+    /// write, and one more. An outer layer's holds when there is one.
+    ///
+    /// # Panics
+    ///
+    /// When `n` is zero.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        assert!(n > 0, "at least one attempt");
+        self.config.max_attempts = n;
+        self
+    }
+}
+
+impl<S, P: Clone> Layer<S> for RebaseLayer<P> {
+    type Service = Rebase<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Rebase {
+            inner,
+            policy: self.policy.clone(),
+            config: self.config,
+        }
+    }
+}
+
+/// Rebases conditional writes; see [`RebaseLayer`].
+#[derive(Clone)]
+pub struct Rebase<S, P> {
+    inner: S,
+    policy: P,
+    config: Config,
+}
+
+impl<S: fmt::Debug, P> fmt::Debug for Rebase<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rebase")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for Rebase<S, P>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+    P: RebasePolicy + Clone + Send + 'static,
+    ReqBody: Body + Clone + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<RebaseBody<ResBody>>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(run(inner, self.policy.clone(), req, self.config))
+    }
+}

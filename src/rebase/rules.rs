@@ -1,0 +1,205 @@
+//! The pure rules of a rebase: which writes qualify, where the current
+//! session comes from, and how the re-read and the rebased write are made.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Uri};
+use serde_json::Value;
+
+use crate::target::Target;
+
+/// What a qualifying write is conditional on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Condition {
+    /// `If-Match: <etag>`.
+    Match,
+    /// `If-None-Match: *`: create-only.
+    CreateOnly,
+}
+
+/// The condition of a PUT or DELETE of a session or one of its elements,
+/// and the session's URI; `None` for any other request.
+pub(crate) fn conditional_write(parts: &Parts) -> Option<(Condition, Uri)> {
+    if parts.method != Method::PUT && parts.method != Method::DELETE {
+        return None;
+    }
+    let condition = if parts.headers.contains_key(header::IF_MATCH) {
+        Condition::Match
+    } else if parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.to_str().is_ok_and(|v| v.trim() == "*"))
+    {
+        Condition::CreateOnly
+    } else {
+        return None;
+    };
+    let session = Target::parse(parts.uri.path()).session()?;
+    let mut uri = Uri::builder().path_and_query(session.path());
+    if let Some(scheme) = parts.uri.scheme() {
+        uri = uri.scheme(scheme.clone());
+    }
+    if let Some(authority) = parts.uri.authority() {
+        uri = uri.authority(authority.clone());
+    }
+    Some((condition, uri.build().ok()?))
+}
+
+/// Why the current session could not be read from an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    NoEtag,
+    NotJson,
+}
+
+/// The session and its ETag from an answer that carries both: a JSON
+/// object body and an `ETag` header.
+pub(crate) fn current_session(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(HeaderValue, Value), Unusable> {
+    let etag = headers
+        .get(header::ETAG)
+        .filter(|v| !v.is_empty())
+        .ok_or(Unusable::NoEtag)?;
+    match serde_json::from_slice::<Value>(body) {
+        Ok(session @ Value::Object(_)) => Ok((etag.clone(), session)),
+        _ => Err(Unusable::NotJson),
+    }
+}
+
+/// Headers a re-read carries over from the write: who is asking, and how.
+const CARRIED: [header::HeaderName; 2] = [header::AUTHORIZATION, header::ACCEPT];
+
+/// A GET of the session at `uri`, as the write's caller.
+pub(crate) fn reread<B: From<Bytes>>(write: &Parts, uri: Uri) -> Request<B> {
+    let mut get = Request::new(B::from(Bytes::new()));
+    *get.method_mut() = Method::GET;
+    *get.uri_mut() = uri;
+    *get.version_mut() = write.version;
+    for (name, value) in &write.headers {
+        let contract = name.as_str().eq_ignore_ascii_case("x-xbl-contract-version");
+        if contract || CARRIED.contains(name) {
+            get.headers_mut().append(name, value.clone());
+        }
+    }
+    *get.extensions_mut() = write.extensions.clone();
+    get
+}
+
+/// Makes the write's head conditional on `etag`, for a rebased body. A
+/// create-only write becomes an update: its `If-None-Match` goes.
+pub(crate) fn rebase_head(write: &mut Parts, etag: &HeaderValue) -> Condition {
+    write.headers.remove(header::IF_NONE_MATCH);
+    // The new body may differ in length; the client works it out.
+    write.headers.remove(header::CONTENT_LENGTH);
+    write.headers.insert(header::IF_MATCH, etag.clone());
+    Condition::Match
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    const SESSION: &str = "http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s";
+
+    #[test]
+    fn only_conditional_writes_of_sessions_and_elements_qualify() {
+        let me = format!("{SESSION}/members/me");
+        let cases = [
+            (
+                Method::PUT,
+                SESSION,
+                ("if-match", "\"e\""),
+                Some(Condition::Match),
+            ),
+            (
+                Method::DELETE,
+                me.as_str(),
+                ("if-match", "\"e\""),
+                Some(Condition::Match),
+            ),
+            (
+                Method::PUT,
+                SESSION,
+                ("if-none-match", " * "),
+                Some(Condition::CreateOnly),
+            ),
+            (Method::PUT, SESSION, ("if-none-match", "\"e\""), None),
+            (Method::PUT, SESSION, ("x-other", "1"), None),
+            (Method::GET, SESSION, ("if-match", "\"e\""), None),
+            (Method::POST, SESSION, ("if-match", "\"e\""), None),
+            (
+                Method::PUT,
+                "http://mpsd.test/handles/h",
+                ("if-match", "\"e\""),
+                None,
+            ),
+        ];
+        for (method, uri, header, want) in cases {
+            let got = conditional_write(&parts(method.clone(), uri, &[header]));
+            assert_eq!(got.as_ref().map(|g| g.0), want, "{method} {uri} {header:?}");
+            if let Some((_, session)) = got {
+                assert_eq!(session, SESSION, "an element maps to its session");
+            }
+        }
+    }
+
+    #[test]
+    fn the_current_session_needs_an_etag_and_a_json_object() {
+        let mut headers = HeaderMap::new();
+        let json = Bytes::from_static(b"{\"members\":{}}");
+        assert_eq!(current_session(&headers, &json), Err(Unusable::NoEtag));
+        headers.insert(header::ETAG, HeaderValue::from_static("\"e2\""));
+        assert_eq!(current_session(&headers, &json).unwrap().0, "\"e2\"");
+        for bad in [&b""[..], b"null", b"[1]", b"\"s\"", b"{oops", b"\xff"] {
+            let body = Bytes::copy_from_slice(bad);
+            assert_eq!(current_session(&headers, &body), Err(Unusable::NotJson));
+        }
+    }
+
+    #[test]
+    fn the_reread_carries_identity_and_contract_but_no_condition() {
+        let write = parts(
+            Method::PUT,
+            &format!("{SESSION}/members/me"),
+            &[
+                ("authorization", "XBL3.0 x=u;t"),
+                ("x-xbl-contract-version", "107"),
+                ("if-match", "\"e1\""),
+                ("content-type", "application/json"),
+            ],
+        );
+        let get: Request<Full<Bytes>> = reread(&write, SESSION.parse().unwrap());
+        assert_eq!(get.method(), Method::GET);
+        assert_eq!(get.uri(), SESSION);
+        assert_eq!(get.headers()["authorization"], "XBL3.0 x=u;t");
+        assert_eq!(get.headers()["x-xbl-contract-version"], "107");
+        assert!(!get.headers().contains_key("if-match"));
+        assert!(!get.headers().contains_key("content-type"));
+    }
+
+    #[test]
+    fn a_rebased_write_is_conditional_on_the_fresh_etag() {
+        let mut write = parts(
+            Method::PUT,
+            SESSION,
+            &[("if-none-match", "*"), ("content-length", "2")],
+        );
+        let etag = HeaderValue::from_static("\"e9\"");
+        assert_eq!(rebase_head(&mut write, &etag), Condition::Match);
+        assert_eq!(write.headers["if-match"], "\"e9\"");
+        assert!(!write.headers.contains_key("if-none-match"));
+        assert!(!write.headers.contains_key("content-length"));
+    }
+}
