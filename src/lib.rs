@@ -3,12 +3,23 @@
 //!
 //! Every response is classified exactly as the service's status table says
 //! ([`outcome::Outcome`]: the four meanings of 204, the two bodies of 403
-//! and 412, `Retry-After` on 429 and 503), recorded in the response's
-//! extensions by [`classify::ClassifyLayer`], reported to `tower-http`'s
-//! tracing by [`classify::MpsdClassifier`], and read into a typed result by
-//! [`response::read_response`]. The pure rules live in their own modules
-//! ([`target`], [`identity`], [`retry_after`], [`rate_limit`], [`backoff`]);
-//! the [`sim`] module (feature `sim`) is an MPSD simulator on loopback.
+//! and 412, `Retry-After` on 429 and 503). On top of that:
+//!
+//! - [`retry`]: 503 and 429 retried no earlier than `Retry-After`, with
+//!   jitter, a cooldown per endpoint shared by every request, a retry
+//!   budget, and never past the deadline;
+//! - [`rebase`]: a write that lost a race (412) re-read and retried through
+//!   a policy, losing no one's update;
+//! - [`logical`]: one deadline and attempt count per logical request, shared
+//!   by all of them; [`replay`]: any request body made replayable;
+//! - [`stack::MpsdLayer`] and [`ServiceBuilderExt`]: the recommended stack
+//!   in one call.
+//!
+//! [`classify::MpsdClassifier`] reports outcomes to `tower-http`'s tracing
+//! and [`response::read_response`] reads an answer into a typed result.
+//! The pure rules live in their own modules ([`target`], [`identity`],
+//! [`retry_after`], [`rate_limit`], [`backoff`]); the [`sim`] module
+//! (feature `sim`) is an MPSD simulator on loopback.
 //!
 //! # Example
 //!
@@ -19,19 +30,24 @@
 //! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_http::trace::TraceLayer;
-//! use tower_mpsd::classify::{ClassifyLayer, MpsdClassifier};
+//! use tower_mpsd::classify::MpsdClassifier;
+//! use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 //! use tower_mpsd::response::read_response;
+//! use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_mpsd::BoxError> {
 //! let mpsd = ServiceBuilder::new()
 //!     .layer(TraceLayer::new(MpsdClassifier::new()))
-//!     .layer(ClassifyLayer::new())
+//!     // Setting my own member's properties does not depend on what I read:
+//!     // on a 412, the same delta is re-sent with the fresh ETag.
+//!     .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
 //!     .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 //!
-//! let req = Request::get("http://sessiondirectory.xboxlive.com/serviceconfigs/scid/sessionTemplates/t/sessions/s")
+//! let req = Request::put("http://sessiondirectory.xboxlive.com/serviceconfigs/scid/sessionTemplates/t/sessions/s/members/me")
 //!     .header("authorization", "XBL3.0 x=<userhash>;<token>")
-//!     .body(Full::default())?;
+//!     .header("if-match", "\"<etag>\"")
+//!     .body(Full::from(r#"{"properties":{"custom":{"ready":true}}}"#))?;
 //! let session = read_response(mpsd.oneshot(req).await?, 1 << 20).await?;
 //! println!("{:?} {:?}", session.outcome, session.etag);
 //! # Ok(())
@@ -39,6 +55,7 @@
 //! ```
 
 pub mod backoff;
+mod builder;
 pub mod classify;
 pub mod identity;
 pub mod logical;
@@ -49,10 +66,14 @@ pub mod replay;
 pub mod response;
 pub mod retry;
 pub mod retry_after;
+pub mod stack;
 pub mod target;
 
 #[cfg(feature = "sim")]
 pub mod sim;
+
+pub use builder::ServiceBuilderExt;
+pub use stack::MpsdLayer;
 
 /// The boxed error type of bodies and services this crate wraps.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -14,11 +14,16 @@
 //! counts each *further* call to its inner service. An attempt is recorded
 //! once, by the innermost layer that sees its answer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
+use tower::{Layer, Service};
 
 use crate::backoff::Cause;
 use crate::outcome::Outcome;
@@ -134,6 +139,104 @@ impl LogicalRequest {
         let mut history = self.state().history.clone();
         history.total = self.0.start.elapsed();
         history
+    }
+}
+
+/// Starts the logical request of every request it passes, so that the
+/// layers inside it share one deadline and attempt limit whatever their
+/// own settings, and puts its [`AttemptHistory`] in the response.
+///
+/// The retry and rebase layers start a logical request themselves when none
+/// is there; put this layer above them to choose the limits in one place.
+/// [`MpsdLayer`](crate::stack::MpsdLayer) does.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct LogicalLayer {
+    deadline: Duration,
+    max_attempts: u32,
+}
+
+impl LogicalLayer {
+    /// Logical requests of at most `max_attempts` sends, over by `deadline`.
+    ///
+    /// # Panics
+    ///
+    /// When `max_attempts` is zero.
+    pub fn new(deadline: Duration, max_attempts: u32) -> Self {
+        assert!(max_attempts > 0, "at least one attempt");
+        Self {
+            deadline,
+            max_attempts,
+        }
+    }
+}
+
+impl<S> Layer<S> for LogicalLayer {
+    type Service = Logical<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Logical {
+            inner,
+            layer: *self,
+        }
+    }
+}
+
+/// Starts logical requests; see [`LogicalLayer`].
+#[derive(Debug, Clone)]
+pub struct Logical<S> {
+    inner: S,
+    layer: LogicalLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Logical<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = LogicalFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let LogicalLayer {
+            deadline,
+            max_attempts,
+        } = self.layer;
+        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, deadline, max_attempts);
+        LogicalFuture {
+            inner: self.inner.call(req),
+            owned: owner.then_some(logical),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Logical`]: adds the history to the response.
+    #[derive(Debug)]
+    pub struct LogicalFuture<F> {
+        #[pin]
+        inner: F,
+        owned: Option<LogicalRequest>,
+    }
+}
+
+impl<F, B, E> Future for LogicalFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx))?;
+        if let Some(logical) = this.owned.take() {
+            res.extensions_mut().insert(logical.history());
+        }
+        Poll::Ready(Ok(res))
     }
 }
 
