@@ -2,6 +2,7 @@
 //! its own, for the next few requests that match.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -37,6 +38,7 @@ pub struct Fault {
     path_contains: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
+    delay: Duration,
 }
 
 impl Fault {
@@ -50,6 +52,7 @@ impl Fault {
             path_contains: None,
             headers: Vec::new(),
             body: Bytes::new(),
+            delay: Duration::ZERO,
         }
     }
 
@@ -82,6 +85,17 @@ impl Fault {
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
+    }
+
+    /// Holds the answer back this long (on `tokio::time`), as a slow
+    /// server would: the request is in flight meanwhile.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub(crate) fn delay_time(&self) -> Duration {
+        self.delay
     }
 
     pub(crate) fn status_code(&self) -> StatusCode {

@@ -415,7 +415,12 @@ async fn serve(
     let meta = Meta::of(&req);
     let gated = shared.lock().gate(&meta);
     let res = match gated {
-        Some(res) => res,
+        Some(mut res) => {
+            if let Some(Delay(delay)) = res.extensions_mut().remove::<Delay>() {
+                tokio::time::sleep(delay).await;
+            }
+            res
+        }
         None => route(&shared, &meta, req).await,
     };
     let entry = meta.entry(res.status(), body_len(&res));
@@ -484,10 +489,17 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
     res
 }
 
+/// How long a scripted answer is held back.
+#[derive(Clone, Copy)]
+struct Delay(Duration);
+
 fn fault_response(fault: &Fault) -> Response<Full<Bytes>> {
     let mut res = respond(fault.status_code(), None, fault.body_bytes().clone());
     for (name, value) in fault.headers() {
         res.headers_mut().append(name.clone(), value.clone());
+    }
+    if !fault.delay_time().is_zero() {
+        res.extensions_mut().insert(Delay(fault.delay_time()));
     }
     res
 }
