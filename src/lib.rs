@@ -73,6 +73,11 @@ pub mod target;
 pub mod sim;
 
 pub use builder::ServiceBuilderExt;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use stack::MpsdLayer;
 
 /// The boxed error type of bodies and services this crate wraps.
