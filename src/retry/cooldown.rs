@@ -141,6 +141,11 @@ impl Cooldowns {
         gate.next_release = None;
     }
 
+    /// Whether no cooldown is held: the common case, which needs no keys.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// How many keys are held (for bounds checks).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

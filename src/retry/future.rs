@@ -1,12 +1,17 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use tokio::time::{sleep, sleep_until, Instant};
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::{sleep_until, Instant, Sleep};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard};
 use super::layer::Config;
@@ -48,31 +53,6 @@ impl fmt::Display for CoolingDown {
 
 impl std::error::Error for CoolingDown {}
 
-/// Waits until `key` admits the request; `Some` guard when it is the probe.
-async fn admitted(
-    cooldowns: &Cooldowns,
-    key: &Key,
-    deadline: Instant,
-) -> Result<Option<ProbeGuard>, Instant> {
-    loop {
-        match cooldowns.admit(key, Instant::now(), deadline) {
-            Admission::Go => return Ok(None),
-            Admission::Probe(guard) => return Ok(Some(guard)),
-            Admission::GoAt(at) => {
-                sleep_until(at).await;
-                return Ok(None);
-            }
-            Admission::WaitUntil(at) => sleep_until(at).await,
-            Admission::WaitForProbe(answer) => {
-                if tokio::time::timeout_at(deadline, answer).await.is_err() {
-                    return Err(deadline);
-                }
-            }
-            Admission::FailFast(until) => return Err(until),
-        }
-    }
-}
-
 /// Why a retry is wanted, and the server's hint.
 fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
     match outcome.retryable() {
@@ -83,167 +63,372 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
     }
 }
 
-/// The loop of one logical request, as far as this layer's causes go.
-pub(crate) async fn run<S, B, R>(
-    mut svc: S,
-    mut req: Request<B>,
+/// The cooldown keys of one request: the 503 one, then the 429 one.
+/// Worked out only once a cooldown exists or must be made.
+type Keys = [Option<Key>; 2];
+
+pin_project! {
+    /// The future of [`Retry`](super::Retry): one logical request, as far
+    /// as this layer's causes go.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        attempts: Attempts<S, B>,
+        #[pin]
+        state: State<S::Future>,
+    }
+}
+
+/// Everything of a [`ResponseFuture`] but its state.
+struct Attempts<S, B> {
+    svc: S,
+    req: Request<B>,
     shared: Shared,
-) -> Result<Response<R>, BoxError>
+    logical: LogicalRequest,
+    owner: bool,
+    call: Call,
+    safe: bool,
+    replayable: bool,
+    keys: Option<Keys>,
+    probes: [Option<ProbeGuard>; 2],
+    rng: HasherRng,
+    first: bool,
+    sent: Instant,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Passing the cooldown of key `index`, then the next.
+        Admit { index: usize },
+        // Sleeping, then passing the cooldown of key `then_admit`.
+        Sleep { then_admit: usize, #[pin] sleep: Sleep },
+        // Waiting for the answer of key `index`'s probe, until the deadline.
+        AwaitProbe {
+            index: usize,
+            answer: Pin<Box<OwnedNotified>>,
+            #[pin]
+            deadline: Sleep,
+        },
+        // Waiting for the service to be ready for a retry.
+        Ready,
+        Calling { #[pin] future: F },
+        Done,
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("logical", &self.attempts.logical)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, R> ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+{
+    /// Starts the first attempt with `svc`, which the caller made ready.
+    pub(crate) fn new(svc: S, mut req: Request<B>, shared: Shared) -> Self {
+        let config = &shared.config;
+        let (logical, owner) =
+            LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
+        let call = Call::of(&req);
+        let safe = (config.retry_transient)(req.method());
+        let replayable = req.extensions().get::<NotReplayable>().is_none();
+        shared.budget.deposit();
+        let attempts = Attempts {
+            svc,
+            req,
+            logical,
+            owner,
+            call,
+            safe,
+            replayable,
+            keys: None,
+            probes: [None, None],
+            rng: HasherRng::new(),
+            first: true,
+            sent: Instant::now(),
+            shared,
+        };
+        Self {
+            attempts,
+            state: State::Admit { index: 0 },
+        }
+    }
+}
+
+impl<S, B, R> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<R>>,
     S::Error: Into<BoxError>,
     B: Clone,
 {
-    let Shared {
-        config,
-        budget,
-        cooldowns,
-        stats,
-    } = shared;
-    let (logical, owner) =
-        LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
-    let deadline = logical.deadline();
-    let call = Call::of(&req);
-    let safe = (config.retry_transient)(req.method());
-    let replayable = req.extensions().get::<NotReplayable>().is_none();
-    let keys: Vec<Key> = [Cause::Overloaded, Cause::Throttled]
-        .into_iter()
-        .filter(|c| config.handles(*c))
-        .filter_map(|c| (config.key)(c, req.uri(), req.headers()).map(|k| Key(c, k)))
-        .collect();
-    let mut rng = HasherRng::new();
-    let mut first = true;
-    budget.deposit();
+    type Output = Result<Response<R>, BoxError>;
 
-    loop {
-        // Pass the cooldowns: the authority's (503), then the user's (429).
-        let mut probes = Vec::with_capacity(keys.len());
-        for key in &keys {
-            match admitted(&cooldowns, key, deadline).await {
-                Ok(probe) => probes.extend(probe.map(|p| (key.clone(), p))),
-                Err(until) => {
-                    bump(&stats.fail_fasts);
-                    let retry_in = until.saturating_duration_since(Instant::now());
-                    tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
-                    return Err(CoolingDown {
-                        retry_in,
-                        attempts: logical.history().attempts.len(),
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let me = this.attempts;
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Admit { index } => {
+                    let index = *index;
+                    if index == 2 || me.shared.cooldowns.is_empty() {
+                        me.send_state()
+                    } else {
+                        match me.admit(index) {
+                            Ok(next) => next,
+                            Err(until) => {
+                                let err = me.fail_fast(until);
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(err));
+                            }
+                        }
                     }
-                    .into());
                 }
-            }
+                StateProj::Sleep { then_admit, sleep } => {
+                    ready!(sleep.poll(cx));
+                    State::Admit { index: *then_admit }
+                }
+                StateProj::AwaitProbe {
+                    index,
+                    answer,
+                    deadline,
+                } => {
+                    if answer.as_mut().poll(cx).is_ready() {
+                        State::Admit { index: *index }
+                    } else if deadline.poll(cx).is_ready() {
+                        let err = me.fail_fast(me.logical.deadline());
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(err));
+                    } else {
+                        return Poll::Pending;
+                    }
+                }
+                StateProj::Ready => {
+                    ready!(me.svc.poll_ready(cx)).map_err(Into::into)?;
+                    me.call_state()
+                }
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    match me.settle(result) {
+                        Ok(wait) => State::Sleep {
+                            then_admit: 0,
+                            sleep: tokio::time::sleep(wait),
+                        },
+                        Err(done) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(done);
+                        }
+                    }
+                }
+                StateProj::Done => panic!("retry future polled after completion"),
+            };
+            this.state.set(next);
         }
+    }
+}
 
-        let sent = Instant::now();
-        let attempt = req.clone();
-        let result = if std::mem::take(&mut first) {
-            svc.call(attempt).await
-        } else {
-            match svc.ready().await {
-                Ok(svc) => svc.call(attempt).await,
-                Err(e) => Err(e),
-            }
+type Finished<R> = Result<Response<R>, BoxError>;
+
+impl<S, B, R> Attempts<S, B>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    B: Clone,
+{
+    /// The cooldown keys, worked out on first use.
+    fn keys(&mut self) -> &Keys {
+        let config = &self.shared.config;
+        let req = &self.req;
+        self.keys.get_or_insert_with(|| {
+            [Cause::Overloaded, Cause::Throttled].map(|c| {
+                let handled = config.handles(c);
+                let key = handled.then(|| (config.key)(c, req.uri(), req.headers()));
+                key.flatten().map(|k| Key(c, k))
+            })
+        })
+    }
+
+    /// One step past key `index`'s cooldown: `Err` with the instant it
+    /// ends when that is past the deadline.
+    fn admit(&mut self, index: usize) -> Result<State<S::Future>, Instant> {
+        let deadline = self.logical.deadline();
+        let Some(key) = self.keys()[index].clone() else {
+            return Ok(State::Admit { index: index + 1 });
         };
+        let now = Instant::now();
+        Ok(match self.shared.cooldowns.admit(&key, now, deadline) {
+            Admission::Go => State::Admit { index: index + 1 },
+            Admission::Probe(guard) => {
+                self.probes[index] = Some(guard);
+                State::Admit { index: index + 1 }
+            }
+            Admission::GoAt(at) => State::Sleep {
+                then_admit: index + 1,
+                sleep: sleep_until(at),
+            },
+            Admission::WaitUntil(at) => State::Sleep {
+                then_admit: index,
+                sleep: sleep_until(at),
+            },
+            Admission::WaitForProbe(answer) => State::AwaitProbe {
+                index,
+                answer,
+                deadline: sleep_until(deadline),
+            },
+            Admission::FailFast(until) => return Err(until),
+        })
+    }
+
+    fn fail_fast(&mut self, until: Instant) -> BoxError {
+        bump(&self.shared.stats.fail_fasts);
+        let retry_in = until.saturating_duration_since(Instant::now());
+        tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
+        CoolingDown {
+            retry_in,
+            attempts: self.logical.history().attempts.len(),
+        }
+        .into()
+    }
+
+    /// Past the cooldowns: the first attempt goes to the service the
+    /// caller made ready; a retry waits for readiness again.
+    fn send_state(&mut self) -> State<S::Future> {
+        if std::mem::take(&mut self.first) {
+            self.call_state()
+        } else {
+            State::Ready
+        }
+    }
+
+    fn call_state(&mut self) -> State<S::Future> {
+        self.sent = Instant::now();
+        State::Calling {
+            future: self.svc.call(self.req.clone()),
+        }
+    }
+
+    /// Reads one answer: `Ok(wait)` to retry after `wait`, or the result to
+    /// hand back.
+    fn settle(&mut self, result: Result<Response<R>, S::Error>) -> Result<Duration, Finished<R>> {
         let now = Instant::now();
         let outcome = result
             .as_ref()
             .ok()
-            .map(|res| classify(&call, res.status(), res.headers()));
-        logical.record(sent, outcome);
-        tracing::debug!(sends = logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
+            .map(|res| classify(&self.call, res.status(), res.headers()));
+        self.logical.record(self.sent, outcome);
+        tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
+        let config = &self.shared.config;
         let wanted = match &outcome {
-            Some(o) => cause(o, safe),
-            None if safe => Some((Cause::Transient, None)),
+            Some(o) => cause(o, self.safe),
+            None if self.safe => Some((Cause::Transient, None)),
             None => None,
         }
         .filter(|(c, _)| config.handles(*c));
-        // Tell the cooldowns what this answer says: 503 closes the
-        // authority's gate, 429 the user's.
-        let closed = match wanted {
-            Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
-                let hint = hint.unwrap_or_else(|| config.backoff.wait(c, None, 1, 0.0));
-                let until = now + hint.min(MAX_COOLDOWN);
-                keys.iter().find(|k| k.0 == c).map(|k| (k.clone(), until))
-            }
-            _ => None,
-        };
-        if let Some((key, until)) = &closed {
-            cooldowns.close(key.clone(), *until);
-        }
-        for (probed, probe) in probes {
-            match &closed {
-                Some((key, until)) if probed == *key => probe.closed_again(*until),
-                _ if outcome.is_some() => probe.opened(now),
-                // An error drops the guard: the probe role passes on.
-                _ => {}
-            }
-        }
+        self.report_to_cooldowns(wanted, outcome.is_some(), now);
 
-        let give_up = |reason: GaveUp| {
-            bump(&stats.give_ups);
-            tracing::debug!(?reason, "mpsd retry: giving up");
-            logical.gave_up(reason);
-        };
         let Some((why, hint)) = wanted else {
-            if outcome
-                .as_ref()
-                .is_some_and(|o| matches!(o.retryable(), Retryable::IfIdempotent))
-            {
-                give_up(GaveUp::UnsafeMethod);
+            if outcome.is_some_and(|o| matches!(o.retryable(), Retryable::IfIdempotent)) {
+                self.give_up(GaveUp::UnsafeMethod);
             }
-            return finish(result, &logical, owner);
+            return Err(self.finish(result));
         };
-        if !replayable {
-            give_up(GaveUp::NotReplayable);
-            return finish(result, &logical, owner);
+        if !self.replayable {
+            self.give_up(GaveUp::NotReplayable);
+            return Err(self.finish(result));
         }
-        if !logical.has_sends_left() {
-            give_up(GaveUp::MaxAttempts);
-            return finish(result, &logical, owner);
+        if !self.logical.has_sends_left() {
+            self.give_up(GaveUp::MaxAttempts);
+            return Err(self.finish(result));
         }
-        let failures = logical.sends();
-        let left = deadline.saturating_duration_since(now);
-        let wait = match config
+        let failures = self.logical.sends();
+        let left = self.logical.deadline().saturating_duration_since(now);
+        let r = self.rng.next_f64();
+        let wait = match self
+            .shared
+            .config
             .backoff
-            .plan(why, hint, failures, rng.next_f64(), left)
+            .plan(why, hint, failures, r, left)
         {
             Plan::Wait(wait) => wait,
             Plan::GiveUp { wait, why } => {
-                give_up(match why {
+                self.give_up(match why {
                     TooLong::OverCap => GaveUp::OverCap { wait },
                     _ => GaveUp::Deadline { wait },
                 });
-                return finish(result, &logical, owner);
+                return Err(self.finish(result));
             }
         };
-        if !budget.withdraw() {
+        let stats = &self.shared.stats;
+        if !self.shared.budget.withdraw() {
             bump(&stats.budget_refusals);
-            give_up(GaveUp::Budget);
-            return finish(result, &logical, owner);
+            self.give_up(GaveUp::Budget);
+            return Err(self.finish(result));
         }
-        logical.take_send(Purpose::Retry(why));
+        self.logical.take_send(Purpose::Retry(why));
         bump(match why {
             Cause::Overloaded => &stats.retries_overloaded,
             Cause::Throttled => &stats.retries_throttled,
             _ => &stats.retries_transient,
         });
         tracing::debug!(?wait, cause = ?why, "mpsd retry: waiting");
-        drop(result);
-        sleep(wait).await;
+        Ok(wait)
     }
-}
 
-/// Hands the answer back; the layer that made the logical request puts its
-/// history in the response.
-fn finish<R, E: Into<BoxError>>(
-    result: Result<Response<R>, E>,
-    logical: &LogicalRequest,
-    owner: bool,
-) -> Result<Response<R>, BoxError> {
-    let mut res = result.map_err(Into::into)?;
-    if owner {
-        res.extensions_mut().insert(logical.history());
+    /// Tells the cooldowns what an answer says: 503 closes the authority's
+    /// gate, 429 the user's; any probe this request was is settled.
+    fn report_to_cooldowns(
+        &mut self,
+        wanted: Option<(Cause, Option<Duration>)>,
+        answered: bool,
+        now: Instant,
+    ) {
+        let closed = match wanted {
+            Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
+                let backoff = &self.shared.config.backoff;
+                let hint = hint.unwrap_or_else(|| backoff.wait(c, None, 1, 0.0));
+                let until = now + hint.min(MAX_COOLDOWN);
+                let key = self.keys().iter().flatten().find(|k| k.0 == c).cloned();
+                key.map(|k| (k, until))
+            }
+            _ => None,
+        };
+        if let Some((key, until)) = &closed {
+            self.shared.cooldowns.close(key.clone(), *until);
+        }
+        for (index, probe) in self.probes.iter_mut().enumerate() {
+            let Some(probe) = probe.take() else { continue };
+            let probed = self.keys.as_ref().and_then(|k| k[index].as_ref());
+            match &closed {
+                Some((key, until)) if probed == Some(key) => probe.closed_again(*until),
+                _ if answered => probe.opened(now),
+                // An error drops the guard: the probe role passes on.
+                _ => {}
+            }
+        }
     }
-    Ok(res)
+
+    fn give_up(&self, reason: GaveUp) {
+        bump(&self.shared.stats.give_ups);
+        tracing::debug!(?reason, "mpsd retry: giving up");
+        self.logical.gave_up(reason);
+    }
+
+    /// Hands the answer back; the layer that made the logical request puts
+    /// its history in the response.
+    fn finish(&self, result: Result<Response<R>, S::Error>) -> Finished<R> {
+        let mut res = result.map_err(Into::into)?;
+        if self.owner {
+            res.extensions_mut().insert(self.logical.history());
+        }
+        Ok(res)
+    }
 }

@@ -3,13 +3,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, Method, Request, Response, Uri};
 use tower::retry::budget::TpsBudget;
 use tower::{Layer, Service};
 
 use super::cooldown::Cooldowns;
-use super::future::{run, Shared};
+use super::future::{ResponseFuture, Shared};
 use super::stats::RetryStats;
 use crate::backoff::{Backoff, Cause};
 use crate::identity::user_hash;
@@ -238,15 +237,13 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Retry<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError> + Send,
-    ReqBody: Clone + Send + 'static,
-    ResBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: Clone,
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<ResBody>, BoxError>>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -257,6 +254,6 @@ where
         // place here.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(run(inner, req, self.shared.clone()))
+        ResponseFuture::new(inner, req, self.shared.clone())
     }
 }

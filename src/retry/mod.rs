@@ -76,7 +76,7 @@ mod layer;
 mod stats;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
-pub use future::CoolingDown;
+pub use future::{CoolingDown, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
 pub use stats::RetryStats;
 pub use tower::retry::budget::TpsBudget;
