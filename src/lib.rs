@@ -43,6 +43,7 @@ pub mod classify;
 pub mod identity;
 pub mod logical;
 pub mod outcome;
+pub mod pace;
 pub mod rate_limit;
 pub mod replay;
 pub mod response;
