@@ -49,6 +49,7 @@ pub mod replay;
 pub mod response;
 pub mod retry;
 pub mod retry_after;
+pub mod revalidate;
 pub mod target;
 
 #[cfg(feature = "sim")]
