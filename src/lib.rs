@@ -60,12 +60,14 @@ pub mod classify;
 pub mod identity;
 pub mod logical;
 pub mod outcome;
+pub mod pace;
 pub mod rate_limit;
 pub mod rebase;
 pub mod replay;
 pub mod response;
 pub mod retry;
 pub mod retry_after;
+pub mod revalidate;
 pub mod stack;
 pub mod target;
 

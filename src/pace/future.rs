@@ -1,0 +1,142 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower::Service;
+
+use crate::BoxError;
+
+/// A request's slot opens after its deadline: it failed at once, without
+/// touching the network, and took no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PaceExceeded {
+    /// How long from the failure until a slot opens for this key (if no
+    /// other request takes it first).
+    pub retry_in: Duration,
+}
+
+impl PaceExceeded {
+    pub(crate) fn new(retry_in: Duration) -> Self {
+        Self { retry_in }
+    }
+}
+
+impl fmt::Display for PaceExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MPSD rate limit: no slot before the deadline; one opens in {:?}",
+            self.retry_in
+        )
+    }
+}
+
+impl std::error::Error for PaceExceeded {}
+
+pin_project! {
+    /// The future of [`Pace`](super::Pace): waits for the request's slot if
+    /// it has to, then calls the inner service.
+    pub struct PaceFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Waiting {
+            #[pin]
+            sleep: Sleep,
+            call: Option<(S, Request<ReqBody>)>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+        Failed {
+            error: Option<PaceExceeded>,
+        },
+    }
+}
+
+impl<S, ReqBody> PaceFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn calling(future: S::Future) -> Self {
+        Self {
+            state: State::Calling { future },
+        }
+    }
+
+    pub(crate) fn waiting(slot: Instant, service: S, req: Request<ReqBody>) -> Self {
+        Self {
+            state: State::Waiting {
+                sleep: sleep_until(slot),
+                call: Some((service, req)),
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: PaceExceeded) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<S, ReqBody> fmt::Debug for PaceFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Waiting { .. } => "waiting",
+            State::Calling { .. } => "calling",
+            State::Failed { .. } => "failed",
+        };
+        f.debug_struct("PaceFuture").field("state", &state).finish()
+    }
+}
+
+impl<S, ReqBody> Future for PaceFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Calling { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Failed { error } => {
+                    let error = error.take().expect("polled after completion");
+                    return Poll::Ready(Err(error.into()));
+                }
+                StateProj::Waiting { sleep, call } => {
+                    ready!(sleep.poll(cx));
+                    let (mut service, req) = call.take().expect("polled after completion");
+                    State::Calling {
+                        future: service.call(req),
+                    }
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+pin_project! {
+    /// The response body of [`Revalidate`](super::Revalidate): the inner
+    /// service's body as it comes, or bytes the layer holds (a cached body
+    /// served for a 304, or a body it read to cache it). Nothing is lost or
+    /// cut: a body over the cap streams what was read, then the rest.
+    pub struct RevalidateBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner {
+            #[pin]
+            body: B,
+        },
+        Whole {
+            data: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+        },
+        Partial {
+            prefix: Option<Bytes>,
+            rest: Pin<Box<B>>,
+        },
+        Failed {
+            prefix: Option<Bytes>,
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<B> RevalidateBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn whole(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            kind: Kind::Whole {
+                data: Some(data).filter(|d| !d.is_empty()),
+                trailers,
+            },
+        }
+    }
+
+    pub(crate) fn partial(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
+        Self {
+            kind: Kind::Partial {
+                prefix: Some(prefix).filter(|d| !d.is_empty()),
+                rest,
+            },
+        }
+    }
+
+    pub(crate) fn failed(prefix: Bytes, error: BoxError) -> Self {
+        Self {
+            kind: Kind::Failed {
+                prefix: Some(prefix).filter(|d| !d.is_empty()),
+                error: Some(error),
+            },
+        }
+    }
+}
+
+impl<B> fmt::Debug for RevalidateBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Whole { .. } => "whole",
+            Kind::Partial { .. } => "partial",
+            Kind::Failed { .. } => "failed",
+        };
+        f.debug_struct("RevalidateBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+}
+
+impl<B> Body for RevalidateBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
+            }
+            KindProj::Whole { data, trailers } => {
+                let frame = match data.take() {
+                    Some(data) => Frame::data(data),
+                    None => match trailers.take() {
+                        Some(trailers) => Frame::trailers(trailers),
+                        None => return Poll::Ready(None),
+                    },
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            KindProj::Partial { prefix, rest } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                let frame = ready!(rest.as_mut().poll_frame(cx));
+                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
+            }
+            KindProj::Failed { prefix, error } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                Poll::Ready(error.take().map(Err))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Whole { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Partial { .. } => false,
+            Kind::Failed { prefix, error } => prefix.is_none() && error.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Whole { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Partial { prefix, rest } => {
+                let read = prefix.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(read));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint
+            }
+            Kind::Failed { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// What reading a body up to a cap found.
+pub(crate) enum Read {
+    /// The whole body is in the buffer, with its trailers if any.
+    Whole(Option<HeaderMap>),
+    /// The body is longer than the cap; what was read is in the buffer.
+    OverCap,
+}
+
+/// Reads frames into `read` until the body ends or passes `limit`.
+pub(crate) fn read_within<B>(
+    mut body: Pin<&mut B>,
+    read: &mut BytesMut,
+    limit: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Read, BoxError>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Poll::Ready(Ok(Read::OverCap));
+    }
+    loop {
+        if read.len() > limit {
+            return Poll::Ready(Ok(Read::OverCap));
+        }
+        let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
+            return Poll::Ready(Ok(Read::Whole(None)));
+        };
+        match frame.map_err(Into::into)?.into_data() {
+            Ok(mut data) => {
+                while data.has_remaining() {
+                    let chunk = data.chunk();
+                    read.extend_from_slice(chunk);
+                    let n = chunk.len();
+                    data.advance(n);
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return Poll::Ready(Ok(Read::Whole(Some(trailers))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    fn chunks(
+        parts: Vec<Result<&'static str, &'static str>>,
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>>> {
+        StreamBody::new(futures_util::stream::iter(parts.into_iter().map(|p| {
+            p.map(|s| Frame::data(Bytes::from_static(s.as_bytes())))
+                .map_err(BoxError::from)
+        })))
+    }
+
+    async fn read<B>(body: B, limit: usize) -> (Result<bool, String>, Bytes, Pin<Box<B>>)
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = Box::pin(body);
+        let mut buf = BytesMut::new();
+        let r = std::future::poll_fn(|cx| read_within(body.as_mut(), &mut buf, limit, cx)).await;
+        let r = r
+            .map(|r| matches!(r, Read::Whole(_)))
+            .map_err(|e| e.to_string());
+        (r, buf.freeze(), body)
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_cap_is_read_whole() {
+        let (whole, data, _) = read(chunks(vec![Ok("ab"), Ok("cd")]), 4).await;
+        assert_eq!((whole, &data[..]), (Ok(true), &b"abcd"[..]));
+        let b = RevalidateBody::<Full<Bytes>>::whole(data, None);
+        assert_eq!(b.size_hint().exact(), Some(4));
+        assert_eq!(b.collect().await.unwrap().to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_cap_streams_on_whole() {
+        let (whole, data, rest) = read(chunks(vec![Ok("ab"), Ok("cd"), Ok("ef")]), 3).await;
+        assert_eq!(whole, Ok(false));
+        assert_eq!(data, "abcd");
+        let b = RevalidateBody::partial(data, rest);
+        assert!(!b.is_end_stream());
+        assert_eq!(b.collect().await.unwrap().to_bytes(), "abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_known_length_over_the_cap_is_not_read_at_all() {
+        let (whole, data, rest) = read(Full::new(Bytes::from("abcdef")), 3).await;
+        assert_eq!((whole, data.len()), (Ok(false), 0));
+        let b = RevalidateBody::partial(data, rest);
+        assert_eq!(b.size_hint().exact(), Some(6));
+        assert_eq!(b.collect().await.unwrap().to_bytes(), "abcdef");
+    }
+
+    #[tokio::test]
+    async fn an_error_keeps_what_was_read_then_reports_itself() {
+        let (result, data, _) = read(chunks(vec![Ok("ab"), Err("reset")]), 10).await;
+        assert_eq!(result, Err("reset".to_owned()));
+        let mut b = RevalidateBody::<Full<Bytes>>::failed(data, "reset".into());
+        let first = b.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "ab");
+        assert_eq!(b.frame().await.unwrap().unwrap_err().to_string(), "reset");
+        assert!(b.frame().await.is_none());
+        assert!(b.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn trailers_are_kept() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", "1".parse().unwrap());
+        let b = RevalidateBody::<Full<Bytes>>::whole(Bytes::from("a"), Some(trailers));
+        let collected = b.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-t"], "1");
+        let inner = RevalidateBody::inner(Full::new(Bytes::from("xyz")));
+        assert_eq!(inner.size_hint().exact(), Some(3));
+        assert_eq!(inner.collect().await.unwrap().to_bytes(), "xyz");
+    }
+}

@@ -1,0 +1,266 @@
+//! The pace layer against the simulator's rate limiter, at the same
+//! limits, over real TCP on paused time: callers hammering for ten virtual
+//! minutes get no 429 and the sustain rate.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http_client, request, SCID};
+use futures_util::future::join_all;
+use http::{Method, StatusCode};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::pace::{Limits, PaceExceeded, PaceLayer};
+use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::sim::{RateLimits, SimHandle, Simulator, Window};
+
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+async fn sim_with(limits: RateLimits) -> SimHandle {
+    Simulator::builder()
+        .rate_limit(limits)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn handle_query_limits() -> RateLimits {
+    RateLimits {
+        burst: Window {
+            max: 1,
+            period: Duration::from_secs(15),
+        },
+        sustain: Window {
+            max: 20,
+            period: Duration::from_secs(300),
+        },
+    }
+}
+
+/// What the simulator saw: answers by status, within the first `span`.
+struct Tally {
+    sent: usize,
+    throttled: usize,
+}
+
+fn tally(sim: &SimHandle, t0: Instant, span: Duration) -> Tally {
+    let log = sim.log();
+    let within: Vec<_> = log.iter().filter(|e| e.at - t0 < span).collect();
+    Tally {
+        sent: within.len(),
+        throttled: log
+            .iter()
+            .filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+    }
+}
+
+/// Sends `method` to `uri` as `user` as fast as the layer lets it, for ten
+/// virtual minutes; on [`PaceExceeded`] it sleeps as long as told.
+async fn hammer<S>(client: S, method: Method, uri: String, user: &'static str) -> usize
+where
+    S: tower::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = tower_mpsd::BoxError,
+        > + Clone,
+{
+    let t0 = Instant::now();
+    let mut told_to_wait = 0;
+    while t0.elapsed() < TEN_MINUTES {
+        let req = request(method.clone(), &uri)
+            .user(Some(user))
+            .json(serde_json::json!({}))
+            .build();
+        match client.clone().oneshot(req).await {
+            Ok(_) => {}
+            Err(e) => {
+                let exceeded = e.downcast_ref::<PaceExceeded>().expect("only pacing fails");
+                told_to_wait += 1;
+                tokio::time::sleep(exceeded.retry_in).await;
+            }
+        }
+    }
+    told_to_wait
+}
+
+/// Asserts no 429 and a rate within 5 % of `per_second`.
+fn assert_paced(what: &str, tally: &Tally, per_second: f64) {
+    let rate = tally.sent as f64 / TEN_MINUTES.as_secs_f64();
+    println!(
+        "{what}: {} requests in 600 s, {} answered 429; {rate:.4}/s = {:.1} % of the sustain limit",
+        tally.sent,
+        tally.throttled,
+        100.0 * rate / per_second
+    );
+    assert_eq!(tally.throttled, 0, "{what}: throttled");
+    assert!(
+        (rate / per_second - 1.0).abs() <= 0.05,
+        "{what}: {rate}/s is not within 5 % of {per_second}/s"
+    );
+}
+
+async fn one_caller_for_ten_minutes(layer: PaceLayer, what: &str) {
+    let sim = sim_with(RateLimits::mpsd()).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "paced");
+    let client = ServiceBuilder::new().layer(layer).service(http_client());
+    let t0 = Instant::now();
+    let told = hammer(client, Method::GET, uri, "alice").await;
+    println!("{what}: told to wait {told} times");
+    assert_paced(what, &tally(&sim, t0, TEN_MINUTES), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_caller_hammering_for_ten_minutes_gets_no_429_and_the_sustain_rate() {
+    let layer = PaceLayer::new().max_wait(TEN_MINUTES);
+    one_caller_for_ten_minutes(layer, "one caller, default margin").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_margin_the_windows_match_the_service_exactly() {
+    let layer = PaceLayer::new()
+        .max_wait(TEN_MINUTES)
+        .margin(Duration::ZERO);
+    one_caller_for_ten_minutes(layer, "one caller, no margin").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_told_when_a_slot_opens_waits_that_long_and_gets_no_429() {
+    // The default 20 s longest wait: waits for the sustain window fail fast.
+    one_caller_for_ten_minutes(PaceLayer::new(), "one caller, 20 s max wait").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn eight_callers_of_one_user_share_the_windows() {
+    let sim = sim_with(RateLimits::mpsd()).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "shared");
+    let client = ServiceBuilder::new()
+        .layer(PaceLayer::new().max_wait(TEN_MINUTES))
+        .service(http_client());
+    let t0 = Instant::now();
+    join_all((0..8).map(|_| hammer(client.clone(), Method::GET, uri.clone(), "alice"))).await;
+    assert_paced("eight callers", &tally(&sim, t0, TEN_MINUTES), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn users_are_paced_apart() {
+    let sim = sim_with(RateLimits::mpsd()).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "two");
+    let client = ServiceBuilder::new()
+        .layer(PaceLayer::new().max_wait(TEN_MINUTES))
+        .service(http_client());
+    let t0 = Instant::now();
+    let a = hammer(client.clone(), Method::GET, uri.clone(), "alice");
+    let b = hammer(client, Method::GET, uri, "bob");
+    futures_util::future::join(a, b).await;
+    let log = sim.log();
+    for user in ["alice", "bob"] {
+        let sent = log
+            .iter()
+            .filter(|e| e.user.as_deref() == Some(user) && e.at - t0 < TEN_MINUTES)
+            .count();
+        println!("{user}: {sent} requests in 600 s");
+        assert_eq!(sent, 600, "{user}");
+    }
+    assert!(log
+        .iter()
+        .all(|e| e.status != StatusCode::TOO_MANY_REQUESTS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn handle_queries_are_paced_by_their_own_limits_by_default() {
+    let sim = sim_with(handle_query_limits()).await;
+    let uri = format!("{}/handles/query", sim.base_uri());
+    let client = ServiceBuilder::new()
+        .layer(PaceLayer::new().max_wait(TEN_MINUTES))
+        .service(http_client());
+    let t0 = Instant::now();
+    hammer(client, Method::POST, uri, "alice").await;
+    // 20 per 300 s.
+    assert_paced(
+        "handle queries",
+        &tally(&sim, t0, TEN_MINUTES),
+        20.0 / 300.0,
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_route_handle_queries_are_throttled() {
+    let sim = sim_with(handle_query_limits()).await;
+    let uri = format!("{}/handles/query", sim.base_uri());
+    let client = ServiceBuilder::new()
+        .layer(PaceLayer::new().no_routes())
+        .service(http_client());
+    for _ in 0..3 {
+        let req = request(Method::POST, &uri)
+            .json(serde_json::json!({}))
+            .build();
+        client.clone().oneshot(req).await.unwrap();
+    }
+    let statuses: Vec<u16> = sim.log().iter().map(|e| e.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 429, 429]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_of_an_outer_retry_layer_holds_over_max_wait() {
+    let sim = sim_with(RateLimits::mpsd()).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "deadline");
+    // One limiter, shared by the clones of the layer in both stacks.
+    let pace = PaceLayer::new()
+        .max_wait(TEN_MINUTES)
+        .margin(Duration::ZERO);
+    let stack = |deadline: u64| {
+        ServiceBuilder::new()
+            .layer(
+                RetryLayer::new()
+                    .deadline(Duration::from_secs(deadline))
+                    .retry_transient_for(|_| false),
+            )
+            .layer(pace.clone())
+            .service(http_client())
+    };
+    let t0 = Instant::now();
+    for _ in 0..30 {
+        let req = request(Method::GET, &uri).build();
+        stack(5).oneshot(req).await.unwrap();
+    }
+    // The 31st's slot is at 15 s: past a 5 s deadline, it fails at once ...
+    let err = stack(5)
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap_err();
+    let exceeded = err.downcast_ref::<PaceExceeded>().expect("PaceExceeded");
+    assert_eq!(exceeded.retry_in, Duration::from_secs(15));
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(sim.log().len(), 30, "it never reached the service");
+    // ... and within a 20 s deadline it waits for its slot.
+    let res = stack(20)
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(t0.elapsed(), Duration::from_secs(15));
+    let log = sim.log();
+    assert_eq!(log.len(), 31);
+    assert_eq!(log[30].at - t0, Duration::from_secs(15));
+    assert!(log.iter().all(|e| e.status == StatusCode::NO_CONTENT));
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_limits_match_a_service_with_the_same_limits() {
+    // Limits scaled down, as a custom configuration: 3 per 15 s, 30 per 300 s.
+    let limits = RateLimits::mpsd().scaled(0.1);
+    let sim = sim_with(limits).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "scaled");
+    let pace = Limits::new(
+        tower_mpsd::pace::Window::new(3, Duration::from_secs(15)),
+        tower_mpsd::pace::Window::new(30, Duration::from_secs(300)),
+    );
+    let client = ServiceBuilder::new()
+        .layer(PaceLayer::new().limits(pace).max_wait(TEN_MINUTES))
+        .service(http_client());
+    let t0 = Instant::now();
+    hammer(client, Method::GET, uri, "carol").await;
+    assert_paced("scaled limits", &tally(&sim, t0, TEN_MINUTES), 0.1);
+}
