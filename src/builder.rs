@@ -5,9 +5,11 @@ use tower::ServiceBuilder;
 
 use crate::classify::ClassifyLayer;
 use crate::logical::LogicalLayer;
+use crate::pace::PaceLayer;
 use crate::rebase::RebaseLayer;
 use crate::replay::ReplayLayer;
 use crate::retry::RetryLayer;
+use crate::revalidate::RevalidateLayer;
 use crate::stack::MpsdLayer;
 
 mod sealed {
@@ -37,7 +39,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn mpsd(self) -> ServiceBuilder<Stack<MpsdLayer, L>>;
 
     /// The recommended stack, configured.
-    fn mpsd_with<R>(self, stack: MpsdLayer<R>) -> ServiceBuilder<Stack<MpsdLayer<R>, L>>;
+    fn mpsd_with<R, V, P>(
+        self,
+        stack: MpsdLayer<R, V, P>,
+    ) -> ServiceBuilder<Stack<MpsdLayer<R, V, P>, L>>;
 
     /// [`ClassifyLayer`]: the outcome of every response in its extensions.
     fn mpsd_classify(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;
@@ -53,6 +58,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// [`ReplayLayer`]: request bodies buffered up to `limit` bytes.
     fn mpsd_replay(self, limit: usize) -> ServiceBuilder<Stack<ReplayLayer, L>>;
+
+    /// [`RevalidateLayer`]: GETs revalidated with `If-None-Match`.
+    fn mpsd_revalidate(self, layer: RevalidateLayer) -> ServiceBuilder<Stack<RevalidateLayer, L>>;
+
+    /// [`PaceLayer`]: requests paced under MPSD's rate limits.
+    fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -60,7 +71,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(MpsdLayer::new())
     }
 
-    fn mpsd_with<R>(self, stack: MpsdLayer<R>) -> ServiceBuilder<Stack<MpsdLayer<R>, L>> {
+    fn mpsd_with<R, V, P>(
+        self,
+        stack: MpsdLayer<R, V, P>,
+    ) -> ServiceBuilder<Stack<MpsdLayer<R, V, P>, L>> {
         self.layer(stack)
     }
 
@@ -82,5 +96,13 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn mpsd_replay(self, limit: usize) -> ServiceBuilder<Stack<ReplayLayer, L>> {
         self.layer(ReplayLayer::new(limit))
+    }
+
+    fn mpsd_revalidate(self, layer: RevalidateLayer) -> ServiceBuilder<Stack<RevalidateLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>> {
+        self.layer(layer)
     }
 }

@@ -8,6 +8,8 @@
 //! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
 //! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
+//! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
+//! | [`PaceLayer`] (optional) | innermost: it paces what actually goes to the network |
 //!
 //! Defaults: a 20 s deadline (the retry window of Microsoft's SDK) and 5
 //! sends per logical request, or 8 with a rebase policy (the first write,
@@ -50,39 +52,88 @@ use tower::Layer;
 
 use crate::classify::{Classify, ClassifyLayer};
 use crate::logical::{Logical, LogicalLayer};
+use crate::pace::PaceLayer;
 use crate::rebase::RebaseLayer;
 use crate::retry::{Retry, RetryLayer};
+use crate::revalidate::RevalidateLayer;
 
-/// The recommended stack; see [the module](crate::stack). `R` is the
-/// rebase layer, or [`Identity`] for none.
+/// The recommended stack; see [the module](crate::stack). `R`, `V` and
+/// `P` are the rebase, revalidate and pace layers, [`Identity`] when left
+/// out.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct MpsdLayer<R = Identity> {
+pub struct MpsdLayer<R = Identity, V = Identity, P = Identity> {
     deadline: Duration,
     max_attempts: Option<u32>,
+    default_attempts: u32,
     rebase: R,
     retry: RetryLayer,
+    revalidate: V,
+    pace: P,
 }
 
 impl MpsdLayer {
-    /// The stack with its defaults and no rebase policy: a 412 is handed
-    /// back to the caller.
+    /// The stack with its defaults, no rebase policy (a 412 is handed back
+    /// to the caller), no revalidation and no pacing.
     pub fn new() -> Self {
         Self {
             deadline: Duration::from_secs(20),
             max_attempts: None,
+            default_attempts: 5,
             rebase: Identity::new(),
             retry: RetryLayer::new(),
+            revalidate: Identity::new(),
+            pace: Identity::new(),
         }
     }
+}
 
+impl<V, P> MpsdLayer<Identity, V, P> {
     /// Retries conflicting writes through `rebase`.
-    pub fn rebase<P>(self, rebase: RebaseLayer<P>) -> MpsdLayer<RebaseLayer<P>> {
+    pub fn rebase<Policy>(
+        self,
+        rebase: RebaseLayer<Policy>,
+    ) -> MpsdLayer<RebaseLayer<Policy>, V, P> {
         MpsdLayer {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
+            default_attempts: 8,
             rebase,
             retry: self.retry,
+            revalidate: self.revalidate,
+            pace: self.pace,
+        }
+    }
+}
+
+impl<R, P> MpsdLayer<R, Identity, P> {
+    /// Revalidates GETs with `If-None-Match` and answers 304s from a
+    /// bounded cache (see [`crate::revalidate`]).
+    pub fn revalidate(self, revalidate: RevalidateLayer) -> MpsdLayer<R, RevalidateLayer, P> {
+        MpsdLayer {
+            deadline: self.deadline,
+            max_attempts: self.max_attempts,
+            default_attempts: self.default_attempts,
+            rebase: self.rebase,
+            retry: self.retry,
+            revalidate,
+            pace: self.pace,
+        }
+    }
+}
+
+impl<R, V> MpsdLayer<R, V, Identity> {
+    /// Paces requests to stay under MPSD's rate limits (see
+    /// [`crate::pace`]), so that 429s are avoided rather than waited out.
+    pub fn pace(self, pace: PaceLayer) -> MpsdLayer<R, V, PaceLayer> {
+        MpsdLayer {
+            deadline: self.deadline,
+            max_attempts: self.max_attempts,
+            default_attempts: self.default_attempts,
+            rebase: self.rebase,
+            retry: self.retry,
+            revalidate: self.revalidate,
+            pace,
         }
     }
 }
@@ -93,7 +144,7 @@ impl Default for MpsdLayer {
     }
 }
 
-impl<R> MpsdLayer<R> {
+impl<R, V, P> MpsdLayer<R, V, P> {
     /// The deadline of each logical request. Default 20 s.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -120,26 +171,24 @@ impl<R> MpsdLayer<R> {
         self
     }
 
-    fn logical(&self, rebasing: bool) -> LogicalLayer {
-        let default = if rebasing { 8 } else { 5 };
-        LogicalLayer::new(self.deadline, self.max_attempts.unwrap_or(default))
+    fn logical(&self) -> LogicalLayer {
+        let attempts = self.max_attempts.unwrap_or(self.default_attempts);
+        LogicalLayer::new(self.deadline, attempts)
     }
 }
 
-impl<S> Layer<S> for MpsdLayer {
-    type Service = Classify<Logical<Retry<S>>>;
+impl<S, R, V, P> Layer<S> for MpsdLayer<R, V, P>
+where
+    P: Layer<S>,
+    V: Layer<P::Service>,
+    R: Layer<Retry<V::Service>>,
+{
+    type Service = Classify<Logical<R::Service>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let retried = self.retry.layer(inner);
-        ClassifyLayer::new().layer(self.logical(false).layer(retried))
-    }
-}
-
-impl<S, P: Clone> Layer<S> for MpsdLayer<RebaseLayer<P>> {
-    type Service = Classify<Logical<crate::rebase::Rebase<Retry<S>, P>>>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        let rebased = self.rebase.layer(self.retry.layer(inner));
-        ClassifyLayer::new().layer(self.logical(true).layer(rebased))
+        let paced = self.pace.layer(inner);
+        let revalidated = self.revalidate.layer(paced);
+        let rebased = self.rebase.layer(self.retry.layer(revalidated));
+        ClassifyLayer::new().layer(self.logical().layer(rebased))
     }
 }

@@ -308,3 +308,61 @@ async fn dropped_during_a_reread_no_write_follows_and_the_next_one_works() {
     let res = client.oneshot(create_only()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_option_at_once_polls_with_304s_and_no_429() {
+    use tower_mpsd::pace::PaceLayer;
+    use tower_mpsd::revalidate::{RevalidateLayer, Revalidated};
+    // MPSD's own limits: 30 per 15 s, 300 per 300 s.
+    let sim = Simulator::builder().start().await.unwrap();
+    let uri = sim.session_uri(SCID, "LobbySession", "options");
+    // Created by another user: alice's windows start empty.
+    let stale = create(&uri, "bob", json!({})).await;
+    let by_bob = json!({"properties": {"custom": {"b": 1}}});
+    common::send(request(Method::PUT, &uri).user(Some("bob")).json(by_bob)).await;
+    sim.clear_log();
+    let stack = MpsdLayer::new()
+        .rebase(RebaseLayer::new(ResendDelta))
+        .revalidate(RevalidateLayer::new())
+        .pace(PaceLayer::new());
+    let client = ServiceBuilder::new()
+        .mpsd_with(stack)
+        .service(http_client());
+    let t0 = Instant::now();
+    let mut revalidated = 0;
+    for _ in 0..40 {
+        let get = request(Method::GET, &uri).build();
+        let res = client.clone().oneshot(get).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        revalidated += usize::from(res.extensions().get::<Revalidated>().is_some());
+    }
+    // A write with a stale ETag: rebased, and paced too.
+    let put = request(Method::PUT, &uri)
+        .header(header::IF_MATCH, &stale)
+        .json(json!({"properties": {"custom": {"polled": true}}}))
+        .build();
+    let res = client.clone().oneshot(put).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    assert_eq!(
+        purposes(history),
+        [(Purpose::First, 412), (Purpose::Rebased, 200)]
+    );
+    let log = sim.log();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    let count = |s: u16| statuses.iter().filter(|&&x| x == s).count();
+    let last = log.last().unwrap().at - t0;
+    println!(
+        "options: {} requests, 304s {}, 429s {}, revalidated {revalidated}, last at {last:?}",
+        log.len(),
+        count(304),
+        count(429)
+    );
+    assert_eq!(count(429), 0, "paced under the limits");
+    assert_eq!(count(304), 39, "every poll after the first revalidated");
+    assert_eq!(revalidated, 39);
+    assert!(
+        last >= Duration::from_secs(15),
+        "the 31st request waited for the burst window"
+    );
+}

@@ -19,6 +19,7 @@ use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
 use crate::logical::{GaveUp, LogicalRequest, Purpose};
 use crate::outcome::{classify, Call, Outcome, Retryable};
+use crate::pace::PaceExceeded;
 use crate::replay::NotReplayable;
 use crate::BoxError;
 
@@ -61,6 +62,12 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
         Retryable::IfIdempotent if safe => Some((Cause::Transient, None)),
         _ => None,
     }
+}
+
+/// Whether an error of the inner service says the request was refused
+/// before it was sent, by this crate's cooldowns or pacing.
+fn never_sent(error: &BoxError) -> bool {
+    error.is::<CoolingDown>() || error.is::<PaceExceeded>()
 }
 
 /// The cooldown keys of one request: the 503 one, then the 429 one.
@@ -319,17 +326,23 @@ where
     /// hand back.
     fn settle(&mut self, result: Result<Response<R>, S::Error>) -> Result<Duration, Finished<R>> {
         let now = Instant::now();
+        let result = result.map_err(Into::into);
         let outcome = result
             .as_ref()
             .ok()
             .map(|res| classify(&self.call, res.status(), res.headers()));
-        self.logical.record(self.sent, outcome);
+        // A layer below refused to send (its own cooldown or pacing): that
+        // is an answer about the future, not a failure to retry.
+        let unsent = result.as_ref().err().is_some_and(never_sent);
+        if !unsent {
+            self.logical.record(self.sent, outcome);
+        }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
         let config = &self.shared.config;
         let wanted = match &outcome {
             Some(o) => cause(o, self.safe),
-            None if self.safe => Some((Cause::Transient, None)),
+            None if self.safe && !unsent => Some((Cause::Transient, None)),
             None => None,
         }
         .filter(|(c, _)| config.handles(*c));
@@ -424,8 +437,8 @@ where
 
     /// Hands the answer back; the layer that made the logical request puts
     /// its history in the response.
-    fn finish(&self, result: Result<Response<R>, S::Error>) -> Finished<R> {
-        let mut res = result.map_err(Into::into)?;
+    fn finish(&self, result: Finished<R>) -> Finished<R> {
+        let mut res = result?;
         if self.owner {
             res.extensions_mut().insert(self.logical.history());
         }
