@@ -1,11 +1,16 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 use tower::util::rng::{HasherRng, Rng};
@@ -13,7 +18,7 @@ use tower::{Service, ServiceExt};
 
 use super::layer::{Config, RebaseBody};
 use super::policy::{Conflict, Decision, RebasePolicy};
-use super::rules::{conditional_write, current_session, rebase_head, reread, Condition, Unusable};
+use super::rules::{current_session, rebase_head, reread, Condition, Unusable};
 use crate::logical::{GaveUp, LogicalRequest, Purpose};
 use crate::outcome::{classify, Call};
 use crate::replay::NotReplayable;
@@ -81,6 +86,66 @@ impl std::error::Error for RebaseError {
     }
 }
 
+pin_project! {
+    /// The future of [`Rebase`](super::Rebase). A request that is not a
+    /// conditional write goes straight through; a conditional write runs
+    /// its conflict rounds in a boxed `async` block: they read bodies, call
+    /// the policy and re-read, and a hand-written state machine for them
+    /// would cost more in clarity than the one allocation per write.
+    pub struct ResponseFuture<F, R> {
+        #[pin]
+        kind: Kind<F, R>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, R> {
+        Through { #[pin] future: F },
+        Rebasing { future: BoxFuture<'static, Result<Response<RebaseBody<R>>, BoxError>> },
+    }
+}
+
+impl<F, R> ResponseFuture<F, R> {
+    pub(crate) fn through(future: F) -> Self {
+        Self {
+            kind: Kind::Through { future },
+        }
+    }
+
+    pub(crate) fn rebasing(
+        future: BoxFuture<'static, Result<Response<RebaseBody<R>>, BoxError>>,
+    ) -> Self {
+        Self {
+            kind: Kind::Rebasing { future },
+        }
+    }
+}
+
+impl<F, R> fmt::Debug for ResponseFuture<F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, R>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<RebaseBody<R>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Through { future } => {
+                let res = ready!(future.poll(cx)).map_err(Into::into)?;
+                Poll::Ready(Ok(res.map(Either::Left)))
+            }
+            KindProj::Rebasing { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
 /// A 412 whose body has been read.
 struct Lost {
     head: http::response::Parts,
@@ -110,6 +175,7 @@ pub(crate) async fn run<S, P, B, R>(
     mut svc: S,
     mut policy: P,
     mut req: Request<B>,
+    (mut condition, session_uri): (Condition, Uri),
     config: Config,
 ) -> Result<Response<RebaseBody<R>>, BoxError>
 where
@@ -121,16 +187,10 @@ where
     R: Body<Data = Bytes>,
     R::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
-    let Some((mut condition, session_uri)) = conditional_write(&parts) else {
-        let res = svc.call(Request::from_parts(parts, body)).await;
-        return res.map(|r| r.map(Either::Left)).map_err(Into::into);
-    };
-    req = Request::from_parts(parts, body);
     let (logical, owner) =
         LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
+    let call = Call::of(&req);
     let (mut write, body) = req.into_parts();
-    let call = Call::of(&Request::from_parts(write.clone(), ()));
     let mut sent_body = if write.extensions.get::<NotReplayable>().is_some() {
         None
     } else {

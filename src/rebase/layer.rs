@@ -3,14 +3,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
-use super::future::run;
+use super::future::{run, ResponseFuture};
 use super::policy::RebasePolicy;
+use super::rules::conditional_write;
 use crate::BoxError;
 
 /// The response body of [`Rebase`]: the inner service's, or bytes the layer
@@ -157,15 +157,20 @@ where
 {
     type Response = Response<RebaseBody<ResBody>>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(write) = conditional_write(&req) else {
+            return ResponseFuture::through(self.inner.call(req));
+        };
+        // The ready service goes with the first send; a clone takes its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(run(inner, self.policy.clone(), req, self.config))
+        let policy = self.policy.clone();
+        ResponseFuture::rebasing(Box::pin(run(inner, policy, req, write, self.config)))
     }
 }

@@ -83,5 +83,5 @@ mod layer;
 pub mod policy;
 mod rules;
 
-pub use future::{NotRebased, RebaseError};
+pub use future::{NotRebased, RebaseError, ResponseFuture};
 pub use layer::{Rebase, RebaseBody, RebaseLayer};
