@@ -54,6 +54,25 @@ impl fmt::Display for CoolingDown {
 
 impl std::error::Error for CoolingDown {}
 
+/// An attempt got no answer by the logical request's deadline (or, when
+/// little time was left, within the layer's `min_attempt_time`), and was
+/// abandoned. The server may have applied it: a write is not repeated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptTimedOut {
+    /// How long the attempt waited for its answer.
+    pub after: Duration,
+    /// Sends of this logical request, the abandoned one included.
+    pub attempts: usize,
+}
+
+impl fmt::Display for AttemptTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no answer after {:?}: the deadline passed", self.after)
+    }
+}
+
+impl std::error::Error for AttemptTimedOut {}
+
 /// Why a retry is wanted, and the server's hint.
 fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
     match outcome.retryable() {
@@ -120,7 +139,8 @@ pin_project! {
         },
         // Waiting for the service to be ready for a retry.
         Ready,
-        Calling { #[pin] future: F },
+        // The attempt in flight, bounded by the deadline (see `AttemptTimedOut`).
+        Calling { #[pin] future: F, #[pin] timeout: Sleep },
         Done,
     }
 }
@@ -222,8 +242,14 @@ where
                     ready!(me.svc.poll_ready(cx)).map_err(Into::into)?;
                     me.call_state()
                 }
-                StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
+                StateProj::Calling { future, timeout } => {
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Pending => {
+                            ready!(timeout.poll(cx));
+                            Err(me.timed_out())
+                        }
+                    };
                     match me.settle(result) {
                         Ok(wait) => State::Sleep {
                             then_admit: 0,
@@ -317,16 +343,27 @@ where
 
     fn call_state(&mut self) -> State<S::Future> {
         self.sent = Instant::now();
+        let floor = self.sent + self.shared.config.min_attempt_time;
         State::Calling {
             future: self.svc.call(self.req.clone()),
+            timeout: sleep_until(self.logical.deadline().max(floor)),
         }
+    }
+
+    fn timed_out(&self) -> BoxError {
+        let after = self.sent.elapsed();
+        tracing::debug!(?after, "mpsd attempt: no answer by the deadline");
+        AttemptTimedOut {
+            after,
+            attempts: self.logical.sends() as usize,
+        }
+        .into()
     }
 
     /// Reads one answer: `Ok(wait)` to retry after `wait`, or the result to
     /// hand back.
-    fn settle(&mut self, result: Result<Response<R>, S::Error>) -> Result<Duration, Finished<R>> {
+    fn settle(&mut self, result: Finished<R>) -> Result<Duration, Finished<R>> {
         let now = Instant::now();
-        let result = result.map_err(Into::into);
         let outcome = result
             .as_ref()
             .ok()

@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) deadline: Duration,
     pub(crate) retry_transient: fn(&Method) -> bool,
+    pub(crate) min_attempt_time: Duration,
     /// Which causes this layer retries: 503, 429, transient failures.
     pub(crate) causes: [bool; 3],
     pub(crate) key: KeyFn,
@@ -120,6 +121,7 @@ impl RetryLayer {
                 max_attempts: 5,
                 deadline: Duration::from_secs(20),
                 retry_transient: safe_method,
+                min_attempt_time: Duration::from_secs(5),
                 causes,
                 key: Arc::new(default_cooldown_key),
             },
@@ -168,6 +170,15 @@ impl RetryLayer {
     /// Default: GET, HEAD and OPTIONS.
     pub fn retry_transient_for(mut self, methods: fn(&Method) -> bool) -> Self {
         self.config.retry_transient = methods;
+        self
+    }
+
+    /// An attempt still unanswered at the deadline is abandoned with
+    /// [`AttemptTimedOut`](super::AttemptTimedOut), but never before it has
+    /// had this long. Default 5 s: the shortest attempt timeout of
+    /// Microsoft's SDK.
+    pub fn min_attempt_time(mut self, floor: Duration) -> Self {
+        self.config.min_attempt_time = floor;
         self
     }
 

@@ -19,6 +19,10 @@
 //!   (the SDK's cap), a longer hint is handed back at once; a retry budget
 //!   shared by all clones ([`TpsBudget`], 10 retries per second plus 20 % of
 //!   requests, over 10 s: tower's own defaults).
+//! - **Slow answers**: an attempt still unanswered at the deadline (but not
+//!   before it has had `min_attempt_time`, 5 s, the SDK's floor) is
+//!   abandoned with [`AttemptTimedOut`]; a safe method with time left is
+//!   retried, anything else is handed back.
 //! - **Method safety**: 429 and 503 are retried for any method (the service
 //!   refused the request without applying it). 408, 500, 502, 504 and
 //!   errors of the inner service are retried only for GET, HEAD and OPTIONS
@@ -76,7 +80,7 @@ mod layer;
 mod stats;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
-pub use future::{CoolingDown, ResponseFuture};
+pub use future::{AttemptTimedOut, CoolingDown, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
 pub use stats::RetryStats;
 pub use tower::retry::budget::TpsBudget;

@@ -39,6 +39,16 @@ pub struct Fault {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     delay: Duration,
+    breakage: Option<Breakage>,
+}
+
+/// How a fault breaks the connection instead of answering cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Breakage {
+    /// Close the connection without an answer.
+    Reset,
+    /// Announce the whole body, send this many bytes of it, then close.
+    Truncate(usize),
 }
 
 impl Fault {
@@ -53,6 +63,7 @@ impl Fault {
             headers: Vec::new(),
             body: Bytes::new(),
             delay: Duration::ZERO,
+            breakage: None,
         }
     }
 
@@ -92,6 +103,26 @@ impl Fault {
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
+    }
+
+    /// Closes the connection instead of answering, as a server that crashed
+    /// or reset the connection would. The log records the fault's status
+    /// with `broken` set.
+    pub fn reset(mut self) -> Self {
+        self.breakage = Some(Breakage::Reset);
+        self
+    }
+
+    /// Sends the headers (with a `Content-Length` announcing the whole
+    /// body), then only the first `n` bytes of the body, then closes the
+    /// connection.
+    pub fn truncate(mut self, n: usize) -> Self {
+        self.breakage = Some(Breakage::Truncate(n));
+        self
+    }
+
+    pub(crate) fn breakage(&self) -> Option<Breakage> {
+        self.breakage
     }
 
     pub(crate) fn delay_time(&self) -> Duration {

@@ -38,7 +38,10 @@
 //! # Each request, in order
 //!
 //! 1. **Scripted faults** ([`SimHandle::script`]): the first queued
-//!    [`Fault`] that matches answers, and nothing below runs.
+//!    [`Fault`] that matches answers, and nothing below runs. A fault can
+//!    also hold its answer back ([`Fault::delay`]), close the connection
+//!    instead of answering ([`Fault::reset`]) or cut its body short
+//!    ([`Fault::truncate`]).
 //! 2. **Overload** ([`SimBuilder::overload`]): fixed windows counted from
 //!    the server's start; the first `capacity` requests of a window are
 //!    served, the rest get 503 `text/plain`, no body, and `Retry-After` =

@@ -2,7 +2,6 @@
 //! (faults, overload, authorization, rate limit, store) and the request log.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,11 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER,
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,10 +26,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::faults::{Fault, Faults};
+use super::faults::{Breakage, Fault, Faults};
 use super::limits::{Overload, RateLimiter, RateLimits, Shedder};
 use super::store::{self, Reply, Store, JSON, TEXT};
 use crate::identity::user_hash;
+use crate::BoxError;
 
 /// The log keeps this many most recent entries.
 const LOG_CAPACITY: usize = 1_000_000;
@@ -162,6 +165,9 @@ pub struct LogEntry {
     pub status: StatusCode,
     /// The length of the response body sent.
     pub response_bytes: usize,
+    /// Whether a scripted fault broke the connection instead of answering
+    /// ([`Fault::reset`], [`Fault::truncate`]).
+    pub broken: bool,
 }
 
 /// A running simulator. Clones are cheap and share it; it stops on
@@ -313,7 +319,7 @@ impl Meta {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
     }
 
-    fn entry(self, status: StatusCode, response_bytes: usize) -> LogEntry {
+    fn entry(self, status: StatusCode, response_bytes: usize, broken: bool) -> LogEntry {
         LogEntry {
             path: self.path().to_owned(),
             at: self.at,
@@ -323,6 +329,7 @@ impl Meta {
             if_none_match: self.if_none_match,
             status,
             response_bytes,
+            broken,
         }
     }
 }
@@ -408,13 +415,25 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
     }
 }
 
-async fn serve(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The simulator's response body: whole, or cut short by a fault.
+type SimBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A scripted fault broke the connection on purpose.
+#[derive(Debug)]
+struct Broken;
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("mpsd sim: connection broken by a scripted fault")
+    }
+}
+
+impl std::error::Error for Broken {}
+
+async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SimBody>, Broken> {
     let meta = Meta::of(&req);
     let gated = shared.lock().gate(&meta);
-    let res = match gated {
+    let mut res = match gated {
         Some(mut res) => {
             if let Some(Delay(delay)) = res.extensions_mut().remove::<Delay>() {
                 tokio::time::sleep(delay).await;
@@ -423,9 +442,40 @@ async fn serve(
         }
         None => route(&shared, &meta, req).await,
     };
-    let entry = meta.entry(res.status(), body_len(&res));
+    let breakage = res.extensions_mut().remove::<Breakage>();
+    let sent = match breakage {
+        None => body_len(&res),
+        Some(Breakage::Reset) => 0,
+        Some(Breakage::Truncate(n)) => n.min(body_len(&res)),
+    };
+    let entry = meta.entry(res.status(), sent, breakage.is_some());
     shared.lock().record(entry);
-    Ok(res)
+    match breakage {
+        None => Ok(res.map(|body| body.map_err(|never| match never {}).boxed_unsync())),
+        // hyper closes the connection when the service fails.
+        Some(Breakage::Reset) => Err(Broken),
+        Some(Breakage::Truncate(n)) => Ok(truncated(res, n)),
+    }
+}
+
+/// `res` with a `Content-Length` for its whole body, but only `n` bytes of
+/// it before the body fails, which makes hyper close the connection.
+fn truncated(res: Response<Full<Bytes>>, n: usize) -> Response<SimBody> {
+    let whole = body_len(&res);
+    let (mut head, body) = res.into_parts();
+    head.headers.insert(CONTENT_LENGTH, whole.into());
+    let prefix = futures_util::FutureExt::now_or_never(body.collect())
+        .and_then(Result::ok)
+        .map(|b| b.to_bytes().slice(..n.min(whole)))
+        .unwrap_or_default();
+    // The failure comes a moment later, so that hyper has flushed the head
+    // and the prefix: the client sees an answer whose body breaks off.
+    let failure = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Err::<Frame<Bytes>, BoxError>(Broken.into())
+    });
+    let frames = futures_util::stream::iter([Ok(Frame::data(prefix))]).chain(failure);
+    Response::from_parts(head, StreamBody::new(frames).boxed_unsync())
 }
 
 /// Step (5): reads the body and lets the store answer.
@@ -500,6 +550,9 @@ fn fault_response(fault: &Fault) -> Response<Full<Bytes>> {
     }
     if !fault.delay_time().is_zero() {
         res.extensions_mut().insert(Delay(fault.delay_time()));
+    }
+    if let Some(breakage) = fault.breakage() {
+        res.extensions_mut().insert(breakage);
     }
     res
 }
