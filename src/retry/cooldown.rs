@@ -146,8 +146,7 @@ impl Cooldowns {
         self.lock().is_empty()
     }
 
-    /// How many keys are held (for bounds checks).
-    #[cfg(test)]
+    /// How many keys are held.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

@@ -209,6 +209,12 @@ impl RetryLayer {
         self
     }
 
+    /// How many cooldown keys are held now (at most
+    /// [`max_cooldown_keys`](Self::max_cooldown_keys)).
+    pub fn cooldowns_held(&self) -> usize {
+        self.cooldowns.len()
+    }
+
     /// The counters of this layer and every service it made.
     pub fn stats(&self) -> Arc<RetryStats> {
         self.stats.clone()
