@@ -96,8 +96,10 @@ impl Backoff {
             (Cause::Overloaded, Some(hint)) => hint.saturating_add(hint.mul_f64(0.2 * r)),
             (Cause::Throttled, Some(hint)) => hint.max(ceiling.mul_f64(r)),
             _ => {
+                // A hint, whatever the cause, is a floor.
                 let floor = ceiling / 2;
-                floor.saturating_add(floor.mul_f64(r))
+                let computed = floor.saturating_add(floor.mul_f64(r));
+                computed.max(hint.unwrap_or_default())
             }
         }
     }

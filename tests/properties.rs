@@ -1,10 +1,12 @@
 //! Property tests: the parsers and the classifier are total on arbitrary
-//! input, and `Retry-After` round-trips in both forms.
+//! input, `Retry-After` round-trips in both forms, and every planned wait
+//! lies within the server's hint and the cap, and before the deadline.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use proptest::prelude::*;
+use tower_mpsd::backoff::{Backoff, Cause, Plan, TooLong};
 use tower_mpsd::outcome::{classify_at, Call};
 use tower_mpsd::rate_limit::RateLimitInfo;
 use tower_mpsd::retry_after::RetryAfter;
@@ -80,5 +82,38 @@ proptest! {
     #[test]
     fn target_parse_never_panics(path in "\\PC{0,80}") {
         let _ = Target::parse(&path).kind();
+    }
+}
+
+proptest! {
+    #[test]
+    fn every_wait_is_within_hint_and_cap_and_never_past_the_deadline(
+        cause in prop::sample::select(vec![Cause::Overloaded, Cause::Throttled, Cause::Transient]),
+        hint_ms in prop::option::of(0u64..200_000),
+        failures in 0u32..100,
+        r in 0.0f64..1.0,
+        left_ms in 0u64..100_000,
+    ) {
+        let backoff = Backoff::default();
+        let hint = hint_ms.map(Duration::from_millis);
+        let left = Duration::from_millis(left_ms);
+        match backoff.plan(cause, hint, failures, r, left) {
+            Plan::Wait(wait) => {
+                prop_assert!(wait <= left, "past the deadline");
+                if let Some(hint) = hint {
+                    prop_assert!(wait >= hint, "earlier than the server asked");
+                    prop_assert!(hint <= backoff.max_wait);
+                }
+                prop_assert!(wait <= backoff.max_wait, "over the cap");
+            }
+            Plan::GiveUp { wait, why: TooLong::OverCap } => {
+                prop_assert!(hint.is_some_and(|h| h > backoff.max_wait));
+                prop_assert!(wait >= hint.unwrap());
+            }
+            Plan::GiveUp { wait, why: TooLong::PastDeadline } => {
+                prop_assert!(wait > left);
+            }
+            Plan::GiveUp { .. } => prop_assert!(false, "an unknown reason"),
+        }
     }
 }
