@@ -1,0 +1,132 @@
+//! Requests per second over real TCP: a `hyper-util` client against the
+//! simulator on 127.0.0.1, bare and behind the recommended stack.
+//!
+//! The simulator runs with rate limits off and holds one session; every
+//! request is a GET of it (200 with the session document, read whole by
+//! the caller). At each concurrency (1 and 64 callers, each sending its
+//! next request as soon as the last one's body is read) the bare client
+//! and the stack (`ServiceBuilder::new().mpsd()` around a clone of the
+//! same client, so both use one warm connection pool) take turns:
+//! `ROUNDS` rounds of `ROUND` seconds each, the order swapped every round,
+//! after a warm-up of each. `rps_*` is the median over rounds of requests
+//! completed per second; `ratio` is `rps_stack / rps_bare`.
+//!
+//! The runtime is tokio's multi-threaded one with one worker per core; the
+//! simulator, the callers and hyper's connection tasks share it, as they
+//! would share a small machine.
+//!
+//! `cargo bench --bench loopback --features sim` prints one `summary:`
+//! line per concurrency.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower_mpsd::sim::Simulator;
+use tower_mpsd::ServiceBuilderExt;
+
+const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
+const ROUNDS: usize = 5;
+const ROUND: Duration = Duration::from_secs(2);
+const WARM_UP: Duration = Duration::from_millis(500);
+
+fn get(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .header(header::AUTHORIZATION, "XBL3.0 x=1234567890;token")
+        .header("x-xbl-contract-version", "107")
+        .body(Full::default())
+        .expect("a valid request")
+}
+
+/// Requests completed in `length` by `concurrency` callers of `svc`.
+async fn run<S>(svc: S, uri: &str, concurrency: usize, length: Duration) -> u64
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (svc, done, stop, uri) = (svc.clone(), done.clone(), stop.clone(), uri.to_owned());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let res = svc
+                        .clone()
+                        .oneshot(get(&uri))
+                        .await
+                        .map_err(Into::into)
+                        .expect("the simulator answers");
+                    assert_eq!(res.status(), StatusCode::OK);
+                    res.into_body().collect().await.expect("a whole body");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let start_count = done.load(Ordering::Relaxed);
+    tokio::time::sleep(length).await;
+    let count = done.load(Ordering::Relaxed) - start_count;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.expect("a caller finished");
+    }
+    count
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let sim = Simulator::builder().no_rate_limit().start().await.expect("the simulator");
+        let uri = sim.session_uri(SCID, "LobbySession", "loopback");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut create = get(&uri);
+        *create.method_mut() = Method::PUT;
+        *create.body_mut() = Full::from(json!({"members": {"me": {}}}).to_string());
+        let res = client.request(create).await.expect("created");
+        assert_eq!(res.status(), StatusCode::CREATED);
+
+        let stack = ServiceBuilder::new().mpsd().service(client.clone());
+        for concurrency in [1, 64] {
+            run(client.clone(), &uri, concurrency, WARM_UP).await;
+            run(stack.clone(), &uri, concurrency, WARM_UP).await;
+            let (mut bare, mut stacked) = (Vec::new(), Vec::new());
+            for round in 0..ROUNDS {
+                let secs = ROUND.as_secs_f64();
+                let (b, s) = if round % 2 == 0 {
+                    let b = run(client.clone(), &uri, concurrency, ROUND).await;
+                    (b, run(stack.clone(), &uri, concurrency, ROUND).await)
+                } else {
+                    let s = run(stack.clone(), &uri, concurrency, ROUND).await;
+                    (run(client.clone(), &uri, concurrency, ROUND).await, s)
+                };
+                println!("loopback c={concurrency} round {round}: bare {b} stack {s} in {secs} s");
+                bare.push(b as f64 / secs);
+                stacked.push(s as f64 / secs);
+            }
+            let (rps_bare, rps_stack) = (median(bare), median(stacked));
+            println!(
+                "summary: loopback/c{concurrency} rps_bare={rps_bare:.0} rps_stack={rps_stack:.0} ratio={:.3}",
+                rps_stack / rps_bare
+            );
+        }
+        sim.shutdown().await;
+    });
+}

@@ -1,0 +1,176 @@
+//! Per-request cost of a successful (200) call, in process, no network.
+//!
+//! Four services answer the same request (a GET of a session, with an
+//! `XBL3.0` authorization and the contract version header, and an empty
+//! `Full<Bytes>` body, built afresh for every call):
+//!
+//! - `bare`: the inner service alone, a `tower::service_fn` answering 200;
+//! - `tower_retry`: tower's `Retry` with the hand-written status-checking
+//!   [`baseline::StatusPolicy`] around it (what a user writes today);
+//! - `classify`: `ClassifyLayer` alone around it;
+//! - `stack`: the recommended stack, `ServiceBuilder::new().mpsd()`.
+//!
+//! Each call is `ready()` then `call()`, driven by one poll
+//! (`now_or_never`: every success path here completes without waiting),
+//! outside any tokio runtime, as a production build without tokio's
+//! `test-util` clock would run it. Times come from criterion's samples
+//! (`measurement_time` 3 s, 30 samples): `ns_per_req` is the median over
+//! samples of the sample's time divided by its iterations. Allocations are
+//! counted by a counting global allocator (`stats_alloc`) over 10,000 calls
+//! made after the timing; the allocator's count is what `allocs_per_req`
+//! reports. `clone_allocs` is what one `Request::clone` of the same request
+//! allocates, the floor for any layer that must keep the request to replay
+//! it.
+//!
+//! `cargo bench --bench overhead` prints one `summary:` line per service.
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::Criterion;
+use futures_util::FutureExt;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use std::hint::black_box;
+use tokio::time::Instant;
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
+use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::ServiceBuilderExt;
+
+mod baseline;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const URI: &str = "http://sessiondirectory.xboxlive.com/serviceconfigs/00000000-0000-0000-0000-00006a0b1c2d/sessionTemplates/LobbySession/sessions/lobby1";
+const ALLOC_CALLS: u64 = 10_000;
+
+fn request() -> Request<Full<Bytes>> {
+    Request::get(URI)
+        .header(header::AUTHORIZATION, "XBL3.0 x=1234567890;token")
+        .header("x-xbl-contract-version", "107")
+        .body(Full::default())
+        .expect("a valid request")
+}
+
+/// The inner service: 200, empty body.
+fn bare() -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+    })
+}
+
+/// One call through `svc`, which must complete in one poll.
+fn once<S, B>(svc: &mut S)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let call = async {
+        let res = svc.ready().await.unwrap().call(request()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        black_box(res);
+    };
+    call.now_or_never()
+        .expect("a success completes in one poll");
+}
+
+struct Figures {
+    name: &'static str,
+    ns_per_req: f64,
+    allocs_per_req: f64,
+}
+
+fn measure<S, B>(c: &mut Criterion, name: &'static str, mut svc: S) -> Figures
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let kept = samples.clone();
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                once(&mut svc);
+            }
+            let elapsed = start.elapsed();
+            kept.lock()
+                .unwrap()
+                .push(elapsed.as_nanos() as f64 / iters as f64);
+            elapsed
+        })
+    });
+    let mut per_iter = samples.lock().unwrap().clone();
+    per_iter.sort_by(f64::total_cmp);
+    let ns_per_req = per_iter[per_iter.len() / 2];
+
+    let region = Region::new(GLOBAL);
+    for _ in 0..ALLOC_CALLS {
+        once(&mut svc);
+    }
+    let allocs = region.change().allocations;
+    Figures {
+        name,
+        ns_per_req,
+        allocs_per_req: allocs as f64 / ALLOC_CALLS as f64,
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+        .configure_from_args();
+
+    let bare_f = measure(&mut c, "bare", bare());
+    let retry_f = measure(
+        &mut c,
+        "tower_retry",
+        tower::retry::Retry::new(baseline::StatusPolicy::new(), bare()),
+    );
+    let classify_f = measure(&mut c, "classify", ClassifyLayer::new().layer(bare()));
+    let stack_f = measure(
+        &mut c,
+        "stack",
+        ServiceBuilder::new().mpsd().service(bare()),
+    );
+    c.final_summary();
+
+    let original = request();
+    let region = Region::new(GLOBAL);
+    for _ in 0..ALLOC_CALLS {
+        black_box(original.clone());
+    }
+    let clone_allocs = region.change().allocations as f64 / ALLOC_CALLS as f64;
+
+    for f in [&bare_f, &retry_f, &classify_f] {
+        println!(
+            "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2}",
+            f.name, f.ns_per_req, f.allocs_per_req
+        );
+    }
+    println!(
+        "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2} ratio_vs_bare={:.2} ratio_vs_tower_retry={:.2} added_ns={:.1} added_allocs={:.2} clone_allocs={:.2}",
+        stack_f.name,
+        stack_f.ns_per_req,
+        stack_f.allocs_per_req,
+        stack_f.ns_per_req / bare_f.ns_per_req,
+        stack_f.ns_per_req / retry_f.ns_per_req,
+        stack_f.ns_per_req - bare_f.ns_per_req,
+        stack_f.allocs_per_req - bare_f.allocs_per_req,
+        clone_allocs,
+    );
+}
