@@ -57,6 +57,8 @@
 pub mod backoff;
 mod builder;
 pub mod classify;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz_checks;
 pub mod identity;
 pub mod logical;
 pub mod outcome;

@@ -81,7 +81,7 @@
 mod future;
 mod layer;
 pub mod policy;
-mod rules;
+pub(crate) mod rules;
 
 pub use future::{NotRebased, RebaseError, ResponseFuture};
 pub use layer::{Rebase, RebaseBody, RebaseLayer};

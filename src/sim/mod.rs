@@ -139,7 +139,7 @@
 mod faults;
 mod limits;
 mod server;
-mod store;
+pub(crate) mod store;
 
 pub use faults::Fault;
 pub use limits::{Overload, RateLimits, Window};

@@ -1,0 +1,4 @@
+//! Fuzz target: see `tower_mpsd::fuzz_checks::classify` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tower_mpsd::fuzz_checks::classify(data));
