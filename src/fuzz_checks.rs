@@ -123,7 +123,11 @@ pub fn classify(data: &[u8]) {
     let outcome = classify_at(&call, status, &headers, SystemTime::UNIX_EPOCH).with_body(body);
     assert_eq!(outcome.status(), status);
     assert!(!outcome.name().is_empty());
-    let _ = (outcome.body_kind(&call), outcome.retryable(), outcome.retry_after());
+    let _ = (
+        outcome.body_kind(&call),
+        outcome.retryable(),
+        outcome.retry_after(),
+    );
     let _ = outcome.to_string();
 }
 

@@ -61,9 +61,13 @@ impl LogicalRequest {
             return (found.clone(), false);
         }
         let start = Instant::now();
+        // A deadline too far to represent is as good as none.
+        let deadline = start
+            .checked_add(deadline)
+            .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600));
         let logical = Self(Arc::new(Inner {
             start,
-            deadline: start + deadline,
+            deadline,
             max_attempts,
             state: Mutex::new(State {
                 sends: 1,
@@ -101,6 +105,7 @@ impl LogicalRequest {
     }
 
     /// Takes one more send for `purpose`, if the attempt limit allows it.
+    #[must_use]
     pub(crate) fn take_send(&self, purpose: Purpose) -> bool {
         let mut state = self.state();
         if state.sends >= self.0.max_attempts {
@@ -129,9 +134,10 @@ impl LogicalRequest {
         state.last_answer = now;
     }
 
-    /// Notes why the logical request stopped short of a success.
+    /// Notes why the logical request stopped short of a success; the
+    /// first reason given (by the innermost layer that gave up) stands.
     pub(crate) fn gave_up(&self, reason: GaveUp) {
-        self.state().history.gave_up = Some(reason);
+        self.state().history.gave_up.get_or_insert(reason);
     }
 
     /// The history so far, with its total time.
@@ -286,6 +292,12 @@ pub enum GaveUp {
     },
     /// The shared retry budget is empty.
     Budget,
+    /// A retry was pending, but a cooldown or pacing would not let it go
+    /// before the deadline: the last answer is handed back.
+    CoolingDown {
+        /// How long until it may go.
+        retry_in: Duration,
+    },
     /// The failure may have been applied and the method is not safe to repeat.
     UnsafeMethod,
     /// The request's body could not be kept for a replay (over the byte cap).

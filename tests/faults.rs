@@ -174,3 +174,28 @@ async fn a_slow_answer_late_in_the_window_still_gets_the_floor() {
         "answered past the deadline, within the floor"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reread_that_fails_hands_back_the_412_not_the_error() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "rereadfail");
+    create(&uri, "alice", json!({})).await;
+    // The create-only write's 412 has no body; the GET re-read is reset.
+    sim.script(Fault::status(StatusCode::OK).method(Method::GET).reset());
+    let client = ServiceBuilder::new()
+        .layer(RebaseLayer::new(ResendDelta))
+        .service(http_client());
+    let put = request(Method::PUT, &uri)
+        .header(header::IF_NONE_MATCH, "*")
+        .json(json!({}));
+    let res = client.oneshot(put.build()).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "the write's own answer"
+    );
+    assert_eq!(
+        res.extensions().get::<tower_mpsd::rebase::NotRebased>(),
+        Some(&tower_mpsd::rebase::NotRebased::RereadFailed)
+    );
+}

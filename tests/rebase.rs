@@ -406,3 +406,29 @@ async fn a_failing_policy_is_a_typed_error_and_nothing_more_is_sent() {
     );
     assert_eq!(sim.log().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_412_over_the_session_cap_is_handed_back_without_a_reread() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "huge412");
+    create(&uri, "alice", json!({})).await;
+    sim.clear_log();
+    let client = ServiceBuilder::new()
+        .layer(RebaseLayer::new(ResendDelta).session_limit(16))
+        .service(http_client());
+    let put = request(Method::PUT, &uri)
+        .header(header::IF_MATCH, "\"stale\"")
+        .json(json!({}))
+        .build();
+    let res = client.oneshot(put).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        res.extensions().get::<NotRebased>(),
+        Some(&NotRebased::SessionTooLarge)
+    );
+    assert!(
+        !res.headers().contains_key(header::CONTENT_LENGTH),
+        "no length for a body not handed back"
+    );
+    assert_eq!(sim.log().len(), 1, "no re-read of a session just as large");
+}

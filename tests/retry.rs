@@ -301,25 +301,32 @@ async fn a_500_on_a_write_is_sent_once_but_a_read_is_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dropped_probe_passes_the_role_and_the_next_request_works() {
+async fn a_waiter_dropped_during_a_cooldown_leaves_it_consistent() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "drop");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 1, "2");
     let client = stack!(RetryLayer::new().max_attempts(1));
+    let t0 = Instant::now();
     let first = client
         .clone()
         .oneshot(request(Method::GET, &uri).build())
         .await
         .unwrap();
     assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
-    // Two callers wait out the cooldown; the first to go is the probe.
-    let probe = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
+    // Two callers wait out the cooldown; one is dropped while waiting.
+    let dropped = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
     let waiter = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    probe.abort();
-    let _ = probe.await;
+    dropped.abort();
+    assert!(dropped.await.unwrap_err().is_cancelled());
     let res = waiter.await.unwrap().unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let times = since(t0, &sim.log());
+    assert_eq!(
+        times,
+        [Duration::ZERO, Duration::from_secs(2)],
+        "the waiter went as the probe, at the end"
+    );
     let res = client
         .oneshot(request(Method::GET, &uri).build())
         .await
@@ -327,6 +334,6 @@ async fn a_dropped_probe_passes_the_role_and_the_next_request_works() {
     assert_eq!(
         res.status(),
         StatusCode::NO_CONTENT,
-        "the cooldown state is consistent after a drop"
+        "the cooldown is over for the next"
     );
 }

@@ -44,6 +44,10 @@ pub enum NotRebased {
         /// What it answered.
         status: StatusCode,
     },
+    /// The re-read failed without an answer (a connection error, or a
+    /// cooldown or pacing below that would not let it go in time), or its
+    /// body broke off.
+    RereadFailed,
     /// The policy chose to hand the 412 back; it carries the fresh session
     /// and its ETag.
     Declined,
@@ -154,8 +158,10 @@ struct Lost {
 
 impl Lost {
     /// The 412 as it came, with the reason it was not rebased.
-    fn hand_back<R>(self, why: NotRebased) -> Response<RebaseBody<R>> {
+    fn hand_back<R>(mut self, why: NotRebased) -> Response<RebaseBody<R>> {
         tracing::debug!(?why, "mpsd rebase: handing the 412 back");
+        // The body handed back is what was read; its length speaks for it.
+        self.head.headers.remove(header::CONTENT_LENGTH);
         let mut res = Response::from_parts(self.head, Either::Right(Full::new(self.body)));
         res.extensions_mut().insert(why);
         res
@@ -221,10 +227,15 @@ where
         };
         let (head, lost_body) = res.into_parts();
         let read = read_capped(Response::new(lost_body), config.session_limit).await;
+        let too_large = matches!(read, Err(ReadFailure::TooLarge));
+        // A body that broke off is no use: the session is re-read below.
         let lost = Lost {
             head,
             body: read.unwrap_or_default(),
         };
+        if too_large {
+            return finish(lost.hand_back(NotRebased::SessionTooLarge));
+        }
         if round > config.max_rounds {
             logical.gave_up(GaveUp::ConflictRounds);
             return finish(lost.hand_back(NotRebased::Rounds));
@@ -243,7 +254,15 @@ where
                 }
                 let get = reread::<B>(&write, session_uri.clone());
                 let reread_call = Call::of(&get);
-                let answer = send(&mut svc, get, false, &logical, &reread_call).await?;
+                let answer = match send(&mut svc, get, false, &logical, &reread_call).await {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        // The write's answer is known (412: not applied);
+                        // the re-read's failure must not replace it.
+                        tracing::debug!(%error, "mpsd rebase: the re-read failed");
+                        return finish(lost.hand_back(NotRebased::RereadFailed));
+                    }
+                };
                 match reread_session(answer, config.session_limit).await {
                     Ok(current) => current,
                     Err(Reread::Gone) => return Err(RebaseError::SessionGone.into()),
@@ -272,23 +291,22 @@ where
                 );
             }
         };
-        if !logical.has_sends_left() {
-            logical.gave_up(GaveUp::MaxAttempts);
-            return finish(
-                lost.fresh(&etag, session_bytes)
-                    .hand_back(NotRebased::Attempts),
-            );
-        }
         let pause = spread(config.spread, round).mul_f64(rng.next_f64());
-        if Instant::now() + pause > logical.deadline() {
+        if pause > logical.deadline().saturating_duration_since(Instant::now()) {
             logical.gave_up(GaveUp::Deadline { wait: pause });
             return finish(
                 lost.fresh(&etag, session_bytes)
                     .hand_back(NotRebased::Deadline),
             );
         }
+        if !logical.take_send(Purpose::Rebased) {
+            logical.gave_up(GaveUp::MaxAttempts);
+            return finish(
+                lost.fresh(&etag, session_bytes)
+                    .hand_back(NotRebased::Attempts),
+            );
+        }
         sleep(pause).await;
-        logical.take_send(Purpose::Rebased);
         // Later rounds rebase the write as last sent.
         condition = rebase_head(&mut write, &etag);
         let next = Request::from_parts(write.clone(), B::from(next_body.clone()));
@@ -326,7 +344,7 @@ where
     let bytes = match read_capped(answer, limit).await {
         Ok(bytes) => bytes,
         Err(ReadFailure::TooLarge) => return Err(Reread::Stop(NotRebased::SessionTooLarge)),
-        Err(ReadFailure::Body(_)) => return Err(Reread::Stop(NotRebased::NotJson)),
+        Err(ReadFailure::Body(_)) => return Err(Reread::Stop(NotRebased::RereadFailed)),
     };
     match current_session(&headers, &bytes) {
         Ok((etag, session)) => Ok((etag, session, bytes)),

@@ -12,10 +12,15 @@
 //! The release is spread: waiters released by one probe's success are let
 //! through one `release_spacing` apart (default 50 ms), so a queue of N
 //! callers reaches the server over N × spacing rather than at one instant.
+//! Each released waiter holds a [`Ticket`] for its slot; when its slot
+//! comes, it asks again, and the ticket lets it through only if the gate
+//! has not been closed since. A release stops the moment a released
+//! request is told to wait again.
 //!
-//! The map is bounded: it forgets gates whose cooldown has ended with no
-//! probe in flight, and when full it refuses new gates (requests then
-//! simply proceed, as without a cooldown) rather than grow.
+//! The map is bounded: a gate is removed once its release is over; when
+//! the map is full, gates whose cooldown has ended with no probe in flight
+//! are forgotten to make room, and if none can be, new gates are refused
+//! (requests then simply proceed, as without a cooldown) rather than grow.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -39,8 +44,15 @@ struct Gate {
     probing: bool,
     /// The next instant a released waiter may go, while releasing.
     next_release: Option<Instant>,
+    /// Counts the closings of this gate: a ticket is good for one.
+    generation: u64,
     notify: Arc<Notify>,
 }
+
+/// A released waiter's claim on its slot: good while the gate has not been
+/// closed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
 
 /// The shared map of gates. Clones share it.
 #[derive(Debug, Clone)]
@@ -59,8 +71,10 @@ pub(crate) enum Admission {
     Probe(ProbeGuard),
     /// Wait until this instant, then ask again.
     WaitUntil(Instant),
-    /// Released after a probe's success: go at this instant, without asking again.
-    GoAt(Instant),
+    /// Released after a probe's success: ask again at this instant with
+    /// the ticket, which lets the request through unless the gate was
+    /// closed again meanwhile.
+    GoAt(Instant, Ticket),
     /// Wait for the probe's answer, then ask again. The wait is registered
     /// before the lock is released, so the answer cannot be missed.
     WaitForProbe(Pin<Box<OwnedNotified>>),
@@ -82,12 +96,22 @@ impl Cooldowns {
         self.gates.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides what a request for `key` may do at `now`, given its deadline.
-    pub(crate) fn admit(&self, key: &Key, now: Instant, deadline: Instant) -> Admission {
+    /// Decides what a request for `key` may do at `now`, given its deadline
+    /// and the ticket it holds for this key, if any.
+    pub(crate) fn admit(
+        &self,
+        key: &Key,
+        now: Instant,
+        deadline: Instant,
+        ticket: Option<Ticket>,
+    ) -> Admission {
         let mut gates = self.lock();
         let Some(gate) = gates.get_mut(key) else {
             return Admission::Go;
         };
+        if ticket == Some(Ticket(gate.generation)) && now >= gate.until {
+            return Admission::Go;
+        }
         if now < gate.until {
             return if gate.until > deadline {
                 Admission::FailFast(gate.until)
@@ -102,7 +126,7 @@ impl Cooldowns {
             }
             if next > now {
                 gate.next_release = Some(next + self.release_spacing);
-                return Admission::GoAt(next);
+                return Admission::GoAt(next, Ticket(gate.generation));
             }
             gates.remove(key);
             return Admission::Go;
@@ -135,10 +159,12 @@ impl Cooldowns {
             until,
             probing: false,
             next_release: None,
+            generation: 0,
             notify: Arc::new(Notify::new()),
         });
         gate.until = gate.until.max(until);
         gate.next_release = None;
+        gate.generation += 1;
     }
 
     /// Whether no cooldown is held: the common case, which needs no keys.
@@ -166,25 +192,27 @@ impl ProbeGuard {
     pub(crate) fn closed_again(mut self, until: Instant) {
         if let Some(key) = self.key.take() {
             self.cooldowns.close(key.clone(), until);
-            self.finish(&key);
+            self.finish(&key, None);
         }
     }
 
     /// The probe got through: release the waiters, spaced out.
     pub(crate) fn opened(mut self, now: Instant) {
         if let Some(key) = self.key.take() {
-            let spacing = self.cooldowns.release_spacing;
-            if let Some(gate) = self.cooldowns.lock().get_mut(&key) {
-                gate.next_release = Some(now + spacing);
-            }
-            self.finish(&key);
+            let first = now + self.cooldowns.release_spacing;
+            self.finish(&key, Some(first));
         }
     }
 
-    fn finish(&self, key: &Key) {
+    /// Ends the probe and wakes the waiters, in one critical section so that
+    /// no waiter can see the gate half settled.
+    fn finish(&self, key: &Key, release_from: Option<Instant>) {
         let mut gates = self.cooldowns.lock();
         if let Some(gate) = gates.get_mut(key) {
             gate.probing = false;
+            if release_from.is_some() {
+                gate.next_release = release_from;
+            }
             gate.notify.notify_waiters();
         }
     }
@@ -194,7 +222,7 @@ impl Drop for ProbeGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             // The probe's caller went away: another waiter takes the role.
-            self.finish(&key);
+            self.finish(&key, None);
         }
     }
 }
@@ -212,23 +240,31 @@ mod tests {
         let c = Cooldowns::new(16, Duration::from_millis(50));
         let key = Key(Cause::Overloaded, "a".into());
         let t0 = Instant::now();
-        assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::Go));
+        assert!(matches!(c.admit(&key, t0, t0 + s(20), None), Admission::Go));
         c.close(key.clone(), t0 + s(5));
-        assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::WaitUntil(t) if t == t0 + s(5)));
-        assert!(matches!(c.admit(&key, t0, t0 + s(4)), Admission::FailFast(t) if t == t0 + s(5)));
+        assert!(
+            matches!(c.admit(&key, t0, t0 + s(20), None), Admission::WaitUntil(t) if t == t0 + s(5))
+        );
+        assert!(
+            matches!(c.admit(&key, t0, t0 + s(4), None), Admission::FailFast(t) if t == t0 + s(5))
+        );
         let t5 = t0 + s(5);
-        let Admission::Probe(probe) = c.admit(&key, t5, t0 + s(20)) else {
+        let Admission::Probe(probe) = c.admit(&key, t5, t0 + s(20), None) else {
             panic!()
         };
-        let Admission::WaitForProbe(_) = c.admit(&key, t5, t0 + s(20)) else {
+        let Admission::WaitForProbe(_) = c.admit(&key, t5, t0 + s(20), None) else {
             panic!()
         };
         probe.opened(t5);
         let ms = Duration::from_millis;
-        assert!(matches!(c.admit(&key, t5, t0 + s(20)), Admission::GoAt(t) if t == t5 + ms(50)));
-        assert!(matches!(c.admit(&key, t5, t0 + s(20)), Admission::GoAt(t) if t == t5 + ms(100)));
+        assert!(
+            matches!(c.admit(&key, t5, t0 + s(20), None), Admission::GoAt(t, _) if t == t5 + ms(50))
+        );
+        assert!(
+            matches!(c.admit(&key, t5, t0 + s(20), None), Admission::GoAt(t, _) if t == t5 + ms(100))
+        );
         assert!(matches!(
-            c.admit(&key, t5 + ms(200), t0 + s(20)),
+            c.admit(&key, t5 + ms(200), t0 + s(20), None),
             Admission::Go
         ));
         assert_eq!(c.len(), 0, "the gate is forgotten once released");
@@ -240,15 +276,48 @@ mod tests {
         let key = Key(Cause::Throttled, "a u".into());
         let t0 = Instant::now();
         c.close(key.clone(), t0);
-        let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20)) else {
+        let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20), None) else {
             panic!()
         };
         drop(probe);
-        let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20)) else {
+        let Admission::Probe(probe) = c.admit(&key, t0, t0 + s(20), None) else {
             panic!("role handed over")
         };
         probe.closed_again(t0 + s(3));
-        assert!(matches!(c.admit(&key, t0, t0 + s(20)), Admission::WaitUntil(t) if t == t0 + s(3)));
+        assert!(
+            matches!(c.admit(&key, t0, t0 + s(20), None), Admission::WaitUntil(t) if t == t0 + s(3))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_stops_when_the_gate_closes_again() {
+        let ms = Duration::from_millis;
+        let c = Cooldowns::new(16, ms(50));
+        let key = Key(Cause::Overloaded, "a".into());
+        let t0 = Instant::now();
+        let deadline = t0 + s(20);
+        c.close(key.clone(), t0);
+        let Admission::Probe(probe) = c.admit(&key, t0, deadline, None) else {
+            panic!()
+        };
+        probe.opened(t0);
+        let Admission::GoAt(t1, first) = c.admit(&key, t0, deadline, None) else {
+            panic!()
+        };
+        let Admission::GoAt(t2, second) = c.admit(&key, t0, deadline, None) else {
+            panic!()
+        };
+        // The first released request's slot comes: its ticket lets it go.
+        assert!(matches!(
+            c.admit(&key, t1, deadline, Some(first)),
+            Admission::Go
+        ));
+        // It is told to wait again: the second's ticket is void.
+        c.close(key.clone(), t1 + s(5));
+        assert!(matches!(
+            c.admit(&key, t2, deadline, Some(second)),
+            Admission::WaitUntil(t) if t == t1 + s(5)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
-use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard};
+use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, Ticket};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
@@ -83,10 +83,13 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
     }
 }
 
-/// Whether an error of the inner service says the request was refused
-/// before it was sent, by this crate's cooldowns or pacing.
-fn never_sent(error: &BoxError) -> bool {
-    error.is::<CoolingDown>() || error.is::<PaceExceeded>()
+/// When an error of the inner service says the request was refused before
+/// it was sent, by this crate's cooldowns or pacing: how long until it may.
+fn refused_until(error: &BoxError) -> Option<Duration> {
+    if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
+        return Some(cooling.retry_in);
+    }
+    error.downcast_ref::<PaceExceeded>().map(|p| p.retry_in)
 }
 
 /// The cooldown keys of one request: the 503 one, then the 429 one.
@@ -107,7 +110,10 @@ pin_project! {
 }
 
 /// Everything of a [`ResponseFuture`] but its state.
-struct Attempts<S, B> {
+struct Attempts<S, B>
+where
+    S: Service<Request<B>>,
+{
     svc: S,
     req: Request<B>,
     shared: Shared,
@@ -118,9 +124,16 @@ struct Attempts<S, B> {
     replayable: bool,
     keys: Option<Keys>,
     probes: [Option<ProbeGuard>; 2],
+    /// Slots in a spaced release, per key, for this attempt.
+    tickets: [Option<Ticket>; 2],
     rng: HasherRng,
     first: bool,
+    /// Why the next send is made.
+    purpose: Purpose,
     sent: Instant,
+    /// The last answer, kept while a retry is pending: it is what the
+    /// caller gets if the retry cannot go before the deadline.
+    last: Option<S::Response>,
 }
 
 pin_project! {
@@ -179,9 +192,12 @@ where
             replayable,
             keys: None,
             probes: [None, None],
+            tickets: [None, None],
             rng: HasherRng::new(),
             first: true,
+            purpose: Purpose::First,
             sent: Instant::now(),
+            last: None,
             shared,
         };
         Self {
@@ -193,7 +209,7 @@ where
 
 impl<S, B, R> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<R>>,
+    S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
 {
@@ -212,9 +228,8 @@ where
                         match me.admit(index) {
                             Ok(next) => next,
                             Err(until) => {
-                                let err = me.fail_fast(until);
                                 this.state.set(State::Done);
-                                return Poll::Ready(Err(err));
+                                return Poll::Ready(me.fail_fast(until));
                             }
                         }
                     }
@@ -231,15 +246,18 @@ where
                     if answer.as_mut().poll(cx).is_ready() {
                         State::Admit { index: *index }
                     } else if deadline.poll(cx).is_ready() {
-                        let err = me.fail_fast(me.logical.deadline());
+                        // The cooldown is over; its probe's answer is not.
                         this.state.set(State::Done);
-                        return Poll::Ready(Err(err));
+                        return Poll::Ready(me.fail_fast(Instant::now()));
                     } else {
                         return Poll::Pending;
                     }
                 }
                 StateProj::Ready => {
-                    ready!(me.svc.poll_ready(cx)).map_err(Into::into)?;
+                    if let Err(e) = ready!(me.svc.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(e.into()));
+                    }
                     me.call_state()
                 }
                 StateProj::Calling { future, timeout } => {
@@ -272,7 +290,7 @@ type Finished<R> = Result<Response<R>, BoxError>;
 
 impl<S, B, R> Attempts<S, B>
 where
-    S: Service<Request<B>, Response = Response<R>>,
+    S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
 {
@@ -297,38 +315,65 @@ where
             return Ok(State::Admit { index: index + 1 });
         };
         let now = Instant::now();
-        Ok(match self.shared.cooldowns.admit(&key, now, deadline) {
-            Admission::Go => State::Admit { index: index + 1 },
+        let ticket = self.tickets[index];
+        // Any wait starts the pass over, holding no probe role meanwhile:
+        // a request must not keep others of one key waiting while it waits
+        // for another.
+        let wait = match self.shared.cooldowns.admit(&key, now, deadline, ticket) {
+            Admission::Go => return Ok(State::Admit { index: index + 1 }),
             Admission::Probe(guard) => {
                 self.probes[index] = Some(guard);
-                State::Admit { index: index + 1 }
+                return Ok(State::Admit { index: index + 1 });
             }
-            Admission::GoAt(at) => State::Sleep {
-                then_admit: index + 1,
-                sleep: sleep_until(at),
-            },
+            Admission::FailFast(until) => return Err(until),
+            Admission::GoAt(at, ticket) => {
+                self.tickets[index] = Some(ticket);
+                State::Sleep {
+                    then_admit: 0,
+                    sleep: sleep_until(at),
+                }
+            }
             Admission::WaitUntil(at) => State::Sleep {
-                then_admit: index,
+                then_admit: 0,
                 sleep: sleep_until(at),
             },
             Admission::WaitForProbe(answer) => State::AwaitProbe {
-                index,
+                index: 0,
                 answer,
                 deadline: sleep_until(deadline),
             },
-            Admission::FailFast(until) => return Err(until),
-        })
+        };
+        self.probes = [None, None];
+        self.unready();
+        Ok(wait)
     }
 
-    fn fail_fast(&mut self, until: Instant) -> BoxError {
+    /// Before a wait, the service the caller made ready is let go (a clone
+    /// takes its place), so that no readiness (a concurrency permit, a
+    /// buffer slot) is held while sleeping; the send polls readiness again.
+    fn unready(&mut self) {
+        if std::mem::take(&mut self.first) {
+            self.svc = self.svc.clone();
+        }
+    }
+
+    /// A cooldown (here or in a layer below) will not let the request go
+    /// before its deadline: the last answer, if a retry was pending, or
+    /// else [`CoolingDown`].
+    fn fail_fast(&mut self, until: Instant) -> Finished<R> {
         bump(&self.shared.stats.fail_fasts);
+        self.probes = [None, None];
         let retry_in = until.saturating_duration_since(Instant::now());
         tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
-        CoolingDown {
+        if let Some(last) = self.last.take() {
+            self.give_up(GaveUp::CoolingDown { retry_in });
+            return self.finish(Ok(last));
+        }
+        Err(CoolingDown {
             retry_in,
             attempts: self.logical.history().attempts.len(),
         }
-        .into()
+        .into())
     }
 
     /// Past the cooldowns: the first attempt goes to the service the
@@ -342,6 +387,13 @@ where
     }
 
     fn call_state(&mut self) -> State<S::Future> {
+        if self.purpose != Purpose::First {
+            // Checked before the wait began; nothing else sends for this
+            // logical request meanwhile.
+            let taken = self.logical.take_send(self.purpose);
+            debug_assert!(taken, "a send was planned past the attempt limit");
+        }
+        self.tickets = [None, None];
         self.sent = Instant::now();
         let floor = self.sent + self.shared.config.min_attempt_time;
         State::Calling {
@@ -355,7 +407,7 @@ where
         tracing::debug!(?after, "mpsd attempt: no answer by the deadline");
         AttemptTimedOut {
             after,
-            attempts: self.logical.sends() as usize,
+            attempts: self.logical.history().attempts.len() + 1,
         }
         .into()
     }
@@ -370,8 +422,15 @@ where
             .map(|res| classify(&self.call, res.status(), res.headers()));
         // A layer below refused to send (its own cooldown or pacing): that
         // is an answer about the future, not a failure to retry.
-        let unsent = result.as_ref().err().is_some_and(never_sent);
-        if !unsent {
+        let unsent = result.as_ref().err().and_then(refused_until);
+        if let Some(retry_in) = unsent {
+            // Nothing went out: the last answer stands, if there is one.
+            if let Some(last) = self.last.take() {
+                self.probes = [None, None];
+                self.give_up(GaveUp::CoolingDown { retry_in });
+                return Err(self.finish(Ok(last)));
+            }
+        } else {
             self.logical.record(self.sent, outcome);
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
@@ -379,14 +438,16 @@ where
         let config = &self.shared.config;
         let wanted = match &outcome {
             Some(o) => cause(o, self.safe),
-            None if self.safe && !unsent => Some((Cause::Transient, None)),
+            None if self.safe && unsent.is_none() => Some((Cause::Transient, None)),
             None => None,
         }
         .filter(|(c, _)| config.handles(*c));
         self.report_to_cooldowns(wanted, outcome.is_some(), now);
 
         let Some((why, hint)) = wanted else {
-            if outcome.is_some_and(|o| matches!(o.retryable(), Retryable::IfIdempotent)) {
+            let transient =
+                outcome.is_some_and(|o| matches!(o.retryable(), Retryable::IfIdempotent));
+            if transient && !self.safe && self.shared.config.handles(Cause::Transient) {
                 self.give_up(GaveUp::UnsafeMethod);
             }
             return Err(self.finish(result));
@@ -423,7 +484,10 @@ where
             self.give_up(GaveUp::Budget);
             return Err(self.finish(result));
         }
-        self.logical.take_send(Purpose::Retry(why));
+        self.purpose = Purpose::Retry(why);
+        self.last = result.ok();
+        self.unready();
+        let stats = &self.shared.stats;
         bump(match why {
             Cause::Overloaded => &stats.retries_overloaded,
             Cause::Throttled => &stats.retries_throttled,

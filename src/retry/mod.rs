@@ -78,6 +78,8 @@ mod cooldown;
 mod future;
 mod layer;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
 pub use future::{AttemptTimedOut, CoolingDown, ResponseFuture};

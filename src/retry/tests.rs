@@ -1,0 +1,154 @@
+//! Unit tests of the retry layer's cooldown admission against a mocked
+//! service on paused time: which request goes when, and what each gets.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{AttemptHistory, GaveUp, RetryLayer};
+use crate::BoxError;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+type Log = Arc<Mutex<Vec<(Duration, String, u16)>>>;
+
+/// Answers from `script` (status, retry-after, delay) in order, then 200.
+fn server(
+    t0: Instant,
+    script: Vec<(u16, Option<&'static str>, u64)>,
+) -> (
+    impl tower::Service<
+            Request<Full<Bytes>>,
+            Response = Response<Full<Bytes>>,
+            Error = BoxError,
+            Future = impl Send,
+        > + Clone,
+    Log,
+) {
+    let script = Arc::new(Mutex::new(script.into_iter().rev().collect::<Vec<_>>()));
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let svc = service_fn(move |req: Request<Full<Bytes>>| {
+        let (status, ra, delay) = script.lock().unwrap().pop().unwrap_or((200, None, 0));
+        let user = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let l = l.clone();
+        async move {
+            l.lock().unwrap().push((t0.elapsed(), user, status));
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let mut b = Response::builder().status(status);
+            if let Some(ra) = ra {
+                b = b.header("retry-after", ra);
+            }
+            Ok::<_, BoxError>(b.body(Full::default()).unwrap())
+        }
+    });
+    (svc, log)
+}
+
+fn get(user: &str) -> Request<Full<Bytes>> {
+    Request::get("http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s")
+        .header("authorization", format!("XBL3.0 x={user};tok"))
+        .body(Full::default())
+        .unwrap()
+}
+
+/// A request that would be the authority's 503 probe, but must wait on its
+/// own user's 429 cooldown, lets the probe role go meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_request_waiting_on_one_gate_holds_no_probe_of_another() {
+    let t0 = Instant::now();
+    let (svc, log) = server(t0, vec![(429, Some("10"), 0), (503, Some("1"), 0)]);
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new().max_attempts(1))
+        .service(svc);
+    // u gets a 429 (u's gate until 10 s), v a 503 (authority gate until 1 s).
+    let _ = client.clone().oneshot(get("u")).await.unwrap();
+    let _ = client.clone().oneshot(get("v")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // u's next request becomes the authority probe, then waits for u's gate.
+    let c = tokio::spawn(client.clone().oneshot(get("u")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // v's request has no reason to wait: the authority cooldown is over.
+    let d = client.clone().oneshot(get("v")).await.unwrap();
+    assert_eq!(d.status(), StatusCode::OK);
+    let _ = c.await;
+    let log = log.lock().unwrap().clone();
+    println!("{log:?}");
+    let v_at = log.iter().filter(|e| e.1.contains("x=v")).nth(1).unwrap().0;
+    assert!(
+        v_at < Duration::from_secs(3),
+        "v's request reached the server at {v_at:?}"
+    );
+}
+
+/// throttled() above overloaded(), as the docs suggest: a GET that keeps
+/// getting 500 is not reported as given up for an unsafe method.
+#[tokio::test(start_paused = true)]
+async fn stacked_layers_do_not_call_a_get_unsafe() {
+    let t0 = Instant::now();
+    let (svc, _log) = server(t0, vec![(500, None, 0); 10]);
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::throttled())
+        .layer(RetryLayer::overloaded())
+        .service(svc);
+    let res = client.oneshot(get("u")).await.unwrap();
+    let h = res.extensions().get::<AttemptHistory>().unwrap();
+    println!("{h:?}");
+    assert_ne!(h.gave_up, Some(GaveUp::UnsafeMethod), "a GET is safe");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_not_retrying_500_does_not_call_a_get_unsafe() {
+    let t0 = Instant::now();
+    let (svc, _log) = server(t0, vec![(500, None, 0)]);
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::throttled())
+        .service(svc);
+    let res = client.oneshot(get("u")).await.unwrap();
+    let h = res.extensions().get::<AttemptHistory>().unwrap();
+    println!("{h:?}");
+    assert_ne!(h.gave_up, Some(GaveUp::UnsafeMethod), "a GET is safe");
+}
+
+/// A request that got a 503 and planned a retry meets a cooldown another
+/// request extended past its deadline: it gets its 503 back.
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_after_a_planned_retry_hands_back_the_last_response() {
+    let t0 = Instant::now();
+    let (svc, log) = server(t0, vec![(503, Some("2"), 0), (503, Some("30"), 500)]);
+    let client = ServiceBuilder::new().layer(RetryLayer::new()).service(svc);
+    let a = client.clone().oneshot(get("u"));
+    let b = client.clone().oneshot(get("v"));
+    let (a, b) = tokio::join!(a, b);
+    println!("log {:?}", log.lock().unwrap());
+    assert_eq!(b.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    let a = a.expect("the 503 A got, not an error");
+    assert_eq!(a.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let history = a.extensions().get::<AttemptHistory>().unwrap();
+    assert!(
+        matches!(history.gave_up, Some(GaveUp::CoolingDown { .. })),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.attempts.len(),
+        1,
+        "no send was counted that never went"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_of_duration_max_is_no_deadline() {
+    let t0 = Instant::now();
+    let (svc, _log) = server(t0, vec![]);
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new().deadline(Duration::MAX))
+        .service(svc);
+    let res = tokio::spawn(client.oneshot(get("u"))).await;
+    assert!(res.is_ok(), "panicked: {:?}", res.err());
+}
