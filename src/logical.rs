@@ -13,6 +13,38 @@
 //! logical request is counted when the context is made, and every layer
 //! counts each *further* call to its inner service. An attempt is recorded
 //! once, by the innermost layer that sees its answer.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_mpsd::logical::{AttemptHistory, GaveUp, LogicalLayer};
+//! use tower_mpsd::retry::RetryLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_mpsd::BoxError> {
+//! // Overloaded, whatever is asked.
+//! let mpsd = service_fn(|_req: Request<Full<Bytes>>| async {
+//!     let res = Response::builder().status(503).header("retry-after", "1");
+//!     Ok::<_, tower_mpsd::BoxError>(res.body(Full::<Bytes>::default())?)
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(LogicalLayer::new(Duration::from_secs(20), 3))
+//!     .layer(RetryLayer::throttled())
+//!     .layer(RetryLayer::overloaded())
+//!     .service(mpsd);
+//! let req = Request::get("http://mpsd.test/handles/h1").body(Full::default())?;
+//! let res = client.oneshot(req).await?;
+//! let history = res.extensions().get::<AttemptHistory>().unwrap();
+//! assert_eq!(history.attempts.len(), 3, "three sends in all, not three per layer");
+//! assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

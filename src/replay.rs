@@ -419,7 +419,28 @@ where
             Kind::Whole { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Once { .. } => SizeHint::default(),
+            Kind::Once {
+                prefix,
+                shared,
+                taken,
+            } => {
+                // What was read, and what the rest says of itself, so that a
+                // known length is still sent as one.
+                let read = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = match taken {
+                    Some(rest) => rest.size_hint(),
+                    None => match &*shared.lock().unwrap_or_else(|e| e.into_inner()) {
+                        Some(rest) => rest.size_hint(),
+                        None => return SizeHint::default(),
+                    },
+                };
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(read));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint
+            }
         }
     }
 }

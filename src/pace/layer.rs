@@ -54,7 +54,9 @@ struct Config {
 }
 
 /// Adds [`Pace`] to a stack. Clones share the limiter (every key's send
-/// times); a setter called on a clone gives it a new, unshared one.
+/// times); the setters that change what it counts (`limits`, `route`,
+/// `no_routes`, `margin`, `max_keys`), called on a clone, give that clone a
+/// new, unshared limiter. `max_wait` and `key` keep the shared one.
 #[derive(Clone)]
 #[must_use]
 pub struct PaceLayer {

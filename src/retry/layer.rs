@@ -57,7 +57,9 @@ pub fn default_cooldown_key(cause: Cause, uri: &Uri, headers: &HeaderMap) -> Opt
 }
 
 /// Adds [`Retry`] to a stack. Clones share the cooldowns, the budget and
-/// the counters.
+/// the counters; `release_spacing` and `max_cooldown_keys`, called on a
+/// clone, give that clone new cooldowns (the budget and counters stay
+/// shared), and `budget` a new budget.
 #[derive(Clone)]
 #[must_use]
 pub struct RetryLayer {

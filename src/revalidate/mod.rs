@@ -31,11 +31,12 @@
 //! [per body](RevalidateLayer::max_body_bytes) (far above a session
 //! document; reading it ahead of the caller costs little).
 //!
-//! Place it outside the retry layer, so that one logical read is one
-//! revalidation, and outside `ClassifyLayer` or inside it: when a
-//! [`Call`](crate::outcome::Call) is in the 304's extensions (an inner
-//! `ClassifyLayer`), the 200's [`Outcome`](crate::outcome::Outcome) replaces
-//! the 304's.
+//! It works anywhere in a stack: a retried GET carries the same
+//! `If-None-Match`. [`MpsdLayer`](crate::MpsdLayer) puts it inside the
+//! retry and rebase layers, so they see the 200 it makes (a rebase's
+//! re-read is revalidated too). When a [`Call`](crate::outcome::Call) is in
+//! the 304's extensions (an inner `ClassifyLayer`), the 200's
+//! [`Outcome`](crate::outcome::Outcome) replaces the 304's.
 //!
 //! # Example
 //!
