@@ -172,6 +172,19 @@ impl LogicalRequest {
         self.state().history.gave_up.get_or_insert(reason);
     }
 
+    /// How many attempts are recorded so far.
+    pub(crate) fn attempts(&self) -> usize {
+        self.state().history.attempts.len()
+    }
+
+    /// The history, moved out with its total time: for the layer that
+    /// made the logical request, once it is over.
+    pub(crate) fn take_history(&self) -> AttemptHistory {
+        let mut history = std::mem::take(&mut self.state().history);
+        history.total = self.0.start.elapsed();
+        history
+    }
+
     /// The history so far, with its total time.
     pub fn history(&self) -> AttemptHistory {
         let mut history = self.state().history.clone();
@@ -272,7 +285,7 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         if let Some(logical) = this.owned.take() {
-            res.extensions_mut().insert(logical.history());
+            res.extensions_mut().insert(logical.take_history());
         }
         Poll::Ready(Ok(res))
     }

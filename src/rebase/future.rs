@@ -209,7 +209,7 @@ where
     let mut round = 0;
     let finish = |mut res: Response<RebaseBody<R>>| {
         if owner {
-            res.extensions_mut().insert(logical.history());
+            res.extensions_mut().insert(logical.take_history());
         }
         Ok(res)
     };

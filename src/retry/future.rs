@@ -152,8 +152,15 @@ pin_project! {
         },
         // Waiting for the service to be ready for a retry.
         Ready,
-        // The attempt in flight, bounded by the deadline (see `AttemptTimedOut`).
-        Calling { #[pin] future: F, #[pin] timeout: Sleep },
+        // The attempt in flight, bounded by `until` (see `AttemptTimedOut`);
+        // the timer is set only once the answer is not there at once.
+        Calling {
+            #[pin]
+            future: F,
+            until: Instant,
+            #[pin]
+            timeout: Option<Sleep>,
+        },
         Done,
     }
 }
@@ -260,11 +267,20 @@ where
                     }
                     me.call_state()
                 }
-                StateProj::Calling { future, timeout } => {
+                StateProj::Calling {
+                    future,
+                    until,
+                    mut timeout,
+                } => {
                     let result = match future.poll(cx) {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
-                            ready!(timeout.poll(cx));
+                            if timeout.is_none() {
+                                timeout.set(Some(sleep_until(*until)));
+                            }
+                            if let Some(timeout) = timeout.as_pin_mut() {
+                                ready!(timeout.poll(cx));
+                            }
                             Err(me.timed_out())
                         }
                     };
@@ -371,7 +387,7 @@ where
         }
         Err(CoolingDown {
             retry_in,
-            attempts: self.logical.history().attempts.len(),
+            attempts: self.logical.attempts(),
         }
         .into())
     }
@@ -398,7 +414,8 @@ where
         let floor = self.sent + self.shared.config.min_attempt_time;
         State::Calling {
             future: self.svc.call(self.req.clone()),
-            timeout: sleep_until(self.logical.deadline().max(floor)),
+            until: self.logical.deadline().max(floor),
+            timeout: None,
         }
     }
 
@@ -407,7 +424,7 @@ where
         tracing::debug!(?after, "mpsd attempt: no answer by the deadline");
         AttemptTimedOut {
             after,
-            attempts: self.logical.history().attempts.len() + 1,
+            attempts: self.logical.attempts() + 1,
         }
         .into()
     }
@@ -541,7 +558,7 @@ where
     fn finish(&self, result: Finished<R>) -> Finished<R> {
         let mut res = result?;
         if self.owner {
-            res.extensions_mut().insert(self.logical.history());
+            res.extensions_mut().insert(self.logical.take_history());
         }
         Ok(res)
     }
