@@ -4,12 +4,19 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{http_client, request, SCID};
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::logical::AttemptHistory;
+use tower_mpsd::pace::PaceLayer;
+use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::revalidate::RevalidateLayer;
 use tower_mpsd::sim::{Fault, Simulator};
+use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 /// A writer the test can read back: everything the subscriber prints.
 #[derive(Clone, Default)]
@@ -52,12 +59,40 @@ async fn logs_never_hold_authorization_or_bodies() {
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
 
+    // The whole stack: a stale write is rebased (412, re-read, write), and
+    // a hanging one ends in a typed error; what the caller is shown too.
+    let stack = MpsdLayer::new()
+        .rebase(RebaseLayer::new(ResendDelta))
+        .revalidate(RevalidateLayer::new())
+        .pace(PaceLayer::new());
+    let client = ServiceBuilder::new()
+        .mpsd_with(stack)
+        .service(http_client());
+    let stale = request(Method::PUT, format!("{uri}/members/me"))
+        .header(header::IF_MATCH, "\"stale\"")
+        .json(serde_json::json!({"properties": {"custom": {"password": "hunter2"}}}));
+    let res = client.clone().oneshot(stale.build()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut shown = format!("{:?}", res.extensions().get::<AttemptHistory>());
+    sim.script(Fault::status(StatusCode::OK).delay(Duration::from_secs(3600)));
+    let hanging = request(Method::GET, &uri);
+    let err = client.oneshot(hanging.build()).await.unwrap_err();
+    shown += &format!("{err} {err:?}");
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("mpsd retry: waiting"),
         "the retry was logged: {logs}"
     );
+    assert!(
+        logs.contains("mpsd rebase"),
+        "the rebase was logged: {logs}"
+    );
     for secret in ["token-of-alice", "XBL3.0", "hunter2", "password"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        assert!(
+            !shown.contains(secret),
+            "{secret} leaked into what the caller sees: {shown}"
+        );
     }
 }
