@@ -93,7 +93,10 @@ use serde_json::json;
 use tokio::time::{sleep, sleep_until, Instant};
 use tower::util::rng::HasherRng;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::Layer;
+use tower_mpsd::pace::{PaceExceeded, PaceLayer};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+use tower_mpsd::retry::CoolingDown;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::sim::{LogEntry, Overload, SimHandle, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
@@ -507,6 +510,63 @@ async fn contention() {
     }
 }
 
+/// Pacing: 8 callers of one user send GETs as fast as they can for ten
+/// virtual minutes against MPSD's limits (30 per 15 s, 300 per 300 s),
+/// through the stack with `PaceLayer` (`pace/throttle`) and without it
+/// (`pace/throttle_unpaced`). A caller told to come back later (a
+/// `CoolingDown` or `PaceExceeded` error) sleeps that long first.
+/// `throughput_ratio`: requests served per second / the sustain limit's
+/// 1 per second; `429s`: answers 429 the simulator sent.
+async fn pace() {
+    const SPAN: Duration = Duration::from_secs(600);
+    for (name, paced) in [("throttle", true), ("throttle_unpaced", false)] {
+        let sim = Simulator::builder().start().await.unwrap();
+        let uri = create_session(&sim, "pace", json!({})).await;
+        sim.clear_log();
+        let wire = Wire::new();
+        let stack = if paced {
+            MpsdLayer::new().pace(PaceLayer::new()).layer(wire.clone()).boxed_clone()
+        } else {
+            MpsdLayer::new().layer(wire.clone()).boxed_clone()
+        };
+        let t0 = Instant::now();
+        let callers = (0..8).map(|caller| {
+            let (stack, uri) = (stack.clone(), uri.clone());
+            async move {
+                let mut n = 0;
+                while t0.elapsed() < SPAN {
+                    let req = get(&uri, "u", &format!("{caller}-{n}"));
+                    n += 1;
+                    if let Err(e) = stack.clone().oneshot(req).await {
+                        sleep(come_back_in(&e)).await;
+                    }
+                }
+            }
+        });
+        join_all(callers).await;
+        let log = sim.log();
+        let in_span = log.iter().filter(|e| e.at - t0 < SPAN);
+        let served = in_span.clone().filter(|e| !refused(e.status)).count();
+        let throttled = in_span.filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS).count();
+        println!(
+            "summary: pace/{name} throughput_ratio={:.3} 429s={throttled}",
+            served as f64 / SPAN.as_secs_f64(),
+        );
+        sim.shutdown().await;
+    }
+}
+
+/// How long an error of the stack says to wait before trying again.
+fn come_back_in(error: &BoxError) -> Duration {
+    if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
+        return cooling.retry_in.max(Duration::from_millis(1));
+    }
+    if let Some(paced) = error.downcast_ref::<PaceExceeded>() {
+        return paced.retry_in.max(Duration::from_millis(1));
+    }
+    Duration::from_secs(1)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -517,5 +577,6 @@ fn main() {
         overload().await;
         throttle().await;
         contention().await;
+        pace().await;
     });
 }
