@@ -58,6 +58,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use crate::response::{read_within, Read};
 use crate::BoxError;
 
 /// Buffers request bodies up to `limit` bytes so they can be replayed.
@@ -233,51 +234,6 @@ where
     }
 }
 
-enum Read {
-    /// The whole body is read, with its trailers if any.
-    Whole(Option<HeaderMap>),
-    /// The body is longer than the cap; what was read is kept.
-    OverCap,
-}
-
-/// Reads frames into `read` until the body ends or passes `limit`.
-fn read_within<B>(
-    mut body: Pin<&mut B>,
-    read: &mut BytesMut,
-    limit: usize,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Read, BoxError>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    if body.size_hint().lower() > limit as u64 {
-        return Poll::Ready(Ok(Read::OverCap));
-    }
-    loop {
-        if read.len() > limit {
-            return Poll::Ready(Ok(Read::OverCap));
-        }
-        let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
-            return Poll::Ready(Ok(Read::Whole(None)));
-        };
-        match frame.map_err(Into::into)?.into_data() {
-            Ok(mut data) => {
-                while data.has_remaining() {
-                    let chunk = data.chunk();
-                    read.extend_from_slice(chunk);
-                    let n = chunk.len();
-                    data.advance(n);
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    return Poll::Ready(Ok(Read::Whole(Some(trailers))));
-                }
-            }
-        }
-    }
-}
 
 /// A request body that can be replayed: the bytes of a body within the
 /// cap, or, for a larger one, a body that is sent once.

@@ -2,7 +2,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -168,56 +168,12 @@ where
     }
 }
 
-/// What reading a body up to a cap found.
-pub(crate) enum Read {
-    /// The whole body is in the buffer, with its trailers if any.
-    Whole(Option<HeaderMap>),
-    /// The body is longer than the cap; what was read is in the buffer.
-    OverCap,
-}
-
-/// Reads frames into `read` until the body ends or passes `limit`.
-pub(crate) fn read_within<B>(
-    mut body: Pin<&mut B>,
-    read: &mut BytesMut,
-    limit: usize,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Read, BoxError>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    if body.size_hint().lower() > limit as u64 {
-        return Poll::Ready(Ok(Read::OverCap));
-    }
-    loop {
-        if read.len() > limit {
-            return Poll::Ready(Ok(Read::OverCap));
-        }
-        let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
-            return Poll::Ready(Ok(Read::Whole(None)));
-        };
-        match frame.map_err(Into::into)?.into_data() {
-            Ok(mut data) => {
-                while data.has_remaining() {
-                    let chunk = data.chunk();
-                    read.extend_from_slice(chunk);
-                    let n = chunk.len();
-                    data.advance(n);
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    return Poll::Ready(Ok(Read::Whole(Some(trailers))));
-                }
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::response::{read_within, Read};
+    use bytes::BytesMut;
     use http_body_util::{BodyExt, Full, StreamBody};
 
     fn chunks(

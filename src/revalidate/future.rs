@@ -9,7 +9,8 @@ use http::{response::Parts, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use super::body::{read_within, Read, RevalidateBody};
+use super::body::RevalidateBody;
+use crate::response::{read_within, Read};
 use super::cache::Entry;
 use super::layer::Shared;
 use super::Revalidated;
