@@ -4,7 +4,7 @@
 //!
 //! The short variant runs with the tests; the full one (10,000 logical
 //! requests from 500 callers) is `#[ignore]`d:
-//! `cargo test --release --all-features --test soak -- --ignored --nocapture`.
+//! `cargo test --all-features --test soak -- --ignored --nocapture`.
 
 mod common;
 
