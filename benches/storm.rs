@@ -92,12 +92,12 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::time::{sleep, sleep_until, Instant};
 use tower::util::rng::HasherRng;
-use tower::{Service, ServiceBuilder, ServiceExt};
 use tower::Layer;
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::pace::{PaceExceeded, PaceLayer};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
-use tower_mpsd::retry::CoolingDown;
 use tower_mpsd::rebase::RebaseLayer;
+use tower_mpsd::retry::CoolingDown;
 use tower_mpsd::sim::{LogEntry, Overload, SimHandle, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
@@ -525,7 +525,10 @@ async fn pace() {
         sim.clear_log();
         let wire = Wire::new();
         let stack = if paced {
-            MpsdLayer::new().pace(PaceLayer::new()).layer(wire.clone()).boxed_clone()
+            MpsdLayer::new()
+                .pace(PaceLayer::new())
+                .layer(wire.clone())
+                .boxed_clone()
         } else {
             MpsdLayer::new().layer(wire.clone()).boxed_clone()
         };
@@ -547,7 +550,9 @@ async fn pace() {
         let log = sim.log();
         let in_span = log.iter().filter(|e| e.at - t0 < SPAN);
         let served = in_span.clone().filter(|e| !refused(e.status)).count();
-        let throttled = in_span.filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS).count();
+        let throttled = in_span
+            .filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+            .count();
         println!(
             "summary: pace/{name} throughput_ratio={:.3} 429s={throttled}",
             served as f64 / SPAN.as_secs_f64(),

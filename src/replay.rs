@@ -234,7 +234,6 @@ where
     }
 }
 
-
 /// A request body that can be replayed: the bytes of a body within the
 /// cap, or, for a larger one, a body that is sent once.
 pub struct ReplayBody<B> {

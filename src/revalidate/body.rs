@@ -168,7 +168,6 @@ where
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,11 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::RevalidateBody;
-use crate::response::{read_within, Read};
 use super::cache::Entry;
 use super::layer::Shared;
 use super::Revalidated;
 use crate::outcome::{classify, Call};
+use crate::response::{read_within, Read};
 use crate::BoxError;
 
 /// What the layer does with one request's answer.
