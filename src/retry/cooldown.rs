@@ -49,6 +49,14 @@ struct Gate {
     notify: Arc<Notify>,
 }
 
+impl Gate {
+    /// Whether a probe's success released this gate and every slot handed
+    /// out has come: it holds nothing back any more.
+    fn released_by(&self, now: Instant) -> bool {
+        !self.probing && now >= self.until && self.next_release.is_some_and(|n| n <= now)
+    }
+}
+
 /// A released waiter's claim on its slot: good while the gate has not been
 /// closed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,7 @@ pub(crate) struct Ticket(u64);
 #[derive(Debug, Clone)]
 pub(crate) struct Cooldowns {
     gates: Arc<Mutex<HashMap<Key, Gate>>>,
+    next_purge: Arc<Mutex<Instant>>,
     max_keys: usize,
     release_spacing: Duration,
 }
@@ -86,6 +95,7 @@ impl Cooldowns {
     pub(crate) fn new(max_keys: usize, release_spacing: Duration) -> Self {
         Self {
             gates: Arc::new(Mutex::new(HashMap::new())),
+            next_purge: Arc::new(Mutex::new(Instant::now())),
             max_keys,
             release_spacing,
         }
@@ -167,9 +177,27 @@ impl Cooldowns {
         gate.generation += 1;
     }
 
-    /// Whether no cooldown is held: the common case, which needs no keys.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    /// Whether no cooldown is held at `now`: the common case, which needs
+    /// no keys. Gates whose release is over are dropped here, at most once
+    /// a second, so that one finished cooldown does not make every later
+    /// request of other keys look its keys up.
+    pub(crate) fn is_empty(&self, now: Instant) -> bool {
+        let mut gates = self.lock();
+        if !gates.is_empty() && now >= self.purge_at(now) {
+            gates.retain(|_, g| !g.released_by(now));
+        }
+        gates.is_empty()
+    }
+
+    /// When the next purge of finished gates is due, moving it a second on
+    /// when it is due now.
+    fn purge_at(&self, now: Instant) -> Instant {
+        let mut next = self.next_purge.lock().unwrap_or_else(|e| e.into_inner());
+        let due = *next;
+        if now >= due {
+            *next = now + Duration::from_secs(1);
+        }
+        due
     }
 
     /// How many keys are held.
@@ -318,6 +346,22 @@ mod tests {
             c.admit(&key, t2, deadline, Some(second)),
             Admission::WaitUntil(t) if t == t1 + s(5)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_release_is_forgotten_without_another_request_of_its_key() {
+        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let key = Key(Cause::Throttled, "a u".into());
+        let t0 = Instant::now();
+        c.close(key.clone(), t0 + s(1));
+        assert!(!c.is_empty(t0), "a cooldown in force");
+        let Admission::Probe(probe) = c.admit(&key, t0 + s(1), t0 + s(20), None) else {
+            panic!()
+        };
+        probe.opened(t0 + s(1));
+        assert!(!c.is_empty(t0 + s(1)), "released, but a slot may still be handed out");
+        assert!(c.is_empty(t0 + s(3)), "the release is over");
+        assert_eq!(c.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -229,7 +229,7 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Admit { index } => {
                     let index = *index;
-                    if index == 2 || me.shared.cooldowns.is_empty() {
+                    if index == 2 || me.shared.cooldowns.is_empty(Instant::now()) {
                         me.send_state()
                     } else {
                         match me.admit(index) {
