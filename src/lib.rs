@@ -10,6 +10,9 @@
 //!   budget, and never past the deadline;
 //! - [`rebase`]: a write that lost a race (412) re-read and retried through
 //!   a policy, losing no one's update;
+//! - [`pace`]: MPSD's per-user rate limits kept on the client side, so 429
+//!   is avoided rather than waited out; [`revalidate`]: polling with
+//!   `If-None-Match`, a 304 answered from a bounded cache as a 200;
 //! - [`logical`]: one deadline and attempt count per logical request, shared
 //!   by all of them; [`replay`]: any request body made replayable;
 //! - [`stack::MpsdLayer`] and [`ServiceBuilderExt`]: the recommended stack
