@@ -359,7 +359,10 @@ mod tests {
             panic!()
         };
         probe.opened(t0 + s(1));
-        assert!(!c.is_empty(t0 + s(1)), "released, but a slot may still be handed out");
+        assert!(
+            !c.is_empty(t0 + s(1)),
+            "released, but a slot may still be handed out"
+        );
         assert!(c.is_empty(t0 + s(3)), "the release is over");
         assert_eq!(c.len(), 0);
     }

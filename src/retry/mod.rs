@@ -43,6 +43,10 @@
 //! When the layer stops retrying, the caller gets the last response, with
 //! an [`AttemptHistory`] in its extensions saying why.
 //!
+//! The budget is tower's [`TpsBudget`]; the loop is not tower's
+//! `retry::Policy`, which is asked only after an answer: a cooldown must be
+//! able to hold back, or fail at once, a request before its first send.
+//!
 //! # Example
 //!
 //! ```
