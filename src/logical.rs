@@ -149,13 +149,13 @@ impl LogicalRequest {
     }
 
     /// Records an answer (an outcome, or `None` for an error of the inner
-    /// service) to a call sent at `sent`, unless an inner layer already did.
-    pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>) {
+    /// service), sent at `sent` and received at `now`, unless an inner layer
+    /// already did.
+    pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>, now: Instant) {
         let mut state = self.state();
         if state.history.attempts.len() >= state.sends as usize {
             return;
         }
-        let now = Instant::now();
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.0.start,
@@ -393,12 +393,12 @@ mod tests {
         let mut req = Request::new(());
         let (ctx, _) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(20), 5);
         let t0 = Instant::now();
-        ctx.record(t0, None);
-        ctx.record(t0, None);
+        ctx.record(t0, None, t0);
+        ctx.record(t0, None, t0);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(ctx.take_send(Purpose::Reread));
-        ctx.record(Instant::now(), None);
-        ctx.record(Instant::now(), None);
+        ctx.record(Instant::now(), None, Instant::now());
+        ctx.record(Instant::now(), None, Instant::now());
         let history = ctx.history();
         assert_eq!(history.attempts.len(), 2);
         assert_eq!(history.attempts[1].purpose, Purpose::Reread);

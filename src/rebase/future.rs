@@ -377,6 +377,6 @@ where
         .as_ref()
         .ok()
         .map(|r| classify(call, r.status(), r.headers()));
-    logical.record(sent, outcome);
+    logical.record(sent, outcome, Instant::now());
     res
 }

@@ -188,6 +188,7 @@ where
         let call = Call::of(&req);
         let safe = (config.retry_transient)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
+        let start = logical.start();
         shared.budget.deposit();
         let attempts = Attempts {
             svc,
@@ -203,7 +204,7 @@ where
             rng: HasherRng::new(),
             first: true,
             purpose: Purpose::First,
-            sent: Instant::now(),
+            sent: start,
             last: None,
             shared,
         };
@@ -229,7 +230,7 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Admit { index } => {
                     let index = *index;
-                    if index == 2 || me.shared.cooldowns.is_empty(Instant::now()) {
+                    if index == 2 || me.shared.cooldowns.is_empty() {
                         me.send_state()
                     } else {
                         match me.admit(index) {
@@ -448,7 +449,7 @@ where
                 return Err(self.finish(Ok(last)));
             }
         } else {
-            self.logical.record(self.sent, outcome);
+            self.logical.record(self.sent, outcome, now);
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
