@@ -195,7 +195,8 @@ pub enum Retryable {
 /// Classifies a response head, reading date forms of `Retry-After` against
 /// the system clock.
 pub fn classify(call: &Call, status: StatusCode, headers: &HeaderMap) -> Outcome {
-    classify_at(call, status, headers, SystemTime::now())
+    // The clock is read only for the two rows that may carry a date.
+    classify_when(call, status, headers, SystemTime::now)
 }
 
 /// Classifies a response head, reading date forms of `Retry-After` against
@@ -205,6 +206,15 @@ pub fn classify_at(
     status: StatusCode,
     headers: &HeaderMap,
     now: SystemTime,
+) -> Outcome {
+    classify_when(call, status, headers, || now)
+}
+
+fn classify_when(
+    call: &Call,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: impl FnOnce() -> SystemTime,
 ) -> Outcome {
     match status.as_u16() {
         200 => Outcome::Ok,
@@ -221,11 +231,11 @@ pub fn classify_at(
         412 if carries_json(headers) => Outcome::SessionChanged,
         412 => Outcome::PreconditionFailed,
         429 => Outcome::TooManyRequests {
-            retry_after: retry_after::delay(headers, now),
+            retry_after: retry_after::delay(headers, now()),
             rate_limit: None,
         },
         503 => Outcome::ServiceUnavailable {
-            retry_after: retry_after::delay(headers, now),
+            retry_after: retry_after::delay(headers, now()),
         },
         401 => Outcome::Unauthorized,
         408 | 500 | 502 | 504 => Outcome::Transient { status },
