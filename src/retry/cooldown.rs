@@ -17,13 +17,16 @@
 //! has not been closed since. A release stops the moment a released
 //! request is told to wait again.
 //!
-//! The map is bounded: a gate is removed once its release is over; when
-//! the map is full, gates whose cooldown has ended with no probe in flight
-//! are forgotten to make room, and if none can be, new gates are refused
-//! (requests then simply proceed, as without a cooldown) rather than grow.
+//! The map is bounded: a gate is removed once its release is over, or a
+//! minute after its cooldown ended if no request of its key has come since;
+//! when the map is full, gates whose cooldown has ended with no probe in
+//! flight are forgotten to make room, and if none can be, new gates are
+//! refused (requests then simply proceed, as without a cooldown) rather
+//! than grow.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,11 +52,23 @@ struct Gate {
     notify: Arc<Notify>,
 }
 
+/// How long a cooldown that ended with no request of its key since is kept
+/// (its next request would be the probe): after a minute with no one
+/// coming, there is no herd left to hold back.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
 impl Gate {
-    /// Whether a probe's success released this gate and every slot handed
-    /// out has come: it holds nothing back any more.
-    fn released_by(&self, now: Instant) -> bool {
-        !self.probing && now >= self.until && self.next_release.is_some_and(|n| n <= now)
+    /// Whether the gate holds nothing back any more: a probe's success
+    /// released it and every slot handed out has come, or its cooldown
+    /// ended long ago and no request of its key has come since.
+    fn settled_by(&self, now: Instant) -> bool {
+        if self.probing || now < self.until {
+            return false;
+        }
+        match self.next_release {
+            Some(next) => next <= now,
+            None => now.saturating_duration_since(self.until) >= FORGET_AFTER,
+        }
     }
 }
 
@@ -67,6 +82,9 @@ pub(crate) struct Ticket(u64);
 pub(crate) struct Cooldowns {
     gates: Arc<Mutex<HashMap<Key, Gate>>>,
     next_purge: Arc<Mutex<Instant>>,
+    /// Generations are never reused, even by a new gate of a forgotten key,
+    /// so an old ticket is good for nothing new.
+    generations: Arc<AtomicU64>,
     max_keys: usize,
     release_spacing: Duration,
 }
@@ -96,6 +114,7 @@ impl Cooldowns {
         Self {
             gates: Arc::new(Mutex::new(HashMap::new())),
             next_purge: Arc::new(Mutex::new(Instant::now())),
+            generations: Arc::new(AtomicU64::new(0)),
             max_keys,
             release_spacing,
         }
@@ -150,6 +169,7 @@ impl Cooldowns {
         Admission::Probe(ProbeGuard {
             cooldowns: self.clone(),
             key: Some(key.clone()),
+            generation: gate.generation,
         })
     }
 
@@ -174,13 +194,13 @@ impl Cooldowns {
         });
         gate.until = gate.until.max(until);
         gate.next_release = None;
-        gate.generation += 1;
+        gate.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
     }
 
-    /// Whether no cooldown is held at `now`: the common case, which needs
-    /// no keys. Gates whose release is over are dropped here, at most once
-    /// a second, so that one finished cooldown does not make every later
-    /// request of other keys look its keys up.
+    /// Whether no cooldown is held: the common case, which needs no keys.
+    /// Settled gates are dropped here, at most once a second, so that one
+    /// finished cooldown does not make every later request of other keys
+    /// look its keys up.
     pub(crate) fn is_empty(&self) -> bool {
         let mut gates = self.lock();
         if gates.is_empty() {
@@ -188,7 +208,7 @@ impl Cooldowns {
         }
         let now = Instant::now();
         if now >= self.purge_at(now) {
-            gates.retain(|_, g| !g.released_by(now));
+            gates.retain(|_, g| !g.settled_by(now));
         }
         gates.is_empty()
     }
@@ -217,6 +237,9 @@ impl Cooldowns {
 pub(crate) struct ProbeGuard {
     cooldowns: Cooldowns,
     key: Option<Key>,
+    /// The gate's generation when the probe went: a success opens only
+    /// that cooldown, not one another answer set while the probe was out.
+    generation: u64,
 }
 
 impl ProbeGuard {
@@ -242,7 +265,7 @@ impl ProbeGuard {
         let mut gates = self.cooldowns.lock();
         if let Some(gate) = gates.get_mut(key) {
             gate.probing = false;
-            if release_from.is_some() {
+            if release_from.is_some() && gate.generation == self.generation {
                 gate.next_release = release_from;
             }
             gate.notify.notify_waiters();
@@ -371,6 +394,67 @@ mod tests {
         tokio::time::advance(s(2)).await;
         assert!(c.is_empty(), "the release is over");
         assert_eq!(c.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_success_does_not_open_a_gate_closed_again_meanwhile() {
+        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let key = Key(Cause::Overloaded, "a".into());
+        let t0 = Instant::now();
+        let deadline = t0 + s(100);
+        c.close(key.clone(), t0 + s(1));
+        let Admission::Probe(probe) = c.admit(&key, t0 + s(1), deadline, None) else {
+            panic!()
+        };
+        // A slow request sent earlier answers 503, Retry-After: 30 ...
+        c.close(key.clone(), t0 + s(31));
+        // ... then the probe answers 200.
+        probe.opened(t0 + s(2));
+        let t31 = t0 + s(31);
+        // Held together, as three callers in flight would hold them.
+        let admitted: Vec<Admission> = (0..3).map(|_| c.admit(&key, t31, deadline, None)).collect();
+        let went = admitted
+            .iter()
+            .filter(|a| matches!(a, Admission::Go | Admission::Probe(_)))
+            .count();
+        assert_eq!(went, 1, "one probe after the second cooldown, not a herd");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ticket_of_a_forgotten_gate_is_not_good_for_a_new_one() {
+        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let key = Key(Cause::Throttled, "a u".into());
+        let t0 = Instant::now();
+        let deadline = t0 + s(100);
+        c.close(key.clone(), t0);
+        let Admission::Probe(probe) = c.admit(&key, t0, deadline, None) else {
+            panic!()
+        };
+        probe.opened(t0);
+        let Admission::GoAt(_, ticket) = c.admit(&key, t0, deadline, None) else {
+            panic!()
+        };
+        assert!(matches!(
+            c.admit(&key, t0 + s(1), deadline, None),
+            Admission::Go
+        ));
+        assert_eq!(c.len(), 0);
+        c.close(key.clone(), t0 + s(2));
+        let Admission::Probe(_p) = c.admit(&key, t0 + s(3), deadline, None) else {
+            panic!()
+        };
+        let late = c.admit(&key, t0 + s(3), deadline, Some(ticket));
+        assert!(matches!(late, Admission::WaitForProbe(_)), "{late:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cooldown_nobody_came_back_to_is_forgotten_after_a_minute() {
+        let c = Cooldowns::new(16, Duration::from_millis(50));
+        c.close(Key(Cause::Throttled, "a u".into()), Instant::now() + s(1));
+        tokio::time::advance(s(30)).await;
+        assert!(!c.is_empty(), "its next request is still the probe");
+        tokio::time::advance(s(32)).await;
+        assert!(c.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
