@@ -167,7 +167,8 @@ impl LogicalRequest {
     }
 
     /// Notes why the logical request stopped short of a success; the
-    /// first reason given (by the innermost layer that gave up) stands.
+    /// first reason given (by the innermost layer that gave up) stands, and
+    /// a later success does not clear it.
     pub(crate) fn gave_up(&self, reason: GaveUp) {
         self.state().history.gave_up.get_or_insert(reason);
     }
@@ -351,6 +352,9 @@ pub enum GaveUp {
     ConflictRounds,
     /// The rebase policy chose to hand the 412 back.
     PolicyDeclined,
+    /// After a 412, the session as it is now could not be read (too large,
+    /// unreadable, or its re-read failed or was refused).
+    NoSession,
 }
 
 /// The attempt history of one logical request, in the final response's

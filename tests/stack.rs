@@ -120,7 +120,9 @@ async fn an_http_date_retry_after_is_honoured_and_a_past_one_means_now() {
     assert_eq!(times.len(), 3);
     let gap = times[1] - times[0];
     assert!(gap + drift >= hint, "not before the date: {gap:?}");
-    assert!(gap < hint.mul_f64(1.2), "within the 503 jitter: {gap:?}");
+    // Within the 503 jitter; tokio's timers round a wait up to the next ms.
+    let most = hint.mul_f64(1.2) + Duration::from_millis(1);
+    assert!(gap <= most, "within the 503 jitter: {gap:?}");
     assert_eq!(times[2], times[1], "a date in the past: retry at once");
 }
 
@@ -231,8 +233,8 @@ async fn dropped_while_sleeping_in_backoff_the_cooldown_still_holds_then_opens()
     );
     assert_eq!(
         stats.retries_overloaded(),
-        1,
-        "the dropped retry was counted once"
+        0,
+        "a retry is counted when it goes; the dropped one never went"
     );
 }
 

@@ -23,6 +23,7 @@ use crate::logical::{GaveUp, LogicalRequest, Purpose};
 use crate::outcome::{classify, Call};
 use crate::replay::NotReplayable;
 use crate::response::{collect_capped, read_capped, ReadFailure};
+use crate::retry::refused_until;
 use crate::BoxError;
 
 /// In the extensions of a 412 the layer handed back without rebasing it:
@@ -44,10 +45,15 @@ pub enum NotRebased {
         /// What it answered.
         status: StatusCode,
     },
-    /// The re-read failed without an answer (a connection error, or a
-    /// cooldown or pacing below that would not let it go in time), or its
+    /// The re-read failed without an answer (a connection error), or its
     /// body broke off.
     RereadFailed,
+    /// A cooldown or pacing below would not let the re-read or the rebased
+    /// write go before the deadline; nothing was sent.
+    CoolingDown {
+        /// How long until it may go.
+        retry_in: Duration,
+    },
     /// The policy chose to hand the 412 back; it carries the fresh session
     /// and its ETag.
     Declined,
@@ -234,6 +240,7 @@ where
             body: read.unwrap_or_default(),
         };
         if too_large {
+            logical.gave_up(GaveUp::NoSession);
             return finish(lost.hand_back(NotRebased::SessionTooLarge));
         }
         if round > config.max_rounds {
@@ -260,13 +267,21 @@ where
                         // The write's answer is known (412: not applied);
                         // the re-read's failure must not replace it.
                         tracing::debug!(%error, "mpsd rebase: the re-read failed");
-                        return finish(lost.hand_back(NotRebased::RereadFailed));
+                        let why = match refused_until(&error) {
+                            Some(retry_in) => NotRebased::CoolingDown { retry_in },
+                            None => NotRebased::RereadFailed,
+                        };
+                        logical.gave_up(GaveUp::NoSession);
+                        return finish(lost.hand_back(why));
                     }
                 };
                 match reread_session(answer, config.session_limit).await {
                     Ok(current) => current,
                     Err(Reread::Gone) => return Err(RebaseError::SessionGone.into()),
-                    Err(Reread::Stop(why)) => return finish(lost.hand_back(why)),
+                    Err(Reread::Stop(why)) => {
+                        logical.gave_up(GaveUp::NoSession);
+                        return finish(lost.hand_back(why));
+                    }
                 }
             }
         };
@@ -310,7 +325,19 @@ where
         // Later rounds rebase the write as last sent.
         condition = rebase_head(&mut write, &etag);
         let next = Request::from_parts(write.clone(), B::from(next_body.clone()));
-        res = send(&mut svc, next, false, &logical, &call).await?;
+        res = match send(&mut svc, next, false, &logical, &call).await {
+            Ok(res) => res,
+            // Refused below, unsent: the 412 in hand is still the answer.
+            Err(error) => match refused_until(&error) {
+                Some(retry_in) => {
+                    logical.gave_up(GaveUp::CoolingDown { retry_in });
+                    let why = NotRebased::CoolingDown { retry_in };
+                    return finish(lost.fresh(&etag, session_bytes).hand_back(why));
+                }
+                // It may have been applied: the caller must know.
+                None => return Err(error),
+            },
+        };
         sent_body = Some(next_body);
     }
 }
@@ -373,10 +400,17 @@ where
     };
     let sent = Instant::now();
     let res = ready.call(req).await.map_err(Into::into);
-    let outcome = res
+    // A send refused below (a cooldown or pacing) never went out.
+    if !res
         .as_ref()
-        .ok()
-        .map(|r| classify(call, r.status(), r.headers()));
-    logical.record(sent, outcome, Instant::now());
+        .err()
+        .is_some_and(|e| refused_until(e).is_some())
+    {
+        let outcome = res
+            .as_ref()
+            .ok()
+            .map(|r| classify(call, r.status(), r.headers()));
+        logical.record(sent, outcome, Instant::now());
+    }
     res
 }

@@ -82,6 +82,8 @@ mod future;
 mod layer;
 pub mod policy;
 pub(crate) mod rules;
+#[cfg(test)]
+mod tests;
 
 pub use future::{NotRebased, RebaseError, ResponseFuture};
 pub use layer::{Rebase, RebaseBody, RebaseLayer};

@@ -85,7 +85,7 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
 
 /// When an error of the inner service says the request was refused before
 /// it was sent, by this crate's cooldowns or pacing: how long until it may.
-fn refused_until(error: &BoxError) -> Option<Duration> {
+pub(crate) fn refused_until(error: &BoxError) -> Option<Duration> {
     if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
         return Some(cooling.retry_in);
     }
@@ -131,9 +131,11 @@ where
     /// Why the next send is made.
     purpose: Purpose,
     sent: Instant,
-    /// The last answer, kept while a retry is pending: it is what the
-    /// caller gets if the retry cannot go before the deadline.
-    last: Option<S::Response>,
+    /// The last answer (or error), kept while a retry is pending: it is
+    /// what the caller gets if the retry cannot go before the deadline.
+    /// Over hyper, an answer kept with its body unread holds its
+    /// connection until then.
+    last: Option<Result<S::Response, BoxError>>,
 }
 
 pin_project! {
@@ -231,7 +233,13 @@ where
                 StateProj::Admit { index } => {
                     let index = *index;
                     if index == 2 || me.shared.cooldowns.is_empty() {
-                        me.send_state()
+                        match me.send_state() {
+                            Ok(next) => next,
+                            Err(done) => {
+                                this.state.set(State::Done);
+                                return Poll::Ready(done);
+                            }
+                        }
                     } else {
                         match me.admit(index) {
                             Ok(next) => next,
@@ -384,7 +392,7 @@ where
         tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
         if let Some(last) = self.last.take() {
             self.give_up(GaveUp::CoolingDown { retry_in });
-            return self.finish(Ok(last));
+            return self.finish(last);
         }
         Err(CoolingDown {
             retry_in,
@@ -394,25 +402,48 @@ where
     }
 
     /// Past the cooldowns: the first attempt goes to the service the
-    /// caller made ready; a retry waits for readiness again.
-    fn send_state(&mut self) -> State<S::Future> {
+    /// caller made ready; a retry is paid for now that it goes (a send of
+    /// the attempt limit, a withdrawal from the budget), then waits for
+    /// readiness again.
+    fn send_state(&mut self) -> Result<State<S::Future>, Finished<R>> {
         if std::mem::take(&mut self.first) {
-            self.call_state()
-        } else {
-            State::Ready
+            return Ok(self.call_state());
         }
+        let Purpose::Retry(why) = self.purpose else {
+            return Ok(State::Ready);
+        };
+        let refused = if !self.logical.take_send(self.purpose) {
+            GaveUp::MaxAttempts
+        } else if !self.shared.budget.withdraw() {
+            bump(&self.shared.stats.budget_refusals);
+            GaveUp::Budget
+        } else {
+            let stats = &self.shared.stats;
+            bump(match why {
+                Cause::Overloaded => &stats.retries_overloaded,
+                Cause::Throttled => &stats.retries_throttled,
+                _ => &stats.retries_transient,
+            });
+            return Ok(State::Ready);
+        };
+        self.give_up(refused);
+        self.probes = [None, None];
+        let last = self
+            .last
+            .take()
+            .unwrap_or_else(|| Err("no answer kept".into()));
+        Err(self.finish(last))
     }
 
     fn call_state(&mut self) -> State<S::Future> {
-        if self.purpose != Purpose::First {
-            // Checked before the wait began; nothing else sends for this
-            // logical request meanwhile.
-            let taken = self.logical.take_send(self.purpose);
-            debug_assert!(taken, "a send was planned past the attempt limit");
-        }
+        self.last = None;
         self.tickets = [None, None];
         self.sent = Instant::now();
-        let floor = self.sent + self.shared.config.min_attempt_time;
+        // A floor too far to add means no timeout at all.
+        let floor = self
+            .sent
+            .checked_add(self.shared.config.min_attempt_time)
+            .unwrap_or_else(|| self.sent + Duration::from_secs(100 * 365 * 24 * 3600));
         State::Calling {
             future: self.svc.call(self.req.clone()),
             until: self.logical.deadline().max(floor),
@@ -444,9 +475,10 @@ where
         if let Some(retry_in) = unsent {
             // Nothing went out: the last answer stands, if there is one.
             if let Some(last) = self.last.take() {
+                bump(&self.shared.stats.fail_fasts);
                 self.probes = [None, None];
                 self.give_up(GaveUp::CoolingDown { retry_in });
-                return Err(self.finish(Ok(last)));
+                return Err(self.finish(last));
             }
         } else {
             self.logical.record(self.sent, outcome, now);
@@ -496,21 +528,9 @@ where
                 return Err(self.finish(result));
             }
         };
-        let stats = &self.shared.stats;
-        if !self.shared.budget.withdraw() {
-            bump(&stats.budget_refusals);
-            self.give_up(GaveUp::Budget);
-            return Err(self.finish(result));
-        }
         self.purpose = Purpose::Retry(why);
-        self.last = result.ok();
+        self.last = Some(result);
         self.unready();
-        let stats = &self.shared.stats;
-        bump(match why {
-            Cause::Overloaded => &stats.retries_overloaded,
-            Cause::Throttled => &stats.retries_throttled,
-            _ => &stats.retries_transient,
-        });
         tracing::debug!(?wait, cause = ?why, "mpsd retry: waiting");
         Ok(wait)
     }

@@ -138,7 +138,8 @@ impl RetryLayer {
     /// The overall deadline of one logical request. Default 20 s: the
     /// retry window of Microsoft's SDK. When an outer layer of this crate
     /// already started the logical request, its deadline and attempt limit
-    /// hold instead.
+    /// hold instead. A deadline too far to represent (`Duration::MAX`)
+    /// means none.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.config.deadline = deadline;
         self

@@ -41,7 +41,12 @@
 //!   request has one deadline and one attempt limit: see [`crate::logical`].
 //!
 //! When the layer stops retrying, the caller gets the last response, with
-//! an [`AttemptHistory`] in its extensions saying why.
+//! an [`AttemptHistory`] in its extensions saying why. A request waiting to
+//! retry keeps its last answer so that it can hand it back if the retry
+//! cannot go in time; over hyper, that answer's connection stays out of the
+//! pool meanwhile. A retry is paid for (a send of the attempt limit, a
+//! withdrawal from the budget, its counter) when it goes, not when it is
+//! planned.
 //!
 //! The budget is tower's [`TpsBudget`]; the loop is not tower's
 //! `retry::Policy`, which is asked only after an answer: a cooldown must be
@@ -86,6 +91,7 @@ mod stats;
 mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
+pub(crate) use future::refused_until;
 pub use future::{AttemptTimedOut, CoolingDown, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
 pub use stats::RetryStats;

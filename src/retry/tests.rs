@@ -152,3 +152,35 @@ async fn a_deadline_of_duration_max_is_no_deadline() {
     let res = tokio::spawn(client.oneshot(get("u"))).await;
     assert!(res.is_ok(), "panicked: {:?}", res.err());
 }
+
+/// A request waiting out its cooldown lets go of the readiness it was
+/// given (here a concurrency permit), so another user's request goes.
+#[tokio::test(start_paused = true)]
+async fn a_request_waiting_on_a_cooldown_holds_no_readiness_below() {
+    use tower::limit::ConcurrencyLimitLayer;
+    let t0 = Instant::now();
+    let (svc, log) = server(t0, vec![(429, Some("10"), 0)]);
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new().max_attempts(1))
+        .layer(ConcurrencyLimitLayer::new(1))
+        .service(svc);
+    // u is throttled for 10 s; u's next request waits that out.
+    let _ = client.clone().oneshot(get("u")).await.unwrap();
+    let waiting = tokio::spawn(client.clone().oneshot(get("u")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v = client.clone().oneshot(get("v")).await.unwrap();
+    assert_eq!(v.status(), StatusCode::OK);
+    let v_at = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.1.contains("x=v"))
+        .unwrap()
+        .0;
+    assert_eq!(
+        v_at,
+        Duration::from_secs(1),
+        "v did not wait for u's cooldown"
+    );
+    assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
+}

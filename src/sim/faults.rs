@@ -115,7 +115,8 @@ impl Fault {
 
     /// Sends the headers (with a `Content-Length` announcing the whole
     /// body), then only the first `n` bytes of the body, then closes the
-    /// connection.
+    /// connection. With `n` at or past the body's length, the whole body
+    /// goes out and the connection is still closed after it.
     pub fn truncate(mut self, n: usize) -> Self {
         self.breakage = Some(Breakage::Truncate(n));
         self

@@ -1,0 +1,136 @@
+//! Unit tests of the rebase layer over a mocked service on paused time:
+//! re-reads and rebased writes refused below (a cooldown) are not sends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response};
+use http_body_util::Full;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+use super::policy::{rebase_fn, Decision};
+use super::{NotRebased, RebaseLayer};
+use crate::logical::{AttemptHistory, GaveUp};
+use crate::retry::RetryLayer;
+use crate::BoxError;
+
+const URI: &str = "http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s";
+
+type Script = Arc<Mutex<Vec<(u16, Option<&'static str>, &'static str, u64)>>>;
+
+fn mock(
+    script: Script,
+    seen: Arc<Mutex<Vec<Method>>>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |req: Request<Full<Bytes>>| {
+        let (status, ra, body, delay) = script.lock().unwrap().remove(0);
+        seen.lock().unwrap().push(req.method().clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let mut b = Response::builder().status(status);
+            if let Some(ra) = ra {
+                b = b.header(header::RETRY_AFTER, ra);
+            }
+            if !body.is_empty() {
+                b = b
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::ETAG, "\"e2\"");
+            }
+            Ok::<_, BoxError>(b.body(Full::from(body)).unwrap())
+        }
+    })
+}
+
+fn put() -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::PUT)
+        .uri(URI)
+        .header(header::AUTHORIZATION, "XBL3.0 x=u;t")
+        .header(header::IF_MATCH, "\"e1\"")
+        .body(Full::from("{}"))
+        .unwrap()
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri(URI)
+        .header(header::AUTHORIZATION, "XBL3.0 x=v;t")
+        .body(Full::default())
+        .unwrap()
+}
+
+/// PUT (412, no body) in flight while another request closes the
+/// authority's gate for 100 s: the re-read is refused by the retry layer
+/// below without being sent. History must not show a re-read that never
+/// went.
+#[tokio::test(start_paused = true)]
+async fn a_refused_reread_is_not_recorded_as_an_attempt() {
+    let script: Script = Arc::new(Mutex::new(vec![
+        (412, None, "", 500),
+        (503, Some("100"), "", 0),
+    ]));
+    let seen = Arc::default();
+    let client = ServiceBuilder::new()
+        .layer(RebaseLayer::new(rebase_fn(|_| {
+            Ok(Decision::Retry(Bytes::from("{}")))
+        })))
+        .layer(RetryLayer::new())
+        .service(mock(script, Arc::clone(&seen)));
+    let (w, g) = tokio::join!(client.clone().oneshot(put()), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.clone().oneshot(get()).await
+    });
+    assert_eq!(g.unwrap().status(), 503);
+    let w = w.unwrap();
+    assert_eq!(w.status(), 412);
+    assert!(matches!(
+        w.extensions().get::<NotRebased>(),
+        Some(NotRebased::CoolingDown { .. })
+    ));
+    let h = w.extensions().get::<AttemptHistory>().unwrap();
+    assert_eq!(h.gave_up, Some(GaveUp::NoSession));
+    assert_eq!(seen.lock().unwrap().len(), 2, "the re-read was never sent");
+    assert_eq!(h.attempts.len(), 1, "only the PUT went: {h:?}");
+}
+
+/// The 412 carries the session; the rebased write is refused by a
+/// cooldown below (nothing sent). The write's known answer (412, not
+/// applied) should come back, as with a failed re-read, not an error.
+#[tokio::test(start_paused = true)]
+async fn a_refused_rebased_write_hands_back_the_412() {
+    let script: Script = Arc::new(Mutex::new(vec![
+        (412, None, r#"{"members":{}}"#, 500),
+        (503, Some("100"), "", 0),
+    ]));
+    let seen = Arc::default();
+    let client = ServiceBuilder::new()
+        .layer(
+            RebaseLayer::new(rebase_fn(|_| Ok(Decision::Retry(Bytes::from("{}")))))
+                .spread(Duration::ZERO),
+        )
+        .layer(RetryLayer::new())
+        .service(mock(script, Arc::clone(&seen)));
+    let (w, _g) = tokio::join!(client.clone().oneshot(put()), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.clone().oneshot(get()).await
+    });
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the rebased write was never sent"
+    );
+    let w = w.expect("the 412, not an error");
+    assert_eq!(w.status(), 412);
+    assert!(matches!(
+        w.extensions().get::<NotRebased>(),
+        Some(NotRebased::CoolingDown { .. })
+    ));
+    let h = w.extensions().get::<AttemptHistory>().unwrap();
+    assert_eq!(h.attempts.len(), 1, "only the first PUT went: {h:?}");
+}
