@@ -152,8 +152,9 @@ pin_project! {
             #[pin]
             deadline: Sleep,
         },
-        // Waiting for the service to be ready for a retry.
-        Ready,
+        // Waiting for the service to be ready for a retry, until the
+        // deadline; the timer is set only once readiness is not there at once.
+        Ready { #[pin] deadline: Option<Sleep> },
         // The attempt in flight, bounded by `until` (see `AttemptTimedOut`);
         // the timer is set only once the answer is not there at once.
         Calling {
@@ -233,13 +234,7 @@ where
                 StateProj::Admit { index } => {
                     let index = *index;
                     if index == 2 || me.shared.cooldowns.is_empty() {
-                        match me.send_state() {
-                            Ok(next) => next,
-                            Err(done) => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(done);
-                            }
-                        }
+                        me.send_state()
                     } else {
                         match me.admit(index) {
                             Ok(next) => next,
@@ -269,13 +264,29 @@ where
                         return Poll::Pending;
                     }
                 }
-                StateProj::Ready => {
-                    if let Err(e) = ready!(me.svc.poll_ready(cx)) {
+                StateProj::Ready { mut deadline } => match me.svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => match me.pay_for_send() {
+                        Ok(()) => me.call_state(),
+                        Err(done) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(done);
+                        }
+                    },
+                    Poll::Ready(Err(e)) => {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
-                    me.call_state()
-                }
+                    Poll::Pending => {
+                        if deadline.is_none() {
+                            deadline.set(Some(sleep_until(me.logical.deadline())));
+                        }
+                        if let Some(deadline) = deadline.as_pin_mut() {
+                            ready!(deadline.poll(cx));
+                        }
+                        this.state.set(State::Done);
+                        return Poll::Ready(me.unready_by_deadline());
+                    }
+                },
                 StateProj::Calling {
                     future,
                     until,
@@ -402,21 +413,27 @@ where
     }
 
     /// Past the cooldowns: the first attempt goes to the service the
-    /// caller made ready; a retry is paid for now that it goes (a send of
-    /// the attempt limit, a withdrawal from the budget), then waits for
-    /// readiness again.
-    fn send_state(&mut self) -> Result<State<S::Future>, Finished<R>> {
+    /// caller made ready; any other send waits for readiness again.
+    fn send_state(&mut self) -> State<S::Future> {
         if std::mem::take(&mut self.first) {
-            return Ok(self.call_state());
+            self.call_state()
+        } else {
+            State::Ready { deadline: None }
         }
+    }
+
+    /// A retry is paid for when it is about to go, not when it is planned:
+    /// a withdrawal from the budget, a send of the attempt limit, its
+    /// counter. When it cannot be, the last answer goes back.
+    fn pay_for_send(&mut self) -> Result<(), Finished<R>> {
         let Purpose::Retry(why) = self.purpose else {
-            return Ok(State::Ready);
+            return Ok(());
         };
-        let refused = if !self.logical.take_send(self.purpose) {
-            GaveUp::MaxAttempts
-        } else if !self.shared.budget.withdraw() {
+        let refused = if !self.shared.budget.withdraw() {
             bump(&self.shared.stats.budget_refusals);
             GaveUp::Budget
+        } else if !self.logical.take_send(self.purpose) {
+            GaveUp::MaxAttempts
         } else {
             let stats = &self.shared.stats;
             bump(match why {
@@ -424,7 +441,7 @@ where
                 Cause::Throttled => &stats.retries_throttled,
                 _ => &stats.retries_transient,
             });
-            return Ok(State::Ready);
+            return Ok(());
         };
         self.give_up(refused);
         self.probes = [None, None];
@@ -448,6 +465,24 @@ where
             future: self.svc.call(self.req.clone()),
             until: self.logical.deadline().max(floor),
             timeout: None,
+        }
+    }
+
+    /// The service below was not ready by the deadline: the last answer,
+    /// if a retry was pending, or else [`AttemptTimedOut`] (nothing sent).
+    fn unready_by_deadline(&mut self) -> Finished<R> {
+        tracing::debug!("mpsd retry: the service was not ready by the deadline");
+        self.probes = [None, None];
+        self.give_up(GaveUp::Deadline {
+            wait: Duration::ZERO,
+        });
+        match self.last.take() {
+            Some(last) => self.finish(last),
+            None => Err(AttemptTimedOut {
+                after: Duration::ZERO,
+                attempts: self.logical.attempts(),
+            }
+            .into()),
         }
     }
 

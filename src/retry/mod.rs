@@ -23,6 +23,8 @@
 //!   before it has had `min_attempt_time`, 5 s, the SDK's floor) is
 //!   abandoned with [`AttemptTimedOut`]; a safe method with time left is
 //!   retried, anything else is handed back.
+//!   Waiting for the inner service's readiness before a retry is bounded by
+//!   the deadline too: past it, the last answer is handed back.
 //! - **Method safety**: 429 and 503 are retried for any method (the service
 //!   refused the request without applying it). 408, 500, 502, 504 and
 //!   errors of the inner service are retried only for GET, HEAD and OPTIONS

@@ -184,3 +184,42 @@ async fn a_request_waiting_on_a_cooldown_holds_no_readiness_below() {
     );
     assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
 }
+
+/// A retry whose service below never becomes ready (another request holds
+/// the only concurrency permit) ends at the deadline with the last answer.
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_for_readiness_no_longer_than_the_deadline() {
+    use tower::limit::ConcurrencyLimitLayer;
+    let t0 = Instant::now();
+    let (svc, log) = server(t0, vec![(429, Some("1"), 0), (200, None, 3_600_000)]);
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new())
+        .layer(ConcurrencyLimitLayer::new(1))
+        .service(svc);
+    let throttled = tokio::spawn(client.clone().oneshot(get("u")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // v's request takes the permit and hangs.
+    let _hanging = tokio::spawn(client.clone().oneshot(get("v")));
+    let res = throttled.await.unwrap().unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the last answer"
+    );
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(20),
+        "at the deadline, not later"
+    );
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    assert_eq!(
+        history.attempts.len(),
+        1,
+        "the retry never went: {history:?}"
+    );
+    assert!(
+        matches!(history.gave_up, Some(GaveUp::Deadline { .. })),
+        "{history:?}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 2);
+}
