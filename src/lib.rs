@@ -58,6 +58,7 @@
 //! ```
 
 pub mod backoff;
+mod body;
 mod builder;
 pub mod classify;
 #[cfg(any(test, fuzzing))]

@@ -52,13 +52,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::response::{read_within, Read};
+use crate::body::{hint_after, read_within, to_bytes, Buffered, Read};
 use crate::BoxError;
 
 /// Buffers request bodies up to `limit` bytes so they can be replayed.
@@ -241,10 +241,7 @@ pub struct ReplayBody<B> {
 }
 
 enum Kind<B> {
-    Whole {
-        data: Option<Bytes>,
-        trailers: Option<HeaderMap>,
-    },
+    Whole(Buffered),
     Once {
         prefix: Option<Bytes>,
         shared: Arc<Mutex<Option<Pin<Box<B>>>>>,
@@ -255,10 +252,7 @@ enum Kind<B> {
 impl<B> ReplayBody<B> {
     fn whole(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
-            kind: Kind::Whole {
-                data: Some(data).filter(|d| !d.is_empty()),
-                trailers,
-            },
+            kind: Kind::Whole(Buffered::new(data, trailers)),
         }
     }
 
@@ -288,10 +282,7 @@ impl<B> Default for ReplayBody<B> {
 impl<B> Clone for ReplayBody<B> {
     fn clone(&self) -> Self {
         let kind = match &self.kind {
-            Kind::Whole { data, trailers } => Kind::Whole {
-                data: data.clone(),
-                trailers: trailers.clone(),
-            },
+            Kind::Whole(whole) => Kind::Whole(whole.clone()),
             Kind::Once { prefix, shared, .. } => Kind::Once {
                 prefix: prefix.clone(),
                 shared: shared.clone(),
@@ -305,7 +296,7 @@ impl<B> Clone for ReplayBody<B> {
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
-            Kind::Whole { .. } => "whole",
+            Kind::Whole(_) => "whole",
             Kind::Once { .. } => "once",
         };
         f.debug_struct("ReplayBody")
@@ -327,16 +318,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().kind {
-            Kind::Whole { data, trailers } => {
-                let frame = match data.take() {
-                    Some(data) => Frame::data(data),
-                    None => match trailers.take() {
-                        Some(trailers) => Frame::trailers(trailers),
-                        None => return Poll::Ready(None),
-                    },
-                };
-                Poll::Ready(Some(Ok(frame)))
-            }
+            Kind::Whole(whole) => Poll::Ready(whole.next_frame().map(Ok)),
             Kind::Once {
                 prefix,
                 shared,
@@ -354,26 +336,21 @@ where
                 }
                 let rest = taken.as_mut().expect("taken above");
                 let frame = ready!(rest.as_mut().poll_frame(cx));
-                Poll::Ready(frame.map(|f| {
-                    f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
-                        .map_err(Into::into)
-                }))
+                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Whole { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Whole(whole) => whole.is_end_stream(),
             Kind::Once { .. } => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Whole { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Whole(whole) => whole.size_hint(),
             Kind::Once {
                 prefix,
                 shared,
@@ -381,7 +358,6 @@ where
             } => {
                 // What was read, and what the rest says of itself, so that a
                 // known length is still sent as one.
-                let read = prefix.as_ref().map_or(0, |p| p.len() as u64);
                 let rest = match taken {
                     Some(rest) => rest.size_hint(),
                     None => match &*shared.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -389,12 +365,7 @@ where
                         None => return SizeHint::default(),
                     },
                 };
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower().saturating_add(read));
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper.saturating_add(read));
-                }
-                hint
+                hint_after(prefix.as_ref(), rest)
             }
         }
     }

@@ -34,11 +34,9 @@
 //! ```
 
 use std::fmt;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Method, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -237,53 +235,6 @@ where
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(ReadFailure::TooLarge),
         Err(e) => Err(ReadFailure::Body(e)),
-    }
-}
-
-/// What reading a body up to a cap found.
-pub(crate) enum Read {
-    /// The whole body is in the buffer, with its trailers if any.
-    Whole(Option<HeaderMap>),
-    /// The body is longer than the cap; what was read is in the buffer.
-    OverCap,
-}
-
-/// Reads frames into `read` until the body ends or passes `limit`.
-pub(crate) fn read_within<B>(
-    mut body: Pin<&mut B>,
-    read: &mut BytesMut,
-    limit: usize,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Read, BoxError>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    if body.size_hint().lower() > limit as u64 {
-        return Poll::Ready(Ok(Read::OverCap));
-    }
-    loop {
-        if read.len() > limit {
-            return Poll::Ready(Ok(Read::OverCap));
-        }
-        let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
-            return Poll::Ready(Ok(Read::Whole(None)));
-        };
-        match frame.map_err(Into::into)?.into_data() {
-            Ok(mut data) => {
-                while data.has_remaining() {
-                    let chunk = data.chunk();
-                    read.extend_from_slice(chunk);
-                    let n = chunk.len();
-                    data.advance(n);
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    return Poll::Ready(Ok(Read::Whole(Some(trailers))));
-                }
-            }
-        }
     }
 }
 

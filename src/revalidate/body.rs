@@ -2,11 +2,12 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::body::{hint_after, to_bytes, Buffered};
 use crate::BoxError;
 
 pin_project! {
@@ -28,8 +29,7 @@ pin_project! {
             body: B,
         },
         Whole {
-            data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
+            whole: Buffered,
         },
         Partial {
             prefix: Option<Bytes>,
@@ -52,8 +52,7 @@ impl<B> RevalidateBody<B> {
     pub(crate) fn whole(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
             kind: Kind::Whole {
-                data: Some(data).filter(|d| !d.is_empty()),
-                trailers,
+                whole: Buffered::new(data, trailers),
             },
         }
     }
@@ -91,10 +90,6 @@ impl<B> fmt::Debug for RevalidateBody<B> {
     }
 }
 
-fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
-    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
-}
-
 impl<B> Body for RevalidateBody<B>
 where
     B: Body,
@@ -112,16 +107,7 @@ where
                 let frame = ready!(body.poll_frame(cx));
                 Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
             }
-            KindProj::Whole { data, trailers } => {
-                let frame = match data.take() {
-                    Some(data) => Frame::data(data),
-                    None => match trailers.take() {
-                        Some(trailers) => Frame::trailers(trailers),
-                        None => return Poll::Ready(None),
-                    },
-                };
-                Poll::Ready(Some(Ok(frame)))
-            }
+            KindProj::Whole { whole } => Poll::Ready(whole.next_frame().map(Ok)),
             KindProj::Partial { prefix, rest } => {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
@@ -141,7 +127,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Whole { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Whole { whole } => whole.is_end_stream(),
             Kind::Partial { .. } => false,
             Kind::Failed { prefix, error } => prefix.is_none() && error.is_none(),
         }
@@ -150,19 +136,8 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Whole { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            Kind::Partial { prefix, rest } => {
-                let read = prefix.as_ref().map_or(0, |d| d.len() as u64);
-                let rest = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower().saturating_add(read));
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper.saturating_add(read));
-                }
-                hint
-            }
+            Kind::Whole { whole } => whole.size_hint(),
+            Kind::Partial { prefix, rest } => hint_after(prefix.as_ref(), rest.size_hint()),
             Kind::Failed { .. } => SizeHint::default(),
         }
     }
@@ -171,7 +146,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::{read_within, Read};
+    use crate::body::{read_within, Read};
     use bytes::BytesMut;
     use http_body_util::{BodyExt, Full, StreamBody};
 

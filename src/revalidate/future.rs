@@ -13,8 +13,8 @@ use super::body::RevalidateBody;
 use super::cache::Entry;
 use super::layer::Shared;
 use super::Revalidated;
+use crate::body::{read_within, Read};
 use crate::outcome::{classify, Call};
-use crate::response::{read_within, Read};
 use crate::BoxError;
 
 /// What the layer does with one request's answer.
