@@ -16,14 +16,10 @@ use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::{read_response, MpsdError};
 use tower_mpsd::retry::{AttemptTimedOut, RetryLayer};
-use tower_mpsd::sim::{Fault, SimHandle, Simulator};
+use tower_mpsd::sim::Fault;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
-use common::{create, http_client, request, SCID};
-
-async fn quiet_sim() -> SimHandle {
-    Simulator::builder().no_rate_limit().start().await.unwrap()
-}
+use common::{create, http_client, quiet_sim, request, SCID};
 
 #[tokio::test(start_paused = true)]
 async fn a_reset_get_is_retried_and_a_reset_put_is_not() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::{ServiceBuilder, ServiceExt};
@@ -17,13 +17,9 @@ use tower_mpsd::logical::{AttemptHistory, GaveUp, Purpose};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, CreateOnly, Decision, ResendDelta};
 use tower_mpsd::rebase::{NotRebased, RebaseBody, RebaseError, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
-use tower_mpsd::sim::{Fault, SimHandle, Simulator};
+use tower_mpsd::sim::{Fault, SimHandle};
 
-use common::{create, http_client, request, SCID};
-
-async fn quiet_sim() -> SimHandle {
-    Simulator::builder().no_rate_limit().start().await.unwrap()
-}
+use common::{create, http_client, overloaded, quiet_sim, request, SCID};
 
 /// Re-applies "add 1 to the counter" to the session as it is now.
 fn increment(conflict: &Conflict<'_>) -> Result<Decision, tower_mpsd::BoxError> {
@@ -260,24 +256,12 @@ async fn a_body_over_the_cap_is_sent_once_and_its_412_handed_back_with_the_reaso
     assert_eq!(sim.log().len(), 1, "sent once");
 }
 
-fn retry_after(secs: &'static str) -> (HeaderName, HeaderValue) {
-    (
-        HeaderName::from_static("retry-after"),
-        HeaderValue::from_static(secs),
-    )
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_503_during_the_reread_is_waited_out_within_one_attempt_limit() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "reread503");
     create(&uri, "alice", json!({})).await;
-    let (name, value) = retry_after("2");
-    sim.script(
-        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-            .method(Method::GET)
-            .header(name, value),
-    );
+    sim.script(overloaded("2").method(Method::GET));
     sim.clear_log();
     let client = ServiceBuilder::new()
         .layer(RebaseLayer::new(CreateOnly::then_update()))
@@ -321,13 +305,7 @@ async fn the_stack_shares_one_attempt_limit_between_rebase_and_retry() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "limit");
     create(&uri, "alice", json!({})).await;
-    let (name, value) = retry_after("1");
-    sim.script(
-        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-            .method(Method::GET)
-            .times(5)
-            .header(name, value),
-    );
+    sim.script(overloaded("1").method(Method::GET).times(5));
     sim.clear_log();
     let client = ServiceBuilder::new()
         .layer(RebaseLayer::new(CreateOnly::then_update()).max_attempts(3))

@@ -5,25 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_client, request, SCID};
+use common::{http_client, quiet_sim, request, retry_after, SCID};
 use futures_util::future::join_all;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::retry::{AttemptHistory, CoolingDown, GaveUp, RetryLayer, TpsBudget};
-use tower_mpsd::sim::{Fault, LogEntry, SimHandle, Simulator};
-
-fn retry_after(v: &'static str) -> (HeaderName, HeaderValue) {
-    (
-        HeaderName::from_static("retry-after"),
-        HeaderValue::from_static(v),
-    )
-}
-
-async fn quiet_sim() -> SimHandle {
-    Simulator::builder().no_rate_limit().start().await.unwrap()
-}
+use tower_mpsd::sim::{Fault, LogEntry, SimHandle};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
 fn script(sim: &SimHandle, status: StatusCode, times: usize, after: &'static str) {

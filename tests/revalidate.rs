@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{http_client, request, SCID};
+use common::{http_client, quiet_sim, request, SCID};
 use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -15,13 +15,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::outcome::Outcome;
 use tower_mpsd::revalidate::{RevalidateBody, RevalidateLayer, Revalidated};
-use tower_mpsd::sim::{LogEntry, SimHandle, Simulator};
+use tower_mpsd::sim::LogEntry;
 
 type Res = Response<RevalidateBody<hyper::body::Incoming>>;
-
-async fn quiet_sim() -> SimHandle {
-    Simulator::builder().no_rate_limit().start().await.unwrap()
-}
 
 fn stack(
     layer: &RevalidateLayer,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{header, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::StreamBody;
 use hyper_util::client::legacy::Client;
@@ -24,23 +24,10 @@ use tower_mpsd::rebase::policy::{CreateOnly, ResendDelta};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::replay::ReplayBody;
 use tower_mpsd::retry::RetryLayer;
-use tower_mpsd::sim::{Fault, SimHandle, Simulator};
+use tower_mpsd::sim::{Fault, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
-use common::{create, http_client, request, SCID};
-
-async fn quiet_sim() -> SimHandle {
-    Simulator::builder().no_rate_limit().start().await.unwrap()
-}
-
-fn retry_after(value: &str) -> (HeaderName, HeaderValue) {
-    (header::RETRY_AFTER, HeaderValue::from_str(value).unwrap())
-}
-
-fn overloaded(after: &str) -> Fault {
-    let (name, value) = retry_after(after);
-    Fault::status(StatusCode::SERVICE_UNAVAILABLE).header(name, value)
-}
+use common::{create, http_client, overloaded, quiet_sim, request, SCID};
 
 fn purposes(history: &AttemptHistory) -> Vec<(Purpose, u16)> {
     history

@@ -13,6 +13,7 @@ use tower::{Layer, ServiceExt};
 use tower_mpsd::classify::{Classify, ClassifyLayer};
 use tower_mpsd::outcome::{Call, Outcome};
 use tower_mpsd::response::{read_response, MpsdError, MpsdSuccess};
+use tower_mpsd::sim::{Fault, SimHandle, Simulator};
 
 pub const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
 
@@ -130,10 +131,27 @@ pub async fn send(req: Req) -> Answer {
     }
 }
 
+/// The simulator with its rate limiter off: scripted faults and sessions
+/// only.
+pub async fn quiet_sim() -> SimHandle {
+    Simulator::builder().no_rate_limit().start().await.unwrap()
+}
+
+/// A `Retry-After: <value>` header, as a fault adds it.
+pub fn retry_after(value: &str) -> (HeaderName, HeaderValue) {
+    (header::RETRY_AFTER, HeaderValue::from_str(value).unwrap())
+}
+
+/// A scripted 503 with `Retry-After: <after>`.
+pub fn overloaded(after: &str) -> Fault {
+    let (name, value) = retry_after(after);
+    Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(name, value)
+}
+
 /// A simulator whose burst window (15 s, as MPSD's) admits only `max`
 /// requests per user; the sustain window keeps MPSD's 300 per 300 s.
-pub async fn burst_limited_sim(max: u32) -> tower_mpsd::sim::SimHandle {
-    use tower_mpsd::sim::{RateLimits, Simulator, Window};
+pub async fn burst_limited_sim(max: u32) -> SimHandle {
+    use tower_mpsd::sim::{RateLimits, Window};
     let limits = RateLimits {
         burst: Window {
             max,
