@@ -401,9 +401,8 @@ where
         self.probes = [None, None];
         let retry_in = until.saturating_duration_since(Instant::now());
         tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
-        if let Some(last) = self.last.take() {
-            self.give_up(GaveUp::CoolingDown { retry_in });
-            return self.finish(last);
+        if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {
+            return done;
         }
         Err(CoolingDown {
             retry_in,
@@ -443,13 +442,10 @@ where
             });
             return Ok(());
         };
-        self.give_up(refused);
-        self.probes = [None, None];
-        let last = self
-            .last
-            .take()
-            .unwrap_or_else(|| Err("no answer kept".into()));
-        Err(self.finish(last))
+        // A retry is planned only after an answer, which is kept till now.
+        Err(self
+            .hand_back_last(refused)
+            .unwrap_or_else(|| Err("no answer kept".into())))
     }
 
     fn call_state(&mut self) -> State<S::Future> {
@@ -472,18 +468,29 @@ where
     /// if a retry was pending, or else [`AttemptTimedOut`] (nothing sent).
     fn unready_by_deadline(&mut self) -> Finished<R> {
         tracing::debug!("mpsd retry: the service was not ready by the deadline");
-        self.probes = [None, None];
-        self.give_up(GaveUp::Deadline {
+        let reason = GaveUp::Deadline {
             wait: Duration::ZERO,
-        });
-        match self.last.take() {
-            Some(last) => self.finish(last),
-            None => Err(AttemptTimedOut {
-                after: Duration::ZERO,
-                attempts: self.logical.attempts(),
-            }
-            .into()),
+        };
+        if let Some(done) = self.hand_back_last(reason) {
+            return done;
         }
+        self.probes = [None, None];
+        self.give_up(reason);
+        Err(AttemptTimedOut {
+            after: Duration::ZERO,
+            attempts: self.logical.attempts(),
+        }
+        .into())
+    }
+
+    /// Stops a pending retry before it is sent: lets any probe role go,
+    /// says why, and hands back the answer kept for this; `None` when there
+    /// is none.
+    fn hand_back_last(&mut self, reason: GaveUp) -> Option<Finished<R>> {
+        let last = self.last.take()?;
+        self.probes = [None, None];
+        self.give_up(reason);
+        Some(self.finish(last))
     }
 
     fn timed_out(&self) -> BoxError {
@@ -509,11 +516,9 @@ where
         let unsent = result.as_ref().err().and_then(refused_until);
         if let Some(retry_in) = unsent {
             // Nothing went out: the last answer stands, if there is one.
-            if let Some(last) = self.last.take() {
+            if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {
                 bump(&self.shared.stats.fail_fasts);
-                self.probes = [None, None];
-                self.give_up(GaveUp::CoolingDown { retry_in });
-                return Err(self.finish(last));
+                return Err(done);
             }
         } else {
             self.logical.record(self.sent, outcome, now);
