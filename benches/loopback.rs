@@ -15,7 +15,7 @@
 //! simulator, the callers and hyper's connection tasks share it, as they
 //! would share a small machine.
 //!
-//! `cargo bench --bench loopback --features sim` prints one `summary:`
+//! `cargo bench --bench loopback` prints one `summary:`
 //! line per concurrency.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,9 +28,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use mpsd_sim::Simulator;
 use serde_json::json;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
-use tower_mpsd::sim::Simulator;
 use tower_mpsd::ServiceBuilderExt;
 
 const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";

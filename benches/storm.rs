@@ -74,7 +74,7 @@
 //! - `failed`: writes handed back unsuccessful (e.g. a 412 after the
 //!   conflict rounds ran out).
 //!
-//! `cargo bench --bench storm --features sim` prints one `summary:` line
+//! `cargo bench --bench storm` prints one `summary:` line
 //! per scenario and strategy.
 
 use std::collections::HashMap;
@@ -89,6 +89,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use mpsd_sim::{LogEntry, Overload, SimHandle, Simulator};
 use serde_json::json;
 use tokio::time::{sleep, sleep_until, Instant};
 use tower::util::rng::HasherRng;
@@ -98,7 +99,6 @@ use tower_mpsd::pace::{PaceExceeded, PaceLayer};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::retry::CoolingDown;
-use tower_mpsd::sim::{LogEntry, Overload, SimHandle, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 mod baseline;

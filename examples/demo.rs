@@ -6,7 +6,7 @@
 //! virtual time (the demo runs on tokio's paused clock, so waits are exact
 //! and instant).
 //!
-//! Run it with `cargo run --example demo --features sim`. It exits non-zero
+//! Run it with `cargo run --example demo`. It exits non-zero
 //! if any row was not produced, or the stack did not end as expected.
 
 use std::time::Duration;
@@ -16,6 +16,7 @@ use http::{header, Method, Request};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use mpsd_sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::backoff::{Backoff, Cause, Plan};
@@ -25,7 +26,6 @@ use tower_mpsd::outcome::{Call, Outcome, Retryable};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::{NotRebased, RebaseLayer};
 use tower_mpsd::response::read_response;
-use tower_mpsd::sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 type BoxError = tower_mpsd::BoxError;

@@ -21,8 +21,8 @@
 //! [`classify::MpsdClassifier`] reports outcomes to `tower-http`'s tracing
 //! and [`response::read_response`] reads an answer into a typed result.
 //! The pure rules live in their own modules ([`target`], [`identity`],
-//! [`retry_after`], [`rate_limit`], [`backoff`]); the [`sim`] module
-//! (feature `sim`) is an MPSD simulator on loopback.
+//! [`retry_after`], [`rate_limit`], [`backoff`]). The `mpsd-sim` crate
+//! beside this one is an MPSD simulator on loopback for tests and demos.
 //!
 //! # Example
 //!
@@ -76,9 +76,6 @@ pub mod retry_after;
 pub mod revalidate;
 pub mod stack;
 pub mod target;
-
-#[cfg(feature = "sim")]
-pub mod sim;
 
 pub use builder::ServiceBuilderExt;
 

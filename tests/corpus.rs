@@ -1,6 +1,6 @@
 //! Tests against data nobody on this project wrote: real captured MPSD
 //! traffic and other implementations' `Retry-After` vectors, both from
-//! `../shared/corpus/`.
+//! `tests/data/corpus/` (see its `NOTICE.md`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +17,7 @@ use tower_mpsd::retry_after::RetryAfter;
 use tower_mpsd::target::{Target, TargetKind};
 
 fn corpus(name: &str) -> Vec<Value> {
-    let path = format!("{}/../shared/corpus/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/data/corpus/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .filter(|l| !l.trim().is_empty())

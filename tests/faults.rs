@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use http::{header, Method, StatusCode};
+use mpsd_sim::Fault;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
@@ -16,7 +17,6 @@ use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::{read_response, MpsdError};
 use tower_mpsd::retry::{AttemptTimedOut, RetryLayer};
-use tower_mpsd::sim::Fault;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 use common::{create, http_client, quiet_sim, request, SCID};

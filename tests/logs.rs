@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{http_client, request, SCID};
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use mpsd_sim::{Fault, Simulator};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::logical::AttemptHistory;
@@ -15,7 +16,6 @@ use tower_mpsd::pace::PaceLayer;
 use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
 use tower_mpsd::revalidate::RevalidateLayer;
-use tower_mpsd::sim::{Fault, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 /// A writer the test can read back: everything the subscriber prints.

@@ -9,11 +9,11 @@ use std::time::Duration;
 use common::{http_client, request, SCID};
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
+use mpsd_sim::{RateLimits, SimHandle, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::pace::{Limits, PaceExceeded, PaceLayer};
 use tower_mpsd::retry::RetryLayer;
-use tower_mpsd::sim::{RateLimits, SimHandle, Simulator, Window};
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
 

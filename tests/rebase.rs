@@ -11,13 +11,13 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyExt;
+use mpsd_sim::{Fault, SimHandle};
 use serde_json::{json, Value};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::logical::{AttemptHistory, GaveUp, Purpose};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, CreateOnly, Decision, ResendDelta};
 use tower_mpsd::rebase::{NotRebased, RebaseBody, RebaseError, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
-use tower_mpsd::sim::{Fault, SimHandle};
 
 use common::{create, http_client, overloaded, quiet_sim, request, SCID};
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 use common::{http_client, quiet_sim, request, retry_after, SCID};
 use futures_util::future::join_all;
 use http::{HeaderValue, Method, StatusCode};
+use mpsd_sim::{Fault, LogEntry, SimHandle};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::retry::{AttemptHistory, CoolingDown, GaveUp, RetryLayer, TpsBudget};
-use tower_mpsd::sim::{Fault, LogEntry, SimHandle};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
 fn script(sim: &SimHandle, status: StatusCode, times: usize, after: &'static str) {

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use common::{http_client, quiet_sim, request, SCID};
 use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyExt;
+use mpsd_sim::LogEntry;
 use serde_json::json;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::outcome::Outcome;
 use tower_mpsd::revalidate::{RevalidateBody, RevalidateLayer, Revalidated};
-use tower_mpsd::sim::LogEntry;
 
 type Res = Response<RevalidateBody<hyper::body::Incoming>>;
 

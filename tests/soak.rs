@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
+use mpsd_sim::{Overload, RateLimits, SimHandle, Simulator};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
@@ -24,7 +25,6 @@ use tower_mpsd::pace::PaceExceeded;
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
 use tower_mpsd::rebase::{RebaseError, RebaseLayer};
 use tower_mpsd::retry::{AttemptTimedOut, CoolingDown, RetryLayer};
-use tower_mpsd::sim::{Overload, RateLimits, SimHandle, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 use common::{create, http_client, SCID};

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::{create, request, send, SCID};
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use mpsd_sim::{Fault, Overload, SimHandle, Simulator};
 use serde_json::json;
 use tower_mpsd::outcome::{BodyKind, Outcome, Retryable};
 use tower_mpsd::response::{MpsdError, Payload};
-use tower_mpsd::sim::{Fault, Overload, SimHandle, Simulator};
 
 async fn sim() -> SimHandle {
     Simulator::builder().no_rate_limit().start().await.unwrap()

@@ -14,6 +14,7 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use mpsd_sim::{Fault, Simulator};
 use serde_json::json;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
@@ -24,7 +25,6 @@ use tower_mpsd::rebase::policy::{CreateOnly, ResendDelta};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::replay::ReplayBody;
 use tower_mpsd::retry::RetryLayer;
-use tower_mpsd::sim::{Fault, Simulator};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 use common::{create, http_client, overloaded, quiet_sim, request, SCID};

@@ -1,4 +1,4 @@
-//! Fuzz target: see `tower_mpsd::fuzz_checks::sim_store` for what it checks.
+//! Fuzz target: see `mpsd_sim::fuzz_checks::sim_store` for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tower_mpsd::fuzz_checks::sim_store(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mpsd_sim::fuzz_checks::sim_store(data));

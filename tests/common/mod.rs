@@ -8,12 +8,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use mpsd_sim::{Fault, SimHandle, Simulator};
 use serde_json::json;
 use tower::{Layer, ServiceExt};
 use tower_mpsd::classify::{Classify, ClassifyLayer};
 use tower_mpsd::outcome::{Call, Outcome};
 use tower_mpsd::response::{read_response, MpsdError, MpsdSuccess};
-use tower_mpsd::sim::{Fault, SimHandle, Simulator};
 
 pub const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
 
@@ -151,7 +151,7 @@ pub fn overloaded(after: &str) -> Fault {
 /// A simulator whose burst window (15 s, as MPSD's) admits only `max`
 /// requests per user; the sustain window keeps MPSD's 300 per 300 s.
 pub async fn burst_limited_sim(max: u32) -> SimHandle {
-    use tower_mpsd::sim::{RateLimits, Window};
+    use mpsd_sim::{RateLimits, Window};
     let limits = RateLimits {
         burst: Window {
             max,

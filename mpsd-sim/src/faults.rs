@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 ///
 /// ```
 /// use http::{header::RETRY_AFTER, HeaderValue, Method, StatusCode};
-/// use tower_mpsd::sim::Fault;
+/// use mpsd_sim::Fault;
 ///
 /// // The next two GETs of any session answer 503 with `Retry-After: 2`.
 /// let fault = Fault::status(StatusCode::SERVICE_UNAVAILABLE)

@@ -1,7 +1,7 @@
 //! Runs the MPSD simulator until Ctrl-C.
 //!
 //! ```text
-//! cargo run --example mpsd_sim --features sim -- [ADDR]
+//! cargo run -p mpsd-sim --example serve -- [ADDR]
 //! ```
 //!
 //! `ADDR` defaults to `127.0.0.1:7878`. The simulator has MPSD's default
@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use tower_mpsd::sim::Simulator;
+use mpsd_sim::Simulator;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

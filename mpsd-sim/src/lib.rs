@@ -1,6 +1,12 @@
 //! An embedded MPSD simulator: a real hyper 1.x server on loopback that
 //! speaks the status-code contract of the Multiplayer Session Directory,
-//! for tests, demos and benches (feature `sim`).
+//! for tests, demos and benches of `tower-mpsd`, as `tower-test` is for
+//! `tower`.
+//!
+//! It is a test double, so it shares no code with the crate it tests: it
+//! routes URIs and reads users and ETags with its own code, written from
+//! MPSD's public documentation. A misparse in `tower-mpsd` would otherwise
+//! be mirrored here, and every test would still pass.
 //!
 //! It keeps sessions in memory, merges PUT deltas the way MPSD does, hands
 //! out ETags, enforces per-user rate limits, can shed load, and answers
@@ -14,7 +20,7 @@
 //! use http::{header::AUTHORIZATION, Request, StatusCode};
 //! use http_body_util::Full;
 //! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-//! use tower_mpsd::sim::Simulator;
+//! use mpsd_sim::Simulator;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -136,11 +142,18 @@
 //! Error bodies (400, 403, 404, 405, 409, 413) are short `text/plain`
 //! messages.
 
+mod auth;
 mod faults;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz_checks;
 mod limits;
+mod route;
 mod server;
-pub(crate) mod store;
+mod store;
 
 pub use faults::Fault;
 pub use limits::{Overload, RateLimits, Window};
 pub use server::{LogEntry, SimBuilder, SimHandle, Simulator};
+
+/// The boxed error of the simulator's response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -26,10 +26,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::faults::{Breakage, Fault, Faults};
-use super::limits::{Overload, RateLimiter, RateLimits, Shedder};
-use super::store::{self, Reply, Store, JSON, TEXT};
-use crate::identity::user_hash;
+use crate::auth::caller;
+use crate::faults::{Breakage, Fault, Faults};
+use crate::limits::{Overload, RateLimiter, RateLimits, Shedder};
+use crate::store::{self, Reply, Store, JSON, TEXT};
 use crate::BoxError;
 
 /// The log keeps this many most recent entries.
@@ -308,8 +308,7 @@ impl Meta {
             user: req
                 .headers()
                 .get(AUTHORIZATION)
-                .and_then(user_hash)
-                .map(str::to_owned),
+                .and_then(|value| caller(value.as_bytes())),
             if_match: header(IF_MATCH),
             if_none_match: header(IF_NONE_MATCH),
         }
@@ -572,7 +571,7 @@ mod tests {
     use hyper_util::rt::TokioExecutor;
     use serde_json::{json, Value};
 
-    use crate::sim::Window;
+    use crate::Window;
 
     type TestClient = Client<HttpConnector, Full<Bytes>>;
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::target::{Element, Member, SessionId, Target};
+use crate::route::{route, Part, Route, SessionPath};
 
 pub(crate) const JSON: &str = "application/json";
 pub(crate) const TEXT: &str = "text/plain";
@@ -118,7 +118,7 @@ impl Key {
         }
     }
 
-    fn of(id: SessionId<'_>) -> Self {
+    fn of(id: SessionPath<'_>) -> Self {
         Self::new(id.scid, id.template, id.name)
     }
 }
@@ -194,14 +194,19 @@ impl Store {
 
     /// Answers one request.
     pub(crate) fn handle(&mut self, req: &Request<'_>) -> Reply {
-        match Target::parse(req.path) {
-            Target::Session(id) => self.on_session(id, req),
-            Target::Element(id, element) => self.on_element(id, element, req),
-            Target::Handle => self.on_handle(req),
-            Target::Query => self.on_query(req),
-            Target::Batch => on_batch(req),
-            Target::Matchmaking => on_matchmaking(req),
-            _ => Reply::not_found("no such resource"),
+        match route(req.path) {
+            Route::Session(id) => self.on_session(id, req),
+            Route::Part(id, part) => self.on_element(id, part, req),
+            Route::Handles => self.on_handles(req),
+            Route::Handle(id) => self.on_handle(id, req),
+            Route::HandleSession(id) => self.on_handle_session(id, req),
+            Route::HandleQuery => self.on_handle_query(req),
+            Route::SessionQuery { scid, template } => self.on_session_query(scid, template, req),
+            Route::Batch => on_batch(req),
+            Route::Hopper => on_hopper(req),
+            Route::HopperStats => on_hopper_stats(req),
+            Route::Ticket => Reply::not_found("ticket not found"),
+            Route::Unknown => Reply::not_found("no such resource"),
         }
     }
 
@@ -242,7 +247,7 @@ impl Store {
         }
     }
 
-    fn on_session(&mut self, id: SessionId<'_>, req: &Request<'_>) -> Reply {
+    fn on_session(&mut self, id: SessionPath<'_>, req: &Request<'_>) -> Reply {
         if !self.knows(id.template) {
             return Reply::not_found("unknown session template");
         }
@@ -270,38 +275,36 @@ impl Store {
         stored.reply(StatusCode::OK)
     }
 
-    fn on_element(&mut self, id: SessionId<'_>, element: Element<'_>, req: &Request<'_>) -> Reply {
+    fn on_element(&mut self, id: SessionPath<'_>, element: Part<'_>, req: &Request<'_>) -> Reply {
         if !self.knows(id.template) {
             return Reply::not_found("unknown session template");
         }
         let key = Key::of(id);
         match (req.method.as_str(), element) {
             ("GET", _) => self.get_element(&key, element, req.user),
-            ("PUT", Element::Member(Member::Index(_))) => Reply::not_allowed("GET, DELETE"),
+            ("PUT", Part::Member(_)) => Reply::not_allowed("GET, DELETE"),
             ("PUT", _) => match element_delta(element, req.body) {
                 Ok(delta) => self.write(&key, id.template, req, &delta, Mode::PutElement),
                 Err(reply) => reply,
             },
-            ("DELETE", Element::Properties) => Reply::not_allowed("GET, PUT"),
+            ("DELETE", Part::Properties) => Reply::not_allowed("GET, PUT"),
             ("DELETE", _) => self.delete_element(&key, id.template, element, req),
-            (_, Element::Member(Member::Index(_))) => Reply::not_allowed("GET, DELETE"),
-            (_, Element::Properties) => Reply::not_allowed("GET, PUT"),
+            (_, Part::Member(_)) => Reply::not_allowed("GET, DELETE"),
+            (_, Part::Properties) => Reply::not_allowed("GET, PUT"),
             (_, _) => Reply::not_allowed("GET, PUT, DELETE"),
         }
     }
 
-    fn get_element(&self, key: &Key, element: Element<'_>, user: &str) -> Reply {
+    fn get_element(&self, key: &Key, element: Part<'_>, user: &str) -> Reply {
         let Some(stored) = self.sessions.get(key) else {
             return Reply::not_found("session not found");
         };
         let doc = &stored.doc;
         let found = match element {
-            Element::Member(Member::Me) => {
-                member_key(doc, user).and_then(|k| field(doc, "members").get(k))
-            }
-            Element::Member(Member::Index(i)) => field(doc, "members").get(i.to_string()),
-            Element::Server(name) => field(doc, "servers").get(name),
-            Element::Properties => doc.get("properties"),
+            Part::Me => member_key(doc, user).and_then(|k| field(doc, "members").get(k)),
+            Part::Member(i) => field(doc, "members").get(i.to_string()),
+            Part::Server(name) => field(doc, "servers").get(name),
+            Part::Properties => doc.get("properties"),
         };
         match found {
             Some(value) => Reply::json(StatusCode::OK, value).with_etag(&stored.etag),
@@ -313,13 +316,13 @@ impl Store {
         &mut self,
         key: &Key,
         template: &str,
-        element: Element<'_>,
+        element: Part<'_>,
         req: &Request<'_>,
     ) -> Reply {
         let delta = match element {
-            Element::Member(Member::Me) => json!({"members": {"me": null}}),
-            Element::Server(name) => json!({"servers": {name: null}}),
-            Element::Member(Member::Index(i)) => match self.sessions.get(key) {
+            Part::Me => json!({"members": {"me": null}}),
+            Part::Server(name) => json!({"servers": {name: null}}),
+            Part::Member(i) => match self.sessions.get(key) {
                 None => return Reply::not_found("session not found"),
                 Some(stored) => match field(&stored.doc, "members").get(i.to_string()) {
                     None => json!({}),
@@ -334,7 +337,7 @@ impl Store {
                     }
                 },
             },
-            Element::Properties => return Reply::not_allowed("GET, PUT"),
+            Part::Properties => return Reply::not_allowed("GET, PUT"),
         };
         let delta = delta.as_object().cloned().unwrap_or_default();
         self.write(key, template, req, &delta, Mode::Delete)
@@ -428,23 +431,31 @@ impl Store {
         reply
     }
 
-    fn on_handle(&mut self, req: &Request<'_>) -> Reply {
-        let segments = segments(req.path);
-        match (req.method.as_str(), &segments[1..]) {
-            ("POST", []) => self.create_handle(req.body),
-            ("GET", [id]) => match self.handles.get(*id) {
+    fn on_handles(&mut self, req: &Request<'_>) -> Reply {
+        match req.method.as_str() {
+            "POST" => self.create_handle(req.body),
+            _ => Reply::not_allowed("POST"),
+        }
+    }
+
+    fn on_handle(&mut self, id: &str, req: &Request<'_>) -> Reply {
+        match req.method.as_str() {
+            "GET" => match self.handles.get(id) {
                 Some(handle) => Reply::json(StatusCode::OK, handle),
                 None => Reply::not_found("handle not found"),
             },
-            ("DELETE", [id]) => match self.handles.remove(*id) {
+            "DELETE" => match self.handles.remove(id) {
                 Some(_) => Reply::empty(StatusCode::NO_CONTENT),
                 None => Reply::not_found("handle not found"),
             },
-            ("GET", [id, s]) if s.eq_ignore_ascii_case("session") => self.handle_session(id),
-            (_, []) => Reply::not_allowed("POST"),
-            (_, [_]) => Reply::not_allowed("GET, DELETE"),
-            (_, [_, s]) if s.eq_ignore_ascii_case("session") => Reply::not_allowed("GET"),
-            _ => Reply::not_found("no such resource"),
+            _ => Reply::not_allowed("GET, DELETE"),
+        }
+    }
+
+    fn on_handle_session(&self, id: &str, req: &Request<'_>) -> Reply {
+        match req.method.as_str() {
+            "GET" => self.handle_session(id),
+            _ => Reply::not_allowed("GET"),
         }
     }
 
@@ -487,24 +498,18 @@ impl Store {
         }
     }
 
-    fn on_query(&self, req: &Request<'_>) -> Reply {
-        let segments = segments(req.path);
-        if segments[0].eq_ignore_ascii_case("handles") {
-            return match (req.method.as_str(), segments.len()) {
-                ("POST", 2) => {
-                    let results: Vec<&Value> = self.handles.values().collect();
-                    Reply::json(StatusCode::OK, &json!({ "results": results }))
-                }
-                (_, 2) => Reply::not_allowed("POST"),
-                _ => Reply::not_found("no such resource"),
-            };
+    fn on_handle_query(&self, req: &Request<'_>) -> Reply {
+        if req.method != Method::POST {
+            return Reply::not_allowed("POST");
         }
+        let results: Vec<&Value> = self.handles.values().collect();
+        Reply::json(StatusCode::OK, &json!({ "results": results }))
+    }
+
+    fn on_session_query(&self, scid: &str, template: Option<&str>, req: &Request<'_>) -> Reply {
         if req.method != Method::GET {
             return Reply::not_allowed("GET");
         }
-        // `/serviceconfigs/{scid}/sessions` or `.../sessionTemplates/{t}/sessions`.
-        let scid = segments[1];
-        let template = (segments.len() == 5).then(|| segments[3]);
         if template.is_some_and(|t| !self.knows(t)) {
             return Reply::not_found("unknown session template");
         }
@@ -529,24 +534,26 @@ fn on_batch(req: &Request<'_>) -> Reply {
 
 /// Submitting a matchmaking ticket is MPSD's one asynchronous operation:
 /// 202, the ticket "completes later". The sim tracks no tickets.
-fn on_matchmaking(req: &Request<'_>) -> Reply {
-    let hopper = segments(req.path).len() == 4;
-    match (req.method.as_str(), hopper) {
-        ("POST", true) => Reply {
+fn on_hopper(req: &Request<'_>) -> Reply {
+    match req.method.as_str() {
+        "POST" => Reply {
             content_type: Some(TEXT),
             ..Reply::empty(StatusCode::ACCEPTED)
         },
-        (_, true) => Reply::not_allowed("POST"),
-        (_, false) => Reply::not_found("ticket not found"),
+        _ => Reply::not_allowed("POST"),
     }
 }
 
-fn segments(path: &str) -> Vec<&str> {
-    let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.is_empty() {
-        segments.push("");
+/// A hopper's statistics. The sim matches nobody, so its hoppers are
+/// always empty: no one waiting, no estimate.
+fn on_hopper_stats(req: &Request<'_>) -> Reply {
+    match req.method.as_str() {
+        "GET" => Reply::json(
+            StatusCode::OK,
+            &json!({"estimatedWaitTime": 0, "population": 0}),
+        ),
+        _ => Reply::not_allowed("GET"),
     }
-    segments
 }
 
 fn session_ref(value: Option<&Value>) -> Option<(&str, &str, &str)> {
@@ -606,12 +613,12 @@ fn parse_object(body: &[u8]) -> Result<Object, Reply> {
 }
 
 /// An element PUT is the session delta that names only that element.
-fn element_delta(element: Element<'_>, body: &[u8]) -> Result<Object, Reply> {
+fn element_delta(element: Part<'_>, body: &[u8]) -> Result<Object, Reply> {
     let body = parse_json(body)?;
     let delta = match element {
-        Element::Member(_) => json!({"members": {"me": body}}),
-        Element::Server(name) => json!({"servers": {name: body}}),
-        Element::Properties => json!({"properties": body}),
+        Part::Me | Part::Member(_) => json!({"members": {"me": body}}),
+        Part::Server(name) => json!({"servers": {name: body}}),
+        Part::Properties => json!({"properties": body}),
     };
     Ok(delta.as_object().cloned().unwrap_or_default())
 }
