@@ -149,7 +149,7 @@ pub fn etag(data: &[u8]) {
     }
     if let Some((_, session_uri)) = conditional_write(&req) {
         assert!(matches!(*req.method(), Method::PUT | Method::DELETE));
-        assert!(Target::parse(session_uri.path()).session().is_some());
+        assert!(Target::parse(session_uri.path()).session_path().is_some());
     }
 }
 

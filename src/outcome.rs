@@ -8,7 +8,7 @@
 //! | status | split | outcome |
 //! |---|---|---|
 //! | 200 / 201 / 202 | | [`Ok`](Outcome::Ok) / [`Created`](Outcome::Created) / [`Accepted`](Outcome::Accepted) |
-//! | 204 | GET of a session | [`SessionMissing`](Outcome::SessionMissing) |
+//! | 204 | GET of a session (its URI or a handle's `/session`) | [`SessionMissing`](Outcome::SessionMissing) |
 //! | 204 | GET of an element | [`ElementMissing`](Outcome::ElementMissing) |
 //! | 204 | PUT of a session | [`SessionDeleted`](Outcome::SessionDeleted) |
 //! | 204 | PUT or DELETE of an element | [`ElementGone`](Outcome::ElementGone) |

@@ -67,14 +67,20 @@ pub enum Target<'a> {
     Session(SessionId<'a>),
     /// An element under a session.
     Element(SessionId<'a>, Element<'a>),
-    /// `/handles`, `/handles/{id}`, `/handles/{id}/session`.
+    /// `/handles/{id}/session`: the session a handle points at, read and
+    /// written there as at its own URI (same 204 and 412 rules). Its kind
+    /// is [`TargetKind::Session`].
+    HandleSession(&'a str),
+    /// `/handles`, `/handles/{id}`.
     Handle,
     /// A session query (`/serviceconfigs/{scid}/sessions`, or a template's
     /// `sessions` without a name) or a handle query (`/handles/query`).
     Query,
     /// A batch request (`.../batch`).
     Batch,
-    /// A matchmaking hopper or ticket (`/serviceconfigs/{scid}/hoppers/...`).
+    /// A matchmaking hopper, its stats or a ticket
+    /// (`/serviceconfigs/{scid}/hoppers/{hopper}`, `.../stats`,
+    /// `.../tickets/{id}`).
     Matchmaking,
     /// Anything else.
     Other,
@@ -84,7 +90,7 @@ pub enum Target<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TargetKind {
-    /// A whole session.
+    /// A whole session, by its own URI or through a handle.
     Session,
     /// `members/{me|index}` of a session.
     Member,
@@ -124,9 +130,13 @@ impl<'a> Target<'a> {
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         let first = segments.next().unwrap_or_default();
         if first.eq_ignore_ascii_case("handles") {
-            return match segments.next() {
-                Some(s) if s.eq_ignore_ascii_case("query") => Target::Query,
-                _ => Target::Handle,
+            return match (segments.next(), segments.next(), segments.next()) {
+                (Some(q), None, _) if q.eq_ignore_ascii_case("query") => Target::Query,
+                (Some(id), Some(s), None) if s.eq_ignore_ascii_case("session") => {
+                    Target::HandleSession(id)
+                }
+                (None | Some(_), None, _) => Target::Handle,
+                _ => Target::Other,
             };
         }
         if !first.eq_ignore_ascii_case("serviceconfigs") {
@@ -147,8 +157,12 @@ impl<'a> Target<'a> {
         match rest {
             [Some(s), None, ..] if is(Some(s), "sessions") => Target::Query,
             [Some(s), None, ..] if is(Some(s), "batch") => Target::Batch,
-            [Some(h), Some(_), None, ..] | [Some(h), Some(_), Some(_), Some(_), None, ..]
-                if is(Some(h), "hoppers") =>
+            [Some(h), Some(_), None, ..] if is(Some(h), "hoppers") => Target::Matchmaking,
+            [Some(h), Some(_), stats, None, ..] if is(Some(h), "hoppers") && is(stats, "stats") => {
+                Target::Matchmaking
+            }
+            [Some(h), Some(_), tickets, Some(_), None, ..]
+                if is(Some(h), "hoppers") && is(tickets, "tickets") =>
             {
                 Target::Matchmaking
             }
@@ -183,7 +197,7 @@ impl<'a> Target<'a> {
     /// The kind of this target.
     pub fn kind(&self) -> TargetKind {
         match self {
-            Target::Session(_) => TargetKind::Session,
+            Target::Session(_) | Target::HandleSession(_) => TargetKind::Session,
             Target::Element(_, Element::Member(_)) => TargetKind::Member,
             Target::Element(_, Element::Server(_)) => TargetKind::Server,
             Target::Element(_, Element::Properties) => TargetKind::Properties,
@@ -195,10 +209,22 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// The session this target names or lives under, if any.
+    /// The session this target names or lives under, if any. `None` for
+    /// [`Target::HandleSession`]: its SCID, template and name are not in
+    /// the URI (see [`Target::session_path`]).
     pub fn session(&self) -> Option<SessionId<'a>> {
         match self {
             Target::Session(id) | Target::Element(id, _) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The path that reads the whole session this target names or lives
+    /// under: the session's own URI, or the handle's `/handles/{id}/session`.
+    pub fn session_path(&self) -> Option<String> {
+        match self {
+            Target::Session(id) | Target::Element(id, _) => Some(id.path()),
+            Target::HandleSession(handle) => Some(format!("/handles/{handle}/session")),
             _ => None,
         }
     }
@@ -286,7 +312,17 @@ mod tests {
     fn other_resources() {
         assert_eq!(kind("/handles"), TargetKind::Handle);
         assert_eq!(kind("/handles/abc"), TargetKind::Handle);
-        assert_eq!(kind("/handles/abc/session"), TargetKind::Handle);
+        assert_eq!(kind("/handles/abc/session"), TargetKind::Session);
+        assert_eq!(kind("/Handles/abc/SESSION"), TargetKind::Session);
+        assert_eq!(
+            Target::parse("/handles/abc/session"),
+            Target::HandleSession("abc")
+        );
+        assert_eq!(
+            Target::parse("/handles/abc/session").session_path().as_deref(),
+            Some("/handles/abc/session")
+        );
+        assert_eq!(Target::parse("/handles/abc/session").session(), None);
         assert_eq!(kind("/handles/query"), TargetKind::Query);
         assert_eq!(kind("/serviceconfigs/x/sessions"), TargetKind::Query);
         assert_eq!(
@@ -301,6 +337,10 @@ mod tests {
         assert_eq!(kind("/serviceconfigs/x/hoppers/h"), TargetKind::Matchmaking);
         assert_eq!(
             kind("/serviceconfigs/x/hoppers/h/tickets/t"),
+            TargetKind::Matchmaking
+        );
+        assert_eq!(
+            kind("/serviceconfigs/x/hoppers/h/stats"),
             TargetKind::Matchmaking
         );
     }
@@ -321,6 +361,10 @@ mod tests {
             &format!("{S}/unknown"),
             &format!("{S}/members/me/extra/more"),
             "/other/thing",
+            "/handles/abc/other",
+            "/handles/abc/session/more",
+            "/serviceconfigs/x/hoppers/h/other",
+            "/serviceconfigs/x/hoppers/h/other/t",
         ] {
             assert_eq!(kind(p), TargetKind::Other, "{p}");
         }

@@ -35,8 +35,8 @@ pub(crate) fn conditional_write<B>(req: &Request<B>) -> Option<(Condition, Uri)>
     } else {
         return None;
     };
-    let session = Target::parse(req.uri().path()).session()?;
-    let mut uri = Uri::builder().path_and_query(session.path());
+    let session = Target::parse(req.uri().path()).session_path()?;
+    let mut uri = Uri::builder().path_and_query(session);
     if let Some(scheme) = req.uri().scheme() {
         uri = uri.scheme(scheme.clone());
     }

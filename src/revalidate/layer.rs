@@ -228,12 +228,12 @@ fn cache_key(uri: &Uri, headers: &HeaderMap) -> String {
 /// The session a URI names or lives under, as a key that every spelling of
 /// its path shares (writes drop all reads of it, for every user).
 fn session_group(uri: &Uri) -> Option<String> {
-    let id = Target::parse(uri.path()).session()?;
+    let session = Target::parse(uri.path()).session_path()?;
     let authority = uri.authority().map_or("", |a| a.as_str());
     Some(format!(
         "{}\n{}",
         authority.to_ascii_lowercase(),
-        id.path().to_ascii_lowercase()
+        session.to_ascii_lowercase()
     ))
 }
 
