@@ -92,6 +92,12 @@ pub struct MpsdSuccess {
 }
 
 /// Why an MPSD call did not succeed.
+///
+/// `Display` shows the outcome and, for a plain-text answer, the server's
+/// message (trimmed, at most 200 characters, control characters replaced):
+/// `mpsd answered 403 forbidden: "not allowed"`. A session or other JSON
+/// body is never shown: it may hold more than a message (other members and
+/// their properties); match [`MpsdError::Status`] for it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MpsdError {
@@ -131,9 +137,43 @@ impl MpsdError {
     }
 }
 
+/// The most characters of a server's message that [`MpsdError`]'s
+/// `Display` shows: a sentence or two, enough to say why, short enough for
+/// one log line.
+const SHOWN_MESSAGE_CHARS: usize = 200;
+
+/// Writes `message` for a log line: trimmed, at most `max` characters (cut
+/// with "…"), line breaks and tabs as spaces, other control and bidi
+/// characters (which could forge or reorder log lines) as U+FFFD.
+fn write_message(f: &mut fmt::Formatter<'_>, message: &str, max: usize) -> fmt::Result {
+    use fmt::Write;
+    let mut chars = message.trim().chars();
+    for c in chars.by_ref().take(max) {
+        f.write_char(match c {
+            '\n' | '\r' | '\t' => ' ',
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })?;
+    }
+    if chars.next().is_some() {
+        f.write_char('…')?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for MpsdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Status {
+                outcome,
+                payload: Payload::Message(message),
+                ..
+            } if !message.trim().is_empty() => {
+                write!(f, "mpsd answered {outcome}: \"")?;
+                write_message(f, message, SHOWN_MESSAGE_CHARS)?;
+                f.write_str("\"")
+            }
             Self::Status { outcome, .. } => write!(f, "mpsd answered {outcome}"),
             Self::BodyTooLarge { outcome, limit } => {
                 write!(f, "mpsd answered {outcome} with a body over {limit} bytes")
@@ -327,6 +367,80 @@ mod tests {
         ));
         let exact = response(200, &[], &[b'x'; 99]);
         assert!(read_response(exact, 99).await.is_ok());
+    }
+
+    fn status_error(outcome: Outcome, payload: Payload) -> MpsdError {
+        MpsdError::Status {
+            outcome,
+            etag: None,
+            payload,
+        }
+    }
+
+    #[test]
+    fn display_shows_the_servers_message() {
+        let err = status_error(Outcome::Forbidden, Payload::Message("not allowed\n".into()));
+        assert_eq!(
+            err.to_string(),
+            "mpsd answered 403 forbidden: \"not allowed\""
+        );
+        let blank = status_error(Outcome::Forbidden, Payload::Message(" \r\n".into()));
+        assert_eq!(blank.to_string(), "mpsd answered 403 forbidden");
+    }
+
+    #[test]
+    fn display_never_shows_a_json_body() {
+        let secret =
+            Bytes::from_static(br#"{"members":{"me":{"properties":{"password":"hunter2"}}}}"#);
+        for payload in [
+            Payload::Session(secret.clone()),
+            Payload::Json(secret),
+            Payload::Empty,
+        ] {
+            let shown = status_error(Outcome::SessionChanged, payload).to_string();
+            assert_eq!(shown, "mpsd answered 412 session_changed");
+        }
+    }
+
+    #[test]
+    fn display_bounds_a_long_message_on_a_char_boundary() {
+        // 'é' is two bytes: a byte cut at 200 would split one.
+        let long = "é".repeat(150) + &"x".repeat(150);
+        let shown = status_error(Outcome::Conflict, Payload::Message(long)).to_string();
+        let quoted = shown.split_once(": \"").unwrap().1;
+        let quoted = quoted.strip_suffix('"').unwrap();
+        assert_eq!(quoted.chars().count(), SHOWN_MESSAGE_CHARS + 1);
+        assert_eq!(quoted, "é".repeat(150) + &"x".repeat(50) + "…");
+        println!("long message shown as: {shown}");
+
+        let exact = "y".repeat(SHOWN_MESSAGE_CHARS);
+        let shown = status_error(Outcome::Conflict, Payload::Message(exact.clone())).to_string();
+        assert!(
+            shown.ends_with(&format!("\"{exact}\"")),
+            "no ellipsis at the limit"
+        );
+    }
+
+    #[test]
+    fn display_replaces_control_characters() {
+        let forged = "denied\r\nINFO admin logged in\u{1b}[2J\u{7f}\u{202e}txt.exe\0end";
+        let shown = status_error(Outcome::Forbidden, Payload::Message(forged.into())).to_string();
+        println!("control characters shown as: {shown}");
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(shown.ends_with(
+            "\"denied  INFO admin logged in\u{fffd}[2J\u{fffd}\u{fffd}txt.exe\u{fffd}end\""
+        ));
+    }
+
+    #[tokio::test]
+    async fn display_of_a_read_403_shows_its_message() {
+        let res = response(403, &[("content-type", "text/plain")], b"not allowed");
+        let err = read_response(res, 1024).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mpsd answered 403 forbidden: \"not allowed\""
+        );
+        println!("403: {err}");
     }
 
     #[tokio::test]
