@@ -7,7 +7,10 @@
 //! - `bare`: the inner service alone, a `tower::service_fn` answering 200;
 //! - `tower_retry`: tower's `Retry` with the hand-written status-checking
 //!   [`baseline::StatusPolicy`] around it (what a user writes today);
-//! - `classify`: `ClassifyLayer` alone around it;
+//! - each layer of the crate alone around it (`classify`, `logical`,
+//!   `retry`, `rebase` with `ResendDelta`, `replay`, `pace` with limits
+//!   the loop never reaches, `revalidate`), otherwise with its defaults,
+//!   so that the cost of each is visible;
 //! - `stack`: the recommended stack, `ServiceBuilder::new().mpsd()`.
 //!
 //! Each call is `ready()` then `call()`, driven by one poll
@@ -22,7 +25,8 @@
 //! allocates, the floor for any layer that must keep the request to replay
 //! it.
 //!
-//! `cargo bench --bench overhead` prints one `summary:` line per service.
+//! `cargo bench --bench overhead` prints one `summary:` line per service;
+//! each layer's line adds `added_ns` and `added_allocs` over `bare`.
 
 use std::alloc::System;
 use std::convert::Infallible;
@@ -39,6 +43,12 @@ use std::hint::black_box;
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::logical::LogicalLayer;
+use tower_mpsd::pace::{Limits, PaceLayer, Window};
+use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
+use tower_mpsd::replay::ReplayLayer;
+use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::revalidate::RevalidateLayer;
 use tower_mpsd::ServiceBuilderExt;
 
 mod baseline;
@@ -57,18 +67,24 @@ fn request() -> Request<Full<Bytes>> {
         .expect("a valid request")
 }
 
-/// The inner service: 200, empty body.
-fn bare() -> impl Service<
-    Request<Full<Bytes>>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
+/// The inner service: 200, empty body, whatever the request's body.
+fn bare<B>(
+) -> impl Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
+       + Clone
        + Send
        + 'static {
-    service_fn(|_req: Request<Full<Bytes>>| async {
+    service_fn(|_req: Request<B>| async {
         Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
     })
+}
+
+/// A `PaceLayer` whose windows (a million sends per millisecond) the
+/// bench never fills, so no request waits.
+fn unreached_pace() -> PaceLayer {
+    let window = Window::new(1_000_000, Duration::from_millis(1));
+    PaceLayer::new()
+        .limits(Limits::new(window, window))
+        .margin(Duration::ZERO)
 }
 
 /// One call through `svc`, which must complete in one poll.
@@ -141,7 +157,25 @@ fn main() {
         "tower_retry",
         tower::retry::Retry::new(baseline::StatusPolicy::new(), bare()),
     );
-    let classify_f = measure(&mut c, "classify", ClassifyLayer::new().layer(bare()));
+    let layers = [
+        measure(&mut c, "classify", ClassifyLayer::new().layer(bare())),
+        measure(
+            &mut c,
+            "logical",
+            LogicalLayer::new(Duration::from_secs(20), 5).layer(bare()),
+        ),
+        measure(&mut c, "retry", RetryLayer::new().layer(bare())),
+        measure(
+            &mut c,
+            "rebase",
+            RebaseLayer::new(ResendDelta).layer(bare()),
+        ),
+        measure(&mut c, "replay", ReplayLayer::new(64 << 10).layer(bare())),
+        // Limits no bench loop reaches: the cost of keeping the windows,
+        // not of waiting in them.
+        measure(&mut c, "pace", unreached_pace().layer(bare())),
+        measure(&mut c, "revalidate", RevalidateLayer::new().layer(bare())),
+    ];
     let stack_f = measure(
         &mut c,
         "stack",
@@ -156,10 +190,20 @@ fn main() {
     }
     let clone_allocs = region.change().allocations as f64 / ALLOC_CALLS as f64;
 
-    for f in [&bare_f, &retry_f, &classify_f] {
+    for f in [&bare_f, &retry_f] {
         println!(
             "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2}",
             f.name, f.ns_per_req, f.allocs_per_req
+        );
+    }
+    for f in &layers {
+        println!(
+            "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2} added_ns={:.1} added_allocs={:.2}",
+            f.name,
+            f.ns_per_req,
+            f.allocs_per_req,
+            f.ns_per_req - bare_f.ns_per_req,
+            f.allocs_per_req - bare_f.allocs_per_req,
         );
     }
     println!(

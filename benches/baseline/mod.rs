@@ -6,7 +6,8 @@
 //!   `ExponentialBackoff` and a shared `TpsBudget`. It ignores
 //!   `Retry-After` and shares no cooldown: the naive baseline.
 //! - [`sdk_call`] with an [`SdkGate`]: a re-creation of the retry policy of
-//!   Microsoft's own client SDK, as `../shared/DOMAIN.md` describes it.
+//!   Microsoft's own client SDK, as read from its source (backoff, the
+//!   `Retry-After` gate per API, no retry of session writes).
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
