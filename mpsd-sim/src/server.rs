@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -131,6 +131,10 @@ impl SimBuilder {
                 log: VecDeque::new(),
             }),
             max_body_bytes: self.max_body_bytes,
+            clock: Clock {
+                wall: SystemTime::now(),
+                started: Instant::now(),
+            },
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
@@ -267,6 +271,21 @@ impl SimHandle {
 struct Shared {
     state: Mutex<State>,
     max_body_bytes: usize,
+    clock: Clock,
+}
+
+/// The wall clock the store sees: the wall time at start plus the
+/// `tokio::time` elapsed since, so that on a paused clock the store's
+/// timestamps move with virtual time, and tests stay deterministic.
+struct Clock {
+    wall: SystemTime,
+    started: Instant,
+}
+
+impl Clock {
+    fn at(&self, at: Instant) -> SystemTime {
+        self.wall + at.saturating_duration_since(self.started)
+    }
 }
 
 impl Shared {
@@ -507,6 +526,7 @@ async fn route(shared: &Shared, meta: &Meta, req: Request<Incoming>) -> Response
         if_match: meta.if_match.as_deref(),
         if_none_match: meta.if_none_match.as_deref(),
         body: &body,
+        now: shared.clock.at(meta.at),
     };
     let reply = shared.lock().store.handle(&request);
     reply_response(reply)
@@ -528,7 +548,7 @@ fn respond(
 
 fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
     let mut res = respond(reply.status, reply.content_type, reply.body);
-    if let Some(etag) = reply.etag.and_then(|e| HeaderValue::try_from(e).ok()) {
+    if let Some(etag) = reply.etag.and_then(|e| HeaderValue::try_from(&*e).ok()) {
         res.headers_mut().insert(ETAG, etag);
     }
     if let Some(allow) = reply.allow {

@@ -1,8 +1,10 @@
 //! The session store: sessions, handles, delta merging, ETags and
 //! preconditions, as pure functions of a request that return a typed
-//! [`Reply`]. No I/O, no clock: the server feeds it and sends its replies.
+//! [`Reply`]. No I/O and no clock of its own: the server passes each
+//! request's wall-clock time in, and sends the replies.
 
 mod elements;
+mod filled;
 mod handles;
 mod members;
 mod merge;
@@ -10,8 +12,10 @@ mod reply;
 mod session;
 #[cfg(test)]
 mod testing;
+mod time;
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -35,6 +39,10 @@ pub(crate) struct Request<'a> {
     pub(crate) if_match: Option<&'a str>,
     pub(crate) if_none_match: Option<&'a str>,
     pub(crate) body: &'a [u8],
+    /// When the request arrived, by the wall clock (the server's start
+    /// time plus the `tokio::time` elapsed since, so paused-time tests see
+    /// virtual time here too).
+    pub(crate) now: SystemTime,
 }
 
 impl Request<'_> {
@@ -175,15 +183,34 @@ impl Store {
         format!("{a:016x}{b:016x}")
     }
 
-    fn new_doc(&mut self) -> Object {
+    /// A GUID-shaped id (MPSD's handle ids and branches look like
+    /// `cc74e398-3fcd-4819-9e31-853640347dd6`).
+    fn next_guid(&mut self) -> String {
+        let hex = self.next_hex();
+        let part = |range: std::ops::Range<usize>| &hex[range];
+        format!(
+            "{}-{}-{}-{}-{}",
+            part(0..8),
+            part(8..12),
+            part(12..16),
+            part(16..20),
+            part(20..32)
+        )
+    }
+
+    /// An empty session, created at `now`: `startTime` and `branch` (a
+    /// GUID fixed at creation) are set here and never change.
+    fn new_doc(&mut self, now: SystemTime) -> Object {
         let doc = json!({
             "contractVersion": 107,
             "correlationId": self.next_hex(),
+            "branch": self.next_guid(),
+            "startTime": time::rfc3339(now),
             "changeNumber": 0,
             "constants": {"system": {}, "custom": {}},
             "properties": {"system": {}, "custom": {}},
             "members": {},
-            "membersInfo": {"first": 0, "next": 0, "count": 0},
+            "membersInfo": {"first": 0, "next": 0, "count": 0, "accepted": 0, "active": 0},
             "servers": {},
         });
         match doc {

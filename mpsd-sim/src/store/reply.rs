@@ -10,12 +10,13 @@ pub(crate) const JSON: &str = "application/json";
 pub(crate) const TEXT: &str = "text/plain";
 
 /// What the store answers: everything the server needs to build a response.
+/// (Its strings are boxed `str`s, to keep `Result<_, Reply>` small.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) content_type: Option<&'static str>,
     pub(crate) body: Bytes,
-    pub(crate) etag: Option<String>,
+    pub(crate) etag: Option<Box<str>>,
     /// The `Allow` header of a 405.
     pub(crate) allow: Option<&'static str>,
 }
@@ -48,7 +49,7 @@ impl Reply {
     }
 
     pub(super) fn with_etag(mut self, etag: &str) -> Self {
-        self.etag = Some(etag.to_owned());
+        self.etag = Some(etag.into());
         self
     }
 

@@ -4,8 +4,10 @@
 use http::StatusCode;
 use serde_json::{Map, Value};
 
+use super::members::Writer;
 use super::merge::{field, merge};
 use super::reply::parse_object;
+use super::time::rfc3339;
 use super::{Key, Mode, Object, Reply, Request, Store, Stored};
 use crate::route::SessionPath;
 
@@ -61,9 +63,15 @@ impl Store {
         }
         let mut doc = match &current {
             Some(stored) => stored.doc.clone(),
-            None => self.new_doc(),
+            None => self.new_doc(req.now),
         };
-        if let Err(reply) = merge(&mut doc, delta, req.user) {
+        let now = rfc3339(req.now);
+        let writer = Writer {
+            user: req.user,
+            now: &now,
+            device_token: &self.next_hex(),
+        };
+        if let Err(reply) = merge(&mut doc, delta, &writer) {
             return reply;
         }
         self.commit(key, template, current, doc, req.nocommit(), mode)

@@ -1,5 +1,7 @@
 //! Helpers for the store's unit tests.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use http::Method;
 
 pub(crate) use http::StatusCode;
@@ -21,6 +23,25 @@ pub(crate) fn call_if(
     method: &str,
     path: &str,
     user: &str,
+    headers: (Option<&str>, Option<&str>),
+    body: &str,
+) -> Reply {
+    call_at(store, t0(), method, path, user, headers, body)
+}
+
+/// The time of every request unless a test says otherwise:
+/// 2023-11-14T22:13:20Z.
+pub(crate) fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+/// [`call_if`] at a given wall-clock time.
+pub(crate) fn call_at(
+    store: &mut Store,
+    now: SystemTime,
+    method: &str,
+    path: &str,
+    user: &str,
     (if_match, if_none_match): (Option<&str>, Option<&str>),
     body: &str,
 ) -> Reply {
@@ -37,6 +58,7 @@ pub(crate) fn call_if(
         if_match,
         if_none_match,
         body: body.as_bytes(),
+        now,
     })
 }
 
@@ -50,7 +72,7 @@ pub(crate) fn body(reply: &Reply) -> Value {
 }
 
 pub(crate) fn etag(reply: &Reply) -> String {
-    reply.etag.clone().expect("an ETag")
+    reply.etag.as_deref().expect("an ETag").to_owned()
 }
 
 pub(crate) fn assert_empty(reply: &Reply, status: u16) {

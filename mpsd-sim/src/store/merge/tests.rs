@@ -16,7 +16,16 @@ fn malformed_deltas_are_400() {
         r#"{"members":{"0":{}}}"#,
         r#"{"members":[]}"#,
         r#"{"members":{"me":1}}"#,
-        r#"{"members":{"me":{"roles":{}}}}"#,
+        // Unknown member keys, bad roles and role types, malformed reservations.
+        r#"{"members":{"me":{"gamertag":"x"}}}"#,
+        r#"{"members":{"me":{"roles":[]}}}"#,
+        r#"{"members":{"me":{"roles":{"t":1}}}}"#,
+        r#"{"members":{"reserve_0":{}}}"#,
+        r#"{"members":{"reserve_0":{"constants":{"system":{"xuid":1}}}}}"#,
+        r#"{"members":{"reserve_x":{}}}"#,
+        r#"{"members":{"me":{"constants":{"system":1}}}}"#,
+        r#"{"roleTypes":[]}"#,
+        r#"{"roleTypes":{"t":1}}"#,
         r#"{"servers":{"game":1}}"#,
         r#"{"servers":[]}"#,
     ] {

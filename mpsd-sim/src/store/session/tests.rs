@@ -19,7 +19,7 @@ fn create_read_update() {
     );
     assert_eq!(
         doc["membersInfo"],
-        json!({"first": 0, "next": 1, "count": 1})
+        json!({"first": 0, "next": 1, "count": 1, "accepted": 1, "active": 0})
     );
     assert_eq!(doc["servers"], json!({}));
     let tag = etag(&created);
@@ -215,4 +215,26 @@ fn read_only_sessions_refuse_non_members_with_the_session() {
         .status,
         200
     );
+}
+
+#[test]
+fn start_time_and_branch_are_fixed_at_creation() {
+    let mut s = store();
+    let later = t0() + std::time::Duration::from_millis(1500);
+    let created = body(&call(&mut s, "PUT", S, "a", JOIN));
+    assert_eq!(created["startTime"], "2023-11-14T22:13:20.0000000Z");
+    let branch = created["branch"].as_str().unwrap();
+    let groups: Vec<usize> = branch.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "{branch}");
+    let updated = body(&call_at(&mut s, later, "PUT", S, "b", (None, None), JOIN));
+    assert_eq!(
+        (&updated["startTime"], &updated["branch"]),
+        (&created["startTime"], &created["branch"])
+    );
+    assert_eq!(
+        updated["members"]["1"]["joinTime"],
+        "2023-11-14T22:13:21.5000000Z"
+    );
+    // The sim runs no timers, so there is never a `nextTimer`.
+    assert!(updated.get("nextTimer").is_none());
 }
