@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER,
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, ETAG, IF_MATCH,
+    IF_NONE_MATCH, LOCATION, RETRY_AFTER,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Frame;
@@ -554,6 +555,16 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
     if let Some(allow) = reply.allow {
         res.headers_mut()
             .insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    let paths = [
+        (CONTENT_LOCATION, reply.content_location),
+        (LOCATION, reply.location),
+    ];
+    for (name, path) in paths {
+        // A path with bytes a header cannot carry is left out.
+        if let Some(value) = path.and_then(|p| HeaderValue::try_from(&*p).ok()) {
+            res.headers_mut().insert(name, value);
+        }
     }
     res
 }

@@ -19,6 +19,11 @@ pub(crate) struct Reply {
     pub(crate) etag: Option<Box<str>>,
     /// The `Allow` header of a 405.
     pub(crate) allow: Option<&'static str>,
+    /// The `Content-Location` header: the session's own URI path, on
+    /// answers through `/handles/{id}/session`.
+    pub(crate) content_location: Option<Box<str>>,
+    /// The `Location` header: a created handle's URI path.
+    pub(crate) location: Option<Box<str>>,
 }
 
 impl Reply {
@@ -29,6 +34,8 @@ impl Reply {
             body: Bytes::new(),
             etag: None,
             allow: None,
+            content_location: None,
+            location: None,
         }
     }
 
