@@ -50,9 +50,15 @@ pub(crate) enum Route<'a> {
     /// `/handles/{id}/session`: the session a handle points at.
     HandleSession(&'a str),
     /// `/serviceconfigs/{scid}/hoppers/{hopper}`.
-    Hopper,
+    Hopper {
+        scid: &'a str,
+        hopper: &'a str,
+    },
     /// `/serviceconfigs/{scid}/hoppers/{hopper}/stats`.
-    HopperStats,
+    HopperStats {
+        scid: &'a str,
+        hopper: &'a str,
+    },
     /// `/serviceconfigs/{scid}/hoppers/{hopper}/tickets/{id}`.
     Ticket,
     Unknown,
@@ -79,8 +85,10 @@ fn under_scid<'a>(scid: &'a str, rest: &[&'a str]) -> Route<'a> {
             template: None,
         },
         [b] if word(b, "batch") => Route::Batch,
-        [h, _] if word(h, "hoppers") => Route::Hopper,
-        [h, _, s] if word(h, "hoppers") && word(s, "stats") => Route::HopperStats,
+        [h, hopper] if word(h, "hoppers") => Route::Hopper { scid, hopper },
+        [h, hopper, s] if word(h, "hoppers") && word(s, "stats") => {
+            Route::HopperStats { scid, hopper }
+        }
         [h, _, t, _] if word(h, "hoppers") && word(t, "tickets") => Route::Ticket,
         [t, template, rest @ ..] if word(t, "sessiontemplates") => {
             under_template(scid, template, rest)
@@ -186,10 +194,19 @@ mod tests {
             route("/serviceconfigs/c/sessionTemplates/T/batch"),
             Route::Batch
         );
-        assert_eq!(route("/serviceconfigs/c/hoppers/h"), Route::Hopper);
+        assert_eq!(
+            route("/serviceconfigs/c/hoppers/h"),
+            Route::Hopper {
+                scid: "c",
+                hopper: "h"
+            }
+        );
         assert_eq!(
             route("/serviceconfigs/c/hoppers/h/stats"),
-            Route::HopperStats
+            Route::HopperStats {
+                scid: "c",
+                hopper: "h"
+            }
         );
         assert_eq!(
             route("/serviceconfigs/c/hoppers/h/tickets/t"),

@@ -6,6 +6,7 @@
 mod elements;
 mod filled;
 mod handles;
+mod hoppers;
 mod members;
 mod merge;
 mod reply;
@@ -117,6 +118,8 @@ pub(crate) struct Store {
     templates: Vec<String>,
     sessions: BTreeMap<Key, Stored>,
     handles: BTreeMap<String, Value>,
+    /// Tickets submitted per (SCID, hopper); none ever completes.
+    tickets: BTreeMap<(String, String), u64>,
     /// One counter for ETags, correlation ids and handle ids, so an ETag is
     /// never reused, even after a session is deleted and re-created.
     counter: u64,
@@ -135,6 +138,7 @@ impl Store {
                 .collect(),
             sessions: BTreeMap::new(),
             handles: BTreeMap::new(),
+            tickets: BTreeMap::new(),
             counter: 0,
         }
     }
@@ -156,8 +160,8 @@ impl Store {
             Route::HandleQuery => self.on_handle_query(req),
             Route::SessionQuery { scid, template } => self.on_session_query(scid, template, req),
             Route::Batch => on_batch(req),
-            Route::Hopper => on_hopper(req),
-            Route::HopperStats => on_hopper_stats(req),
+            Route::Hopper { scid, hopper } => self.on_hopper(scid, hopper, req),
+            Route::HopperStats { scid, hopper } => self.on_hopper_stats(scid, hopper, req),
             Route::Ticket => Reply::not_found("ticket not found"),
             Route::Unknown => Reply::not_found("no such resource"),
         }
@@ -242,30 +246,6 @@ fn on_batch(req: &Request<'_>) -> Reply {
     match req.method.as_str() {
         "POST" => Reply::json(StatusCode::OK, &json!({"results": {}})),
         _ => Reply::not_allowed("POST"),
-    }
-}
-
-/// Submitting a matchmaking ticket is MPSD's one asynchronous operation:
-/// 202, the ticket "completes later". The sim tracks no tickets.
-fn on_hopper(req: &Request<'_>) -> Reply {
-    match req.method.as_str() {
-        "POST" => Reply {
-            content_type: Some(TEXT),
-            ..Reply::empty(StatusCode::ACCEPTED)
-        },
-        _ => Reply::not_allowed("POST"),
-    }
-}
-
-/// A hopper's statistics. The sim matches nobody, so its hoppers are
-/// always empty: no one waiting, no estimate.
-fn on_hopper_stats(req: &Request<'_>) -> Reply {
-    match req.method.as_str() {
-        "GET" => Reply::json(
-            StatusCode::OK,
-            &json!({"estimatedWaitTime": 0, "population": 0}),
-        ),
-        _ => Reply::not_allowed("GET"),
     }
 }
 
