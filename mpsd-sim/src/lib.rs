@@ -76,24 +76,83 @@
 //!
 //! ```json
 //! {"contractVersion":107,"correlationId":"<32 hex>","changeNumber":1,
+//!  "branch":"<GUID>","startTime":"2023-11-14T22:13:20.0000000Z",
 //!  "constants":{"system":{},"custom":{}},"properties":{"system":{},"custom":{}},
-//!  "members":{"0":{"constants":{"system":{"xuid":"<userhash>"},"custom":{}},
-//!                  "properties":{"system":{},"custom":{}}}},
-//!  "membersInfo":{"first":0,"next":1,"count":1},"servers":{}}
+//!  "members":{"0":{"constants":{"system":{"xuid":"<userhash>","index":0},"custom":{}},
+//!                  "properties":{"system":{},"custom":{}},
+//!                  "gamertag":"Player<last 4>","joinTime":"<RFC 3339>",
+//!                  "activeTitleId":"1234567890","deviceToken":"<32 hex>",
+//!                  "nat":"open","turn":false,"next":1}},
+//!  "membersInfo":{"first":0,"next":1,"count":1,"accepted":1,"active":0},
+//!  "hostCandidates":["<deviceToken>"],"servers":{}}
 //! ```
 //!
 //! Members are keyed by index (from `membersInfo.next`, never reused); a
 //! member's identity is its `constants.system.xuid`, the caller's user hash.
 //!
 //! - **PUT** merges a delta holding only `constants`, `properties`,
-//!   `members` and `servers` (anything else: 400). Constants are set once
-//!   (another value: 409); properties and servers merge as RFC 7396 JSON
-//!   merge-patch (`null` removes); `members` holds only `"me"`: an object
-//!   adds the caller if absent and merges its constants and properties,
-//!   `null` removes the caller. A result without members deletes the
-//!   session (or stores nothing) and answers 204; otherwise 201 (created) or
-//!   200 (updated) with the whole session and its new `ETag`. Every PUT that
-//!   stores bumps `changeNumber` and the `ETag`, even when nothing changed.
+//!   `members`, `servers` and `roleTypes` (anything else: 400). Constants
+//!   are set once (another value: 409); properties, servers and role types
+//!   merge as RFC 7396 JSON merge-patch (`null` removes). In `members`:
+//!   - `"me"`: an object adds the caller if absent (or takes the seat
+//!     reserved for it) and merges its `constants`, `properties` and
+//!     `roles`; `null` removes the caller.
+//!   - `"reserve_0"`, `"reserve_1"`, ...: each reserves a seat for
+//!     `constants.system.xuid` (a string, else 400): a member at the next
+//!     index with `"reserved": true`, counted in `membersInfo.count` but
+//!     not in `accepted`. The caller is added first, then reservations in
+//!     numeric order. Reserving a user who is already a member (or already
+//!     reserved) changes nothing. When that user writes `"me"` it takes the
+//!     seat: same index, no `reserved`, and it is stamped as joining then.
+//!     A reservation may carry `constants`, `properties` and `roles`.
+//!   - A member's `constants.custom` and `properties.custom` may be any
+//!     JSON value, not only an object. A non-object constant is one value
+//!     set once (it may replace only the empty default `{}`); a non-object
+//!     property replaces the bag, and `null` empties it to `{}` (a choice).
+//!     The session's own `custom` bags stay objects.
+//!   - `roles` (`{"roleTypeName": "roleName"}`) is stored on the member and
+//!     merged as merge-patch. *Choice:* roles are not checked against
+//!     `roleTypes` (the simulator has no template to declare them).
+//!   - *Choice:* the service owns `constants.system.index`: a written one is
+//!     ignored (neither stored nor a conflict), so a client that echoes a
+//!     member it read keeps working.
+//!
+//!   A result without members deletes the session (or stores nothing) and
+//!   answers 204; otherwise 201 (created) or 200 (updated) with the whole
+//!   session and its new `ETag`. Every PUT that stores bumps `changeNumber`
+//!   and the `ETag`, even when nothing changed.
+//! - **Service-filled fields**, recomputed after every write:
+//!   - per member, stamped when it joins (a reserved seat has none of these
+//!     until it is taken, a choice): `joinTime`, `activeTitleId` (the fixed
+//!     title id `"1234567890"`), `deviceToken` (32 hex, stable for the
+//!     member), `nat` (`"open"`) and `turn` (`false`); from the start,
+//!     `gamertag` (*choice:* `"Player"` and the xuid's last four
+//!     characters: there is no profile service) and `constants.system`
+//!     `xuid` and `index` (`initialize` is kept as written);
+//!   - per member `next`: the index of the next member in index order, the
+//!     last one's being `membersInfo.next`;
+//!   - `membersInfo`: `first`, `next`, `count`, `accepted` (members not
+//!     reserved) and `active` (members whose `properties.system.active` is
+//!     `true`);
+//!   - `startTime` (creation) and `branch` (a GUID), fixed at creation;
+//!   - `hostCandidates`: the device tokens of the accepted members, in
+//!     index order (*choice:* MPSD ranks them by connection quality, which
+//!     the simulator does not measure);
+//!   - `initializing`, only while some member has
+//!     `constants.system.initialize: true`:
+//!     `{"stage":"joining","stageStartTime":..,"episode":1}` from the write
+//!     that brought the first such member (*choice:* no QoS is measured, so
+//!     the episode never moves on to later stages);
+//!   - `roleTypes` when set, with each declared role's `count` filled from
+//!     the members holding it (*choice*; roles no role type declares are
+//!     counted nowhere);
+//!   - no `nextTimer`: the simulator runs no timers (reservations,
+//!     inactivity and readiness never time out), so there is never one due.
+//!
+//!   Times are RFC 3339 UTC with seven fractional digits, as MPSD writes
+//!   them. The server's clock is the wall time at its start plus the
+//!   `tokio::time` elapsed since, so on a paused clock times move with
+//!   virtual time and differences between them are exact.
 //! - **`?nocommit=true`** answers 200 with what the merge would store, and
 //!   stores nothing: the `ETag` is the current one (or, for a session that
 //!   does not exist, a fresh one that matches nothing).
@@ -122,21 +181,60 @@
 //! - Other verbs (POST, PATCH, DELETE of a whole session) are 405
 //!   `text/plain` with an `Allow` header.
 //!
+//! # Handles
+//!
+//! - `POST /handles` with `{"type":..,"sessionRef":{"scid","templateName","name"}}`:
+//!   201 with the handle and `Location: /handles/{id}` (404 if the session
+//!   does not exist). A handle has a GUID `id`, `type`, `version`,
+//!   `sessionRef`, `ownerXuid` (the caller), `createTime` and `titleId`.
+//!   An invite (`"type":"invite"`) also has `invitedXuid` (from the
+//!   request; 400 if missing), `inviteAttributes` (as sent, default `{}`),
+//!   `senderXuid` (the caller) and `expiration`: its creation plus one hour
+//!   (*choice:* the docs do not give the lifetime). Handles never expire
+//!   or vanish on their own.
+//! - `GET /handles/{id}` (200 or 404), `DELETE /handles/{id}` (204 or 404).
+//! - `/handles/{id}/session` is the session the handle points at, read and
+//!   written as through the session's own URI: GET answers 200 with the
+//!   session and its `ETag`, 304 for a matching `If-None-Match`, and 204
+//!   when the session no longer exists; PUT is the same merge with the same
+//!   preconditions and statuses (a stale `If-Match` is 412 with the current
+//!   session, `If-None-Match: *` on an existing session 412 empty, a PUT
+//!   that removes the last member 204; like a session PUT, it re-creates a
+//!   session that is gone). Every answer once the handle is found carries
+//!   `Content-Location` with the session's own URI path,
+//!   `/serviceconfigs/{scid}/sessionTemplates/{template}/sessions/{name}`,
+//!   spelled as the handle's `sessionRef`. An unknown handle is 404; other
+//!   verbs 405.
+//! - `POST /handles/query?include=relatedInfo,customProperties,roleInfo`:
+//!   200 `{"results":[..]}`, the handles whose `type`, `sessionRef.scid`
+//!   and `ownerXuid` match the body's `type`, `scid` and `owners.xuids`,
+//!   when given (*choice:* `owners.people` and anything else in the body
+//!   are ignored, the simulator having no social graph; an empty body
+//!   filters nothing; a body that is not a JSON object is 400). Each
+//!   result is the handle plus, only when `include` names them (case
+//!   aside; the comma may be `%2C`) and the session still exists:
+//!   `relatedInfo` `{"visibility","joinRestriction","closed",
+//!   "maxMembersCount","membersCount"}` read from the session (defaults
+//!   `"open"`, `"none"`, `false`, `100`), `customProperties` (the session's
+//!   `properties.custom`) and `roleInfo` (`{"roleTypes":..}`).
+//!
 //! # Other resources
 //!
 //! - `GET /serviceconfigs/{scid}/sessions` and
 //!   `.../sessionTemplates/{template}/sessions`: 200
 //!   `{"results":[{"sessionRef":{"scid","templateName","name"}}]}`
 //!   (filters are ignored).
-//! - `POST /handles` with `{"type":..,"sessionRef":{"scid","templateName","name"}}`:
-//!   201 with the handle and its `id` (404 if the session does not exist);
-//!   `GET /handles/{id}` (200 or 404), `GET /handles/{id}/session`,
-//!   `DELETE /handles/{id}`; `POST /handles/query`: 200 with all handles.
 //! - `POST .../batch`: 200 `{"results":{}}`.
 //! - `POST /serviceconfigs/{scid}/hoppers/{hopper}` (submit a matchmaking
 //!   ticket) is MPSD's one asynchronous operation: 202 `text/plain` with no
-//!   body, the ticket "completes later". The simulator tracks no tickets, so
-//!   `.../hoppers/{hopper}/tickets/{id}` is always 404.
+//!   body, the ticket "completes later". The simulator only counts
+//!   tickets, so `.../hoppers/{hopper}/tickets/{id}` is always 404.
+//! - `GET .../hoppers/{hopper}/stats`: 200 with the hopper's name, as
+//!   `name` and `hopperName`, its wait time in seconds, as `waitTime` and
+//!   `estimatedWaitTime` (*choice:* a fixed 30, the docs' sample value:
+//!   nobody is ever matched, so there is no measured average), and
+//!   `population`, the tickets submitted to that hopper of that SCID (all
+//!   still waiting).
 //! - Anything else is 404 `text/plain`.
 //!
 //! Error bodies (400, 403, 404, 405, 409, 413) are short `text/plain`
