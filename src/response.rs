@@ -35,11 +35,11 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::body::{read_within, Read};
 use crate::outcome::{classify, BodyKind, Call, Outcome};
 use crate::target::TargetKind;
 use crate::BoxError;
@@ -271,9 +271,16 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ReadFailure::TooLarge),
+    // A poll loop of our own, not http-body-util's `Limited` and
+    // `collect()`: a future holding theirs cannot be proven `Send` when the
+    // body's error is `BoxError` (rustc loses the lifetime of the
+    // `Into<BoxError>` bound inside an async block), so a task that called
+    // `read_response` on such a body could not be spawned.
+    let mut body = std::pin::pin!(body);
+    let mut read = BytesMut::new();
+    match std::future::poll_fn(|cx| read_within(body.as_mut(), &mut read, limit, cx)).await {
+        Ok(Read::Whole(_)) => Ok(read.freeze()),
+        Ok(Read::OverCap) => Err(ReadFailure::TooLarge),
         Err(e) => Err(ReadFailure::Body(e)),
     }
 }
@@ -283,6 +290,22 @@ mod tests {
     use super::*;
     use http::StatusCode;
     use http_body_util::Full;
+
+    /// A task that reads a body whose error is `BoxError` can be spawned
+    /// (it could not while the read went through `Limited::collect`).
+    #[tokio::test]
+    async fn reading_a_boxed_body_can_be_spawned() {
+        use http_body_util::{combinators::BoxBody, BodyExt};
+        let body: BoxBody<Bytes, BoxError> =
+            Full::from("not allowed").map_err(|e| match e {}).boxed();
+        let res = Response::builder()
+            .status(403)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(body)
+            .unwrap();
+        let read = tokio::spawn(read_response(res, 1 << 10)).await.unwrap();
+        assert_eq!(read.unwrap_err().outcome(), Outcome::Forbidden);
+    }
 
     fn response(
         status: u16,
