@@ -79,6 +79,10 @@ pub struct Classify<S> {
     inner: S,
 }
 
+impl<S> Classify<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Classify<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,

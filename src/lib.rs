@@ -65,6 +65,7 @@ pub mod classify;
 pub mod fuzz_checks;
 pub mod identity;
 pub mod logical;
+mod macros;
 pub mod outcome;
 pub mod pace;
 pub mod rate_limit;

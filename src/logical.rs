@@ -241,6 +241,10 @@ pub struct Logical<S> {
     layer: LogicalLayer,
 }
 
+impl<S> Logical<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Logical<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,

@@ -101,6 +101,10 @@ pub struct Replay<S> {
     limit: usize,
 }
 
+impl<S> Replay<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 /// In the extensions of a request whose body was over the cap: it may be
 /// sent once only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -227,6 +227,10 @@ pub struct Pace<S> {
     table: Arc<Mutex<Table>>,
 }
 
+impl<S> Pace<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S: fmt::Debug> fmt::Debug for Pace<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pace")

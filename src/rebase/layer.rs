@@ -134,6 +134,10 @@ pub struct Rebase<S, P> {
     config: Config,
 }
 
+impl<S, P> Rebase<S, P> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S: fmt::Debug, P> fmt::Debug for Rebase<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rebase")

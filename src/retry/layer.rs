@@ -247,6 +247,10 @@ pub struct Retry<S> {
     shared: Shared,
 }
 
+impl<S> Retry<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S: fmt::Debug> fmt::Debug for Retry<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")

@@ -133,6 +133,10 @@ pub struct Revalidate<S> {
     shared: Shared,
 }
 
+impl<S> Revalidate<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S: fmt::Debug> fmt::Debug for Revalidate<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Revalidate")
