@@ -251,7 +251,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = LogicalFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -263,7 +263,7 @@ where
             max_attempts,
         } = self.layer;
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, deadline, max_attempts);
-        LogicalFuture {
+        ResponseFuture {
             inner: self.inner.call(req),
             owned: owner.then_some(logical),
         }
@@ -273,14 +273,14 @@ where
 pin_project! {
     /// The future of [`Logical`]: adds the history to the response.
     #[derive(Debug)]
-    pub struct LogicalFuture<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         owned: Option<LogicalRequest>,
     }
 }
 
-impl<F, B, E> Future for LogicalFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {

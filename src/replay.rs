@@ -135,7 +135,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ReplayFuture<S, B>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -146,7 +146,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
-        ReplayFuture {
+        ResponseFuture {
             state: State::Reading {
                 body: Some(Box::pin(body)),
                 head: Some((parts, inner)),
@@ -159,7 +159,7 @@ where
 
 pin_project! {
     /// The future of [`Replay`]: reads the body, then calls the inner service.
-    pub struct ReplayFuture<S, B>
+    pub struct ResponseFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
     {
@@ -188,16 +188,16 @@ pin_project! {
     }
 }
 
-impl<S, B> fmt::Debug for ReplayFuture<S, B>
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReplayFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, B> Future for ReplayFuture<S, B>
+impl<S, B> Future for ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
     S::Error: Into<BoxError>,

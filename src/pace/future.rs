@@ -42,7 +42,7 @@ impl std::error::Error for PaceExceeded {}
 pin_project! {
     /// The future of [`Pace`](super::Pace): waits for the request's slot if
     /// it has to, then calls the inner service.
-    pub struct PaceFuture<S, ReqBody>
+    pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -72,7 +72,7 @@ pin_project! {
     }
 }
 
-impl<S, ReqBody> PaceFuture<S, ReqBody>
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -98,7 +98,7 @@ where
     }
 }
 
-impl<S, ReqBody> fmt::Debug for PaceFuture<S, ReqBody>
+impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -108,11 +108,13 @@ where
             State::Calling { .. } => "calling",
             State::Failed { .. } => "failed",
         };
-        f.debug_struct("PaceFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
-impl<S, ReqBody> Future for PaceFuture<S, ReqBody>
+impl<S, ReqBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
     S::Error: Into<BoxError>,

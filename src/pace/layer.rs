@@ -7,7 +7,7 @@ use http::{HeaderMap, Request, Response, Uri};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::future::{PaceExceeded, PaceFuture};
+use super::future::{PaceExceeded, ResponseFuture};
 use super::limits::{Limits, Pattern, Table};
 use crate::backoff::Cause;
 use crate::logical::LogicalRequest;
@@ -246,7 +246,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = PaceFuture<S, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -254,7 +254,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(key) = (self.config.key)(req.uri(), req.headers()) else {
-            return PaceFuture::calling(self.inner.call(req));
+            return ResponseFuture::calling(self.inner.call(req));
         };
         let matched: Vec<usize> = self
             .config
@@ -278,15 +278,15 @@ where
             .unwrap_or_else(|e| e.into_inner())
             .reserve(&key, &matched, now, deadline);
         match reserved {
-            Ok(slot) if slot <= now => PaceFuture::calling(self.inner.call(req)),
+            Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req)),
             Ok(slot) => {
                 tracing::debug!(wait = ?(slot - now), "mpsd pace: waiting for a slot");
                 // The ready service waits with the request; a clone takes its place.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                PaceFuture::waiting(slot, inner, req)
+                ResponseFuture::waiting(slot, inner, req)
             }
-            Err(slot) => PaceFuture::failed(PaceExceeded::new(slot - now)),
+            Err(slot) => ResponseFuture::failed(PaceExceeded::new(slot - now)),
         }
     }
 }

@@ -102,6 +102,6 @@ mod future;
 mod layer;
 mod limits;
 
-pub use future::{PaceExceeded, PaceFuture};
+pub use future::{PaceExceeded, ResponseFuture};
 pub use layer::{default_pace_key, Pace, PaceKeyFn, PaceLayer};
 pub use limits::{Limits, Window};
