@@ -214,6 +214,7 @@ impl LogicalLayer {
     /// # Panics
     ///
     /// When `max_attempts` is zero.
+    #[track_caller]
     pub fn new(deadline: Duration, max_attempts: u32) -> Self {
         assert!(max_attempts > 0, "at least one attempt");
         Self {

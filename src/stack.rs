@@ -157,6 +157,7 @@ impl<R, V, P> MpsdLayer<R, V, P> {
     /// # Panics
     ///
     /// When `n` is zero.
+    #[track_caller]
     pub fn max_attempts(mut self, n: u32) -> Self {
         assert!(n > 0, "at least one attempt");
         self.max_attempts = Some(n);

@@ -135,9 +135,12 @@ impl PaceLayer {
     ///
     /// When `pattern` does not have that form (no leading `/`, a query
     /// string, or an invalid method).
+    #[track_caller]
     pub fn route(mut self, pattern: &str, limits: Limits) -> Self {
-        let parsed = Pattern::parse(pattern)
-            .unwrap_or_else(|| panic!("invalid pace route pattern {pattern:?}"));
+        // Not `unwrap_or_else`: the panic must point at the caller.
+        let Some(parsed) = Pattern::parse(pattern) else {
+            panic!("invalid pace route pattern {pattern:?}");
+        };
         self.config.routes.retain(|r| r.pattern != parsed);
         self.config.routes.push(Route {
             text: pattern.trim().to_owned(),

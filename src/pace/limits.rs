@@ -26,6 +26,7 @@ impl Window {
     /// # Panics
     ///
     /// When `max` is zero: such a window would never open.
+    #[track_caller]
     pub fn new(max: u32, period: Duration) -> Self {
         assert!(max > 0, "a window must admit at least one request");
         Self { max, period }

@@ -107,6 +107,7 @@ impl<P> RebaseLayer<P> {
     /// # Panics
     ///
     /// When `n` is zero.
+    #[track_caller]
     pub fn max_attempts(mut self, n: u32) -> Self {
         assert!(n > 0, "at least one attempt");
         self.config.max_attempts = n;

@@ -151,6 +151,7 @@ impl RetryLayer {
     /// # Panics
     ///
     /// When `n` is zero.
+    #[track_caller]
     pub fn max_attempts(mut self, n: u32) -> Self {
         assert!(n > 0, "at least one attempt");
         self.config.max_attempts = n;
