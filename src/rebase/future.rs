@@ -9,14 +9,14 @@ use futures_util::future::BoxFuture;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
-use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 use tower::util::rng::{HasherRng, Rng};
 use tower::{Service, ServiceExt};
 
-use super::layer::{Config, RebaseBody};
+use super::body::RebaseBody;
+use super::layer::Config;
 use super::policy::{Conflict, Decision, RebasePolicy};
 use super::rules::{current_session, rebase_head, reread, Condition, Unusable};
 use crate::logical::{GaveUp, LogicalRequest, Purpose};
@@ -149,7 +149,7 @@ where
         match self.project().kind.project() {
             KindProj::Through { future } => {
                 let res = ready!(future.poll(cx)).map_err(Into::into)?;
-                Poll::Ready(Ok(res.map(Either::Left)))
+                Poll::Ready(Ok(res.map(RebaseBody::inner)))
             }
             KindProj::Rebasing { future } => future.as_mut().poll(cx),
         }
@@ -168,7 +168,7 @@ impl Lost {
         tracing::debug!(?why, "mpsd rebase: handing the 412 back");
         // The body handed back is what was read; its length speaks for it.
         self.head.headers.remove(header::CONTENT_LENGTH);
-        let mut res = Response::from_parts(self.head, Either::Right(Full::new(self.body)));
+        let mut res = Response::from_parts(self.head, RebaseBody::read(self.body));
         res.extensions_mut().insert(why);
         res
     }
@@ -221,13 +221,13 @@ where
     };
     loop {
         if res.status() != StatusCode::PRECONDITION_FAILED {
-            return finish(res.map(Either::Left));
+            return finish(res.map(RebaseBody::inner));
         }
         round += 1;
         tracing::debug!(round, "mpsd rebase: the write lost a race");
         let Some(body) = sent_body.take() else {
             logical.gave_up(GaveUp::NotReplayable);
-            let mut res = res.map(Either::Left);
+            let mut res = res.map(RebaseBody::inner);
             res.extensions_mut().insert(NotRebased::BodyTooLarge);
             return finish(res);
         };

@@ -5,17 +5,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
+use super::body::RebaseBody;
 use super::future::{run, ResponseFuture};
 use super::policy::RebasePolicy;
 use super::rules::conditional_write;
 use crate::BoxError;
-
-/// The response body of [`Rebase`]: the inner service's, or bytes the layer
-/// read (a 412 it handed back after reading its session).
-pub type RebaseBody<B> = Either<B, Full<Bytes>>;
 
 /// Settings of a [`RebaseLayer`].
 #[derive(Debug, Clone, Copy)]

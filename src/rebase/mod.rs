@@ -78,6 +78,7 @@
 //! # }
 //! ```
 
+mod body;
 mod future;
 mod layer;
 pub mod policy;
@@ -85,5 +86,6 @@ pub(crate) mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use body::RebaseBody;
 pub use future::{NotRebased, RebaseError, ResponseFuture};
-pub use layer::{Rebase, RebaseBody, RebaseLayer};
+pub use layer::{Rebase, RebaseLayer};

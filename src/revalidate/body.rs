@@ -76,6 +76,15 @@ impl<B> RevalidateBody<B> {
     }
 }
 
+/// An empty body, whatever `B` is, so layers that answer on their own
+/// (tower-http's `TimeoutLayer`) can wrap a stack over a body without a
+/// `Default`, such as hyper's `Incoming`.
+impl<B> Default for RevalidateBody<B> {
+    fn default() -> Self {
+        Self::whole(Bytes::new(), None)
+    }
+}
+
 impl<B> fmt::Debug for RevalidateBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
@@ -211,6 +220,17 @@ mod tests {
         assert_eq!(b.frame().await.unwrap().unwrap_err().to_string(), "reset");
         assert!(b.frame().await.is_none());
         assert!(b.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn the_default_is_empty_without_a_default_inner_body() {
+        struct NoDefault;
+        let b = RevalidateBody::<NoDefault>::default();
+        assert_eq!(format!("{b:?}"), "RevalidateBody { kind: \"whole\", .. }");
+        let b = RevalidateBody::<Full<Bytes>>::default();
+        assert!(b.is_end_stream());
+        assert_eq!(b.size_hint().exact(), Some(0));
+        assert!(b.collect().await.unwrap().to_bytes().is_empty());
     }
 
     #[tokio::test]
