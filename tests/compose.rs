@@ -1,23 +1,26 @@
 //! The crate's types composing with the rest of the tower ecosystem, as a
 //! user would put them together: the recommended stack under tower-http's
-//! `TimeoutLayer`, and opened up again with the services' accessors.
-//! Against the simulator over real TCP, on paused time.
+//! `TimeoutLayer`, spawned and boxed with a closure policy, and opened up
+//! again with the services' accessors. Against the simulator over real
+//! TCP, on paused time.
 
 mod common;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 use mpsd_sim::Fault;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::timeout::TimeoutLayer;
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::logical::{AttemptHistory, LogicalLayer, Purpose};
 use tower_mpsd::pace::PaceLayer;
-use tower_mpsd::rebase::policy::ResendDelta;
+use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision, ResendDelta};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::replay::ReplayLayer;
 use tower_mpsd::retry::RetryLayer;
@@ -93,6 +96,54 @@ async fn a_timeout_layer_wraps_the_recommended_stack() {
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     let purposes: Vec<_> = history.attempts.iter().map(|a| a.purpose).collect();
     assert_eq!(purposes, [Purpose::First, Purpose::Rebased]);
+}
+
+/// The stack a new user writes, a closure for its policy, over a hyper
+/// client: moved into `tokio::spawn` from an `async` block and boxed as a
+/// `BoxCloneSyncService`, with no annotation beyond `&Conflict<'_>`.
+#[tokio::test(start_paused = true)]
+async fn a_stack_with_a_closure_policy_is_spawned_and_boxed() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "closure");
+    let stale = create(
+        &uri,
+        "alice",
+        json!({"properties": {"custom": {"count": 1}}}),
+    )
+    .await;
+    common::send(request(Method::PUT, &uri).json(json!({"properties": {"custom": {"count": 41}}})))
+        .await;
+    let stack = MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(|c: &Conflict<'_>| {
+        let count = c.session["properties"]["custom"]["count"]
+            .as_u64()
+            .unwrap_or(0);
+        let delta = json!({"properties": {"custom": {"count": count + 1}}});
+        Ok(Decision::Retry(Bytes::from(delta.to_string())))
+    })));
+    let client = ServiceBuilder::new()
+        .mpsd_with(stack)
+        .service(http_client());
+
+    let put = request(Method::PUT, &uri)
+        .header(header::IF_MATCH, &stale)
+        .json(json!({"properties": {"custom": {"count": 2}}}))
+        .build();
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move { client.oneshot(put).await }
+    });
+    let res = task.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let session: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(session["properties"]["custom"]["count"], 42);
+
+    let boxed = BoxCloneSyncService::new(client);
+    let res = tokio::spawn(boxed.oneshot(request(Method::GET, &uri).build()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 /// Every service of the crate hands its inner service back.
