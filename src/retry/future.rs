@@ -14,6 +14,7 @@ use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, Ticket};
+use super::error::{callers_mistake, InvalidUri};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
@@ -141,6 +142,8 @@ where
 pin_project! {
     #[project = StateProj]
     enum State<F> {
+        // The URI cannot be sent anywhere: refused before anything else.
+        Invalid { error: InvalidUri },
         // Passing the cooldown of key `index`, then the next.
         Admit { index: usize },
         // Sleeping, then passing the cooldown of key `then_admit`.
@@ -192,7 +195,10 @@ where
         let safe = (config.retry_transient)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();
-        shared.budget.deposit();
+        let invalid = InvalidUri::check(req.uri()).err();
+        if invalid.is_none() {
+            shared.budget.deposit();
+        }
         let attempts = Attempts {
             svc,
             req,
@@ -213,7 +219,10 @@ where
         };
         Self {
             attempts,
-            state: State::Admit { index: 0 },
+            state: match invalid {
+                None => State::Admit { index: 0 },
+                Some(error) => State::Invalid { error },
+            },
         }
     }
 }
@@ -231,6 +240,12 @@ where
         let me = this.attempts;
         loop {
             let next = match this.state.as_mut().project() {
+                StateProj::Invalid { error } => {
+                    let error = error.clone();
+                    this.state.set(State::Done);
+                    tracing::debug!(%error, "mpsd retry: refused before sending");
+                    return Poll::Ready(Err(error.into()));
+                }
                 StateProj::Admit { index } => {
                     let index = *index;
                     if index == 2 || me.shared.cooldowns.is_empty() {
@@ -526,9 +541,13 @@ where
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
         let config = &self.shared.config;
+        // No retry mends the caller's mistake (see `callers_mistake`).
+        let mended = |e: &BoxError| !callers_mistake(&**e);
         let wanted = match &outcome {
             Some(o) => cause(o, self.safe),
-            None if self.safe && unsent.is_none() => Some((Cause::Transient, None)),
+            None if self.safe && unsent.is_none() && result.as_ref().err().is_some_and(mended) => {
+                Some((Cause::Transient, None))
+            }
             None => None,
         }
         .filter(|(c, _)| config.handles(*c));

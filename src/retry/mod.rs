@@ -30,6 +30,10 @@
 //!   errors of the inner service are retried only for GET, HEAD and OPTIONS
 //!   by default: an MPSD PUT is a merge the server may have applied, and a
 //!   replay could undo a write made in between. 202 is never retried.
+//! - **Caller's mistakes**: a URI without a scheme or an authority is
+//!   refused at once with [`InvalidUri`], sending nothing; an error that is
+//!   the caller's (a `hyper::Error` with `is_user()`, such as a request body
+//!   that failed) is handed back, never retried.
 //! - **Bodies**: the request body must be `Clone` (e.g.
 //!   `http_body_util::Full<Bytes>`) to be replayed; put a
 //!   [`ReplayLayer`](crate::replay::ReplayLayer) outside this layer for any
@@ -86,6 +90,7 @@
 //! ```
 
 mod cooldown;
+mod error;
 mod future;
 mod layer;
 mod stats;
@@ -93,6 +98,7 @@ mod stats;
 mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
+pub use error::InvalidUri;
 pub(crate) use future::refused_until;
 pub use future::{AttemptTimedOut, CoolingDown, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
