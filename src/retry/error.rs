@@ -1,11 +1,17 @@
 //! The errors of a logical request that the retry layer adds, and the pure
-//! rules that decide them: which URIs can be sent, and which errors are the
-//! caller's mistake.
+//! rules that decide them: which URIs can be sent, which errors are the
+//! caller's mistake, and which errors carry the attempt history.
 
 use std::error::Error;
 use std::fmt;
 
 use http::Uri;
+
+use super::future::{AttemptTimedOut, CoolingDown};
+use crate::logical::AttemptHistory;
+use crate::pace::PaceExceeded;
+use crate::rebase::RebaseError;
+use crate::BoxError;
 
 /// A request was refused before anything was sent: its URI has no scheme
 /// or no authority (`/serviceconfigs/…` instead of
@@ -76,10 +82,80 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
+/// A logical request ended in an error of the inner service (a connection
+/// refused or reset, a body the client could not send), after the attempts
+/// in [`history`](Self::history).
+///
+/// The retry layer wraps every such error in this one type, so that the
+/// history is there whatever the client; [`Error::source`] is the inner
+/// service's error, and [`into_parts`](Self::into_parts) gives it back
+/// owned. This crate's own errors ([`CoolingDown`], [`AttemptTimedOut`],
+/// [`PaceExceeded`], [`InvalidUri`], [`RebaseError`]) are not wrapped: they
+/// say what happened themselves, and downcast directly.
+///
+/// `Display` does not repeat the source's message: walk
+/// [`source`](Error::source) (or print with `anyhow`'s `{:#}`) for it.
+#[derive(Debug)]
+pub struct RequestFailed {
+    source: BoxError,
+    history: AttemptHistory,
+}
+
+impl RequestFailed {
+    /// Every attempt of the logical request, and why the layers stopped if
+    /// they gave up.
+    pub fn history(&self) -> &AttemptHistory {
+        &self.history
+    }
+
+    /// The inner service's error and the history.
+    pub fn into_parts(self) -> (BoxError, AttemptHistory) {
+        (self.source, self.history)
+    }
+
+    /// Wraps `error` with `history`, unless it is one of this crate's own
+    /// errors; an error already wrapped (by a retry layer further in) takes
+    /// the newer history.
+    pub(crate) fn wrap(error: BoxError, history: impl FnOnce() -> AttemptHistory) -> BoxError {
+        let own = error.is::<CoolingDown>()
+            || error.is::<AttemptTimedOut>()
+            || error.is::<PaceExceeded>()
+            || error.is::<InvalidUri>()
+            || error.is::<RebaseError>();
+        if own {
+            return error;
+        }
+        let source = match error.downcast::<Self>() {
+            Ok(wrapped) => wrapped.source,
+            Err(error) => error,
+        };
+        Box::new(Self {
+            source,
+            history: history(),
+        })
+    }
+}
+
+impl fmt::Display for RequestFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.history.attempts.len();
+        let s = if n == 1 { "" } else { "s" };
+        write!(f, "mpsd request failed after {n} attempt{s}")
+    }
+}
+
+impl Error for RequestFailed {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::BoxError;
+    use crate::logical::{Attempt, Purpose};
 
     #[test]
     fn only_absolute_uris_pass() {
@@ -127,5 +203,42 @@ mod tests {
             std::io::ErrorKind::ConnectionReset,
         ))));
         assert!(!callers_mistake(&*reset));
+    }
+
+    fn history(n: usize) -> AttemptHistory {
+        let mut history = AttemptHistory::default();
+        let attempt = Attempt {
+            purpose: Purpose::First,
+            sent_after: Duration::ZERO,
+            waited: Duration::ZERO,
+            outcome: None,
+        };
+        history.attempts = vec![attempt; n];
+        history
+    }
+
+    #[test]
+    fn foreign_errors_are_wrapped_once_and_own_errors_not_at_all() {
+        let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        let once = RequestFailed::wrap(io, || history(1));
+        let twice = RequestFailed::wrap(once, || history(2));
+        let failed = twice.downcast_ref::<RequestFailed>().unwrap();
+        assert_eq!(failed.history().attempts.len(), 2, "the newer history");
+        assert_eq!(failed.to_string(), "mpsd request failed after 2 attempts");
+        let source = failed.source().unwrap();
+        assert!(
+            source.is::<std::io::Error>(),
+            "the inner error, unwrapped once: {source:?}"
+        );
+
+        let cooling: BoxError = CoolingDown {
+            retry_in: Duration::from_secs(1),
+            attempts: 0,
+        }
+        .into();
+        let kept = RequestFailed::wrap(cooling, || unreachable!("own errors are not wrapped"));
+        assert!(kept.is::<CoolingDown>());
+        let paced: BoxError = PaceExceeded::new(Duration::from_secs(1)).into();
+        assert!(RequestFailed::wrap(paced, || history(1)).is::<PaceExceeded>());
     }
 }

@@ -14,7 +14,7 @@ use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, Ticket};
-use super::error::{callers_mistake, InvalidUri};
+use super::error::{callers_mistake, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
@@ -289,7 +289,7 @@ where
                     },
                     Poll::Ready(Err(e)) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(Err(e.into()));
+                        return Poll::Ready(Err(me.with_history(e.into())));
                     }
                     Poll::Pending => {
                         if deadline.is_none() {
@@ -634,12 +634,25 @@ where
     }
 
     /// Hands the answer back; the layer that made the logical request puts
-    /// its history in the response.
+    /// its history in the response. An error of the inner service gets the
+    /// history so far, from any layer (see [`RequestFailed`]).
     fn finish(&self, result: Finished<R>) -> Finished<R> {
-        let mut res = result?;
+        let mut res = result.map_err(|e| self.with_history(e))?;
         if self.owner {
             res.extensions_mut().insert(self.logical.take_history());
         }
         Ok(res)
+    }
+
+    /// `error` in a [`RequestFailed`] with the history, unless it is one of
+    /// this crate's own errors.
+    fn with_history(&self, error: BoxError) -> BoxError {
+        RequestFailed::wrap(error, || {
+            if self.owner {
+                self.logical.take_history()
+            } else {
+                self.logical.history()
+            }
+        })
     }
 }

@@ -34,6 +34,10 @@
 //!   refused at once with [`InvalidUri`], sending nothing; an error that is
 //!   the caller's (a `hyper::Error` with `is_user()`, such as a request body
 //!   that failed) is handed back, never retried.
+//! - **Errors**: an error of the inner service that ends the logical
+//!   request comes back as [`RequestFailed`], with the [`AttemptHistory`];
+//!   this crate's own errors are not wrapped. [`crate::error`] lists them
+//!   all.
 //! - **Bodies**: the request body must be `Clone` (e.g.
 //!   `http_body_util::Full<Bytes>`) to be replayed; put a
 //!   [`ReplayLayer`](crate::replay::ReplayLayer) outside this layer for any
@@ -98,7 +102,7 @@ mod stats;
 mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
-pub use error::InvalidUri;
+pub use error::{InvalidUri, RequestFailed};
 pub(crate) use future::refused_until;
 pub use future::{AttemptTimedOut, CoolingDown, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
