@@ -24,6 +24,11 @@
 //! [`retry_after`], [`rate_limit`], [`backoff`]). The `mpsd-sim` crate
 //! beside this one is an MPSD simulator on loopback for tests and demos.
 //!
+//! # Errors
+//!
+//! The services return [`BoxError`]; [`error`] lists every error it can
+//! hold, what each means, and how to downcast them.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -61,6 +66,7 @@ pub mod backoff;
 mod body;
 mod builder;
 pub mod classify;
+pub mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
 pub mod identity;

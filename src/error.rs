@@ -1,0 +1,100 @@
+//! Every error a caller can get from this crate's layers, in one place.
+//!
+//! The services return [`BoxError`](crate::BoxError): downcast it to one
+//! of these (they are re-exported here), or walk
+//! [`source`](std::error::Error::source) to the client's own error. Reading a response with
+//! [`read_response`](crate::response::read_response) returns the typed
+//! [`MpsdError`] instead.
+//!
+//! | error | from | what it means |
+//! |---|---|---|
+//! | [`RequestFailed`] | [`retry`](crate::retry) | the inner service (the HTTP client) failed: connection refused or reset, a body that could not be sent. It ends the logical request after the attempts in [`history()`](RequestFailed::history); its `source()` is the client's error |
+//! | [`InvalidUri`] | [`retry`](crate::retry) | the URI has no scheme or no authority; refused at once, nothing sent |
+//! | [`CoolingDown`] | [`retry`](crate::retry) | a cooldown for the endpoint (after a 503 or 429) lasts past the deadline: failed at once, nothing sent; retry in [`retry_in`](CoolingDown::retry_in) |
+//! | [`AttemptTimedOut`] | [`retry`](crate::retry) | no answer by the deadline; the server may have applied the request |
+//! | [`PaceExceeded`] | [`pace`](crate::pace) | MPSD's rate limit for the user leaves no slot before the deadline: failed at once, nothing sent |
+//! | [`RebaseError`] | [`rebase`](crate::rebase) | after a 412, the session was deleted, or the rebase policy failed |
+//! | [`AlreadySent`] | [`replay`](crate::replay) | a body over the replay cap was polled again after it was sent (found in a body's error, or in the source chain of a [`RequestFailed`]) |
+//! | [`MpsdError`] | [`response`](crate::response) | the answer is not a success (`Status`, with the outcome and the server's message or session), its body is over the cap, or it failed |
+//!
+//! Not errors: an answer the layers gave up retrying (a 503 past the
+//! deadline, a 412 the policy declined) comes back as the response, with
+//! an [`AttemptHistory`](crate::logical::AttemptHistory) and, for a 412,
+//! [`NotRebased`](crate::rebase::NotRebased) in its extensions.
+//! [`logical`](crate::logical) adds no error of its own.
+//!
+//! Only errors of the inner service are wrapped in [`RequestFailed`]; this
+//! crate's own errors are never wrapped, and downcast directly. Errors of
+//! the inner service's readiness (`poll_ready`) before a request are passed
+//! on as they are. Without a retry layer (a bare
+//! [`RebaseLayer`](crate::rebase::RebaseLayer)), the client's errors pass
+//! through unwrapped.
+//!
+//! No retry mends a caller's mistake: an [`InvalidUri`], or a
+//! `hyper::Error` in the chain with `is_user()` (the request body failed, a
+//! header is not allowed), is handed back after one attempt.
+//!
+//! # Example
+//!
+//! ```
+//! use std::io;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_mpsd::error::{CoolingDown, InvalidUri, PaceExceeded, RequestFailed};
+//! use tower_mpsd::logical::{GaveUp, Purpose};
+//! use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
+//!
+//! /// What a caller might tell its user.
+//! fn explain(error: &BoxError) -> String {
+//!     if let Some(failed) = error.downcast_ref::<RequestFailed>() {
+//!         let cause = std::error::Error::source(failed).map(ToString::to_string);
+//!         let tries = failed.history().attempts.len();
+//!         format!("unreachable after {tries} tries: {}", cause.unwrap_or_default())
+//!     } else if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
+//!         format!("busy, try again in {:?}", cooling.retry_in)
+//!     } else if let Some(paced) = error.downcast_ref::<PaceExceeded>() {
+//!         format!("too many requests, try again in {:?}", paced.retry_in)
+//!     } else if error.is::<InvalidUri>() {
+//!         format!("a bug: {error}")
+//!     } else {
+//!         format!("{error}")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // The server cannot be reached.
+//! let mpsd = service_fn(|_req: Request<Full<Bytes>>| async {
+//!     let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+//!     Err::<Response<Full<Bytes>>, _>(refused)
+//! });
+//! let client = ServiceBuilder::new()
+//!     .mpsd_with(MpsdLayer::new().max_attempts(3))
+//!     .service(mpsd);
+//!
+//! let get = Request::get("http://mpsd.test/handles/h1").body(Full::default())?;
+//! let error = client.clone().oneshot(get).await.unwrap_err();
+//! assert_eq!(explain(&error), "unreachable after 3 tries: connection refused");
+//! let failed = error.downcast::<RequestFailed>().unwrap();
+//! let history = failed.history();
+//! assert_eq!(history.attempts[0].purpose, Purpose::First);
+//! assert!(history.attempts[1..].iter().all(|a| matches!(a.purpose, Purpose::Retry(_))));
+//! assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
+//! let (source, _history) = failed.into_parts();
+//! assert!(source.is::<io::Error>());
+//!
+//! // A path without the host is refused before anything is sent.
+//! let relative = Request::get("/handles/h1").body(Full::default())?;
+//! let error = client.oneshot(relative).await.unwrap_err();
+//! assert!(explain(&error).starts_with("a bug: request URI \"/handles/h1\" lacks"));
+//! # Ok(())
+//! # }
+//! ```
+
+pub use crate::pace::PaceExceeded;
+pub use crate::rebase::RebaseError;
+pub use crate::replay::AlreadySent;
+pub use crate::response::MpsdError;
+pub use crate::retry::{AttemptTimedOut, CoolingDown, InvalidUri, RequestFailed};
