@@ -29,6 +29,14 @@
 //! The services return [`BoxError`]; [`error`] lists every error it can
 //! hold, what each means, and how to downcast them.
 //!
+//! # Cargo features
+//!
+//! None yet: the library needs only tokio's `time` and `sync`, and hyper's
+//! core with no features (to recognise its errors), so it fits any hyper
+//! 1.x client. Features that bring in a dependency (a shared store, TLS
+//! helpers) will be listed here, and marked in these docs with the feature
+//! they need.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -61,6 +69,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 mod body;

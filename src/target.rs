@@ -319,7 +319,9 @@ mod tests {
             Target::HandleSession("abc")
         );
         assert_eq!(
-            Target::parse("/handles/abc/session").session_path().as_deref(),
+            Target::parse("/handles/abc/session")
+                .session_path()
+                .as_deref(),
             Some("/handles/abc/session")
         );
         assert_eq!(Target::parse("/handles/abc/session").session(), None);
