@@ -95,10 +95,10 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tower::util::rng::HasherRng;
 use tower::Layer;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_mpsd::pace::{PaceExceeded, PaceLayer};
+use tower_mpsd::error::Refused;
+use tower_mpsd::pace::PaceLayer;
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
 use tower_mpsd::rebase::RebaseLayer;
-use tower_mpsd::retry::CoolingDown;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 mod baseline;
@@ -514,7 +514,7 @@ async fn contention() {
 /// virtual minutes against MPSD's limits (30 per 15 s, 300 per 300 s),
 /// through the stack with `PaceLayer` (`pace/throttle`) and without it
 /// (`pace/throttle_unpaced`). A caller told to come back later (a
-/// `CoolingDown` or `PaceExceeded` error) sleeps that long first.
+/// `Refused` error) sleeps that long first.
 /// `throughput_ratio`: requests served per second / the sustain limit's
 /// 1 per second; `429s`: answers 429 the simulator sent.
 async fn pace() {
@@ -563,11 +563,8 @@ async fn pace() {
 
 /// How long an error of the stack says to wait before trying again.
 fn come_back_in(error: &BoxError) -> Duration {
-    if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
-        return cooling.retry_in.max(Duration::from_millis(1));
-    }
-    if let Some(paced) = error.downcast_ref::<PaceExceeded>() {
-        return paced.retry_in.max(Duration::from_millis(1));
+    if let Some(refused) = error.downcast_ref::<Refused>() {
+        return refused.retry_in.max(Duration::from_millis(1));
     }
     Duration::from_secs(1)
 }

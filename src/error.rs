@@ -10,9 +10,8 @@
 //! |---|---|---|
 //! | [`RequestFailed`] | [`retry`](crate::retry) | the inner service (the HTTP client) failed: connection refused or reset, a body that could not be sent. It ends the logical request after the attempts in [`history()`](RequestFailed::history); its `source()` is the client's error |
 //! | [`InvalidUri`] | [`retry`](crate::retry) | the URI has no scheme or no authority; refused at once, nothing sent |
-//! | [`CoolingDown`] | [`retry`](crate::retry) | a cooldown for the endpoint (after a 503 or 429) lasts past the deadline: failed at once, nothing sent; retry in [`retry_in`](CoolingDown::retry_in) |
+//! | [`Refused`] | [`retry`](crate::retry), [`pace`](crate::pace) | a cooldown for the endpoint (after a 503 or 429), or MPSD's rate limit for the user, lasts past the deadline: failed at once, nothing sent; retry in [`retry_in`](Refused::retry_in) |
 //! | [`AttemptTimedOut`] | [`retry`](crate::retry) | no answer by the deadline; the server may have applied the request |
-//! | [`PaceExceeded`] | [`pace`](crate::pace) | MPSD's rate limit for the user leaves no slot before the deadline: failed at once, nothing sent |
 //! | [`RebaseError`] | [`rebase`](crate::rebase) | after a 412, the session was deleted, or the rebase policy failed |
 //! | [`AlreadySent`] | [`replay`](crate::replay) | a body over the replay cap was polled again after it was sent (found in a body's error, or in the source chain of a [`RequestFailed`]) |
 //! | [`MpsdError`] | [`response`](crate::response) | the answer is not a success (`Status`, with the outcome and the server's message or session), its body is over the cap, or it failed |
@@ -42,7 +41,7 @@
 //! use http::{Request, Response};
 //! use http_body_util::Full;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_mpsd::error::{CoolingDown, InvalidUri, PaceExceeded, RequestFailed};
+//! use tower_mpsd::error::{InvalidUri, Refused, RefusedBy, RequestFailed};
 //! use tower_mpsd::logical::{GaveUp, Purpose};
 //! use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
 //!
@@ -52,10 +51,11 @@
 //!         let cause = std::error::Error::source(failed).map(ToString::to_string);
 //!         let tries = failed.history().attempts.len();
 //!         format!("unreachable after {tries} tries: {}", cause.unwrap_or_default())
-//!     } else if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
-//!         format!("busy, try again in {:?}", cooling.retry_in)
-//!     } else if let Some(paced) = error.downcast_ref::<PaceExceeded>() {
-//!         format!("too many requests, try again in {:?}", paced.retry_in)
+//!     } else if let Some(refused) = error.downcast_ref::<Refused>() {
+//!         match refused.by {
+//!             RefusedBy::Pace => format!("too many requests, try again in {:?}", refused.retry_in),
+//!             _ => format!("busy, try again in {:?}", refused.retry_in),
+//!         }
 //!     } else if error.is::<InvalidUri>() {
 //!         format!("a bug: {error}")
 //!     } else {
@@ -93,8 +93,64 @@
 //! # }
 //! ```
 
-pub use crate::pace::PaceExceeded;
+use std::fmt;
+use std::time::Duration;
+
 pub use crate::rebase::RebaseError;
 pub use crate::replay::AlreadySent;
 pub use crate::response::MpsdError;
-pub use crate::retry::{AttemptTimedOut, CoolingDown, InvalidUri, RequestFailed};
+pub use crate::retry::{AttemptTimedOut, InvalidUri, RequestFailed};
+
+/// A request refused before it was sent: a cooldown (after a 503 or 429)
+/// or MPSD's rate limit (kept by [`PaceLayer`](crate::pace::PaceLayer))
+/// would not let it go before its deadline. Nothing reached the network.
+///
+/// One type for every refusal, so that any layer (and any caller)
+/// recognises it without knowing which layer made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refused {
+    /// What refused it.
+    pub by: RefusedBy,
+    /// How long until it may go: retry no sooner.
+    pub retry_in: Duration,
+    /// Attempts sent for this logical request before it was refused.
+    pub attempts: usize,
+}
+
+/// What refused a request before it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusedBy {
+    /// A cooldown of its endpoint (503) or user (429).
+    Cooldown,
+    /// MPSD's per-user rate limit.
+    Pace,
+}
+
+impl Refused {
+    pub(crate) fn new(by: RefusedBy, retry_in: Duration, attempts: usize) -> Self {
+        Self {
+            by,
+            retry_in,
+            attempts,
+        }
+    }
+
+    /// How long until `error` may be sent, when it is a [`Refused`].
+    pub(crate) fn retry_in(error: &crate::BoxError) -> Option<Duration> {
+        error.downcast_ref::<Self>().map(|refused| refused.retry_in)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.by {
+            RefusedBy::Cooldown => "endpoint cooling down",
+            RefusedBy::Pace => "MPSD rate limit: no slot before the deadline",
+        };
+        write!(f, "{why}; retry in {:?}", self.retry_in)
+    }
+}
+
+impl std::error::Error for Refused {}

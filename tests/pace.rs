@@ -12,7 +12,8 @@ use http::{Method, StatusCode};
 use mpsd_sim::{RateLimits, SimHandle, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::pace::{Limits, PaceExceeded, PaceLayer};
+use tower_mpsd::error::{Refused, RefusedBy};
+use tower_mpsd::pace::{Limits, PaceLayer};
 use tower_mpsd::retry::RetryLayer;
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
@@ -57,7 +58,7 @@ fn tally(sim: &SimHandle, t0: Instant, span: Duration) -> Tally {
 }
 
 /// Sends `method` to `uri` as `user` as fast as the layer lets it, for ten
-/// virtual minutes; on [`PaceExceeded`] it sleeps as long as told.
+/// virtual minutes; refused by pacing, it sleeps as long as told.
 async fn hammer<S>(client: S, method: Method, uri: String, user: &'static str) -> usize
 where
     S: tower::Service<
@@ -76,7 +77,8 @@ where
         match client.clone().oneshot(req).await {
             Ok(_) => {}
             Err(e) => {
-                let exceeded = e.downcast_ref::<PaceExceeded>().expect("only pacing fails");
+                let exceeded = e.downcast_ref::<Refused>().expect("only pacing fails");
+                assert_eq!(exceeded.by, RefusedBy::Pace);
                 told_to_wait += 1;
                 tokio::time::sleep(exceeded.retry_in).await;
             }
@@ -212,7 +214,7 @@ async fn the_deadline_of_an_outer_retry_layer_holds_over_max_wait() {
         .margin(Duration::ZERO);
     let stack = |deadline: u64| {
         ServiceBuilder::new()
-            // Retries GETs after errors, but not after `PaceExceeded`.
+            // Retries GETs after errors, but not after a refusal by pacing.
             .layer(RetryLayer::new().deadline(Duration::from_secs(deadline)))
             .layer(pace.clone())
             .service(http_client())
@@ -227,7 +229,8 @@ async fn the_deadline_of_an_outer_retry_layer_holds_over_max_wait() {
         .oneshot(request(Method::GET, &uri).build())
         .await
         .unwrap_err();
-    let exceeded = err.downcast_ref::<PaceExceeded>().expect("PaceExceeded");
+    let exceeded = err.downcast_ref::<Refused>().expect("Refused");
+    assert_eq!(exceeded.by, RefusedBy::Pace);
     assert_eq!(exceeded.retry_in, Duration::from_secs(15));
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert_eq!(sim.log().len(), 30, "it never reached the service");

@@ -12,7 +12,8 @@ use mpsd_sim::{Fault, LogEntry, SimHandle};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
-use tower_mpsd::retry::{AttemptHistory, CoolingDown, GaveUp, RetryLayer, TpsBudget};
+use tower_mpsd::error::{Refused, RefusedBy};
+use tower_mpsd::retry::{AttemptHistory, GaveUp, RetryLayer, TpsBudget};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
 fn script(sim: &SimHandle, status: StatusCode, times: usize, after: &'static str) {
@@ -170,7 +171,8 @@ async fn a_deadline_shorter_than_retry_after_sends_nothing_more() {
         .oneshot(request(Method::GET, &uri).build())
         .await
         .unwrap_err();
-    let cooling = err.downcast_ref::<CoolingDown>().unwrap();
+    let cooling = err.downcast_ref::<Refused>().unwrap();
+    assert_eq!(cooling.by, RefusedBy::Cooldown);
     assert_eq!(cooling.retry_in, Duration::from_secs(30));
     assert_eq!(sim.log().len(), 1);
 }

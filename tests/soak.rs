@@ -21,10 +21,10 @@ use mpsd_sim::{Overload, RateLimits, SimHandle, Simulator};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::pace::PaceExceeded;
+use tower_mpsd::error::{Refused, RefusedBy};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
 use tower_mpsd::rebase::{RebaseError, RebaseLayer};
-use tower_mpsd::retry::{AttemptTimedOut, CoolingDown, RetryLayer};
+use tower_mpsd::retry::{AttemptTimedOut, Cooldowns, RetryLayer};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 use common::{create, http_client, SCID};
@@ -67,7 +67,8 @@ async fn soak(callers: usize, per_caller: usize) -> (Tally, SimHandle, Duration)
     for uri in &uris {
         create(uri, "creator", json!({})).await;
     }
-    let retry = RetryLayer::new().max_cooldown_keys(MAX_COOLDOWN_KEYS);
+    let cooldowns = Cooldowns::builder().max_keys(MAX_COOLDOWN_KEYS).build();
+    let retry = RetryLayer::new().with_cooldowns(cooldowns);
     let increment = rebase_fn(|c: &Conflict<'_>| Ok(Decision::Retry(add_one(c.session))));
     let stack = MpsdLayer::new()
         .retry(retry.clone())
@@ -158,13 +159,16 @@ where
 
 /// A name for how a logical request ended: its status, or its typed error.
 fn ended<B>(result: Result<http::Response<B>, tower_mpsd::BoxError>) -> String {
-    match result {
-        Ok(res) => res.status().as_u16().to_string(),
-        Err(e) if e.is::<CoolingDown>() => "CoolingDown".into(),
-        Err(e) if e.is::<PaceExceeded>() => "PaceExceeded".into(),
-        Err(e) if e.is::<AttemptTimedOut>() => "AttemptTimedOut".into(),
-        Err(e) if e.is::<RebaseError>() => "RebaseError".into(),
-        Err(e) => panic!("an untyped error: {e}"),
+    let e = match result {
+        Ok(res) => return res.status().as_u16().to_string(),
+        Err(e) => e,
+    };
+    match e.downcast_ref::<Refused>().map(|r| r.by) {
+        Some(RefusedBy::Cooldown) => "CoolingDown".into(),
+        Some(RefusedBy::Pace) => "PaceExceeded".into(),
+        _ if e.is::<AttemptTimedOut>() => "AttemptTimedOut".into(),
+        _ if e.is::<RebaseError>() => "RebaseError".into(),
+        _ => panic!("an untyped error: {e}"),
     }
 }
 

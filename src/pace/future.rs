@@ -2,42 +2,15 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use http::Request;
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower::Service;
 
+use crate::error::Refused;
 use crate::BoxError;
 
-/// A request's slot opens after its deadline: it failed at once, without
-/// touching the network, and took no slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PaceExceeded {
-    /// How long from the failure until a slot opens for this key (if no
-    /// other request takes it first).
-    pub retry_in: Duration,
-}
-
-impl PaceExceeded {
-    pub(crate) fn new(retry_in: Duration) -> Self {
-        Self { retry_in }
-    }
-}
-
-impl fmt::Display for PaceExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "MPSD rate limit: no slot before the deadline; one opens in {:?}",
-            self.retry_in
-        )
-    }
-}
-
-impl std::error::Error for PaceExceeded {}
 
 pin_project! {
     /// The future of [`Pace`](super::Pace): waits for the request's slot if
@@ -67,7 +40,7 @@ pin_project! {
             future: S::Future,
         },
         Failed {
-            error: Option<PaceExceeded>,
+            error: Option<Refused>,
         },
     }
 }
@@ -91,7 +64,7 @@ where
         }
     }
 
-    pub(crate) fn failed(error: PaceExceeded) -> Self {
+    pub(crate) fn failed(error: Refused) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
         }

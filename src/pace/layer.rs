@@ -7,9 +7,10 @@ use http::{HeaderMap, Request, Response, Uri};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::future::{PaceExceeded, ResponseFuture};
+use super::future::ResponseFuture;
 use super::limits::{Limits, Pattern, Table};
 use crate::backoff::Cause;
+use crate::error::{Refused, RefusedBy};
 use crate::logical::LogicalRequest;
 use crate::retry::default_cooldown_key;
 use crate::BoxError;
@@ -172,7 +173,7 @@ impl PaceLayer {
     /// extensions, whose deadline holds instead). Default 20 s: the retry
     /// layer's deadline, Microsoft's SDK's retry window; to a caller a wait
     /// for a slot is no different from a wait for a retry. A request whose
-    /// slot is further off fails at once with [`PaceExceeded`].
+    /// slot is further off fails at once with [`Refused`].
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.config.max_wait = max_wait;
         self
@@ -289,7 +290,13 @@ where
                 let inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::waiting(slot, inner, req)
             }
-            Err(slot) => ResponseFuture::failed(PaceExceeded::new(slot - now)),
+            Err(slot) => {
+                let attempts = req
+                    .extensions()
+                    .get::<LogicalRequest>()
+                    .map_or(0, LogicalRequest::attempts);
+                ResponseFuture::failed(Refused::new(RefusedBy::Pace, slot - now, attempts))
+            }
         }
     }
 }

@@ -17,7 +17,7 @@
 //!   this crate put in its extensions, or [`PaceLayer::max_wait`] from
 //!   now). Slots are handed out in call order, so waiters queue fairly.
 //! - A request whose slot is past its deadline fails at once with
-//!   [`PaceExceeded`] (in a [`BoxError`](crate::BoxError)), which says when
+//!   [`Refused`](crate::error::Refused) (in a [`BoxError`](crate::BoxError)), which says when
 //!   a slot opens, without touching the network or taking a slot.
 //! - **Routes** add limits for requests matching a path pattern, on top of
 //!   the general ones; by default handle queries (`POST /handles/query`)
@@ -60,7 +60,8 @@
 //! use http_body_util::Full;
 //! use tokio::time::Instant;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_mpsd::pace::{Limits, PaceExceeded, PaceLayer, Window};
+//! use tower_mpsd::error::{Refused, RefusedBy};
+//! use tower_mpsd::pace::{Limits, PaceLayer, Window};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), tower_mpsd::BoxError> {
@@ -92,8 +93,8 @@
 //! assert_eq!(t0.elapsed(), Duration::from_secs(20));
 //! // The sixth would have to wait for the sustain window (until 60 s): too long.
 //! let err = client.clone().oneshot(get()?).await.unwrap_err();
-//! let exceeded = err.downcast_ref::<PaceExceeded>().unwrap();
-//! assert_eq!(exceeded.retry_in, Duration::from_secs(40));
+//! let refused = err.downcast_ref::<Refused>().unwrap();
+//! assert_eq!((refused.by, refused.retry_in), (RefusedBy::Pace, Duration::from_secs(40)));
 //! # Ok(())
 //! # }
 //! ```
@@ -102,6 +103,6 @@ mod future;
 mod layer;
 mod limits;
 
-pub use future::{PaceExceeded, ResponseFuture};
+pub use future::ResponseFuture;
 pub use layer::{default_pace_key, Pace, PaceKeyFn, PaceLayer};
 pub use limits::{Limits, Window};

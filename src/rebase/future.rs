@@ -23,7 +23,7 @@ use crate::logical::{GaveUp, LogicalRequest, Purpose};
 use crate::outcome::{classify, Call};
 use crate::replay::NotReplayable;
 use crate::response::{collect_capped, read_capped, ReadFailure};
-use crate::retry::refused_until;
+use crate::error::Refused;
 use crate::BoxError;
 
 /// In the extensions of a 412 the layer handed back without rebasing it:
@@ -267,7 +267,7 @@ where
                         // The write's answer is known (412: not applied);
                         // the re-read's failure must not replace it.
                         tracing::debug!(%error, "mpsd rebase: the re-read failed");
-                        let why = match refused_until(&error) {
+                        let why = match Refused::retry_in(&error) {
                             Some(retry_in) => NotRebased::CoolingDown { retry_in },
                             None => NotRebased::RereadFailed,
                         };
@@ -328,7 +328,7 @@ where
         res = match send(&mut svc, next, false, &logical, &call).await {
             Ok(res) => res,
             // Refused below, unsent: the 412 in hand is still the answer.
-            Err(error) => match refused_until(&error) {
+            Err(error) => match Refused::retry_in(&error) {
                 Some(retry_in) => {
                     logical.gave_up(GaveUp::CoolingDown { retry_in });
                     let why = NotRebased::CoolingDown { retry_in };
@@ -404,7 +404,7 @@ where
     if !res
         .as_ref()
         .err()
-        .is_some_and(|e| refused_until(e).is_some())
+        .is_some_and(|e| Refused::retry_in(e).is_some())
     {
         let outcome = res
             .as_ref()

@@ -7,9 +7,9 @@ use std::fmt;
 
 use http::Uri;
 
-use super::future::{AttemptTimedOut, CoolingDown};
+use super::future::AttemptTimedOut;
 use crate::logical::AttemptHistory;
-use crate::pace::PaceExceeded;
+use crate::error::Refused;
 use crate::rebase::RebaseError;
 use crate::BoxError;
 
@@ -89,8 +89,8 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
 /// The retry layer wraps every such error in this one type, so that the
 /// history is there whatever the client; [`Error::source`] is the inner
 /// service's error, and [`into_parts`](Self::into_parts) gives it back
-/// owned. This crate's own errors ([`CoolingDown`], [`AttemptTimedOut`],
-/// [`PaceExceeded`], [`InvalidUri`], [`RebaseError`]) are not wrapped: they
+/// owned. This crate's own errors ([`Refused`], [`AttemptTimedOut`],
+/// [`InvalidUri`], [`RebaseError`]) are not wrapped: they
 /// say what happened themselves, and downcast directly.
 ///
 /// `Display` does not repeat the source's message: walk
@@ -117,9 +117,8 @@ impl RequestFailed {
     /// errors; an error already wrapped (by a retry layer further in) takes
     /// the newer history.
     pub(crate) fn wrap(error: BoxError, history: impl FnOnce() -> AttemptHistory) -> BoxError {
-        let own = error.is::<CoolingDown>()
+        let own = error.is::<Refused>()
             || error.is::<AttemptTimedOut>()
-            || error.is::<PaceExceeded>()
             || error.is::<InvalidUri>()
             || error.is::<RebaseError>();
         if own {
@@ -155,6 +154,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::error::RefusedBy;
     use crate::logical::{Attempt, Purpose};
 
     #[test]
@@ -231,14 +231,10 @@ mod tests {
             "the inner error, unwrapped once: {source:?}"
         );
 
-        let cooling: BoxError = CoolingDown {
-            retry_in: Duration::from_secs(1),
-            attempts: 0,
-        }
-        .into();
+        let cooling: BoxError = Refused::new(RefusedBy::Cooldown, Duration::from_secs(1), 0).into();
         let kept = RequestFailed::wrap(cooling, || unreachable!("own errors are not wrapped"));
-        assert!(kept.is::<CoolingDown>());
-        let paced: BoxError = PaceExceeded::new(Duration::from_secs(1)).into();
-        assert!(RequestFailed::wrap(paced, || history(1)).is::<PaceExceeded>());
+        assert!(kept.is::<Refused>());
+        let paced: BoxError = Refused::new(RefusedBy::Pace, Duration::from_secs(1), 0).into();
+        assert!(RequestFailed::wrap(paced, || history(1)).is::<Refused>());
     }
 }

@@ -20,7 +20,7 @@ use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
 use crate::logical::{GaveUp, LogicalRequest, Purpose};
 use crate::outcome::{classify, Call, Outcome, Retryable};
-use crate::pace::PaceExceeded;
+use crate::error::{Refused, RefusedBy};
 use crate::replay::NotReplayable;
 use crate::BoxError;
 
@@ -36,24 +36,6 @@ pub(crate) struct Shared {
     pub(crate) cooldowns: Cooldowns,
     pub(crate) stats: Arc<RetryStats>,
 }
-
-/// A request failed at once, without touching the network: a cooldown for
-/// its endpoint is in force past its deadline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoolingDown {
-    /// How long until the cooldown ends: retry no sooner.
-    pub retry_in: Duration,
-    /// Attempts sent for this logical request before it failed.
-    pub attempts: usize,
-}
-
-impl fmt::Display for CoolingDown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "endpoint cooling down: retry in {:?}", self.retry_in)
-    }
-}
-
-impl std::error::Error for CoolingDown {}
 
 /// An attempt got no answer by the logical request's deadline (or, when
 /// little time was left, within the layer's `min_attempt_time`), and was
@@ -82,15 +64,6 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
         Retryable::IfIdempotent if safe => Some((Cause::Transient, None)),
         _ => None,
     }
-}
-
-/// When an error of the inner service says the request was refused before
-/// it was sent, by this crate's cooldowns or pacing: how long until it may.
-pub(crate) fn refused_until(error: &BoxError) -> Option<Duration> {
-    if let Some(cooling) = error.downcast_ref::<CoolingDown>() {
-        return Some(cooling.retry_in);
-    }
-    error.downcast_ref::<PaceExceeded>().map(|p| p.retry_in)
 }
 
 /// The cooldown keys of one request: the 503 one, then the 429 one.
@@ -410,7 +383,7 @@ where
 
     /// A cooldown (here or in a layer below) will not let the request go
     /// before its deadline: the last answer, if a retry was pending, or
-    /// else [`CoolingDown`].
+    /// else [`Refused`] by the cooldown.
     fn fail_fast(&mut self, until: Instant) -> Finished<R> {
         bump(&self.shared.stats.fail_fasts);
         self.probes = [None, None];
@@ -419,11 +392,8 @@ where
         if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {
             return done;
         }
-        Err(CoolingDown {
-            retry_in,
-            attempts: self.logical.attempts(),
-        }
-        .into())
+        let attempts = self.logical.attempts();
+        Err(Refused::new(RefusedBy::Cooldown, retry_in, attempts).into())
     }
 
     /// Past the cooldowns: the first attempt goes to the service the
@@ -528,7 +498,7 @@ where
             .map(|res| classify(&self.call, res.status(), res.headers()));
         // A layer below refused to send (its own cooldown or pacing): that
         // is an answer about the future, not a failure to retry.
-        let unsent = result.as_ref().err().and_then(refused_until);
+        let unsent = result.as_ref().err().and_then(Refused::retry_in);
         if let Some(retry_in) = unsent {
             // Nothing went out: the last answer stands, if there is one.
             if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {

@@ -10,7 +10,7 @@
 //!   `x=<userhash>` of `XBL3.0` authorization).
 //! - **Cooldowns**: while one is in force, new requests to the same key wait
 //!   for its end if that fits their deadline, or fail at once with
-//!   [`CoolingDown`] without touching the network. When it ends, one probe
+//!   [`Refused`](crate::error::Refused) without touching the network. When it ends, one probe
 //!   goes first; after its success the waiters are released one
 //!   `release_spacing` apart. See the `cooldown` rules in the docs of
 //!   [`RetryLayer::release_spacing`].
@@ -103,8 +103,7 @@ mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
 pub use error::{InvalidUri, RequestFailed};
-pub(crate) use future::refused_until;
-pub use future::{AttemptTimedOut, CoolingDown, ResponseFuture};
+pub use future::{AttemptTimedOut, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
 pub use stats::RetryStats;
 pub use tower::retry::budget::TpsBudget;
