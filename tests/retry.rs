@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{http_client, quiet_sim, request, retry_after, SCID};
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::error::{Refused, RefusedBy};
-use tower_mpsd::retry::{AttemptHistory, GaveUp, RetryLayer, TpsBudget};
+use tower_mpsd::retry::{AttemptHistory, Cooldowns, GaveUp, RetryLayer, TpsBudget};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
 fn script(sim: &SimHandle, status: StatusCode, times: usize, after: &'static str) {
@@ -251,10 +252,9 @@ async fn an_empty_budget_refuses_retries() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "budget");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 20, "0");
-    let layer =
-        RetryLayer::new()
-            .max_attempts(20)
-            .budget(TpsBudget::new(Duration::from_secs(10), 1, 0.0));
+    let layer = RetryLayer::new()
+        .max_attempts(20)
+        .with_budget(Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.0)));
     let res = stack!(layer.clone())
         .oneshot(request(Method::GET, &uri).build())
         .await
@@ -328,5 +328,43 @@ async fn a_waiter_dropped_during_a_cooldown_leaves_it_consistent() {
         res.status(),
         StatusCode::NO_CONTENT,
         "the cooldown is over for the next"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_stacks_given_one_cooldowns_handle_share_a_503s_retry_after() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "shared-cooldown");
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 1, "5");
+    let cooldowns = Cooldowns::new();
+    // Two stacks built apart, each with its own layer and client.
+    let first = stack!(RetryLayer::new().with_cooldowns(cooldowns.clone()));
+    let second = stack!(RetryLayer::new().with_cooldowns(cooldowns.clone()));
+    let t0 = Instant::now();
+    // The first is told 503, Retry-After: 5, and waits to retry ...
+    let through_first = tokio::spawn(first.oneshot(request(Method::GET, &uri).build()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cooldowns.held(), 1, "the 503 closed the shared cooldown");
+    // ... and a request through the second, a second later, waits for the
+    // cooldown's end instead of going at once.
+    let res = second
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(t0.elapsed(), Duration::from_secs(5));
+    let res = through_first.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let log = sim.log();
+    let times = since(t0, &log);
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    println!("shared cooldowns: attempt times {times:?} statuses {statuses:?}");
+    assert_eq!(statuses, [503, 204, 204]);
+    assert_eq!(times[..2], [Duration::ZERO, Duration::from_secs(5)]);
+    // The first's own retry comes after, one release slot (50 ms) on at
+    // the earliest, and within its jitter of Retry-After × [1.0, 1.2).
+    assert!(
+        times[2] >= Duration::from_millis(5050) && times[2] <= Duration::from_secs(6),
+        "{times:?}"
     );
 }

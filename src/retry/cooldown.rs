@@ -25,6 +25,7 @@
 //! than grow.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,9 +78,60 @@ impl Gate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket(u64);
 
-/// The shared map of gates. Clones share it.
-#[derive(Debug, Clone)]
-pub(crate) struct Cooldowns {
+/// The cooldowns of one or more retry layers: one gate per key (the
+/// authority for 503, the authority and user for 429), saying until when
+/// requests of that key wait, which of them probes, and how the others are
+/// released after.
+///
+/// A cheap handle: clones share one map. A [`RetryLayer`](super::RetryLayer)
+/// makes its own unless given one with
+/// [`with_cooldowns`](super::RetryLayer::with_cooldowns); its clones, and
+/// the services they make, share it. Give one handle to several stacks
+/// (two clients of one process talking to MPSD, or an
+/// [`overloaded`](super::RetryLayer::overloaded) and a
+/// [`throttled`](super::RetryLayer::throttled) layer) so that a
+/// `Retry-After` seen through one holds back requests through the others.
+/// Its settings are fixed when it is built.
+///
+/// # Rules
+///
+/// Until a cooldown ends, requests of its key wait for its end if that
+/// fits their deadline, or fail at once without touching the network.
+/// When it ends, the first request through is the *probe*; the others
+/// wait for its answer. Told to wait again, the probe closes the gate
+/// again; any other answer releases the waiters, one
+/// [`release_spacing`](CooldownsBuilder::release_spacing) apart. The map
+/// is bounded by [`max_keys`](CooldownsBuilder::max_keys): ended gates are
+/// forgotten to make room, and if none can be, a new cooldown is not kept
+/// (its requests proceed as without one).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// # use tower::service_fn;
+/// use tower_mpsd::retry::{Cooldowns, RetryLayer};
+///
+/// # let hyper_client = service_fn(|_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
+/// # });
+/// // One set of cooldowns for both clients of this process.
+/// let cooldowns = Cooldowns::builder()
+///     .release_spacing(Duration::from_millis(100))
+///     .build();
+/// let lobby = ServiceBuilder::new()
+///     .layer(RetryLayer::new().with_cooldowns(cooldowns.clone()))
+///     .service(hyper_client.clone());
+/// let matchmaking = ServiceBuilder::new()
+///     .layer(RetryLayer::new().with_cooldowns(cooldowns.clone()))
+///     .service(hyper_client);
+/// // A 503 answered to `lobby` now holds back `matchmaking` too.
+/// assert_eq!(cooldowns.held(), 0);
+/// # drop((lobby, matchmaking));
+/// ```
+#[derive(Clone)]
+pub struct Cooldowns {
     gates: Arc<Mutex<HashMap<Key, Gate>>>,
     next_purge: Arc<Mutex<Instant>>,
     /// Generations are never reused, even by a new gate of a forgotten key,
@@ -109,8 +161,76 @@ pub(crate) enum Admission {
     FailFast(Instant),
 }
 
+impl fmt::Debug for Cooldowns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cooldowns")
+            .field("held", &self.held())
+            .field("max_keys", &self.max_keys)
+            .field("release_spacing", &self.release_spacing)
+            .finish()
+    }
+}
+
+impl Default for Cooldowns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds [`Cooldowns`]; from [`Cooldowns::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CooldownsBuilder {
+    max_keys: usize,
+    release_spacing: Duration,
+}
+
+impl CooldownsBuilder {
+    /// How many cooldown keys are held at most. Default 10,000: a 429 key
+    /// per user, so room for a process acting for thousands of users at
+    /// once, in a map of bounded size.
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.max_keys = n;
+        self
+    }
+
+    /// How far apart the waiters of a cooldown are released after the
+    /// probe succeeds. Default 50 ms: 32 queued callers reach the server
+    /// over 1.6 s instead of in one burst.
+    pub fn release_spacing(mut self, spacing: Duration) -> Self {
+        self.release_spacing = spacing;
+        self
+    }
+
+    /// New, empty cooldowns with these settings.
+    pub fn build(self) -> Cooldowns {
+        Cooldowns::bounded(self.max_keys, self.release_spacing)
+    }
+}
+
 impl Cooldowns {
-    pub(crate) fn new(max_keys: usize, release_spacing: Duration) -> Self {
+    /// New, empty cooldowns with the defaults: 10,000 keys, released 50 ms
+    /// apart (see [`CooldownsBuilder`] for why).
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for cooldowns with other settings.
+    pub fn builder() -> CooldownsBuilder {
+        CooldownsBuilder {
+            max_keys: 10_000,
+            release_spacing: Duration::from_millis(50),
+        }
+    }
+
+    /// How many cooldown keys are held now (at most
+    /// [`max_keys`](CooldownsBuilder::max_keys)), over every layer sharing
+    /// them.
+    pub fn held(&self) -> usize {
+        self.len()
+    }
+
+    fn bounded(max_keys: usize, release_spacing: Duration) -> Self {
         Self {
             gates: Arc::new(Mutex::new(HashMap::new())),
             next_purge: Arc::new(Mutex::new(Instant::now())),
@@ -292,7 +412,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_probe_then_a_spaced_release() {
-        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let c = Cooldowns::bounded(16, Duration::from_millis(50));
         let key = Key(Cause::Overloaded, "a".into());
         let t0 = Instant::now();
         assert!(matches!(c.admit(&key, t0, t0 + s(20), None), Admission::Go));
@@ -327,7 +447,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_probe_hands_over_and_a_refused_probe_closes_again() {
-        let c = Cooldowns::new(16, Duration::ZERO);
+        let c = Cooldowns::bounded(16, Duration::ZERO);
         let key = Key(Cause::Throttled, "a u".into());
         let t0 = Instant::now();
         c.close(key.clone(), t0);
@@ -347,7 +467,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_release_stops_when_the_gate_closes_again() {
         let ms = Duration::from_millis;
-        let c = Cooldowns::new(16, ms(50));
+        let c = Cooldowns::bounded(16, ms(50));
         let key = Key(Cause::Overloaded, "a".into());
         let t0 = Instant::now();
         let deadline = t0 + s(20);
@@ -377,7 +497,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_finished_release_is_forgotten_without_another_request_of_its_key() {
-        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let c = Cooldowns::bounded(16, Duration::from_millis(50));
         let key = Key(Cause::Throttled, "a u".into());
         let t0 = Instant::now();
         c.close(key.clone(), t0 + s(1));
@@ -398,7 +518,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_success_does_not_open_a_gate_closed_again_meanwhile() {
-        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let c = Cooldowns::bounded(16, Duration::from_millis(50));
         let key = Key(Cause::Overloaded, "a".into());
         let t0 = Instant::now();
         let deadline = t0 + s(100);
@@ -422,7 +542,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_ticket_of_a_forgotten_gate_is_not_good_for_a_new_one() {
-        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let c = Cooldowns::bounded(16, Duration::from_millis(50));
         let key = Key(Cause::Throttled, "a u".into());
         let t0 = Instant::now();
         let deadline = t0 + s(100);
@@ -449,7 +569,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cooldown_nobody_came_back_to_is_forgotten_after_a_minute() {
-        let c = Cooldowns::new(16, Duration::from_millis(50));
+        let c = Cooldowns::bounded(16, Duration::from_millis(50));
         c.close(Key(Cause::Throttled, "a u".into()), Instant::now() + s(1));
         tokio::time::advance(s(30)).await;
         assert!(!c.is_empty(), "its next request is still the probe");
@@ -459,7 +579,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_map_is_bounded() {
-        let c = Cooldowns::new(2, Duration::ZERO);
+        let c = Cooldowns::bounded(2, Duration::ZERO);
         let t0 = Instant::now();
         for i in 0..10 {
             c.close(Key(Cause::Overloaded, i.to_string()), t0 + s(1));

@@ -57,9 +57,11 @@ pub fn default_cooldown_key(cause: Cause, uri: &Uri, headers: &HeaderMap) -> Opt
 }
 
 /// Adds [`Retry`] to a stack. Clones share the cooldowns, the budget and
-/// the counters; `release_spacing` and `max_cooldown_keys`, called on a
-/// clone, give that clone new cooldowns (the budget and counters stay
-/// shared), and `budget` a new budget.
+/// the counters. A new layer makes its own cooldowns and budget; to share
+/// them with other stacks, pass them in with
+/// [`with_cooldowns`](Self::with_cooldowns) and
+/// [`with_budget`](Self::with_budget). No setter replaces them behind the
+/// caller's back.
 #[derive(Clone)]
 #[must_use]
 pub struct RetryLayer {
@@ -67,8 +69,6 @@ pub struct RetryLayer {
     budget: Arc<TpsBudget>,
     cooldowns: Cooldowns,
     stats: Arc<RetryStats>,
-    max_keys: usize,
-    release_spacing: Duration,
 }
 
 impl fmt::Debug for RetryLayer {
@@ -78,8 +78,7 @@ impl fmt::Debug for RetryLayer {
             .field("max_attempts", &self.config.max_attempts)
             .field("causes", &self.config.causes)
             .field("deadline", &self.config.deadline)
-            .field("release_spacing", &self.release_spacing)
-            .field("max_keys", &self.max_keys)
+            .field("cooldowns", &self.cooldowns)
             .finish_non_exhaustive()
     }
 }
@@ -115,8 +114,6 @@ impl RetryLayer {
     }
 
     fn with_causes(causes: [bool; 3]) -> Self {
-        let max_keys = 10_000;
-        let release_spacing = Duration::from_millis(50);
         Self {
             config: Config {
                 backoff: Backoff::default(),
@@ -128,10 +125,8 @@ impl RetryLayer {
                 key: Arc::new(default_cooldown_key),
             },
             budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-            cooldowns: Cooldowns::new(max_keys, release_spacing),
+            cooldowns: Cooldowns::new(),
             stats: Arc::new(RetryStats::default()),
-            max_keys,
-            release_spacing,
         }
     }
 
@@ -164,10 +159,39 @@ impl RetryLayer {
         self
     }
 
-    /// The retry budget, shared by every clone of this layer.
-    pub fn budget(mut self, budget: TpsBudget) -> Self {
-        self.budget = Arc::new(budget);
+    /// Uses `budget` for this layer's retries, in place of the one it made:
+    /// every layer given the same `Arc` draws on one budget. Shared by every
+    /// clone of this layer. Default: a new [`TpsBudget`] of 10 retries per
+    /// second plus 20 % of requests, over 10 s (tower's own defaults).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tower_mpsd::retry::{RetryLayer, TpsBudget};
+    ///
+    /// let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.1));
+    /// let lobby = RetryLayer::new().with_budget(budget.clone());
+    /// let matchmaking = RetryLayer::new().with_budget(budget);
+    /// # drop((lobby, matchmaking));
+    /// ```
+    pub fn with_budget(mut self, budget: Arc<TpsBudget>) -> Self {
+        self.budget = budget;
         self
+    }
+
+    /// Uses `cooldowns` in place of the ones this layer made, so that it
+    /// shares them with every layer given the same handle (see
+    /// [`Cooldowns`] for an example with two stacks). Shared by every
+    /// clone of this layer. Default: new [`Cooldowns`] (10,000 keys,
+    /// released 50 ms apart).
+    pub fn with_cooldowns(mut self, cooldowns: Cooldowns) -> Self {
+        self.cooldowns = cooldowns;
+        self
+    }
+
+    /// The cooldowns this layer uses: a handle to give to other layers.
+    pub fn cooldowns(&self) -> &Cooldowns {
+        &self.cooldowns
     }
 
     /// Which methods are retried after 408, 500, 502, 504 or an error.
@@ -197,29 +221,14 @@ impl RetryLayer {
         self
     }
 
-    /// How far apart the waiters of a cooldown are released after the
-    /// probe succeeds. Default 50 ms: 32 queued callers reach the server
-    /// over 1.6 s instead of in one burst.
-    pub fn release_spacing(mut self, spacing: Duration) -> Self {
-        self.release_spacing = spacing;
-        self.cooldowns = Cooldowns::new(self.max_keys, spacing);
-        self
-    }
-
-    /// How many cooldown keys are held at most. Default 10,000.
-    pub fn max_cooldown_keys(mut self, n: usize) -> Self {
-        self.max_keys = n;
-        self.cooldowns = Cooldowns::new(n, self.release_spacing);
-        self
-    }
-
-    /// How many cooldown keys are held now (at most
-    /// [`max_cooldown_keys`](Self::max_cooldown_keys)).
+    /// How many cooldown keys are held now by this layer's cooldowns
+    /// (at most their [`max_keys`](super::CooldownsBuilder::max_keys)),
+    /// over every layer sharing them: [`Cooldowns::held`].
     pub fn cooldowns_held(&self) -> usize {
-        self.cooldowns.len()
+        self.cooldowns.held()
     }
 
-    /// The counters of this layer and every service it made.
+    /// The counters of this layer, its clones and every service they made.
     pub fn stats(&self) -> Arc<RetryStats> {
         self.stats.clone()
     }

@@ -12,13 +12,15 @@
 //!   for its end if that fits their deadline, or fail at once with
 //!   [`Refused`](crate::error::Refused) without touching the network. When it ends, one probe
 //!   goes first; after its success the waiters are released one
-//!   `release_spacing` apart. See the `cooldown` rules in the docs of
-//!   [`RetryLayer::release_spacing`].
+//!   `release_spacing` apart. See the rules in the docs of [`Cooldowns`],
+//!   the handle a layer's clones share and that several stacks can share
+//!   ([`RetryLayer::with_cooldowns`]).
 //! - **Limits** (defaults and why): deadline 20 s per logical request
 //!   (Microsoft's SDK's retry window); 5 attempts; no single wait over 60 s
 //!   (the SDK's cap), a longer hint is handed back at once; a retry budget
 //!   shared by all clones ([`TpsBudget`], 10 retries per second plus 20 % of
-//!   requests, over 10 s: tower's own defaults).
+//!   requests, over 10 s: tower's own defaults), or by several stacks
+//!   given one with [`RetryLayer::with_budget`].
 //! - **Slow answers**: an attempt still unanswered at the deadline (but not
 //!   before it has had `min_attempt_time`, 5 s, the SDK's floor) is
 //!   abandoned with [`AttemptTimedOut`]; a safe method with time left is
@@ -102,6 +104,7 @@ mod stats;
 mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
+pub use cooldown::{Cooldowns, CooldownsBuilder};
 pub use error::{InvalidUri, RequestFailed};
 pub use future::{AttemptTimedOut, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
