@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::logical::LogicalLayer;
-use tower_mpsd::pace::{Limits, PaceLayer, Window};
+use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 use tower_mpsd::replay::ReplayLayer;
 use tower_mpsd::retry::RetryLayer;
@@ -82,9 +82,11 @@ fn bare<B>(
 /// bench never fills, so no request waits.
 fn unreached_pace() -> PaceLayer {
     let window = Window::new(1_000_000, Duration::from_millis(1));
-    PaceLayer::new()
+    let table = PaceTable::builder()
         .limits(Limits::new(window, window))
         .margin(Duration::ZERO)
+        .build();
+    PaceLayer::with_table(table)
 }
 
 /// One call through `svc`, which must complete in one poll.

@@ -23,7 +23,7 @@ use http_body_util::{Full, StreamBody};
 use serde_json::json;
 use tokio::time::Instant;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
-use tower_mpsd::pace::{Limits, PaceLayer, Window};
+use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::replay::ReplayBody;
@@ -198,13 +198,15 @@ async fn dropped_while_buffering_the_body() {
 async fn dropped_while_waiting_for_a_pace_slot() {
     let (mock, t0) = (Mock::default(), Instant::now());
     // One request per 5 s, so that the second waits for its slot.
-    let pace = PaceLayer::new()
+    let table = PaceTable::builder()
         .no_routes()
         .margin(Duration::ZERO)
         .limits(Limits::new(
             Window::new(1, Duration::from_secs(5)),
             Window::new(100, Duration::from_secs(300)),
-        ));
+        ))
+        .build();
+    let pace = PaceLayer::with_table(table);
     let (client, _) = stack(&mock, t0, pace);
     client.clone().oneshot(get()).await.unwrap();
     // A dropped waiter's slot stays taken (documented: releasing it could

@@ -13,8 +13,9 @@ use mpsd_sim::{RateLimits, SimHandle, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::error::{Refused, RefusedBy};
-use tower_mpsd::pace::{Limits, PaceLayer};
+use tower_mpsd::pace::{Limits, PaceLayer, PaceTable};
 use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
 
@@ -121,9 +122,8 @@ async fn one_caller_hammering_for_ten_minutes_gets_no_429_and_the_sustain_rate()
 
 #[tokio::test(start_paused = true)]
 async fn with_no_margin_the_windows_match_the_service_exactly() {
-    let layer = PaceLayer::new()
-        .max_wait(TEN_MINUTES)
-        .margin(Duration::ZERO);
+    let table = PaceTable::builder().margin(Duration::ZERO).build();
+    let layer = PaceLayer::with_table(table).max_wait(TEN_MINUTES);
     one_caller_for_ten_minutes(layer, "one caller, no margin").await;
 }
 
@@ -192,7 +192,9 @@ async fn without_the_route_handle_queries_are_throttled() {
     let sim = sim_with(handle_query_limits()).await;
     let uri = format!("{}/handles/query", sim.base_uri());
     let client = ServiceBuilder::new()
-        .layer(PaceLayer::new().no_routes())
+        .layer(PaceLayer::with_table(
+            PaceTable::builder().no_routes().build(),
+        ))
         .service(http_client());
     for _ in 0..3 {
         let req = request(Method::POST, &uri)
@@ -209,9 +211,8 @@ async fn the_deadline_of_an_outer_retry_layer_holds_over_max_wait() {
     let sim = sim_with(RateLimits::mpsd()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "deadline");
     // One limiter, shared by the clones of the layer in both stacks.
-    let pace = PaceLayer::new()
-        .max_wait(TEN_MINUTES)
-        .margin(Duration::ZERO);
+    let table = PaceTable::builder().margin(Duration::ZERO).build();
+    let pace = PaceLayer::with_table(table).max_wait(TEN_MINUTES);
     let stack = |deadline: u64| {
         ServiceBuilder::new()
             // Retries GETs after errors, but not after a refusal by pacing.
@@ -258,9 +259,48 @@ async fn custom_limits_match_a_service_with_the_same_limits() {
         tower_mpsd::pace::Window::new(30, Duration::from_secs(300)),
     );
     let client = ServiceBuilder::new()
-        .layer(PaceLayer::new().limits(pace).max_wait(TEN_MINUTES))
+        .layer(
+            PaceLayer::with_table(PaceTable::builder().limits(pace).build()).max_wait(TEN_MINUTES),
+        )
         .service(http_client());
     let t0 = Instant::now();
     hammer(client, Method::GET, uri, "carol").await;
     assert_paced("scaled limits", &tally(&sim, t0, TEN_MINUTES), 0.1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_stacks_given_one_table_together_stay_within_a_users_burst_window() {
+    // The service lets each user 3 requests per 15 s; the table counts the same.
+    let sim = common::burst_limited_sim(3).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "shared-table");
+    let table = PaceTable::builder()
+        .limits(Limits::new(
+            tower_mpsd::pace::Window::new(3, Duration::from_secs(15)),
+            tower_mpsd::pace::Window::new(300, Duration::from_secs(300)),
+        ))
+        .margin(Duration::ZERO)
+        .build();
+    // Two stacks built apart, each with its own layers and client.
+    let stack = || {
+        ServiceBuilder::new()
+            .mpsd_with(MpsdLayer::new().pace(PaceLayer::with_table(table.clone())))
+            .service(http_client())
+    };
+    let (first, second) = (stack(), stack());
+    let t0 = Instant::now();
+    // Alice sends three requests through each, at once.
+    let sends = (0..6).map(|i| {
+        let client = if i % 2 == 0 { &first } else { &second };
+        client.clone().oneshot(request(Method::GET, &uri).build())
+    });
+    for res in join_all(sends).await {
+        assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    let log = sim.log();
+    let times: Vec<Duration> = log.iter().map(|e| e.at - t0).collect();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    println!("shared pace table: send times {times:?} statuses {statuses:?}");
+    assert_eq!(statuses, [204; 6], "no 429");
+    let (now, later) = (Duration::ZERO, Duration::from_secs(15));
+    assert_eq!(times, [now, now, now, later, later, later]);
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tower_mpsd::logical::LogicalLayer;
-use tower_mpsd::pace::{Limits, PaceLayer, Window};
+use tower_mpsd::pace::{Limits, PaceTable, Window};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::retry::RetryLayer;
@@ -70,7 +70,7 @@ fn bad_arguments_panic_at_the_callers_line() {
 
     let site = here(2);
     let at = panic_site(|| {
-        let _ = PaceLayer::new().route("no-slash", Limits::mpsd());
+        let _ = PaceTable::builder().route("no-slash", Limits::mpsd());
     });
-    assert_eq!(at, site, "PaceLayer::route");
+    assert_eq!(at, site, "PaceTableBuilder::route");
 }

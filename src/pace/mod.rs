@@ -24,10 +24,17 @@
 //!   get their documented 1 per 15 s and 20 per 300 s.
 //!
 //! Defaults, and why: [`Limits::mpsd`] (the service's documented limits),
-//! a 100 ms [`margin`](PaceLayer::margin) on each window (network jitter
-//! between leaving here and arriving there), a 20 s
+//! a 100 ms [`margin`](PaceTableBuilder::margin) on each window (network
+//! jitter between leaving here and arriving there), a 20 s
 //! [`max_wait`](PaceLayer::max_wait) (the retry layer's deadline), 10,000
-//! [keys](PaceLayer::max_keys) (as for the retry layer's cooldowns).
+//! [keys](PaceTableBuilder::max_keys) (as for the retry layer's cooldowns).
+//!
+//! What is counted, and every key's send times, live in a [`PaceTable`]:
+//! a handle whose clones share one table, set up when it is built. A layer
+//! made with [`PaceLayer::new`] makes its own, shared by the layer's
+//! clones; [`PaceLayer::with_table`] shares one with other stacks, so that
+//! a user's requests through all of them count in one set of windows, as
+//! at the service.
 //!
 //! A slot is counted when it is taken: a request that is then cancelled or
 //! fails before reaching the service still holds it. That errs on the safe
@@ -61,7 +68,7 @@
 //! use tokio::time::Instant;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_mpsd::error::{Refused, RefusedBy};
-//! use tower_mpsd::pace::{Limits, PaceLayer, Window};
+//! use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), tower_mpsd::BoxError> {
@@ -73,7 +80,8 @@
 //!     Window::new(2, Duration::from_secs(10)),
 //!     Window::new(5, Duration::from_secs(60)),
 //! );
-//! let layer = PaceLayer::new().limits(limits).margin(Duration::ZERO).max_wait(Duration::from_secs(15));
+//! let table = PaceTable::builder().limits(limits).margin(Duration::ZERO).build();
+//! let layer = PaceLayer::with_table(table).max_wait(Duration::from_secs(15));
 //! let client = ServiceBuilder::new().layer(layer).service(mpsd);
 //! let get = || {
 //!     Request::get("http://mpsd.test/handles/h1")
@@ -102,7 +110,9 @@
 mod future;
 mod layer;
 mod limits;
+mod table;
 
 pub use future::ResponseFuture;
-pub use layer::{default_pace_key, Pace, PaceKeyFn, PaceLayer};
+pub use layer::{Pace, PaceLayer};
 pub use limits::{Limits, Window};
+pub use table::{default_pace_key, PaceKeyFn, PaceTable, PaceTableBuilder};

@@ -1,0 +1,281 @@
+//! The pace table handle: what requests are paced by, and every key's send
+//! times, shared by the layers given it.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Uri};
+use tokio::time::Instant;
+
+use super::limits::{Limits, Pattern, Table};
+use crate::backoff::Cause;
+use crate::retry::default_cooldown_key;
+
+/// Gives the pacing key of a request, or `None` to let it through unpaced.
+/// See [`PaceTableBuilder::key`].
+pub type PaceKeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync>;
+
+/// The default pacing key: the authority and the `XBL3.0 x=<userhash>`
+/// user, the same key as the 429 cooldown of
+/// [`RetryLayer`](crate::retry::RetryLayer), since MPSD counts each user
+/// apart. A request without a user is not paced (MPSD refuses it anyway).
+pub fn default_pace_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    default_cooldown_key(Cause::Throttled, uri, headers)
+}
+
+#[derive(Clone)]
+struct Route {
+    text: String,
+    pattern: Pattern,
+    limits: Limits,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("pattern", &self.text)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// What a table counts, fixed when it is built.
+#[derive(Clone)]
+struct Rules {
+    limits: Limits,
+    routes: Vec<Route>,
+    margin: Duration,
+    max_keys: usize,
+    key: PaceKeyFn,
+}
+
+/// The pacing state of one or more [`PaceLayer`](super::PaceLayer)s: the
+/// limits, routes, margin and key function, and every key's recent send
+/// times, which the windows are counted over.
+///
+/// A cheap handle: clones share one table. A `PaceLayer` made with
+/// [`new`](super::PaceLayer::new) makes its own; its clones, and the
+/// services they make, share it. MPSD counts a user's requests wherever
+/// they come from, so two stacks of one process acting for the same users
+/// should be given one table with
+/// [`PaceLayer::with_table`](super::PaceLayer::with_table): together they
+/// then stay within the user's windows. Its settings are fixed when it is
+/// built ([`PaceTable::builder`]).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// # use tower::service_fn;
+/// use tower_mpsd::pace::{PaceLayer, PaceTable};
+///
+/// # let hyper_client = service_fn(|_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
+/// # });
+/// // One table for both clients of this process.
+/// let table = PaceTable::builder().margin(Duration::from_millis(200)).build();
+/// let lobby = ServiceBuilder::new()
+///     .layer(PaceLayer::with_table(table.clone()))
+///     .service(hyper_client.clone());
+/// let matchmaking = ServiceBuilder::new()
+///     .layer(PaceLayer::with_table(table))
+///     .service(hyper_client);
+/// // A user's requests through `lobby` and `matchmaking` count in one
+/// // burst window and one sustain window.
+/// # drop((lobby, matchmaking));
+/// ```
+#[derive(Clone)]
+pub struct PaceTable {
+    rules: Arc<Rules>,
+    table: Arc<Mutex<Table>>,
+}
+
+impl fmt::Debug for PaceTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaceTable")
+            .field("limits", &self.rules.limits)
+            .field("routes", &self.rules.routes)
+            .field("margin", &self.rules.margin)
+            .field("max_keys", &self.rules.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PaceTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The route every new table has: handle queries.
+const HANDLE_QUERY: &str = "POST /handles/query";
+
+impl PaceTable {
+    /// A new, empty table with the defaults documented on
+    /// [`PaceTableBuilder`]: MPSD's limits for every request, handle
+    /// queries' limits on `POST /handles/query` as well, a 100 ms margin,
+    /// 10,000 keys, keyed by [`default_pace_key`].
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a table with other settings, starting from the
+    /// defaults.
+    pub fn builder() -> PaceTableBuilder {
+        PaceTableBuilder {
+            rules: Rules {
+                limits: Limits::mpsd(),
+                routes: Vec::new(),
+                margin: Duration::from_millis(100),
+                max_keys: 10_000,
+                key: Arc::new(default_pace_key),
+            },
+        }
+        .route(HANDLE_QUERY, Limits::mpsd_handle_query())
+    }
+
+    /// The pacing key of a request, or `None` when it is not paced.
+    pub(crate) fn key(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+        (self.rules.key)(uri, headers)
+    }
+
+    /// Takes the earliest slot for a request of `key`, counting it in the
+    /// general windows and those of every route it matches, when that slot
+    /// is no later than `deadline`: `Ok(slot)`; otherwise takes nothing,
+    /// `Err(slot)`.
+    pub(crate) fn reserve(
+        &self,
+        key: &str,
+        method: &Method,
+        uri: &Uri,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<Instant, Instant> {
+        let matched: Vec<usize> = self
+            .rules
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.pattern.matches(method, uri))
+            .map(|(i, _)| i)
+            .collect();
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(key, &matched, now, deadline)
+    }
+}
+
+/// Builds a [`PaceTable`]; from [`PaceTable::builder`]. Every setting here
+/// decides what the table counts, so it is fixed once the table is built.
+#[must_use]
+pub struct PaceTableBuilder {
+    rules: Rules,
+}
+
+impl fmt::Debug for PaceTableBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaceTableBuilder")
+            .field("limits", &self.rules.limits)
+            .field("routes", &self.rules.routes)
+            .field("margin", &self.rules.margin)
+            .field("max_keys", &self.rules.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PaceTableBuilder {
+    /// The limits every request is paced by. Default [`Limits::mpsd`]:
+    /// the service's documented 30 per 15 s and 300 per 300 s per user.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.rules.limits = limits;
+        self
+    }
+
+    /// Adds limits for the requests that match `pattern`, on top of
+    /// [`limits`](Self::limits): such a request waits for a slot in both,
+    /// and counts in both. A pattern is `"[METHOD ]/segment/..."`, its
+    /// segments matched ASCII case-insensitively, `*` matching any one
+    /// segment; the query string is ignored. The same pattern again
+    /// replaces its limits.
+    ///
+    /// By default `"POST /handles/query"` has [`Limits::mpsd_handle_query`]
+    /// (1 per 15 s, 20 per 300 s: the documented limits of handle queries).
+    /// MPSD's docs do not say whether handle queries also count against
+    /// the general limits; counting them in both cannot cause a 429 and
+    /// costs at most 20 general slots per 300 s.
+    ///
+    /// # Panics
+    ///
+    /// When `pattern` does not have that form (no leading `/`, a query
+    /// string, or an invalid method).
+    #[track_caller]
+    pub fn route(mut self, pattern: &str, limits: Limits) -> Self {
+        // Not `unwrap_or_else`: the panic must point at the caller.
+        let Some(parsed) = Pattern::parse(pattern) else {
+            panic!("invalid pace route pattern {pattern:?}");
+        };
+        self.rules.routes.retain(|r| r.pattern != parsed);
+        self.rules.routes.push(Route {
+            text: pattern.trim().to_owned(),
+            pattern: parsed,
+            limits,
+        });
+        self
+    }
+
+    /// Removes every route, the default one for handle queries included.
+    pub fn no_routes(mut self) -> Self {
+        self.rules.routes.clear();
+        self
+    }
+
+    /// Time added to each window's period before a slot counts as open.
+    /// Default 100 ms: MPSD counts a request when it arrives and the
+    /// limiter when it leaves, so jitter in network latency could bring two
+    /// sends a period apart within one window at the service; 100 ms costs
+    /// under 1 % of the burst rate and 0.04 % of the sustain rate.
+    /// `Duration::ZERO` matches the service's windows exactly.
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.rules.margin = margin;
+        self
+    }
+
+    /// What requests are paced by: requests with the same key share the
+    /// windows, `None` lets a request through unpaced. Default
+    /// [`default_pace_key`] (authority and user).
+    pub fn key<F>(mut self, key: F) -> Self
+    where
+        F: Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync + 'static,
+    {
+        self.rules.key = Arc::new(key);
+        self
+    }
+
+    /// How many keys are remembered at most. Default 10,000, as for the
+    /// retry layer's cooldowns. Keys whose windows have drained are
+    /// forgotten first; if none has, the least recently sent one is (its
+    /// next requests may then be throttled by the service). Memory per key
+    /// is at most the larger `max` of its windows in instants.
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.rules.max_keys = n;
+        self
+    }
+
+    /// A new, empty table with these settings.
+    pub fn build(self) -> PaceTable {
+        let rules = self.rules;
+        let table = Table::new(
+            rules.limits,
+            rules.routes.iter().map(|r| r.limits).collect(),
+            rules.margin,
+            rules.max_keys,
+        );
+        PaceTable {
+            rules: Arc::new(rules),
+            table: Arc::new(Mutex::new(table)),
+        }
+    }
+}
