@@ -15,7 +15,7 @@ use serde_json::json;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::outcome::Outcome;
-use tower_mpsd::revalidate::{RevalidateBody, RevalidateLayer, Revalidated};
+use tower_mpsd::revalidate::{Cache, RevalidateBody, RevalidateLayer, Revalidated};
 
 type Res = Response<RevalidateBody<hyper::body::Incoming>>;
 
@@ -210,7 +210,7 @@ async fn the_cache_honours_its_entry_bound_least_recently_used_first() {
     for uri in &uris {
         create(uri, "alice", json!({})).await;
     }
-    let layer = RevalidateLayer::new().max_entries(3);
+    let layer = RevalidateLayer::with_cache(Cache::builder().max_entries(3).build());
     let client = stack(&layer);
     for uri in &uris[..3] {
         call(&client, request(Method::GET, uri)).await;
@@ -252,7 +252,7 @@ async fn the_cache_honours_its_byte_bounds() {
     let one = probe.usage().bytes;
     assert!(one > 0);
 
-    let layer = RevalidateLayer::new().max_bytes(2 * one + one / 2);
+    let layer = RevalidateLayer::with_cache(Cache::builder().max_bytes(2 * one + one / 2).build());
     let client = stack(&layer);
     for uri in &uris {
         call(&client, request(Method::GET, uri)).await;
@@ -263,7 +263,7 @@ async fn the_cache_honours_its_byte_bounds() {
     println!("byte bound {}: {:?}", 2 * one + one / 2, layer.usage());
 
     // A body over the per-body cap passes through whole and uncached.
-    let small = RevalidateLayer::new().max_body_bytes(16);
+    let small = RevalidateLayer::with_cache(Cache::builder().max_body_bytes(16).build());
     let client = stack(&small);
     sim.clear_log();
     for _ in 0..2 {
@@ -330,4 +330,39 @@ async fn a_callers_own_if_none_match_is_left_alone() {
         sim.log().last().unwrap().if_none_match.as_deref(),
         Some("\"no-such-etag\"")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_stacks_given_one_cache_revalidate_each_others_reads() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "shared-cache");
+    create(&uri, "alice", json!({"map": "dust"})).await;
+    sim.clear_log();
+    let cache = Cache::new();
+    // Two stacks built apart, each with its own layer and client.
+    let first = stack(&RevalidateLayer::with_cache(cache.clone()));
+    let second = stack(&RevalidateLayer::with_cache(cache.clone()));
+
+    let read = first
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let etag = read.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let body = read.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(cache.usage().entries, 1);
+
+    // The same GET through the second asks If-None-Match with that ETag.
+    let (status, again, revalidated) = call(&second, request(Method::GET, &uri)).await;
+    assert_eq!((status, revalidated), (StatusCode::OK, true));
+    assert_eq!(again, body);
+    let log = sim.log();
+    let sent: Vec<Option<&str>> = log.iter().map(|e| e.if_none_match.as_deref()).collect();
+    println!(
+        "shared cache: statuses {:?}, If-None-Match sent {sent:?}",
+        statuses(&log)
+    );
+    assert_eq!(statuses(&log), [200, 304]);
+    assert_eq!(sent, [None, Some(etag.as_str())]);
 }

@@ -13,7 +13,7 @@ use crate::identity::user_hash;
 use crate::target::Target;
 use crate::BoxError;
 
-/// The cache, shared by the layer's clones and the services it made.
+/// The cache as the services and their futures use it.
 #[derive(Clone)]
 pub(crate) struct Shared {
     cache: Arc<Mutex<Lru>>,
@@ -26,25 +26,148 @@ impl Shared {
     }
 }
 
-/// Adds [`Revalidate`] to a stack. Clones share the cache; a setter called
-/// on a clone gives it a new, empty one.
+/// The revalidation cache of one or more [`RevalidateLayer`]s: each GET's
+/// `ETag`, headers and body, least recently used first out, bounded by
+/// entry count and by bytes.
+///
+/// A cheap handle: clones share one cache. A layer made with
+/// [`RevalidateLayer::new`] makes its own; its clones, and the services
+/// they make, share it. Give one cache to several stacks with
+/// [`RevalidateLayer::with_cache`] so that a session read through one is
+/// revalidated, not read again, through the others, and a write through
+/// any of them drops it for all. Its bounds are fixed when it is built
+/// ([`Cache::builder`]).
+///
+/// # Example
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// # use tower::service_fn;
+/// use tower_mpsd::revalidate::{Cache, RevalidateLayer};
+///
+/// # let hyper_client = service_fn(|_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
+/// # });
+/// // One cache for both clients of this process.
+/// let cache = Cache::builder().max_entries(4096).build();
+/// let lobby = ServiceBuilder::new()
+///     .layer(RevalidateLayer::with_cache(cache.clone()))
+///     .service(hyper_client.clone());
+/// let matchmaking = ServiceBuilder::new()
+///     .layer(RevalidateLayer::with_cache(cache.clone()))
+///     .service(hyper_client);
+/// // A session read through `lobby` is asked `If-None-Match` through
+/// // `matchmaking` too.
+/// assert_eq!(cache.usage().entries, 0);
+/// # drop((lobby, matchmaking));
+/// ```
 #[derive(Clone)]
-#[must_use]
-pub struct RevalidateLayer {
+pub struct Cache {
     max_entries: usize,
     max_bytes: usize,
     shared: Shared,
 }
 
-impl fmt::Debug for RevalidateLayer {
+impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RevalidateLayer")
+        f.debug_struct("Cache")
             .field("max_entries", &self.max_entries)
             .field("max_bytes", &self.max_bytes)
             .field("max_body_bytes", &self.shared.max_body_bytes)
             .field("usage", &self.usage())
             .finish()
     }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cache {
+    /// A new, empty cache with the defaults documented on [`CacheBuilder`]:
+    /// 1,024 entries, 16 MiB in all, bodies of at most 256 KiB.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a cache with other bounds, starting from the defaults.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder {
+            max_entries: 1024,
+            max_bytes: 16 << 20,
+            max_body_bytes: 256 << 10,
+        }
+    }
+
+    /// How much of its bounds the cache uses now, over every layer sharing
+    /// it.
+    pub fn usage(&self) -> CacheUsage {
+        let cache = self.shared.cache();
+        CacheUsage {
+            entries: cache.len(),
+            bytes: cache.bytes(),
+        }
+    }
+}
+
+/// Builds a [`Cache`]; from [`Cache::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    max_entries: usize,
+    max_bytes: usize,
+    max_body_bytes: usize,
+}
+
+impl CacheBuilder {
+    /// How many reads are cached at most; the least recently used goes
+    /// first. Default 1,024: a client polls a handful of sessions per user,
+    /// and a service acting for many users should size it to them.
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// How many bytes the cache holds at most (bodies, headers, `ETag`s
+    /// and keys); the least recently used entries go first. Default 16 MiB:
+    /// 1,024 session documents of 16 KiB, a generous session with
+    /// a full roster and custom properties.
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    /// The largest body that is read to be cached. A larger one (e.g. a big
+    /// query result) is passed on as it streams, whole, and not cached.
+    /// Default 256 KiB: far above a session document, small enough that
+    /// reading it ahead of the caller costs little.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// A new, empty cache with these bounds.
+    pub fn build(self) -> Cache {
+        Cache {
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            shared: Shared {
+                cache: Arc::new(Mutex::new(Lru::new(self.max_entries, self.max_bytes))),
+                max_body_bytes: self.max_body_bytes,
+            },
+        }
+    }
+}
+
+/// Adds [`Revalidate`] to a stack. Clones share its [`Cache`];
+/// [`with_cache`](Self::with_cache) shares one with other stacks. No
+/// setter replaces it: a cache's bounds are set when it is built.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RevalidateLayer {
+    cache: Cache,
 }
 
 impl Default for RevalidateLayer {
@@ -64,53 +187,27 @@ pub struct CacheUsage {
 }
 
 impl RevalidateLayer {
-    /// A layer with the defaults documented in [the module](crate::revalidate):
-    /// 1,024 entries, 16 MiB in all, bodies of at most 256 KiB.
+    /// A layer with a new [`Cache`] of its own, with the defaults
+    /// documented in [the module](crate::revalidate): 1,024 entries,
+    /// 16 MiB in all, bodies of at most 256 KiB.
     pub fn new() -> Self {
-        Self::with(1024, 16 << 20, 256 << 10)
+        Self::with_cache(Cache::new())
     }
 
-    fn with(max_entries: usize, max_bytes: usize, max_body_bytes: usize) -> Self {
-        Self {
-            max_entries,
-            max_bytes,
-            shared: Shared {
-                cache: Arc::new(Mutex::new(Lru::new(max_entries, max_bytes))),
-                max_body_bytes,
-            },
-        }
+    /// A layer using `cache`, shared with every layer given the same cache
+    /// (see [`Cache`] for an example with two stacks).
+    pub fn with_cache(cache: Cache) -> Self {
+        Self { cache }
     }
 
-    /// How many reads are cached at most; the least recently used goes
-    /// first. Default 1,024: a client polls a handful of sessions per user,
-    /// and a service acting for many users should size it to them.
-    pub fn max_entries(self, n: usize) -> Self {
-        Self::with(n, self.max_bytes, self.shared.max_body_bytes)
+    /// The cache this layer uses: a handle to give to other layers.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
-    /// How many bytes the cache holds at most (bodies, headers, `ETag`s
-    /// and keys); the least recently used entries go first. Default 16 MiB:
-    /// 1,024 session documents of 16 KiB, a generous session with
-    /// a full roster and custom properties.
-    pub fn max_bytes(self, n: usize) -> Self {
-        Self::with(self.max_entries, n, self.shared.max_body_bytes)
-    }
-
-    /// The largest body that is read to be cached. A larger one (e.g. a big
-    /// query result) is passed on as it streams, whole, and not cached.
-    /// Default 256 KiB: far above a session document, small enough that
-    /// reading it ahead of the caller costs little.
-    pub fn max_body_bytes(self, n: usize) -> Self {
-        Self::with(self.max_entries, self.max_bytes, n)
-    }
-
-    /// How much of its bounds the shared cache uses now.
+    /// How much of its bounds the shared cache uses now: [`Cache::usage`].
     pub fn usage(&self) -> CacheUsage {
-        let cache = self.shared.cache();
-        CacheUsage {
-            entries: cache.len(),
-            bytes: cache.bytes(),
-        }
+        self.cache.usage()
     }
 }
 
@@ -120,7 +217,7 @@ impl<S> Layer<S> for RevalidateLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Revalidate {
             inner,
-            shared: self.shared.clone(),
+            shared: self.cache.shared.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! [`RevalidateLayer`] in the stack:
 //!
 //! - **A GET** whose 200 carries an `ETag` (sessions, their elements,
-//!   handles) is read up to [`max_body_bytes`](RevalidateLayer::max_body_bytes)
+//!   handles) is read up to [`max_body_bytes`](CacheBuilder::max_body_bytes)
 //!   and its body, headers and `ETag` are cached per authority, user,
 //!   contract version and path with query. The next GET of the same URI
 //!   carries `If-None-Match`; on 304 the caller gets a 200 with the cached
@@ -26,10 +26,15 @@
 //! for a 304, so a missed invalidation costs a full read, never a stale
 //! answer. It is bounded by entry count and by total bytes, the least
 //! recently used going first. Defaults, and why: 1,024
-//! [entries](RevalidateLayer::max_entries) (a few sessions per user polled
-//! by one process), 16 MiB [in all](RevalidateLayer::max_bytes), 256 KiB
-//! [per body](RevalidateLayer::max_body_bytes) (far above a session
+//! [entries](CacheBuilder::max_entries) (a few sessions per user polled
+//! by one process), 16 MiB [in all](CacheBuilder::max_bytes), 256 KiB
+//! [per body](CacheBuilder::max_body_bytes) (far above a session
 //! document; reading it ahead of the caller costs little).
+//!
+//! The entries live in a [`Cache`]: a handle whose clones share one cache,
+//! its bounds set when it is built. A layer made with
+//! [`RevalidateLayer::new`] makes its own, shared by the layer's clones;
+//! [`RevalidateLayer::with_cache`] shares one with other stacks.
 //!
 //! It works anywhere in a stack: a retried GET carries the same
 //! `If-None-Match`. [`MpsdLayer`](crate::MpsdLayer) puts it inside the
@@ -85,7 +90,7 @@ use http::HeaderValue;
 
 pub use body::RevalidateBody;
 pub use future::ResponseFuture;
-pub use layer::{CacheUsage, Revalidate, RevalidateLayer};
+pub use layer::{Cache, CacheBuilder, CacheUsage, Revalidate, RevalidateLayer};
 
 /// In the extensions of a 200 that the layer made from a 304 and its
 /// cached body.
