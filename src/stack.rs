@@ -15,6 +15,42 @@
 //! sends per logical request, or 8 with a rebase policy (the first write,
 //! three conflict rounds of re-read and write, and one retry).
 //!
+//! # Sharing state between stacks
+//!
+//! Clones of an `MpsdLayer`, and the services they make, share the retry
+//! layer's [`Cooldowns`](crate::retry::Cooldowns), budget and counters, the
+//! pace layer's [`PaceTable`](crate::pace::PaceTable) and the revalidate
+//! layer's [`Cache`](crate::revalidate::Cache). Separately built stacks
+//! share them only when handed the same handles, through the layers the
+//! stack takes:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder};
+//! use tower_mpsd::pace::{PaceLayer, PaceTable};
+//! use tower_mpsd::retry::{Cooldowns, RetryLayer};
+//! use tower_mpsd::revalidate::{Cache, RevalidateLayer};
+//! use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
+//!
+//! let (cooldowns, table, cache) = (Cooldowns::new(), PaceTable::new(), Cache::new());
+//! let stack = || {
+//!     MpsdLayer::new()
+//!         .retry(RetryLayer::new().with_cooldowns(cooldowns.clone()))
+//!         .revalidate(RevalidateLayer::with_cache(cache.clone()))
+//!         .pace(PaceLayer::with_table(table.clone()))
+//! };
+//! let upstream = service_fn(|_req: Request<Full<Bytes>>| async {
+//!     Ok::<_, tower_mpsd::BoxError>(Response::new(Full::<Bytes>::default()))
+//! });
+//! // Two clients of one process: one `Retry-After`, one set of rate
+//! // windows per user, one cache between them.
+//! let lobby = ServiceBuilder::new().mpsd_with(stack()).service(upstream.clone());
+//! let matchmaking = ServiceBuilder::new().mpsd_with(stack()).service(upstream);
+//! # drop((lobby, matchmaking));
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -108,7 +144,9 @@ impl<V, P> MpsdLayer<Identity, V, P> {
 
 impl<R, P> MpsdLayer<R, Identity, P> {
     /// Revalidates GETs with `If-None-Match` and answers 304s from a
-    /// bounded cache (see [`crate::revalidate`]).
+    /// bounded cache (see [`crate::revalidate`]): the layer's own, or one
+    /// shared with other stacks through
+    /// [`RevalidateLayer::with_cache`].
     pub fn revalidate(self, revalidate: RevalidateLayer) -> MpsdLayer<R, RevalidateLayer, P> {
         MpsdLayer {
             deadline: self.deadline,
@@ -124,7 +162,9 @@ impl<R, P> MpsdLayer<R, Identity, P> {
 
 impl<R, V> MpsdLayer<R, V, Identity> {
     /// Paces requests to stay under MPSD's rate limits (see
-    /// [`crate::pace`]), so that 429s are avoided rather than waited out.
+    /// [`crate::pace`]), so that 429s are avoided rather than waited out:
+    /// by the layer's own table, or one shared with other stacks through
+    /// [`PaceLayer::with_table`].
     pub fn pace(self, pace: PaceLayer) -> MpsdLayer<R, V, PaceLayer> {
         MpsdLayer {
             deadline: self.deadline,
@@ -164,9 +204,11 @@ impl<R, V, P> MpsdLayer<R, V, P> {
         self
     }
 
-    /// The retry layer, for its backoff, budget, cooldown and method
-    /// settings. Its own deadline and attempt limit give way to the
-    /// stack's.
+    /// The retry layer, for its backoff, cooldown key and method
+    /// settings, and the cooldowns and budget it uses (its own, or shared
+    /// with other stacks through [`RetryLayer::with_cooldowns`] and
+    /// [`RetryLayer::with_budget`]). Its own deadline and attempt limit
+    /// give way to the stack's.
     pub fn retry(mut self, retry: RetryLayer) -> Self {
         self.retry = retry;
         self
