@@ -159,7 +159,7 @@ async fn through_stack(
         .get::<AttemptHistory>()
         .ok_or("no history")?;
     let sends: Vec<String> = history
-        .attempts
+        .attempts()
         .iter()
         .map(|a| {
             let status = a.outcome.map_or(0, |o| o.status().as_u16());

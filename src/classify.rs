@@ -3,6 +3,13 @@
 //! extensions, plus a classifier for
 //! `tower_http::trace::TraceLayer`.
 //!
+//! Each answer is classified once. In [`MpsdLayer`](crate::MpsdLayer),
+//! [`Classify`] is the innermost layer: it classifies every send's answer,
+//! records the attempt in the logical request's history, and the layers
+//! above read the [`Outcome`] from the response's extensions. A layer of
+//! this crate used without it classifies an answer that has no outcome
+//! yet itself, the same way.
+//!
 //! # Example
 //!
 //! ```
@@ -50,7 +57,37 @@ use tower_http::classify::{
     ClassifiedResponse, ClassifyResponse, MakeClassifier, NeverClassifyEos,
 };
 
+use tokio::time::Instant;
+
+use crate::logical::LogicalRequest;
 use crate::outcome::{classify, Call, Outcome};
+
+/// The outcome of an answer to a send of `call`: the one a layer further
+/// in put in its extensions (`false`: that layer recorded the attempt), or
+/// else classified now and put there with the call (`true`: the caller
+/// records it).
+pub(crate) fn outcome_of<B>(res: &mut Response<B>, call: &Call) -> (Outcome, bool) {
+    if let Some(outcome) = res.extensions().get::<Outcome>() {
+        return (*outcome, false);
+    }
+    let outcome = classify(call, res.status(), res.headers());
+    res.extensions_mut().insert(outcome);
+    // The call goes along, so readers can tell what the body holds.
+    res.extensions_mut().insert(call.clone());
+    (outcome, true)
+}
+
+/// The call a send makes: one of its own (a re-read the rebase layer made),
+/// else the logical request's, else parsed from the request itself.
+fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> Call {
+    if let Some(call) = req.extensions().get::<Call>() {
+        return call.clone();
+    }
+    match logical {
+        Some(logical) => logical.call().clone(),
+        None => Call::of(req),
+    }
+}
 
 /// Adds [`Classify`] to a stack: each response gets its [`Outcome`] in its
 /// extensions.
@@ -96,10 +133,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let call = Call::of(&req);
+        let logical = req.extensions().get::<LogicalRequest>().cloned();
+        let call = call_of(&req, logical.as_ref());
+        // Only a logical request keeps a history to record the send in.
+        let sent = logical.map(|logical| (logical, Instant::now()));
         ResponseFuture {
             inner: self.inner.call(req),
             call: Some(call),
+            sent,
         }
     }
 }
@@ -110,6 +151,7 @@ pin_project! {
         #[pin]
         inner: F,
         call: Option<Call>,
+        sent: Option<(LogicalRequest, Instant)>,
     }
 }
 
@@ -129,13 +171,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = ready!(this.inner.poll(cx))?;
+        let result = ready!(this.inner.poll(cx));
         let call = this.call.take().expect("polled after completion");
-        let outcome = classify(&call, res.status(), res.headers());
-        res.extensions_mut().insert(outcome);
-        // The call goes along, so readers can tell what the body holds.
-        res.extensions_mut().insert(call);
-        Poll::Ready(Ok(res))
+        let (outcome, new) = match result {
+            Ok(mut res) => {
+                let (outcome, new) = outcome_of(&mut res, &call);
+                (Ok((res, outcome)), new)
+            }
+            // Any error here is the client's: this is below every layer
+            // that refuses before sending.
+            Err(e) => (Err(e), true),
+        };
+        if let (Some((logical, sent)), true) = (this.sent.take(), new) {
+            let answered = outcome.as_ref().ok().map(|(_, outcome)| *outcome);
+            logical.record(sent, answered, Instant::now());
+        }
+        Poll::Ready(outcome.map(|(res, _)| res))
     }
 }
 
@@ -177,7 +228,10 @@ impl ClassifyResponse for ClassifyMpsd {
         self,
         res: &Response<B>,
     ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
-        let outcome = classify(&self.call, res.status(), res.headers());
+        let outcome = match res.extensions().get::<Outcome>() {
+            Some(outcome) => *outcome,
+            None => classify(&self.call, res.status(), res.headers()),
+        };
         if outcome.is_success() {
             ClassifiedResponse::Ready(Ok(()))
         } else {

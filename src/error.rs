@@ -49,7 +49,7 @@
 //! fn explain(error: &BoxError) -> String {
 //!     if let Some(failed) = error.downcast_ref::<RequestFailed>() {
 //!         let cause = std::error::Error::source(failed).map(ToString::to_string);
-//!         let tries = failed.history().attempts.len();
+//!         let tries = failed.history().attempts().len();
 //!         format!("unreachable after {tries} tries: {}", cause.unwrap_or_default())
 //!     } else if let Some(refused) = error.downcast_ref::<Refused>() {
 //!         match refused.by {
@@ -79,8 +79,8 @@
 //! assert_eq!(explain(&error), "unreachable after 3 tries: connection refused");
 //! let failed = error.downcast::<RequestFailed>().unwrap();
 //! let history = failed.history();
-//! assert_eq!(history.attempts[0].purpose, Purpose::First);
-//! assert!(history.attempts[1..].iter().all(|a| matches!(a.purpose, Purpose::Retry(_))));
+//! assert_eq!(history.attempts()[0].purpose, Purpose::First);
+//! assert!(history.attempts()[1..].iter().all(|a| matches!(a.purpose, Purpose::Retry(_))));
 //! assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
 //! let (source, _history) = failed.into_parts();
 //! assert!(source.is::<io::Error>());

@@ -40,7 +40,7 @@
 //! let req = Request::get("http://mpsd.test/handles/h1").body(Full::default())?;
 //! let res = client.oneshot(req).await?;
 //! let history = res.extensions().get::<AttemptHistory>().unwrap();
-//! assert_eq!(history.attempts.len(), 3, "three sends in all, not three per layer");
+//! assert_eq!(history.attempts().len(), 3, "three sends in all, not three per layer");
 //! assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
 //! # Ok(())
 //! # }
@@ -58,7 +58,17 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::backoff::Cause;
-use crate::outcome::Outcome;
+use crate::outcome::{Call, Outcome};
+
+/// `start + wait`, or, when that is too far to represent, a time so far off
+/// that it is as good as never: how this crate spells "no deadline"
+/// (`Duration::MAX`) and any other wait too long to matter.
+pub(crate) fn at_most(start: Instant, wait: Duration) -> Instant {
+    // About thirty years: beyond any deadline or wait that means something,
+    // and within what every platform's clock can add.
+    const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    start + wait.min(NEVER)
+}
 
 /// The shared context of one logical request; clones share it.
 #[derive(Debug, Clone)]
@@ -69,6 +79,8 @@ struct Inner {
     start: Instant,
     deadline: Instant,
     max_attempts: u32,
+    /// The caller's request, parsed once for every layer.
+    call: Call,
     state: Mutex<State>,
 }
 
@@ -93,14 +105,11 @@ impl LogicalRequest {
             return (found.clone(), false);
         }
         let start = Instant::now();
-        // A deadline too far to represent is as good as none.
-        let deadline = start
-            .checked_add(deadline)
-            .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600));
         let logical = Self(Arc::new(Inner {
             start,
-            deadline,
+            deadline: at_most(start, deadline),
             max_attempts,
+            call: Call::of(req),
             state: Mutex::new(State {
                 sends: 1,
                 next_purpose: Purpose::First,
@@ -114,6 +123,12 @@ impl LogicalRequest {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the caller's request is: its method and the kind of resource it
+    /// names, parsed once when the logical request began.
+    pub fn call(&self) -> &Call {
+        &self.0.call
     }
 
     /// When the logical request began.
@@ -153,7 +168,7 @@ impl LogicalRequest {
     /// already did.
     pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>, now: Instant) {
         let mut state = self.state();
-        if state.history.attempts.len() >= state.sends as usize {
+        if state.history.attempts().len() >= state.sends as usize {
             return;
         }
         let attempt = Attempt {
@@ -162,7 +177,7 @@ impl LogicalRequest {
             waited: sent.saturating_duration_since(state.last_answer),
             outcome,
         };
-        state.history.attempts.push(attempt);
+        state.history.push(attempt);
         state.last_answer = now;
     }
 
@@ -175,7 +190,7 @@ impl LogicalRequest {
 
     /// How many attempts are recorded so far.
     pub(crate) fn attempts(&self) -> usize {
-        self.state().history.attempts.len()
+        self.state().history.attempts().len()
     }
 
     /// The history, moved out with its total time: for the layer that
@@ -367,12 +382,43 @@ pub enum GaveUp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AttemptHistory {
-    /// Every send, in order.
-    pub attempts: Vec<Attempt>,
+    attempts: Attempts,
     /// From the call to the final answer.
     pub total: Duration,
     /// Why the layers stopped before a success, if they did.
     pub gave_up: Option<GaveUp>,
+}
+
+impl AttemptHistory {
+    /// Every send, in order.
+    pub fn attempts(&self) -> &[Attempt] {
+        match &self.attempts {
+            Attempts::None => &[],
+            Attempts::One(attempt) => std::slice::from_ref(attempt),
+            Attempts::Many(attempts) => attempts,
+        }
+    }
+
+    pub(crate) fn push(&mut self, attempt: Attempt) {
+        self.attempts = match std::mem::take(&mut self.attempts) {
+            Attempts::None => Attempts::One(attempt),
+            Attempts::One(first) => Attempts::Many(vec![first, attempt]),
+            Attempts::Many(mut attempts) => {
+                attempts.push(attempt);
+                Attempts::Many(attempts)
+            }
+        };
+    }
+}
+
+/// The sends of a history: most logical requests take one, which is kept
+/// without allocating.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Attempts {
+    #[default]
+    None,
+    One(Attempt),
+    Many(Vec<Attempt>),
 }
 
 #[cfg(test)]
@@ -409,9 +455,9 @@ mod tests {
         ctx.record(Instant::now(), None, Instant::now());
         ctx.record(Instant::now(), None, Instant::now());
         let history = ctx.history();
-        assert_eq!(history.attempts.len(), 2);
-        assert_eq!(history.attempts[1].purpose, Purpose::Reread);
-        assert_eq!(history.attempts[1].waited, Duration::from_secs(2));
+        assert_eq!(history.attempts().len(), 2);
+        assert_eq!(history.attempts()[1].purpose, Purpose::Reread);
+        assert_eq!(history.attempts()[1].waited, Duration::from_secs(2));
         assert_eq!(history.total, Duration::from_secs(2));
     }
 }

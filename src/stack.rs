@@ -4,12 +4,12 @@
 //!
 //! | layer | why there |
 //! |---|---|
-//! | [`ClassifyLayer`] | the final answer carries its [`Outcome`](crate::outcome::Outcome) |
-//! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
+//! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
 //! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
-//! | [`PaceLayer`] (optional) | innermost: it paces what actually goes to the network |
+//! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
+//! | [`ClassifyLayer`] | innermost: each send's answer is classified once, its attempt recorded, and its [`Outcome`](crate::outcome::Outcome) put in its extensions for the layers above and the caller |
 //!
 //! Defaults: a 20 s deadline (the retry window of Microsoft's SDK) and 5
 //! sends per logical request, or 8 with a rebase policy (the first write,
@@ -76,7 +76,7 @@
 //!     .body(Full::default())?;
 //! let res = client.oneshot(req).await?;
 //! assert_eq!(res.extensions().get::<Outcome>(), Some(&Outcome::Ok));
-//! assert_eq!(res.extensions().get::<AttemptHistory>().unwrap().attempts.len(), 1);
+//! assert_eq!(res.extensions().get::<AttemptHistory>().unwrap().attempts().len(), 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -222,16 +222,16 @@ impl<R, V, P> MpsdLayer<R, V, P> {
 
 impl<S, R, V, P> Layer<S> for MpsdLayer<R, V, P>
 where
-    P: Layer<S>,
+    P: Layer<Classify<S>>,
     V: Layer<P::Service>,
     R: Layer<Retry<V::Service>>,
 {
-    type Service = Classify<Logical<R::Service>>;
+    type Service = Logical<R::Service>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let paced = self.pace.layer(inner);
+        let paced = self.pace.layer(ClassifyLayer::new().layer(inner));
         let revalidated = self.revalidate.layer(paced);
         let rebased = self.rebase.layer(self.retry.layer(revalidated));
-        ClassifyLayer::new().layer(self.logical().layer(rebased))
+        self.logical().layer(rebased)
     }
 }

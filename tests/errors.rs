@@ -129,7 +129,7 @@ async fn a_body_that_fails_is_the_callers_mistake_and_is_not_retried() {
     let failed = err.downcast_ref::<RequestFailed>().expect("RequestFailed");
     let purposes: Vec<_> = failed
         .history()
-        .attempts
+        .attempts()
         .iter()
         .map(|a| a.purpose)
         .collect();
@@ -164,7 +164,7 @@ async fn a_get_reset_until_the_attempts_run_out_carries_its_history() {
     let failed = err.downcast_ref::<RequestFailed>().expect("RequestFailed");
     let history = failed.history();
     let sent: Vec<_> = history
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.purpose, a.outcome))
         .collect();
@@ -182,10 +182,10 @@ async fn a_get_reset_until_the_attempts_run_out_carries_its_history() {
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|e| e.broken));
     let arrived: Vec<_> = log.iter().map(|e| e.at - t0).collect();
-    let sent_after: Vec<_> = history.attempts.iter().map(|a| a.sent_after).collect();
+    let sent_after: Vec<_> = history.attempts().iter().map(|a| a.sent_after).collect();
     assert_eq!(arrived, sent_after);
     assert_eq!(history.total, t0.elapsed());
-    assert_eq!(history.attempts[1].waited, arrived[1] - arrived[0]);
+    assert_eq!(history.attempts()[1].waited, arrived[1] - arrived[0]);
     println!("sends at {arrived:?}, over at {:?}", history.total);
 
     // The inner error is the source, and owned through `into_parts`.
@@ -197,5 +197,5 @@ async fn a_get_reset_until_the_attempts_run_out_carries_its_history() {
     let failed = *err.downcast::<RequestFailed>().unwrap();
     let (source, history) = failed.into_parts();
     assert!(source.is::<hyper_util::client::legacy::Error>());
-    assert_eq!(history.attempts.len(), 2);
+    assert_eq!(history.attempts().len(), 2);
 }

@@ -36,7 +36,7 @@ async fn a_reset_get_is_retried_and_a_reset_put_is_not() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     let sent: Vec<_> = history
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.purpose, a.outcome.is_some()))
         .collect();

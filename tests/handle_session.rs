@@ -97,7 +97,7 @@ async fn a_lost_race_through_a_handle_is_rebased() {
     let res = client.oneshot(put.build()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let history = res.extensions().get::<AttemptHistory>().cloned().unwrap();
-    let purposes: Vec<Purpose> = history.attempts.iter().map(|a| a.purpose).collect();
+    let purposes: Vec<Purpose> = history.attempts().iter().map(|a| a.purpose).collect();
     assert_eq!(purposes, [Purpose::First, Purpose::Rebased], "{history:?}");
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let session: Value = serde_json::from_slice(&body).unwrap();

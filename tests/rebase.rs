@@ -94,7 +94,7 @@ fn final_count(sim: &SimHandle, name: &str) -> u64 {
 fn attempts_table(answers: &[Answer]) -> BTreeMap<usize, usize> {
     let mut table = BTreeMap::new();
     for (_, _, _, history) in answers {
-        *table.entry(history.attempts.len()).or_default() += 1;
+        *table.entry(history.attempts().len()).or_default() += 1;
     }
     table
 }
@@ -108,7 +108,7 @@ async fn sixteen_concurrent_read_modify_writes_lose_no_update() {
     for (status, _, body, history) in &answers {
         assert_eq!(*status, StatusCode::OK, "{}", String::from_utf8_lossy(body));
         assert_eq!(history.gave_up, None);
-        assert!(history.attempts[1..]
+        assert!(history.attempts()[1..]
             .iter()
             .all(|a| a.purpose == Purpose::Rebased));
     }
@@ -182,7 +182,7 @@ async fn a_create_only_write_that_finds_the_session_becomes_an_update_when_asked
             (Method::PUT, 200, Some(etag))
         ]
     );
-    let purposes: Vec<_> = history.attempts.iter().map(|a| a.purpose).collect();
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
     assert_eq!(
         purposes,
         [Purpose::First, Purpose::Reread, Purpose::Rebased]
@@ -274,7 +274,7 @@ async fn a_503_during_the_reread_is_waited_out_within_one_attempt_limit() {
     let (status, _, _, history) = read(client.oneshot(put).await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let sent: Vec<_> = history
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.purpose, a.outcome.map(|o| o.status().as_u16())))
         .collect();

@@ -59,7 +59,7 @@ async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter() {
         );
     }
     let history = res.extensions().get::<AttemptHistory>().unwrap();
-    assert_eq!(history.attempts.len(), 3);
+    assert_eq!(history.attempts().len(), 3);
     assert_eq!(history.gave_up, None);
 }
 

@@ -31,7 +31,7 @@ use common::{create, http_client, overloaded, quiet_sim, request, SCID};
 
 fn purposes(history: &AttemptHistory) -> Vec<(Purpose, u16)> {
     history
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.purpose, a.outcome.map_or(0, |o| o.status().as_u16())))
         .collect()

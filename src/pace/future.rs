@@ -11,7 +11,6 @@ use tower::Service;
 use crate::error::Refused;
 use crate::BoxError;
 
-
 pin_project! {
     /// The future of [`Pace`](super::Pace): waits for the request's slot if
     /// it has to, then calls the inner service.

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::future::ResponseFuture;
-use crate::error::{Refused, RefusedBy};
 use super::table::PaceTable;
+use crate::error::{Refused, RefusedBy};
 use crate::logical::LogicalRequest;
 use crate::BoxError;
 

@@ -19,11 +19,12 @@ use super::body::RebaseBody;
 use super::layer::Config;
 use super::policy::{Conflict, Decision, RebasePolicy};
 use super::rules::{current_session, rebase_head, reread, Condition, Unusable};
+use crate::classify::outcome_of;
+use crate::error::Refused;
 use crate::logical::{GaveUp, LogicalRequest, Purpose};
-use crate::outcome::{classify, Call};
+use crate::outcome::Call;
 use crate::replay::NotReplayable;
 use crate::response::{collect_capped, read_capped, ReadFailure};
-use crate::error::Refused;
 use crate::BoxError;
 
 /// In the extensions of a 412 the layer handed back without rebasing it:
@@ -201,7 +202,7 @@ where
 {
     let (logical, owner) =
         LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
-    let call = Call::of(&req);
+    let call = logical.call().clone();
     let (mut write, body) = req.into_parts();
     let mut sent_body = if write.extensions.get::<NotReplayable>().is_some() {
         None
@@ -259,8 +260,11 @@ where
                     logical.gave_up(GaveUp::MaxAttempts);
                     return finish(lost.hand_back(NotRebased::Attempts));
                 }
-                let get = reread::<B>(&write, session_uri.clone());
+                let mut get = reread::<B>(&write, session_uri.clone());
+                // Its own call, not the logical request's: the layers below
+                // classify its answer as the GET it is.
                 let reread_call = Call::of(&get);
+                get.extensions_mut().insert(reread_call.clone());
                 let answer = match send(&mut svc, get, false, &logical, &reread_call).await {
                     Ok(answer) => answer,
                     Err(error) => {
@@ -399,17 +403,17 @@ where
         svc.ready().await.map_err(Into::into)?
     };
     let sent = Instant::now();
-    let res = ready.call(req).await.map_err(Into::into);
-    // A send refused below (a cooldown or pacing) never went out.
-    if !res
-        .as_ref()
-        .err()
-        .is_some_and(|e| Refused::retry_in(e).is_some())
-    {
-        let outcome = res
-            .as_ref()
-            .ok()
-            .map(|r| classify(call, r.status(), r.headers()));
+    let mut res = ready.call(req).await.map_err(Into::into);
+    // Classified once: by a layer further in, or here.
+    let (outcome, record) = match &mut res {
+        Ok(res) => {
+            let (outcome, new) = outcome_of(res, call);
+            (Some(outcome), new)
+        }
+        // A send refused below (a cooldown or pacing) never went out.
+        Err(e) => (None, Refused::retry_in(e).is_none()),
+    };
+    if record {
         logical.record(sent, outcome, Instant::now());
     }
     res

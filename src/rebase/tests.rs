@@ -96,7 +96,7 @@ async fn a_refused_reread_is_not_recorded_as_an_attempt() {
     let h = w.extensions().get::<AttemptHistory>().unwrap();
     assert_eq!(h.gave_up, Some(GaveUp::NoSession));
     assert_eq!(seen.lock().unwrap().len(), 2, "the re-read was never sent");
-    assert_eq!(h.attempts.len(), 1, "only the PUT went: {h:?}");
+    assert_eq!(h.attempts().len(), 1, "only the PUT went: {h:?}");
 }
 
 /// The 412 carries the session; the rebased write is refused by a
@@ -132,5 +132,5 @@ async fn a_refused_rebased_write_hands_back_the_412() {
         Some(NotRebased::CoolingDown { .. })
     ));
     let h = w.extensions().get::<AttemptHistory>().unwrap();
-    assert_eq!(h.attempts.len(), 1, "only the first PUT went: {h:?}");
+    assert_eq!(h.attempts().len(), 1, "only the first PUT went: {h:?}");
 }

@@ -8,8 +8,8 @@ use std::fmt;
 use http::Uri;
 
 use super::future::AttemptTimedOut;
-use crate::logical::AttemptHistory;
 use crate::error::Refused;
+use crate::logical::AttemptHistory;
 use crate::rebase::RebaseError;
 use crate::BoxError;
 
@@ -137,7 +137,7 @@ impl RequestFailed {
 
 impl fmt::Display for RequestFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.history.attempts.len();
+        let n = self.history.attempts().len();
         let s = if n == 1 { "" } else { "s" };
         write!(f, "mpsd request failed after {n} attempt{s}")
     }
@@ -213,7 +213,9 @@ mod tests {
             waited: Duration::ZERO,
             outcome: None,
         };
-        history.attempts = vec![attempt; n];
+        for _ in 0..n {
+            history.push(attempt.clone());
+        }
         history
     }
 
@@ -223,7 +225,7 @@ mod tests {
         let once = RequestFailed::wrap(io, || history(1));
         let twice = RequestFailed::wrap(once, || history(2));
         let failed = twice.downcast_ref::<RequestFailed>().unwrap();
-        assert_eq!(failed.history().attempts.len(), 2, "the newer history");
+        assert_eq!(failed.history().attempts().len(), 2, "the newer history");
         assert_eq!(failed.to_string(), "mpsd request failed after 2 attempts");
         let source = failed.source().unwrap();
         assert!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Extensions, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -18,9 +18,10 @@ use super::error::{callers_mistake, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
-use crate::logical::{GaveUp, LogicalRequest, Purpose};
-use crate::outcome::{classify, Call, Outcome, Retryable};
+use crate::classify::outcome_of;
 use crate::error::{Refused, RefusedBy};
+use crate::logical::{at_most, GaveUp, LogicalRequest, Purpose};
+use crate::outcome::{Outcome, Retryable};
 use crate::replay::NotReplayable;
 use crate::BoxError;
 
@@ -83,17 +84,58 @@ pin_project! {
     }
 }
 
+/// The request, kept to be sent again.
+///
+/// Its head is kept without the extensions, which every send needs but no
+/// send may share: when they hold only the logical request (as they do
+/// unless something else put its own there), the first send takes them
+/// and a retry gets a new map holding the logical request, so a first-try
+/// success copies no extension map. Otherwise each send gets a copy.
+struct Kept<B> {
+    head: http::request::Parts,
+    body: B,
+    extensions: Extensions,
+}
+
+impl<B> Kept<B> {
+    fn new(req: Request<B>) -> Self {
+        let (mut head, body) = req.into_parts();
+        let extensions = std::mem::take(&mut head.extensions);
+        Self {
+            head,
+            body,
+            extensions,
+        }
+    }
+}
+
+impl<B: Clone> Kept<B> {
+    /// The request for the next send.
+    fn next(&mut self, logical: &LogicalRequest) -> Request<B> {
+        let mut req = Request::from_parts(self.head.clone(), self.body.clone());
+        *req.extensions_mut() = match self.extensions.len() {
+            0 => {
+                let mut extensions = Extensions::new();
+                extensions.insert(logical.clone());
+                extensions
+            }
+            1 => std::mem::take(&mut self.extensions),
+            _ => self.extensions.clone(),
+        };
+        req
+    }
+}
+
 /// Everything of a [`ResponseFuture`] but its state.
 struct Attempts<S, B>
 where
     S: Service<Request<B>>,
 {
     svc: S,
-    req: Request<B>,
+    req: Kept<B>,
     shared: Shared,
     logical: LogicalRequest,
     owner: bool,
-    call: Call,
     safe: bool,
     replayable: bool,
     keys: Option<Keys>,
@@ -164,7 +206,6 @@ where
         let config = &shared.config;
         let (logical, owner) =
             LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
-        let call = Call::of(&req);
         let safe = (config.retry_transient)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();
@@ -174,10 +215,9 @@ where
         }
         let attempts = Attempts {
             svc,
-            req,
+            req: Kept::new(req),
             logical,
             owner,
-            call,
             safe,
             replayable,
             keys: None,
@@ -321,11 +361,11 @@ where
     /// The cooldown keys, worked out on first use.
     fn keys(&mut self) -> &Keys {
         let config = &self.shared.config;
-        let req = &self.req;
+        let req = &self.req.head;
         self.keys.get_or_insert_with(|| {
             [Cause::Overloaded, Cause::Throttled].map(|c| {
                 let handled = config.handles(c);
-                let key = handled.then(|| (config.key)(c, req.uri(), req.headers()));
+                let key = handled.then(|| (config.key)(c, &req.uri, &req.headers));
                 key.flatten().map(|k| Key(c, k))
             })
         })
@@ -437,13 +477,9 @@ where
         self.last = None;
         self.tickets = [None, None];
         self.sent = Instant::now();
-        // A floor too far to add means no timeout at all.
-        let floor = self
-            .sent
-            .checked_add(self.shared.config.min_attempt_time)
-            .unwrap_or_else(|| self.sent + Duration::from_secs(100 * 365 * 24 * 3600));
+        let floor = at_most(self.sent, self.shared.config.min_attempt_time);
         State::Calling {
-            future: self.svc.call(self.req.clone()),
+            future: self.svc.call(self.req.next(&self.logical)),
             until: self.logical.deadline().max(floor),
             timeout: None,
         }
@@ -490,12 +526,16 @@ where
 
     /// Reads one answer: `Ok(wait)` to retry after `wait`, or the result to
     /// hand back.
-    fn settle(&mut self, result: Finished<R>) -> Result<Duration, Finished<R>> {
+    fn settle(&mut self, mut result: Finished<R>) -> Result<Duration, Finished<R>> {
         let now = Instant::now();
-        let outcome = result
-            .as_ref()
-            .ok()
-            .map(|res| classify(&self.call, res.status(), res.headers()));
+        // Classified once: by a layer further in, or here.
+        let (outcome, record) = match &mut result {
+            Ok(res) => {
+                let (outcome, new) = outcome_of(res, self.logical.call());
+                (Some(outcome), new)
+            }
+            Err(_) => (None, true),
+        };
         // A layer below refused to send (its own cooldown or pacing): that
         // is an answer about the future, not a failure to retry.
         let unsent = result.as_ref().err().and_then(Refused::retry_in);
@@ -505,7 +545,7 @@ where
                 bump(&self.shared.stats.fail_fasts);
                 return Err(done);
             }
-        } else {
+        } else if record {
             self.logical.record(self.sent, outcome, now);
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");

@@ -89,8 +89,8 @@
 //! let res = client.oneshot(Request::get("http://mpsd.test/handles/h1").body(Full::default())?).await?;
 //! assert_eq!(res.status(), StatusCode::OK);
 //! let history = res.extensions().get::<AttemptHistory>().unwrap();
-//! assert_eq!(history.attempts.len(), 2);
-//! assert!(history.attempts[1].waited >= std::time::Duration::from_secs(2));
+//! assert_eq!(history.attempts().len(), 2);
+//! assert!(history.attempts()[1].waited >= std::time::Duration::from_secs(2));
 //! # Ok(())
 //! # }
 //! ```

@@ -136,7 +136,7 @@ async fn a_cooldown_after_a_planned_retry_hands_back_the_last_response() {
         "{history:?}"
     );
     assert_eq!(
-        history.attempts.len(),
+        history.attempts().len(),
         1,
         "no send was counted that never went"
     );
@@ -213,7 +213,7 @@ async fn a_retry_waits_for_readiness_no_longer_than_the_deadline() {
     );
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     assert_eq!(
-        history.attempts.len(),
+        history.attempts().len(),
         1,
         "the retry never went: {history:?}"
     );
