@@ -138,7 +138,7 @@ impl Refused {
     }
 
     /// How long until `error` may be sent, when it is a [`Refused`].
-    pub(crate) fn retry_in(error: &crate::BoxError) -> Option<Duration> {
+    pub(crate) fn wait_for(error: &crate::BoxError) -> Option<Duration> {
         error.downcast_ref::<Self>().map(|refused| refused.retry_in)
     }
 }

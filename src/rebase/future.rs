@@ -271,7 +271,7 @@ where
                         // The write's answer is known (412: not applied);
                         // the re-read's failure must not replace it.
                         tracing::debug!(%error, "mpsd rebase: the re-read failed");
-                        let why = match Refused::retry_in(&error) {
+                        let why = match Refused::wait_for(&error) {
                             Some(retry_in) => NotRebased::CoolingDown { retry_in },
                             None => NotRebased::RereadFailed,
                         };
@@ -332,7 +332,7 @@ where
         res = match send(&mut svc, next, false, &logical, &call).await {
             Ok(res) => res,
             // Refused below, unsent: the 412 in hand is still the answer.
-            Err(error) => match Refused::retry_in(&error) {
+            Err(error) => match Refused::wait_for(&error) {
                 Some(retry_in) => {
                     logical.gave_up(GaveUp::CoolingDown { retry_in });
                     let why = NotRebased::CoolingDown { retry_in };
@@ -411,7 +411,7 @@ where
             (Some(outcome), new)
         }
         // A send refused below (a cooldown or pacing) never went out.
-        Err(e) => (None, Refused::retry_in(e).is_none()),
+        Err(e) => (None, Refused::wait_for(e).is_none()),
     };
     if record {
         logical.record(sent, outcome, Instant::now());

@@ -538,7 +538,7 @@ where
         };
         // A layer below refused to send (its own cooldown or pacing): that
         // is an answer about the future, not a failure to retry.
-        let unsent = result.as_ref().err().and_then(Refused::retry_in);
+        let unsent = result.as_ref().err().and_then(Refused::wait_for);
         if let Some(retry_in) = unsent {
             // Nothing went out: the last answer stands, if there is one.
             if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {
