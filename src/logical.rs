@@ -96,11 +96,11 @@ impl LogicalRequest {
     /// The context in `req`'s extensions, or a new one (deadline from now,
     /// at most `max_attempts` sends) put there. `true` when it is new: the
     /// caller owns it and hands its history back.
-    pub(crate) fn of_or_insert<B>(
-        req: &mut Request<B>,
-        deadline: Duration,
-        max_attempts: u32,
-    ) -> (Self, bool) {
+    pub(crate) fn of_or_insert<B>(req: &mut Request<B>, limits: LogicalLayer) -> (Self, bool) {
+        let LogicalLayer {
+            deadline,
+            max_attempts,
+        } = limits;
         if let Some(found) = req.extensions().get::<Self>() {
             return (found.clone(), false);
         }
@@ -213,9 +213,13 @@ impl LogicalRequest {
 /// layers inside it share one deadline and attempt limit whatever their
 /// own settings, and puts its [`AttemptHistory`] in the response.
 ///
-/// The retry and rebase layers start a logical request themselves when none
-/// is there; put this layer above them to choose the limits in one place.
-/// [`MpsdLayer`](crate::stack::MpsdLayer) does.
+/// This is the one place where the limits are set: no other layer has a
+/// deadline or an attempt limit of its own.
+/// [`MpsdLayer`](crate::stack::MpsdLayer) puts one on top (its `deadline`
+/// and `max_attempts` set it). A retry or rebase layer used without one
+/// starts a logical request with [`LogicalLayer::default`]'s limits (8
+/// sends for a rebase layer, see [`RebaseLayer`](crate::rebase::RebaseLayer));
+/// pacing without one waits at most the default deadline.
 #[derive(Debug, Clone, Copy)]
 #[must_use]
 pub struct LogicalLayer {
@@ -223,8 +227,37 @@ pub struct LogicalLayer {
     max_attempts: u32,
 }
 
+impl Default for LogicalLayer {
+    /// A 20 s deadline, the retry window of Microsoft's SDK, and 5 sends, a
+    /// bound on load whatever the deadline.
+    fn default() -> Self {
+        Self::new(DEFAULT_DEADLINE, 5)
+    }
+}
+
+/// The deadline of a logical request no layer set one for: the retry
+/// window of Microsoft's SDK.
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);
+
 impl LogicalLayer {
+    /// The limits a rebase layer used alone starts a logical request with:
+    /// the default deadline and 8 sends (the first write, three conflict
+    /// rounds of re-read and write, and one retry).
+    pub(crate) const fn for_rebase() -> Self {
+        Self {
+            deadline: DEFAULT_DEADLINE,
+            max_attempts: 8,
+        }
+    }
+
     /// Logical requests of at most `max_attempts` sends, over by `deadline`.
+    ///
+    /// The deadline bounds every wait (a backoff, a cooldown, a pace slot)
+    /// and, with a floor of the retry layer's `min_attempt_time`, every
+    /// attempt. `Duration::MAX` means no deadline. `Duration::ZERO` means
+    /// no wait at all, with or without pacing: the first send goes at once
+    /// if nothing holds it back, and is [`Refused`](crate::error::Refused)
+    /// if a cooldown or a pace slot would; nothing is retried.
     ///
     /// # Panics
     ///
@@ -274,11 +307,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let LogicalLayer {
-            deadline,
-            max_attempts,
-        } = self.layer;
-        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, deadline, max_attempts);
+        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, self.layer);
         ResponseFuture {
             inner: self.inner.call(req),
             owned: owner.then_some(logical),
@@ -428,9 +457,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_outermost_layer_makes_the_context_and_the_rest_share_it() {
         let mut req = Request::new(());
-        let (outer, made) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(20), 3);
+        let (outer, made) =
+            LogicalRequest::of_or_insert(&mut req, LogicalLayer::new(Duration::from_secs(20), 3));
         assert!(made);
-        let (inner, made) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(1), 9);
+        let (inner, made) =
+            LogicalRequest::of_or_insert(&mut req, LogicalLayer::new(Duration::from_secs(1), 9));
         assert!(!made);
         assert_eq!(
             inner.deadline(),
@@ -446,7 +477,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_is_recorded_once_however_many_layers_see_it() {
         let mut req = Request::new(());
-        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, Duration::from_secs(20), 5);
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let t0 = Instant::now();
         ctx.record(t0, None, t0);
         ctx.record(t0, None, t0);

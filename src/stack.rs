@@ -185,7 +185,9 @@ impl Default for MpsdLayer {
 }
 
 impl<R, V, P> MpsdLayer<R, V, P> {
-    /// The deadline of each logical request. Default 20 s.
+    /// The deadline of each logical request. Default 20 s. `Duration::MAX`
+    /// means none; `Duration::ZERO` means no waiting at all (see
+    /// [`LogicalLayer::new`]).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
@@ -207,8 +209,9 @@ impl<R, V, P> MpsdLayer<R, V, P> {
     /// The retry layer, for its backoff, cooldown key and method
     /// settings, and the cooldowns and budget it uses (its own, or shared
     /// with other stacks through [`RetryLayer::with_cooldowns`] and
-    /// [`RetryLayer::with_budget`]). Its own deadline and attempt limit
-    /// give way to the stack's.
+    /// [`RetryLayer::with_budget`]). The deadline and attempt limit are
+    /// the stack's ([`deadline`](Self::deadline),
+    /// [`max_attempts`](Self::max_attempts)).
     pub fn retry(mut self, retry: RetryLayer) -> Self {
         self.retry = retry;
         self

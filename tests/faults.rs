@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::backoff::Cause;
-use tower_mpsd::logical::{AttemptHistory, Purpose};
+use tower_mpsd::logical::{AttemptHistory, LogicalLayer, Purpose};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::{read_response, MpsdError};
@@ -120,7 +120,8 @@ async fn an_answer_that_never_comes_ends_at_the_deadline_typed() {
     let uri = sim.session_uri(SCID, "LobbySession", "slow");
     sim.script(Fault::status(StatusCode::OK).delay(Duration::from_secs(3600)));
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new().deadline(Duration::from_secs(20)))
+        .layer(LogicalLayer::new(Duration::from_secs(20), 5))
+        .layer(RetryLayer::new())
         .service(http_client());
     let t0 = Instant::now();
     let err = client

@@ -13,6 +13,7 @@ use mpsd_sim::{RateLimits, SimHandle, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::error::{Refused, RefusedBy};
+use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::pace::{Limits, PaceLayer, PaceTable};
 use tower_mpsd::retry::RetryLayer;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
@@ -104,10 +105,18 @@ fn assert_paced(what: &str, tally: &Tally, per_second: f64) {
     );
 }
 
+/// Logical requests that may wait for their slot as long as the test runs.
+fn waits_up_to_ten_minutes() -> LogicalLayer {
+    LogicalLayer::new(TEN_MINUTES, 1)
+}
+
 async fn one_caller_for_ten_minutes(layer: PaceLayer, what: &str) {
     let sim = sim_with(RateLimits::mpsd()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "paced");
-    let client = ServiceBuilder::new().layer(layer).service(http_client());
+    let client = ServiceBuilder::new()
+        .layer(waits_up_to_ten_minutes())
+        .layer(layer)
+        .service(http_client());
     let t0 = Instant::now();
     let told = hammer(client, Method::GET, uri, "alice").await;
     println!("{what}: told to wait {told} times");
@@ -116,14 +125,14 @@ async fn one_caller_for_ten_minutes(layer: PaceLayer, what: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn one_caller_hammering_for_ten_minutes_gets_no_429_and_the_sustain_rate() {
-    let layer = PaceLayer::new().max_wait(TEN_MINUTES);
+    let layer = PaceLayer::new();
     one_caller_for_ten_minutes(layer, "one caller, default margin").await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn with_no_margin_the_windows_match_the_service_exactly() {
     let table = PaceTable::builder().margin(Duration::ZERO).build();
-    let layer = PaceLayer::with_table(table).max_wait(TEN_MINUTES);
+    let layer = PaceLayer::with_table(table);
     one_caller_for_ten_minutes(layer, "one caller, no margin").await;
 }
 
@@ -138,7 +147,8 @@ async fn eight_callers_of_one_user_share_the_windows() {
     let sim = sim_with(RateLimits::mpsd()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "shared");
     let client = ServiceBuilder::new()
-        .layer(PaceLayer::new().max_wait(TEN_MINUTES))
+        .layer(waits_up_to_ten_minutes())
+        .layer(PaceLayer::new())
         .service(http_client());
     let t0 = Instant::now();
     join_all((0..8).map(|_| hammer(client.clone(), Method::GET, uri.clone(), "alice"))).await;
@@ -150,7 +160,8 @@ async fn users_are_paced_apart() {
     let sim = sim_with(RateLimits::mpsd()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "two");
     let client = ServiceBuilder::new()
-        .layer(PaceLayer::new().max_wait(TEN_MINUTES))
+        .layer(waits_up_to_ten_minutes())
+        .layer(PaceLayer::new())
         .service(http_client());
     let t0 = Instant::now();
     let a = hammer(client.clone(), Method::GET, uri.clone(), "alice");
@@ -175,7 +186,8 @@ async fn handle_queries_are_paced_by_their_own_limits_by_default() {
     let sim = sim_with(handle_query_limits()).await;
     let uri = format!("{}/handles/query", sim.base_uri());
     let client = ServiceBuilder::new()
-        .layer(PaceLayer::new().max_wait(TEN_MINUTES))
+        .layer(waits_up_to_ten_minutes())
+        .layer(PaceLayer::new())
         .service(http_client());
     let t0 = Instant::now();
     hammer(client, Method::POST, uri, "alice").await;
@@ -207,16 +219,17 @@ async fn without_the_route_handle_queries_are_throttled() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_deadline_of_an_outer_retry_layer_holds_over_max_wait() {
+async fn the_logical_requests_deadline_bounds_the_wait_for_a_slot() {
     let sim = sim_with(RateLimits::mpsd()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "deadline");
     // One limiter, shared by the clones of the layer in both stacks.
     let table = PaceTable::builder().margin(Duration::ZERO).build();
-    let pace = PaceLayer::with_table(table).max_wait(TEN_MINUTES);
+    let pace = PaceLayer::with_table(table);
     let stack = |deadline: u64| {
         ServiceBuilder::new()
+            .layer(LogicalLayer::new(Duration::from_secs(deadline), 5))
             // Retries GETs after errors, but not after a refusal by pacing.
-            .layer(RetryLayer::new().deadline(Duration::from_secs(deadline)))
+            .layer(RetryLayer::new())
             .layer(pace.clone())
             .service(http_client())
     };
@@ -259,9 +272,10 @@ async fn custom_limits_match_a_service_with_the_same_limits() {
         tower_mpsd::pace::Window::new(30, Duration::from_secs(300)),
     );
     let client = ServiceBuilder::new()
-        .layer(
-            PaceLayer::with_table(PaceTable::builder().limits(pace).build()).max_wait(TEN_MINUTES),
-        )
+        .layer(waits_up_to_ten_minutes())
+        .layer(PaceLayer::with_table(
+            PaceTable::builder().limits(pace).build(),
+        ))
         .service(http_client());
     let t0 = Instant::now();
     hammer(client, Method::GET, uri, "carol").await;

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use mpsd_sim::{Fault, SimHandle};
 use serde_json::{json, Value};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::logical::{AttemptHistory, GaveUp, Purpose};
+use tower_mpsd::logical::{AttemptHistory, GaveUp, LogicalLayer, Purpose};
 use tower_mpsd::rebase::policy::{rebase_fn, Conflict, CreateOnly, Decision, ResendDelta};
 use tower_mpsd::rebase::{NotRebased, RebaseBody, RebaseError, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
@@ -61,11 +61,8 @@ async fn contend(sim: &SimHandle, name: &str, writers: usize, rounds: u32) -> Ve
     let uri = sim.session_uri(SCID, "LobbySession", name);
     create(&uri, "alice", json!({})).await;
     let client = ServiceBuilder::new()
-        .layer(
-            RebaseLayer::new(rebase_fn(increment))
-                .max_rounds(rounds)
-                .max_attempts(rounds + 1),
-        )
+        .layer(LogicalLayer::new(Duration::from_secs(20), rounds + 1))
+        .layer(RebaseLayer::new(rebase_fn(increment)).max_rounds(rounds))
         .layer(RetryLayer::new())
         .service(http_client());
     let reads = join_all((0..writers).map(|_| {
@@ -308,8 +305,9 @@ async fn the_stack_shares_one_attempt_limit_between_rebase_and_retry() {
     sim.script(overloaded("1").method(Method::GET).times(5));
     sim.clear_log();
     let client = ServiceBuilder::new()
-        .layer(RebaseLayer::new(CreateOnly::then_update()).max_attempts(3))
-        .layer(RetryLayer::new().max_attempts(5))
+        .layer(LogicalLayer::new(Duration::from_secs(20), 3))
+        .layer(RebaseLayer::new(CreateOnly::then_update()))
+        .layer(RetryLayer::new())
         .service(http_client());
     let put = request(Method::PUT, &uri)
         .header(header::IF_NONE_MATCH, "*")

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::error::{Refused, RefusedBy};
+use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::retry::{AttemptHistory, Cooldowns, GaveUp, RetryLayer, TpsBudget};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
@@ -29,6 +30,14 @@ fn since(t0: Instant, log: &[LogEntry]) -> Vec<Duration> {
 macro_rules! stack {
     ($layer:expr) => {
         ServiceBuilder::new()
+            .layer($layer)
+            .layer(ClassifyLayer::new())
+            .service(http_client())
+    };
+    // With the logical request's limits set above the retry layer.
+    ($limits:expr, $layer:expr) => {
+        ServiceBuilder::new()
+            .layer($limits)
             .layer($layer)
             .layer(ClassifyLayer::new())
             .service(http_client())
@@ -146,7 +155,10 @@ async fn a_deadline_shorter_than_retry_after_sends_nothing_more() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "late");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 1, "30");
-    let client = stack!(RetryLayer::new().deadline(Duration::from_secs(10)));
+    let client = stack!(
+        LogicalLayer::new(Duration::from_secs(10), 5),
+        RetryLayer::new()
+    );
     let t0 = Instant::now();
     let res = client
         .clone()
@@ -188,10 +200,13 @@ async fn a_hint_over_the_cap_is_handed_back() {
         1,
         "99999999999999999999",
     );
-    let res = stack!(RetryLayer::new().deadline(Duration::from_secs(1000)))
-        .oneshot(request(Method::GET, &uri).build())
-        .await
-        .unwrap();
+    let res = stack!(
+        LogicalLayer::new(Duration::from_secs(1000), 5),
+        RetryLayer::new()
+    )
+    .oneshot(request(Method::GET, &uri).build())
+    .await
+    .unwrap();
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     assert!(
         matches!(history.gave_up, Some(GaveUp::OverCap { .. })),
@@ -235,10 +250,13 @@ async fn attempts_are_capped() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "cap3");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 10, "1");
-    let res = stack!(RetryLayer::new().max_attempts(3))
-        .oneshot(request(Method::GET, &uri).build())
-        .await
-        .unwrap();
+    let res = stack!(
+        LogicalLayer::new(Duration::from_secs(20), 3),
+        RetryLayer::new()
+    )
+    .oneshot(request(Method::GET, &uri).build())
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         res.extensions().get::<AttemptHistory>().unwrap().gave_up,
@@ -252,13 +270,15 @@ async fn an_empty_budget_refuses_retries() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "budget");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 20, "0");
-    let layer = RetryLayer::new()
-        .max_attempts(20)
-        .with_budget(Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.0)));
-    let res = stack!(layer.clone())
-        .oneshot(request(Method::GET, &uri).build())
-        .await
-        .unwrap();
+    let layer =
+        RetryLayer::new().with_budget(Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.0)));
+    let res = stack!(
+        LogicalLayer::new(Duration::from_secs(20), 20),
+        layer.clone()
+    )
+    .oneshot(request(Method::GET, &uri).build())
+    .await
+    .unwrap();
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     assert_eq!(history.gave_up, Some(GaveUp::Budget));
     assert_eq!(layer.stats().budget_refusals(), 1);
@@ -298,7 +318,10 @@ async fn a_waiter_dropped_during_a_cooldown_leaves_it_consistent() {
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "drop");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 1, "2");
-    let client = stack!(RetryLayer::new().max_attempts(1));
+    let client = stack!(
+        LogicalLayer::new(Duration::from_secs(20), 1),
+        RetryLayer::new()
+    );
     let t0 = Instant::now();
     let first = client
         .clone()

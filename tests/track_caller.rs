@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::pace::{Limits, PaceTable, Window};
-use tower_mpsd::rebase::policy::ResendDelta;
-use tower_mpsd::rebase::RebaseLayer;
-use tower_mpsd::retry::RetryLayer;
 use tower_mpsd::MpsdLayer;
 
 /// Where `f` panicked, as the panic hook sees it.
@@ -43,18 +40,6 @@ fn bad_arguments_panic_at_the_callers_line() {
         let _ = LogicalLayer::new(Duration::from_secs(1), 0);
     });
     assert_eq!(at, site, "LogicalLayer::new");
-
-    let site = here(2);
-    let at = panic_site(|| {
-        let _ = RetryLayer::new().max_attempts(0);
-    });
-    assert_eq!(at, site, "RetryLayer::max_attempts");
-
-    let site = here(2);
-    let at = panic_site(|| {
-        let _ = RebaseLayer::new(ResendDelta).max_attempts(0);
-    });
-    assert_eq!(at, site, "RebaseLayer::max_attempts");
 
     let site = here(2);
     let at = panic_site(|| {

@@ -1,7 +1,5 @@
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Response};
 use tokio::time::Instant;
@@ -10,14 +8,8 @@ use tower::{Layer, Service};
 use super::future::ResponseFuture;
 use super::table::PaceTable;
 use crate::error::{Refused, RefusedBy};
-use crate::logical::LogicalRequest;
+use crate::logical::{at_most, LogicalRequest, DEFAULT_DEADLINE};
 use crate::BoxError;
-
-/// Settings of a [`PaceLayer`].
-#[derive(Clone)]
-struct Config {
-    max_wait: Duration,
-}
 
 /// Adds [`Pace`] to a stack. Clones share its [`PaceTable`] (what is
 /// counted, and every key's send times); [`with_table`](Self::with_table)
@@ -26,7 +18,6 @@ struct Config {
 #[derive(Clone)]
 #[must_use]
 pub struct PaceLayer {
-    config: Config,
     table: PaceTable,
 }
 
@@ -34,7 +25,6 @@ impl fmt::Debug for PaceLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PaceLayer")
             .field("table", &self.table)
-            .field("max_wait", &self.config.max_wait)
             .finish()
     }
 }
@@ -49,37 +39,20 @@ impl PaceLayer {
     /// A layer with the defaults documented in [the module](crate::pace),
     /// with a new [`PaceTable`] of its own (MPSD's limits for every
     /// request, handle queries' limits on `POST /handles/query` as well, a
-    /// 100 ms margin, 10,000 keys) and a 20 s longest wait.
+    /// 100 ms margin, 10,000 keys).
     pub fn new() -> Self {
         Self::with_table(PaceTable::new())
     }
 
     /// A layer pacing by `table`, shared with every layer given the same
-    /// table (see [`PaceTable`] for an example with two stacks), with a 20 s
-    /// longest wait.
+    /// table (see [`PaceTable`] for an example with two stacks).
     pub fn with_table(table: PaceTable) -> Self {
-        Self {
-            config: Config {
-                max_wait: Duration::from_secs(20),
-            },
-            table,
-        }
+        Self { table }
     }
 
     /// The table this layer paces by: a handle to give to other layers.
     pub fn table(&self) -> &PaceTable {
         &self.table
-    }
-
-    /// The longest a request waits for its slot when no outer layer of
-    /// this crate has set a deadline (a [`LogicalRequest`] in its
-    /// extensions, whose deadline holds instead). Default 20 s: the retry
-    /// layer's deadline, Microsoft's SDK's retry window; to a caller a wait
-    /// for a slot is no different from a wait for a retry. A request whose
-    /// slot is further off fails at once with [`Refused`].
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.config.max_wait = max_wait;
-        self
     }
 }
 
@@ -89,7 +62,6 @@ impl<S> Layer<S> for PaceLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Pace {
             inner,
-            config: Arc::new(self.config.clone()),
             table: self.table.clone(),
         }
     }
@@ -100,7 +72,6 @@ impl<S> Layer<S> for PaceLayer {
 #[derive(Clone)]
 pub struct Pace<S> {
     inner: S,
-    config: Arc<Config>,
     table: PaceTable,
 }
 
@@ -134,12 +105,13 @@ where
             return ResponseFuture::calling(self.inner.call(req));
         };
         let now = Instant::now();
+        // A request waits for its slot until the logical request's
+        // deadline, or the default one when no outer layer started one: to
+        // a caller a wait for a slot is no different from a wait for a
+        // retry. A slot further off is refused at once.
         let deadline = match req.extensions().get::<LogicalRequest>() {
             Some(logical) => logical.deadline(),
-            // A `max_wait` too large for the clock means "no limit".
-            None => now
-                .checked_add(self.config.max_wait)
-                .unwrap_or(far_future(now)),
+            None => at_most(now, DEFAULT_DEADLINE),
         };
         let reserved = self
             .table
@@ -162,9 +134,4 @@ where
             }
         }
     }
-}
-
-/// About thirty years on: further than any deadline this crate sets.
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(86_400 * 365 * 30)
 }

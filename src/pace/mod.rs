@@ -14,8 +14,9 @@
 //!   earliest slot at which both windows have room, and waits for it, if
 //!   the slot is no later than its deadline (that of the
 //!   [`LogicalRequest`](crate::logical::LogicalRequest) an outer layer of
-//!   this crate put in its extensions, or [`PaceLayer::max_wait`] from
-//!   now). Slots are handed out in call order, so waiters queue fairly.
+//!   this crate put in its extensions, or, without one, 20 s from now:
+//!   the default deadline of [`LogicalLayer`](crate::logical::LogicalLayer)).
+//!   Slots are handed out in call order, so waiters queue fairly.
 //! - A request whose slot is past its deadline fails at once with
 //!   [`Refused`](crate::error::Refused) (in a [`BoxError`](crate::BoxError)), which says when
 //!   a slot opens, without touching the network or taking a slot.
@@ -25,9 +26,10 @@
 //!
 //! Defaults, and why: [`Limits::mpsd`] (the service's documented limits),
 //! a 100 ms [`margin`](PaceTableBuilder::margin) on each window (network
-//! jitter between leaving here and arriving there), a 20 s
-//! [`max_wait`](PaceLayer::max_wait) (the retry layer's deadline), 10,000
+//! jitter between leaving here and arriving there), 10,000
 //! [keys](PaceTableBuilder::max_keys) (as for the retry layer's cooldowns).
+//! How long a request may wait for its slot is its logical request's
+//! deadline, not a setting of this layer.
 //!
 //! What is counted, and every key's send times, live in a [`PaceTable`]:
 //! a handle whose clones share one table, set up when it is built. A layer
@@ -68,6 +70,7 @@
 //! use tokio::time::Instant;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_mpsd::error::{Refused, RefusedBy};
+//! use tower_mpsd::logical::LogicalLayer;
 //! use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -81,8 +84,10 @@
 //!     Window::new(5, Duration::from_secs(60)),
 //! );
 //! let table = PaceTable::builder().limits(limits).margin(Duration::ZERO).build();
-//! let layer = PaceLayer::with_table(table).max_wait(Duration::from_secs(15));
-//! let client = ServiceBuilder::new().layer(layer).service(mpsd);
+//! let client = ServiceBuilder::new()
+//!     .layer(LogicalLayer::new(Duration::from_secs(15), 1))
+//!     .layer(PaceLayer::with_table(table))
+//!     .service(mpsd);
 //! let get = || {
 //!     Request::get("http://mpsd.test/handles/h1")
 //!         .header("authorization", "XBL3.0 x=1234;token")

@@ -21,7 +21,7 @@ use super::policy::{Conflict, Decision, RebasePolicy};
 use super::rules::{current_session, rebase_head, reread, Condition, Unusable};
 use crate::classify::outcome_of;
 use crate::error::Refused;
-use crate::logical::{GaveUp, LogicalRequest, Purpose};
+use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, Purpose};
 use crate::outcome::Call;
 use crate::replay::NotReplayable;
 use crate::response::{collect_capped, read_capped, ReadFailure};
@@ -200,8 +200,7 @@ where
     R: Body<Data = Bytes>,
     R::Error: Into<BoxError>,
 {
-    let (logical, owner) =
-        LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
+    let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::for_rebase());
     let call = logical.call().clone();
     let (mut write, body) = req.into_parts();
     let mut sent_body = if write.extensions.get::<NotReplayable>().is_some() {

@@ -20,8 +20,6 @@ pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) session_limit: usize,
     pub(crate) spread: Duration,
-    pub(crate) deadline: Duration,
-    pub(crate) max_attempts: u32,
 }
 
 /// Retries conditional writes that lose a race (412) through a
@@ -52,8 +50,6 @@ impl<P> RebaseLayer<P> {
                 body_limit: 64 * 1024,
                 session_limit: 1024 * 1024,
                 spread: Duration::from_millis(50),
-                deadline: Duration::from_secs(20),
-                max_attempts: 8,
             },
         }
     }
@@ -86,27 +82,6 @@ impl<P> RebaseLayer<P> {
     /// trips to the service.
     pub fn spread(mut self, spread: Duration) -> Self {
         self.config.spread = spread;
-        self
-    }
-
-    /// The deadline of a logical request this layer starts. Default 20 s,
-    /// as the retry layer's. An outer layer's holds when there is one.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.config.deadline = deadline;
-        self
-    }
-
-    /// The most sends of a logical request this layer starts, re-reads
-    /// included. Default 8: the first write and three rounds of re-read and
-    /// write, and one more. An outer layer's holds when there is one.
-    ///
-    /// # Panics
-    ///
-    /// When `n` is zero.
-    #[track_caller]
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        assert!(n > 0, "at least one attempt");
-        self.config.max_attempts = n;
         self
     }
 }

@@ -20,7 +20,7 @@ use super::stats::{bump, RetryStats};
 use crate::backoff::{Cause, Plan, TooLong};
 use crate::classify::outcome_of;
 use crate::error::{Refused, RefusedBy};
-use crate::logical::{at_most, GaveUp, LogicalRequest, Purpose};
+use crate::logical::{at_most, GaveUp, LogicalLayer, LogicalRequest, Purpose};
 use crate::outcome::{Outcome, Retryable};
 use crate::replay::NotReplayable;
 use crate::BoxError;
@@ -204,8 +204,7 @@ where
     /// Starts the first attempt with `svc`, which the caller made ready.
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Shared) -> Self {
         let config = &shared.config;
-        let (logical, owner) =
-            LogicalRequest::of_or_insert(&mut req, config.deadline, config.max_attempts);
+        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let safe = (config.retry_transient)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();

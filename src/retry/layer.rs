@@ -22,8 +22,6 @@ pub type KeyFn = Arc<dyn Fn(Cause, &Uri, &HeaderMap) -> Option<String> + Send + 
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) backoff: Backoff,
-    pub(crate) max_attempts: u32,
-    pub(crate) deadline: Duration,
     pub(crate) retry_transient: fn(&Method) -> bool,
     pub(crate) min_attempt_time: Duration,
     /// Which causes this layer retries: 503, 429, transient failures.
@@ -75,9 +73,7 @@ impl fmt::Debug for RetryLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
             .field("backoff", &self.config.backoff)
-            .field("max_attempts", &self.config.max_attempts)
             .field("causes", &self.config.causes)
-            .field("deadline", &self.config.deadline)
             .field("cooldowns", &self.cooldowns)
             .finish_non_exhaustive()
     }
@@ -117,8 +113,6 @@ impl RetryLayer {
         Self {
             config: Config {
                 backoff: Backoff::default(),
-                max_attempts: 5,
-                deadline: Duration::from_secs(20),
                 retry_transient: safe_method,
                 min_attempt_time: Duration::from_secs(5),
                 causes,
@@ -128,29 +122,6 @@ impl RetryLayer {
             cooldowns: Cooldowns::new(),
             stats: Arc::new(RetryStats::default()),
         }
-    }
-
-    /// The overall deadline of one logical request. Default 20 s: the
-    /// retry window of Microsoft's SDK. When an outer layer of this crate
-    /// already started the logical request, its deadline and attempt limit
-    /// hold instead. A deadline too far to represent (`Duration::MAX`)
-    /// means none.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.config.deadline = deadline;
-        self
-    }
-
-    /// The most attempts of one logical request, the first included.
-    /// Default 5.
-    ///
-    /// # Panics
-    ///
-    /// When `n` is zero.
-    #[track_caller]
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        assert!(n > 0, "at least one attempt");
-        self.config.max_attempts = n;
-        self
     }
 
     /// The backoff rules, including the longest single wait (default 60 s).

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{AttemptHistory, GaveUp, RetryLayer};
+use crate::logical::LogicalLayer;
 use crate::BoxError;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -65,7 +66,8 @@ async fn a_request_waiting_on_one_gate_holds_no_probe_of_another() {
     let t0 = Instant::now();
     let (svc, log) = server(t0, vec![(429, Some("10"), 0), (503, Some("1"), 0)]);
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new().max_attempts(1))
+        .layer(LogicalLayer::new(Duration::from_secs(20), 1))
+        .layer(RetryLayer::new())
         .service(svc);
     // u gets a 429 (u's gate until 10 s), v a 503 (authority gate until 1 s).
     let _ = client.clone().oneshot(get("u")).await.unwrap();
@@ -147,7 +149,8 @@ async fn a_deadline_of_duration_max_is_no_deadline() {
     let t0 = Instant::now();
     let (svc, _log) = server(t0, vec![]);
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new().deadline(Duration::MAX))
+        .layer(LogicalLayer::new(Duration::MAX, 5))
+        .layer(RetryLayer::new())
         .service(svc);
     let res = tokio::spawn(client.oneshot(get("u"))).await;
     assert!(res.is_ok(), "panicked: {:?}", res.err());
@@ -161,7 +164,8 @@ async fn a_request_waiting_on_a_cooldown_holds_no_readiness_below() {
     let t0 = Instant::now();
     let (svc, log) = server(t0, vec![(429, Some("10"), 0)]);
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new().max_attempts(1))
+        .layer(LogicalLayer::new(Duration::from_secs(20), 1))
+        .layer(RetryLayer::new())
         .layer(ConcurrencyLimitLayer::new(1))
         .service(svc);
     // u is throttled for 10 s; u's next request waits that out.
