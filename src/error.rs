@@ -143,6 +143,15 @@ impl Refused {
     }
 }
 
+/// Whether `error` is one of this crate's own errors, which say what
+/// happened themselves and are never wrapped in [`RequestFailed`].
+pub(crate) fn is_own(error: &crate::BoxError) -> bool {
+    error.is::<Refused>()
+        || error.is::<AttemptTimedOut>()
+        || error.is::<InvalidUri>()
+        || error.is::<RebaseError>()
+}
+
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self.by {

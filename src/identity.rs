@@ -7,7 +7,7 @@
 //! # Example
 //!
 //! ```
-//! use http::HeaderValue;
+//! use http::{header, HeaderMap, HeaderValue, Uri};
 //! use tower_mpsd::identity::user_hash;
 //!
 //! let auth = HeaderValue::from_static("XBL3.0 x=1234567890;eyJ0b2tlbiI");
@@ -15,7 +15,7 @@
 //! assert_eq!(user_hash(&HeaderValue::from_static("Bearer abc")), None);
 //! ```
 
-use http::HeaderValue;
+use http::{header, HeaderMap, HeaderValue, Uri};
 
 /// The user hash of an `XBL3.0 x=<userhash>;<token>` authorization value,
 /// or `None` when the value has another form or an empty hash.
@@ -32,6 +32,15 @@ pub fn user_hash(authorization: &HeaderValue) -> Option<&str> {
     let (hash, _token) = rest.split_once(';')?;
     let hash = hash.trim();
     (!hash.is_empty()).then_some(hash)
+}
+
+/// The key of a request's user at its endpoint: the authority and the
+/// user hash, or `None` without an `XBL3.0` user. MPSD counts and throttles
+/// each user apart, so the 429 cooldowns and pacing both key on it.
+pub fn user_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let user = user_hash(headers.get(header::AUTHORIZATION)?)?;
+    Some(format!("{authority} {user}"))
 }
 
 #[cfg(test)]

@@ -9,19 +9,18 @@ use http::{HeaderMap, Method, Uri};
 use tokio::time::Instant;
 
 use super::limits::{Limits, Pattern, Table};
-use crate::backoff::Cause;
-use crate::retry::default_cooldown_key;
+use crate::identity::user_key;
 
 /// Gives the pacing key of a request, or `None` to let it through unpaced.
 /// See [`PaceTableBuilder::key`].
 pub type PaceKeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync>;
 
 /// The default pacing key: the authority and the `XBL3.0 x=<userhash>`
-/// user, the same key as the 429 cooldown of
+/// user ([`user_key`]), the same key as the 429 cooldown of
 /// [`RetryLayer`](crate::retry::RetryLayer), since MPSD counts each user
 /// apart. A request without a user is not paced (MPSD refuses it anyway).
 pub fn default_pace_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    default_cooldown_key(Cause::Throttled, uri, headers)
+    user_key(uri, headers)
 }
 
 #[derive(Clone)]

@@ -7,10 +7,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::future::AttemptTimedOut;
-use crate::error::Refused;
 use crate::logical::AttemptHistory;
-use crate::rebase::RebaseError;
 use crate::BoxError;
 
 /// A request was refused before anything was sent: its URI has no scheme
@@ -89,8 +86,8 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
 /// The retry layer wraps every such error in this one type, so that the
 /// history is there whatever the client; [`Error::source`] is the inner
 /// service's error, and [`into_parts`](Self::into_parts) gives it back
-/// owned. This crate's own errors ([`Refused`], [`AttemptTimedOut`],
-/// [`InvalidUri`], [`RebaseError`]) are not wrapped: they
+/// owned. This crate's own errors ([`Refused`](crate::error::Refused), [`AttemptTimedOut`](super::AttemptTimedOut),
+/// [`InvalidUri`], [`RebaseError`](crate::rebase::RebaseError)) are not wrapped: they
 /// say what happened themselves, and downcast directly.
 ///
 /// `Display` does not repeat the source's message: walk
@@ -117,11 +114,7 @@ impl RequestFailed {
     /// errors; an error already wrapped (by a retry layer further in) takes
     /// the newer history.
     pub(crate) fn wrap(error: BoxError, history: impl FnOnce() -> AttemptHistory) -> BoxError {
-        let own = error.is::<Refused>()
-            || error.is::<AttemptTimedOut>()
-            || error.is::<InvalidUri>()
-            || error.is::<RebaseError>();
-        if own {
+        if crate::error::is_own(&error) {
             return error;
         }
         let source = match error.downcast::<Self>() {
@@ -154,7 +147,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::error::RefusedBy;
+    use crate::error::{Refused, RefusedBy};
     use crate::logical::{Attempt, Purpose};
 
     #[test]

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{header, HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use tower::retry::budget::TpsBudget;
 use tower::{Layer, Service};
 
@@ -11,7 +11,7 @@ use super::cooldown::Cooldowns;
 use super::future::{ResponseFuture, Shared};
 use super::stats::RetryStats;
 use crate::backoff::{Backoff, Cause};
-use crate::identity::user_hash;
+use crate::identity::user_key;
 use crate::BoxError;
 
 /// Gives the cooldown key of a request for a cause (503 or 429), or `None`
@@ -43,13 +43,9 @@ impl Config {
 /// whole is overloaded), the authority and the `XBL3.0 x=<userhash>` user
 /// for 429 (MPSD throttles each user apart); no 429 cooldown without a user.
 pub fn default_cooldown_key(cause: Cause, uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    let authority = uri.authority().map_or("", |a| a.as_str());
     match cause {
-        Cause::Overloaded => Some(authority.to_owned()),
-        Cause::Throttled => {
-            let user = user_hash(headers.get(header::AUTHORIZATION)?)?;
-            Some(format!("{authority} {user}"))
-        }
+        Cause::Overloaded => Some(uri.authority().map_or("", |a| a.as_str()).to_owned()),
+        Cause::Throttled => user_key(uri, headers),
         _ => None,
     }
 }
