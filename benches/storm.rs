@@ -97,7 +97,7 @@ use tower::Layer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::error::Refused;
 use tower_mpsd::pace::PaceLayer;
-use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+use tower_mpsd::rebase::policy::{rebase_fn, Decision, LostRace};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
@@ -449,7 +449,7 @@ async fn throttle() {
 }
 
 /// The rebase policy: +1 on the count of the session as it is now.
-fn increment(conflict: &Conflict<'_>) -> Result<Decision, tower_mpsd::BoxError> {
+fn increment(conflict: &LostRace<'_>) -> Result<Decision, tower_mpsd::BoxError> {
     let now = conflict.session["properties"]["custom"]["count"]
         .as_u64()
         .unwrap_or(0);

@@ -19,13 +19,13 @@ use hyper_util::rt::TokioExecutor;
 use mpsd_sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::backoff::{Backoff, Cause, Plan};
 use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::classify::{Call, Outcome, Retryable};
 use tower_mpsd::logical::AttemptHistory;
-use tower_mpsd::outcome::{Call, Outcome, Retryable};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::{NotRebased, RebaseLayer};
 use tower_mpsd::response::read_response;
+use tower_mpsd::rules::backoff::{Backoff, Cause, Plan};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 type BoxError = tower_mpsd::BoxError;

@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
-use crate::outcome::{classify_at, Call};
-use crate::rate_limit::RateLimitInfo;
+use crate::classify::{classify_at, Call};
 use crate::rebase::rules::{conditional_write, current_session};
-use crate::retry_after::RetryAfter;
-use crate::target::Target;
+use crate::rules::rate_limit::RateLimitInfo;
+use crate::rules::retry_after::RetryAfter;
+use crate::rules::target::Target;
 
 /// Splits fuzz input into at most `N` parts at `0x00` bytes; missing parts
 /// are empty.

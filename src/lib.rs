@@ -1,28 +1,33 @@
 //! Tower layers that speak the status-code contract of the Xbox Live
 //! Multiplayer Session Directory (MPSD).
 //!
-//! Every response is classified exactly as the service's status table says
-//! ([`outcome::Outcome`]: the four meanings of 204, the two bodies of 403
-//! and 412, `Retry-After` on 429 and 503). On top of that:
+//! # The layers
 //!
-//! - [`retry`]: 503 and 429 retried no earlier than `Retry-After`, with
-//!   jitter, a cooldown per endpoint shared by every request, a retry
-//!   budget, and never past the deadline;
-//! - [`rebase`]: a write that lost a race (412) re-read and retried through
-//!   a policy, losing no one's update;
-//! - [`pace`]: MPSD's per-user rate limits kept on the client side, so 429
-//!   is avoided rather than waited out; [`revalidate`]: polling with
-//!   `If-None-Match`, a 304 answered from a bounded cache as a 200;
-//! - [`logical`]: one deadline and attempt count per logical request, shared
-//!   by all of them; [`replay`]: any request body made replayable;
-//! - [`stack::MpsdLayer`] and [`ServiceBuilderExt`]: the recommended stack
-//!   in one call.
+//! [`MpsdLayer`] is the recommended stack in one layer (also
+//! `ServiceBuilder::mpsd()` through [`ServiceBuilderExt`]). From the
+//! outside in, what it holds, each also usable alone:
 //!
-//! [`classify::MpsdClassifier`] reports outcomes to `tower-http`'s tracing
-//! and [`response::read_response`] reads an answer into a typed result.
-//! The pure rules live in their own modules ([`target`], [`identity`],
-//! [`retry_after`], [`rate_limit`], [`backoff`]). The `mpsd-sim` crate
-//! beside this one is an MPSD simulator on loopback for tests and demos.
+//! | layer | what it does |
+//! |---|---|
+//! | [`logical::LogicalLayer`] | one deadline and attempt limit per logical request, the only place they are set; the [`AttemptHistory`](logical::AttemptHistory) in the response |
+//! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update |
+//! | [`retry::RetryLayer`] | 503 and 429 retried no earlier than `Retry-After`, with jitter, a cooldown per endpoint shared by every request, a retry budget, and never past the deadline |
+//! | [`revalidate::RevalidateLayer`] | polling with `If-None-Match`, a 304 answered from a bounded cache as a 200 |
+//! | [`pace::PaceLayer`] | MPSD's per-user rate limits kept on the client side, so a 429 is avoided rather than waited out |
+//! | [`classify::ClassifyLayer`] | each answer classified once, exactly as the service's status table says ([`classify::Outcome`]: the four meanings of 204, the two bodies of 403 and 412, `Retry-After` on 429 and 503) |
+//!
+//! Beside them: [`replay::ReplayLayer`] makes any request body replayable;
+//! [`classify::TraceClassifier`] reports outcomes to tower-http's
+//! `TraceLayer`; [`response::read_response`] reads an answer into a typed
+//! result. The state the layers share (cooldowns, pace windows, the
+//! revalidation cache) is in handles that clones share and that several
+//! stacks can be given ([`retry::Cooldowns`], [`pace::PaceTable`],
+//! [`revalidate::Cache`]).
+//!
+//! The pure rules the layers apply (URI targets, identities,
+//! `Retry-After`, the 429 body, backoff) are in [`rules`]. The `mpsd-sim`
+//! crate beside this one is an MPSD simulator on loopback for tests and
+//! demos.
 //!
 //! # Errors
 //!
@@ -46,7 +51,7 @@
 //! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_http::trace::TraceLayer;
-//! use tower_mpsd::classify::MpsdClassifier;
+//! use tower_mpsd::classify::TraceClassifier;
 //! use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 //! use tower_mpsd::response::read_response;
 //! use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
@@ -54,7 +59,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_mpsd::BoxError> {
 //! let mpsd = ServiceBuilder::new()
-//!     .layer(TraceLayer::new(MpsdClassifier::new()))
+//!     .layer(TraceLayer::new(TraceClassifier::new()))
 //!     // Setting my own member's properties does not depend on what I read:
 //!     // on a 412, the same delta is re-sent with the fresh ETag.
 //!     .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
@@ -72,27 +77,22 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod backoff;
 mod body;
 mod builder;
 pub mod classify;
 pub mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
-pub mod identity;
 pub mod logical;
 mod macros;
-pub mod outcome;
 pub mod pace;
-pub mod rate_limit;
 pub mod rebase;
 pub mod replay;
 pub mod response;
 pub mod retry;
-pub mod retry_after;
 pub mod revalidate;
+pub mod rules;
 pub mod stack;
-pub mod target;
 
 pub use builder::ServiceBuilderExt;
 

@@ -57,8 +57,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::backoff::Cause;
-use crate::outcome::{Call, Outcome};
+use crate::classify::{Call, Outcome};
+use crate::rules::backoff::Cause;
 
 /// `start + wait`, or, when that is too far to represent, a time so far off
 /// that it is as good as never: how this crate spells "no deadline"

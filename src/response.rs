@@ -14,7 +14,7 @@
 //! use bytes::Bytes;
 //! use http::{Response, StatusCode};
 //! use http_body_util::Full;
-//! use tower_mpsd::outcome::Outcome;
+//! use tower_mpsd::classify::Outcome;
 //! use tower_mpsd::response::{read_response, MpsdError, Payload};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -40,8 +40,8 @@ use http::{header, HeaderValue, Method, Response};
 use http_body::Body;
 
 use crate::body::{read_within, Read};
-use crate::outcome::{classify, BodyKind, Call, Outcome};
-use crate::target::TargetKind;
+use crate::classify::{classify, BodyKind, Call, Outcome};
+use crate::rules::target::TargetKind;
 use crate::BoxError;
 
 /// A body, by what it holds.

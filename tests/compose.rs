@@ -20,7 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::logical::{AttemptHistory, LogicalLayer, Purpose};
 use tower_mpsd::pace::PaceLayer;
-use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision, ResendDelta};
+use tower_mpsd::rebase::policy::{rebase_fn, Decision, LostRace, ResendDelta};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::replay::ReplayLayer;
 use tower_mpsd::retry::RetryLayer;
@@ -100,7 +100,7 @@ async fn a_timeout_layer_wraps_the_recommended_stack() {
 
 /// The stack a new user writes, a closure for its policy, over a hyper
 /// client: moved into `tokio::spawn` from an `async` block and boxed as a
-/// `BoxCloneSyncService`, with no annotation beyond `&Conflict<'_>`.
+/// `BoxCloneSyncService`, with no annotation beyond `&LostRace<'_>`.
 #[tokio::test(start_paused = true)]
 async fn a_stack_with_a_closure_policy_is_spawned_and_boxed() {
     let sim = quiet_sim().await;
@@ -113,7 +113,7 @@ async fn a_stack_with_a_closure_policy_is_spawned_and_boxed() {
     .await;
     common::send(request(Method::PUT, &uri).json(json!({"properties": {"custom": {"count": 41}}})))
         .await;
-    let stack = MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(|c: &Conflict<'_>| {
+    let stack = MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(|c: &LostRace<'_>| {
         let count = c.session["properties"]["custom"]["count"]
             .as_u64()
             .unwrap_or(0);

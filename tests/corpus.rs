@@ -11,10 +11,10 @@ use serde_json::Value;
 use tower::Layer;
 use tower::{service_fn, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
-use tower_mpsd::outcome::{BodyKind, Call, Outcome};
+use tower_mpsd::classify::{BodyKind, Call, Outcome};
 use tower_mpsd::response::{read_response, Payload};
-use tower_mpsd::retry_after::RetryAfter;
-use tower_mpsd::target::{Target, TargetKind};
+use tower_mpsd::rules::retry_after::RetryAfter;
+use tower_mpsd::rules::target::{Target, TargetKind};
 
 fn corpus(name: &str) -> Vec<Value> {
     let path = format!("{}/tests/data/corpus/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -209,7 +209,7 @@ fn retry_after_vectors_match_the_documented_decisions() {
                 let status = StatusCode::from_u16(v["status"].as_u64().unwrap() as u16).unwrap();
                 let mut h = HeaderMap::new();
                 h.insert(http::header::RETRY_AFTER, value.unwrap().parse().unwrap());
-                let outcome = tower_mpsd::outcome::classify(
+                let outcome = tower_mpsd::classify::classify(
                     &Call::new(Method::GET, TargetKind::Session),
                     status,
                     &h,

@@ -18,9 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use mpsd_sim::Fault;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::backoff::Cause;
 use tower_mpsd::logical::{GaveUp, Purpose};
 use tower_mpsd::retry::{InvalidUri, RequestFailed, RetryLayer};
+use tower_mpsd::rules::backoff::Cause;
 use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
 
 use common::{auth, http_client, quiet_sim, request, SCID};

@@ -11,12 +11,12 @@ use mpsd_sim::Fault;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::backoff::Cause;
 use tower_mpsd::logical::{AttemptHistory, LogicalLayer, Purpose};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::{read_response, MpsdError};
 use tower_mpsd::retry::{AttemptTimedOut, RetryLayer};
+use tower_mpsd::rules::backoff::Cause;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 use common::{create, http_client, quiet_sim, request, SCID};

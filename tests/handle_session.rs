@@ -10,12 +10,12 @@ use http_body_util::BodyExt;
 use mpsd_sim::SimHandle;
 use serde_json::{json, Value};
 use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::classify::Outcome;
 use tower_mpsd::logical::{AttemptHistory, Purpose};
-use tower_mpsd::outcome::Outcome;
-use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+use tower_mpsd::rebase::policy::{rebase_fn, Decision, LostRace};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::Payload;
-use tower_mpsd::target::TargetKind;
+use tower_mpsd::rules::target::TargetKind;
 
 use common::{create, http_client, quiet_sim, request, send, SCID};
 
@@ -70,7 +70,7 @@ async fn a_write_through_a_handle_that_empties_the_session_deleted_it() {
 }
 
 /// Re-applies "add 1 to the counter" to the session as it is now.
-fn increment(conflict: &Conflict<'_>) -> Result<Decision, tower_mpsd::BoxError> {
+fn increment(conflict: &LostRace<'_>) -> Result<Decision, tower_mpsd::BoxError> {
     let count = conflict.session["properties"]["custom"]["count"]
         .as_u64()
         .unwrap_or(0);

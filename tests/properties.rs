@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use proptest::prelude::*;
-use tower_mpsd::backoff::{Backoff, Cause, Plan, TooLong};
-use tower_mpsd::outcome::{classify_at, Call};
-use tower_mpsd::rate_limit::RateLimitInfo;
-use tower_mpsd::retry_after::RetryAfter;
-use tower_mpsd::target::Target;
+use tower_mpsd::classify::{classify_at, Call};
+use tower_mpsd::rules::backoff::{Backoff, Cause, Plan, TooLong};
+use tower_mpsd::rules::rate_limit::RateLimitInfo;
+use tower_mpsd::rules::retry_after::RetryAfter;
+use tower_mpsd::rules::target::Target;
 
 fn header_map() -> impl Strategy<Value = HeaderMap> {
     let name = prop_oneof![

@@ -15,14 +15,14 @@ use mpsd_sim::{Fault, SimHandle};
 use serde_json::{json, Value};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::logical::{AttemptHistory, GaveUp, LogicalLayer, Purpose};
-use tower_mpsd::rebase::policy::{rebase_fn, Conflict, CreateOnly, Decision, ResendDelta};
+use tower_mpsd::rebase::policy::{rebase_fn, CreateOnly, Decision, LostRace, ResendDelta};
 use tower_mpsd::rebase::{NotRebased, RebaseBody, RebaseError, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
 
 use common::{create, http_client, overloaded, quiet_sim, request, SCID};
 
 /// Re-applies "add 1 to the counter" to the session as it is now.
-fn increment(conflict: &Conflict<'_>) -> Result<Decision, tower_mpsd::BoxError> {
+fn increment(conflict: &LostRace<'_>) -> Result<Decision, tower_mpsd::BoxError> {
     Ok(Decision::Retry(count_delta(count_of(conflict.session) + 1)))
 }
 
@@ -209,7 +209,7 @@ async fn a_session_deleted_before_the_reread_is_a_typed_session_gone() {
     // The last member leaves: the session is deleted.
     let leave = request(Method::PUT, &uri).json(json!({"members": {"me": null}}));
     let left = common::send(leave).await;
-    assert_eq!(left.outcome, tower_mpsd::outcome::Outcome::SessionDeleted);
+    assert_eq!(left.outcome, tower_mpsd::classify::Outcome::SessionDeleted);
     let client = ServiceBuilder::new()
         .layer(RebaseLayer::new(ResendDelta))
         .service(http_client());
@@ -282,7 +282,7 @@ async fn a_503_during_the_reread_is_waited_out_within_one_attempt_limit() {
             (Purpose::First, Some(412)),
             (Purpose::Reread, Some(503)),
             (
-                Purpose::Retry(tower_mpsd::backoff::Cause::Overloaded),
+                Purpose::Retry(tower_mpsd::rules::backoff::Cause::Overloaded),
                 Some(200)
             ),
             (Purpose::Rebased, Some(200)),
@@ -364,7 +364,7 @@ async fn a_failing_policy_is_a_typed_error_and_nothing_more_is_sent() {
     let uri = sim.session_uri(SCID, "LobbySession", "policyerr");
     create(&uri, "alice", json!({})).await;
     sim.clear_log();
-    let failing = rebase_fn(|_: &Conflict<'_>| Err("cannot merge".into()));
+    let failing = rebase_fn(|_: &LostRace<'_>| Err("cannot merge".into()));
     let client = ServiceBuilder::new()
         .layer(RebaseLayer::new(failing))
         .service(http_client());

@@ -14,7 +14,7 @@ use mpsd_sim::LogEntry;
 use serde_json::json;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
-use tower_mpsd::outcome::Outcome;
+use tower_mpsd::classify::Outcome;
 use tower_mpsd::revalidate::{Cache, RevalidateBody, RevalidateLayer, Revalidated};
 
 type Res = Response<RevalidateBody<hyper::body::Incoming>>;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::error::{Refused, RefusedBy};
-use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+use tower_mpsd::rebase::policy::{rebase_fn, Decision, LostRace};
 use tower_mpsd::rebase::{RebaseError, RebaseLayer};
 use tower_mpsd::retry::{AttemptTimedOut, Cooldowns, RetryLayer};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
@@ -69,7 +69,7 @@ async fn soak(callers: usize, per_caller: usize) -> (Tally, SimHandle, Duration)
     }
     let cooldowns = Cooldowns::builder().max_keys(MAX_COOLDOWN_KEYS).build();
     let retry = RetryLayer::new().with_cooldowns(cooldowns);
-    let increment = rebase_fn(|c: &Conflict<'_>| Ok(Decision::Retry(add_one(c.session))));
+    let increment = rebase_fn(|c: &LostRace<'_>| Ok(Decision::Retry(add_one(c.session))));
     let stack = MpsdLayer::new()
         .retry(retry.clone())
         .rebase(RebaseLayer::new(increment));

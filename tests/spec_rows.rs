@@ -9,7 +9,7 @@ use common::{create, request, send, SCID};
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use mpsd_sim::{Fault, Overload, SimHandle, Simulator};
 use serde_json::json;
-use tower_mpsd::outcome::{BodyKind, Outcome, Retryable};
+use tower_mpsd::classify::{BodyKind, Outcome, Retryable};
 use tower_mpsd::response::{MpsdError, Payload};
 
 async fn sim() -> SimHandle {

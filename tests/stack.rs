@@ -18,13 +18,13 @@ use mpsd_sim::{Fault, Simulator};
 use serde_json::json;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::backoff::Cause;
+use tower_mpsd::classify::Outcome;
 use tower_mpsd::logical::{AttemptHistory, GaveUp, Purpose};
-use tower_mpsd::outcome::Outcome;
 use tower_mpsd::rebase::policy::{CreateOnly, ResendDelta};
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::replay::ReplayBody;
 use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::rules::backoff::Cause;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 use common::{create, http_client, overloaded, quiet_sim, request, SCID};

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Uri};
 use tokio::time::Instant;
 
 use super::limits::{Limits, Pattern, Table};
-use crate::identity::user_key;
+use crate::rules::identity::user_key;
 
 /// Gives the pacing key of a request, or `None` to let it through unpaced.
 /// See [`PaceTableBuilder::key`].

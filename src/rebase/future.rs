@@ -17,12 +17,12 @@ use tower::{Service, ServiceExt};
 
 use super::body::RebaseBody;
 use super::layer::Config;
-use super::policy::{Conflict, Decision, RebasePolicy};
+use super::policy::{Decision, LostRace, RebasePolicy};
 use super::rules::{current_session, rebase_head, reread, Condition, Unusable};
 use crate::classify::outcome_of;
+use crate::classify::Call;
 use crate::error::Refused;
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, Purpose};
-use crate::outcome::Call;
 use crate::replay::NotReplayable;
 use crate::response::{collect_capped, read_capped, ReadFailure};
 use crate::BoxError;
@@ -289,7 +289,7 @@ where
             }
         };
 
-        let conflict = Conflict {
+        let conflict = LostRace {
             method: &write.method,
             uri: &write.uri,
             create_only: condition == Condition::CreateOnly,

@@ -40,7 +40,7 @@
 //! use http_body_util::{BodyExt, Full};
 //! use serde_json::json;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+//! use tower_mpsd::rebase::policy::{rebase_fn, LostRace, Decision};
 //! use tower_mpsd::rebase::RebaseLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -59,7 +59,7 @@
 //! });
 //!
 //! // Add 1 to the count: on a conflict, add 1 to the count as it is now.
-//! let increment = rebase_fn(|conflict: &Conflict<'_>| {
+//! let increment = rebase_fn(|conflict: &LostRace<'_>| {
 //!     let count = &conflict.session["properties"]["custom"]["count"];
 //!     let delta = json!({"properties": {"custom": {"count": count.as_u64().unwrap_or(0) + 1}}});
 //!     Ok(Decision::Retry(delta.to_string().into()))

@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{Method, Request, Uri};
 use serde_json::Value;
 
-use crate::target::Target;
+use crate::rules::target::Target;
 
 /// What a qualifying write is conditional on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

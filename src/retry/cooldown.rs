@@ -35,7 +35,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backoff::Cause;
+use crate::rules::backoff::Cause;
 
 /// What a cooldown is keyed by: the cause that closes it (503 or 429) and
 /// the key the layer's key function gave for the request.

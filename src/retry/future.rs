@@ -17,12 +17,12 @@ use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, Ticket};
 use super::error::{callers_mistake, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
-use crate::backoff::{Cause, Plan, TooLong};
 use crate::classify::outcome_of;
+use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{at_most, GaveUp, LogicalLayer, LogicalRequest, Purpose};
-use crate::outcome::{Outcome, Retryable};
 use crate::replay::NotReplayable;
+use crate::rules::backoff::{Cause, Plan, TooLong};
 use crate::BoxError;
 
 /// The longest cooldown, whatever the server says: enormous hints must not

@@ -10,8 +10,8 @@ use tower::{Layer, Service};
 use super::cooldown::Cooldowns;
 use super::future::{ResponseFuture, Shared};
 use super::stats::RetryStats;
-use crate::backoff::{Backoff, Cause};
-use crate::identity::user_key;
+use crate::rules::backoff::{Backoff, Cause};
+use crate::rules::identity::user_key;
 use crate::BoxError;
 
 /// Gives the cooldown key of a request for a cause (503 or 429), or `None`

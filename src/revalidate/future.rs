@@ -14,7 +14,7 @@ use super::cache::Entry;
 use super::layer::Shared;
 use super::Revalidated;
 use crate::body::{read_within, Read};
-use crate::outcome::{classify, Call};
+use crate::classify::{classify, Call};
 use crate::BoxError;
 
 /// What the layer does with one request's answer.

@@ -9,8 +9,8 @@ use tower::{Layer, Service};
 
 use super::cache::Lru;
 use super::future::{Ctx, ResponseFuture};
-use crate::identity::user_hash;
-use crate::target::Target;
+use crate::rules::identity::user_hash;
+use crate::rules::target::Target;
 use crate::BoxError;
 
 /// The cache as the services and their futures use it.

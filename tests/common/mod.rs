@@ -11,8 +11,8 @@ use hyper_util::rt::TokioExecutor;
 use mpsd_sim::{Fault, SimHandle, Simulator};
 use serde_json::json;
 use tower::{Layer, ServiceExt};
+use tower_mpsd::classify::{Call, Outcome};
 use tower_mpsd::classify::{Classify, ClassifyLayer};
-use tower_mpsd::outcome::{Call, Outcome};
 use tower_mpsd::response::{read_response, MpsdError, MpsdSuccess};
 
 pub const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";

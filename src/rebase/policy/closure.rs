@@ -1,6 +1,6 @@
 use std::fmt;
 
-use super::{Conflict, Decision, RebasePolicy};
+use super::{Decision, LostRace, RebasePolicy};
 use crate::BoxError;
 
 /// A policy made of a closure; see [`rebase_fn`].
@@ -23,15 +23,15 @@ pub struct RebaseFn {
 
 /// A boxable, clonable policy closure.
 trait PolicyFn: Send + Sync + 'static {
-    fn call(&mut self, conflict: &Conflict<'_>) -> Result<Decision, BoxError>;
+    fn call(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError>;
     fn clone_box(&self) -> Box<dyn PolicyFn>;
 }
 
 impl<F> PolicyFn for F
 where
-    F: FnMut(&Conflict<'_>) -> Result<Decision, BoxError> + Clone + Send + Sync + 'static,
+    F: FnMut(&LostRace<'_>) -> Result<Decision, BoxError> + Clone + Send + Sync + 'static,
 {
-    fn call(&mut self, conflict: &Conflict<'_>) -> Result<Decision, BoxError> {
+    fn call(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError> {
         self(conflict)
     }
 
@@ -45,16 +45,16 @@ where
 ///
 /// The closure is cloned for each conditional write, so state it mutates
 /// lasts one logical request. The only annotation it needs is the type of
-/// its argument, `&Conflict<'_>`, and not even that when it is written in
+/// its argument, `&LostRace<'_>`, and not even that when it is written in
 /// the call to `rebase_fn`; the stack it goes into can be spawned and
 /// boxed like any other (see [`RebaseFn`] for why that needed care).
 ///
 /// ```
 /// use serde_json::json;
-/// use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+/// use tower_mpsd::rebase::policy::{rebase_fn, LostRace, Decision};
 ///
 /// // Add 1 to a counter, whatever it is now.
-/// let policy = rebase_fn(|conflict: &Conflict<'_>| {
+/// let policy = rebase_fn(|conflict: &LostRace<'_>| {
 ///     let now = conflict.session["properties"]["custom"]["count"].as_u64().unwrap_or(0);
 ///     let delta = json!({"properties": {"custom": {"count": now + 1}}});
 ///     Ok(Decision::Retry(delta.to_string().into()))
@@ -71,7 +71,7 @@ where
 /// use http_body_util::Full;
 /// use tower::util::BoxCloneSyncService;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
-/// use tower_mpsd::rebase::policy::{rebase_fn, Conflict, Decision};
+/// use tower_mpsd::rebase::policy::{rebase_fn, LostRace, Decision};
 /// use tower_mpsd::rebase::RebaseLayer;
 /// use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 ///
@@ -80,7 +80,7 @@ where
 /// let mpsd = service_fn(|_req: Request<Full<Bytes>>| async {
 ///     Ok::<_, http::Error>(Response::new(Full::<Bytes>::default()))
 /// });
-/// let stack = MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(|c: &Conflict<'_>| {
+/// let stack = MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(|c: &LostRace<'_>| {
 ///     Ok(Decision::Retry(c.body.clone()))
 /// })));
 /// let client = ServiceBuilder::new().mpsd_with(stack).service(mpsd);
@@ -101,7 +101,7 @@ where
 /// ```
 pub fn rebase_fn<F>(f: F) -> RebaseFn
 where
-    F: FnMut(&Conflict<'_>) -> Result<Decision, BoxError> + Clone + Send + Sync + 'static,
+    F: FnMut(&LostRace<'_>) -> Result<Decision, BoxError> + Clone + Send + Sync + 'static,
 {
     RebaseFn { f: Box::new(f) }
 }
@@ -115,7 +115,7 @@ impl Clone for RebaseFn {
 }
 
 impl RebasePolicy for RebaseFn {
-    fn rebase(&mut self, conflict: &Conflict<'_>) -> Result<Decision, BoxError> {
+    fn rebase(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError> {
         self.f.call(conflict)
     }
 }

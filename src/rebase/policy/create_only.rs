@@ -1,4 +1,4 @@
-use super::{Conflict, Decision, RebasePolicy};
+use super::{Decision, LostRace, RebasePolicy};
 use crate::BoxError;
 
 /// For create-only writes (`If-None-Match: *`) that found the session
@@ -24,7 +24,7 @@ impl CreateOnly {
 }
 
 impl RebasePolicy for CreateOnly {
-    fn rebase(&mut self, conflict: &Conflict<'_>) -> Result<Decision, BoxError> {
+    fn rebase(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError> {
         Ok(if conflict.create_only && self.then_update {
             Decision::Retry(conflict.body.clone())
         } else {

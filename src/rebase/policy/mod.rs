@@ -29,13 +29,13 @@ use crate::BoxError;
 pub trait RebasePolicy {
     /// Given the write that lost and the session as it is now, retry with
     /// a new body or give up. An error ends the logical request with it.
-    fn rebase(&mut self, conflict: &Conflict<'_>) -> Result<Decision, BoxError>;
+    fn rebase(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError>;
 }
 
 /// A write that lost a race, and the session as it is now.
 #[derive(Debug)]
 #[non_exhaustive]
-pub struct Conflict<'a> {
+pub struct LostRace<'a> {
     /// The write's method (PUT or DELETE).
     pub method: &'a Method,
     /// The write's URI (the session or one of its elements).

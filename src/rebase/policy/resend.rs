@@ -1,4 +1,4 @@
-use super::{Conflict, Decision, RebasePolicy};
+use super::{Decision, LostRace, RebasePolicy};
 use crate::BoxError;
 
 /// Re-sends the same body with the fresh ETag.
@@ -14,7 +14,7 @@ use crate::BoxError;
 pub struct ResendDelta;
 
 impl RebasePolicy for ResendDelta {
-    fn rebase(&mut self, conflict: &Conflict<'_>) -> Result<Decision, BoxError> {
+    fn rebase(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError> {
         Ok(if conflict.create_only {
             Decision::GiveUp
         } else {

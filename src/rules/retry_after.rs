@@ -24,7 +24,7 @@
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use http::HeaderValue;
-//! use tower_mpsd::retry_after::RetryAfter;
+//! use tower_mpsd::rules::retry_after::RetryAfter;
 //!
 //! let v = HeaderValue::from_static("120");
 //! assert_eq!(RetryAfter::parse(&v), Some(RetryAfter::Delay(Duration::from_secs(120))));

@@ -9,7 +9,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_mpsd::rate_limit::{LimitType, RateLimitInfo};
+//! use tower_mpsd::rules::rate_limit::{LimitType, RateLimitInfo};
 //!
 //! let body = br#"{"version":1,"currentRequests":13,"maxRequests":10,"periodInSeconds":120,"limitType":"rate"}"#;
 //! let info = RateLimitInfo::parse(body).unwrap();

@@ -9,7 +9,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_mpsd::target::{Element, Member, Target, TargetKind};
+//! use tower_mpsd::rules::target::{Element, Member, Target, TargetKind};
 //!
 //! let t = Target::parse("/serviceconfigs/0001/sessiontemplates/Lobby/sessions/s1/members/me");
 //! let Target::Element(id, Element::Member(Member::Me)) = t else { panic!() };

@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_mpsd::backoff::{Backoff, Cause, Plan};
+//! use tower_mpsd::rules::backoff::{Backoff, Cause, Plan};
 //!
 //! let backoff = Backoff::default();
 //! let s = Duration::from_secs;
@@ -26,7 +26,7 @@
 //! assert_eq!(plan, Plan::Wait(Duration::from_millis(5_500)));
 //! // A hint that does not fit in the time left fails fast, carrying the hint.
 //! let plan = backoff.plan(Cause::Overloaded, Some(s(30)), 1, 0.0, s(20));
-//! assert_eq!(plan, Plan::GiveUp { wait: s(30), why: tower_mpsd::backoff::TooLong::PastDeadline });
+//! assert_eq!(plan, Plan::GiveUp { wait: s(30), why: tower_mpsd::rules::backoff::TooLong::PastDeadline });
 //! ```
 
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use http::{header, HeaderMap, HeaderValue, Uri};
-//! use tower_mpsd::identity::user_hash;
+//! use tower_mpsd::rules::identity::user_hash;
 //!
 //! let auth = HeaderValue::from_static("XBL3.0 x=1234567890;eyJ0b2tlbiI");
 //! assert_eq!(user_hash(&auth), Some("1234567890"));

@@ -1,58 +1,13 @@
-//! Classifying an MPSD response exactly as the service's status table says.
-//!
-//! Pure logic, no I/O: [`classify`] takes what was asked (a [`Call`]: the
-//! method and the kind of target) and the response head, and returns an
-//! [`Outcome`] with one variant per meaning of the table, including every
-//! split it makes on method, target and `Content-Type`:
-//!
-//! | status | split | outcome |
-//! |---|---|---|
-//! | 200 / 201 / 202 | | [`Ok`](Outcome::Ok) / [`Created`](Outcome::Created) / [`Accepted`](Outcome::Accepted) |
-//! | 204 | GET of a session (its URI or a handle's `/session`) | [`SessionMissing`](Outcome::SessionMissing) |
-//! | 204 | GET of an element | [`ElementMissing`](Outcome::ElementMissing) |
-//! | 204 | PUT of a session | [`SessionDeleted`](Outcome::SessionDeleted) |
-//! | 204 | PUT or DELETE of an element | [`ElementGone`](Outcome::ElementGone) |
-//! | 204 | anything else | [`NoContent`](Outcome::NoContent) |
-//! | 304 | | [`NotModified`](Outcome::NotModified) |
-//! | 400 / 404 / 405 / 409 | | [`BadRequest`](Outcome::BadRequest) / [`NotFound`](Outcome::NotFound) / [`MethodNotAllowed`](Outcome::MethodNotAllowed) / [`Conflict`](Outcome::Conflict) |
-//! | 403 | `text/plain` (or anything not JSON) | [`Forbidden`](Outcome::Forbidden) |
-//! | 403 | `application/json` | [`ReadOnly`](Outcome::ReadOnly) |
-//! | 412 | no body | [`PreconditionFailed`](Outcome::PreconditionFailed) |
-//! | 412 | `application/json` | [`SessionChanged`](Outcome::SessionChanged) |
-//! | 429 | | [`TooManyRequests`](Outcome::TooManyRequests), with `Retry-After` and the body's fields |
-//! | 503 | | [`ServiceUnavailable`](Outcome::ServiceUnavailable), with `Retry-After` |
-//! | 401 | not in the table | [`Unauthorized`](Outcome::Unauthorized) |
-//! | 408, 500, 502, 504 | not in the table | [`Transient`](Outcome::Transient) |
-//! | anything else | not in the table | [`Unexpected`](Outcome::Unexpected) |
-//!
-//! The 429 body is not in the head; [`Outcome::with_body`] adds its fields
-//! once a caller has read it.
-//!
-//! # Example
-//!
-//! ```
-//! use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-//! use tower_mpsd::outcome::{classify, BodyKind, Call, Outcome, Retryable};
-//! use tower_mpsd::target::TargetKind;
-//!
-//! let call = Call::new(Method::PUT, TargetKind::Member);
-//! let mut headers = HeaderMap::new();
-//! headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-//! let outcome = classify(&call, StatusCode::PRECONDITION_FAILED, &headers);
-//! assert_eq!(outcome, Outcome::SessionChanged);
-//! // A 4xx that carries a session carries the whole session, even for an element URI.
-//! assert_eq!(outcome.body_kind(&call), BodyKind::Session);
-//! assert_eq!(outcome.retryable(), Retryable::AfterRebase);
-//! ```
+//! The status table as a pure function of the call and the response head.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Method, Request, StatusCode};
 
-use crate::rate_limit::RateLimitInfo;
-use crate::retry_after;
-use crate::target::{Target, TargetKind};
+use crate::rules::rate_limit::RateLimitInfo;
+use crate::rules::retry_after;
+use crate::rules::target::{Target, TargetKind};
 
 /// What a request asked for, as far as classification needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
