@@ -11,6 +11,10 @@
 //!   `retry`, `rebase` with `ResendDelta`, `replay`, `pace` with limits
 //!   the loop never reaches, `revalidate`), otherwise with its defaults,
 //!   so that the cost of each is visible;
+//! - `rebase_write`: a conditional write (a PUT of the same session with
+//!   `If-Match` and a small JSON body), which the bare service answers 200,
+//!   through `rebase` with `ResendDelta` alone: the cost of keeping the
+//!   write's body and running the rebase future when no race is lost;
 //! - `stack`: the recommended stack, `ServiceBuilder::new().mpsd()`.
 //!
 //! Each call is `ready()` then `call()`, driven by one poll
@@ -67,6 +71,18 @@ fn request() -> Request<Full<Bytes>> {
         .expect("a valid request")
 }
 
+/// A conditional write of the same session: what the rebase layer keeps.
+fn write_request() -> Request<Full<Bytes>> {
+    Request::put(URI)
+        .header(header::AUTHORIZATION, "XBL3.0 x=1234567890;token")
+        .header("x-xbl-contract-version", "107")
+        .header(header::IF_MATCH, "\"e1\"")
+        .body(Full::new(Bytes::from_static(
+            br#"{"members":{"me":{"properties":{"custom":{"ready":true}}}}}"#,
+        )))
+        .expect("a valid request")
+}
+
 /// The inner service: 200, empty body, whatever the request's body.
 fn bare<B>(
 ) -> impl Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
@@ -89,14 +105,14 @@ fn unreached_pace() -> PaceLayer {
     PaceLayer::with_table(table)
 }
 
-/// One call through `svc`, which must complete in one poll.
-fn once<S, B>(svc: &mut S)
+/// One call of `make()` through `svc`, which must complete in one poll.
+fn once<S, B>(svc: &mut S, make: fn() -> Request<Full<Bytes>>)
 where
     S: Service<Request<Full<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
     let call = async {
-        let res = svc.ready().await.unwrap().call(request()).await.unwrap();
+        let res = svc.ready().await.unwrap().call(make()).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         black_box(res);
     };
@@ -110,7 +126,21 @@ struct Figures {
     allocs_per_req: f64,
 }
 
-fn measure<S, B>(c: &mut Criterion, name: &'static str, mut svc: S) -> Figures
+fn measure<S, B>(c: &mut Criterion, name: &'static str, svc: S) -> Figures
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    measure_with(c, name, svc, request)
+}
+
+/// [`measure`], with each call's request made by `make`.
+fn measure_with<S, B>(
+    c: &mut Criterion,
+    name: &'static str,
+    mut svc: S,
+    make: fn() -> Request<Full<Bytes>>,
+) -> Figures
 where
     S: Service<Request<Full<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
@@ -121,7 +151,7 @@ where
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                once(&mut svc);
+                once(&mut svc, make);
             }
             let elapsed = start.elapsed();
             kept.lock()
@@ -136,7 +166,7 @@ where
 
     let region = Region::new(GLOBAL);
     for _ in 0..ALLOC_CALLS {
-        once(&mut svc);
+        once(&mut svc, make);
     }
     let allocs = region.change().allocations;
     Figures {
@@ -171,6 +201,12 @@ fn main() {
             &mut c,
             "rebase",
             RebaseLayer::new(ResendDelta).layer(bare()),
+        ),
+        measure_with(
+            &mut c,
+            "rebase_write",
+            RebaseLayer::new(ResendDelta).layer(bare()),
+            write_request,
         ),
         measure(&mut c, "replay", ReplayLayer::new(64 << 10).layer(bare())),
         // Limits no bench loop reaches: the cost of keeping the windows,
