@@ -29,8 +29,8 @@ use crate::BoxError;
 /// overflow the clock or close an endpoint for the life of the process.
 const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// What every service of one layer shares.
-#[derive(Clone)]
+/// What every service of one layer shares, behind one `Arc`: a request
+/// takes a reference to it, not a copy of each part.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) budget: Arc<TpsBudget>,
@@ -64,6 +64,15 @@ fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
         Retryable::Throttled { after } => Some((Cause::Throttled, after)),
         Retryable::IfIdempotent if safe => Some((Cause::Transient, None)),
         _ => None,
+    }
+}
+
+/// The clock, read once, the first time it is asked for.
+struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
     }
 }
 
@@ -133,7 +142,7 @@ where
 {
     svc: S,
     req: Kept<B>,
-    shared: Shared,
+    shared: Arc<Shared>,
     logical: LogicalRequest,
     owner: bool,
     safe: bool,
@@ -202,7 +211,7 @@ where
     S: Service<Request<B>, Response = Response<R>>,
 {
     /// Starts the first attempt with `svc`, which the caller made ready.
-    pub(crate) fn new(svc: S, mut req: Request<B>, shared: Shared) -> Self {
+    pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let safe = (config.retry_transient)(req.method());
@@ -526,7 +535,9 @@ where
     /// Reads one answer: `Ok(wait)` to retry after `wait`, or the result to
     /// hand back.
     fn settle(&mut self, mut result: Finished<R>) -> Result<Duration, Finished<R>> {
-        let now = Instant::now();
+        // Read only when needed: not for a success that a layer further in
+        // already recorded.
+        let mut now = LazyNow(None);
         // Classified once: by a layer further in, or here.
         let (outcome, record) = match &mut result {
             Ok(res) => {
@@ -545,7 +556,7 @@ where
                 return Err(done);
             }
         } else if record {
-            self.logical.record(self.sent, outcome, now);
+            self.logical.record(self.sent, outcome, now.get());
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
@@ -560,7 +571,7 @@ where
             None => None,
         }
         .filter(|(c, _)| config.handles(*c));
-        self.report_to_cooldowns(wanted, outcome.is_some(), now);
+        self.report_to_cooldowns(wanted, outcome.is_some(), &mut now);
 
         let Some((why, hint)) = wanted else {
             let transient =
@@ -579,7 +590,7 @@ where
             return Err(self.finish(result));
         }
         let failures = self.logical.sends();
-        let left = self.logical.deadline().saturating_duration_since(now);
+        let left = self.logical.deadline().saturating_duration_since(now.get());
         let r = self.rng.next_f64();
         let wait = match self
             .shared
@@ -609,13 +620,13 @@ where
         &mut self,
         wanted: Option<(Cause, Option<Duration>)>,
         answered: bool,
-        now: Instant,
+        now: &mut LazyNow,
     ) {
         let closed = match wanted {
             Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
                 let backoff = &self.shared.config.backoff;
                 let hint = hint.unwrap_or_else(|| backoff.wait(c, None, 1, 0.0));
-                let until = now + hint.min(MAX_COOLDOWN);
+                let until = now.get() + hint.min(MAX_COOLDOWN);
                 let key = self.keys().iter().flatten().find(|k| k.0 == c).cloned();
                 key.map(|k| (k, until))
             }
@@ -629,7 +640,7 @@ where
             let probed = self.keys.as_ref().and_then(|k| k[index].as_ref());
             match &closed {
                 Some((key, until)) if probed == Some(key) => probe.closed_again(*until),
-                _ if answered => probe.opened(now),
+                _ if answered => probe.opened(now.get()),
                 // An error drops the guard: the probe role passes on.
                 _ => {}
             }

@@ -207,12 +207,12 @@ impl<S> Layer<S> for RetryLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
-            shared: Shared {
+            shared: Arc::new(Shared {
                 config: self.config.clone(),
                 budget: self.budget.clone(),
                 cooldowns: self.cooldowns.clone(),
                 stats: self.stats.clone(),
-            },
+            }),
         }
     }
 }
@@ -221,7 +221,7 @@ impl<S> Layer<S> for RetryLayer {
 #[derive(Clone)]
 pub struct Retry<S> {
     inner: S,
-    shared: Shared,
+    shared: Arc<Shared>,
 }
 
 impl<S> Retry<S> {
