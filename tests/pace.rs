@@ -318,3 +318,46 @@ async fn two_stacks_given_one_table_together_stay_within_a_users_burst_window() 
     let (now, later) = (Duration::ZERO, Duration::from_secs(15));
     assert_eq!(times, [now, now, now, later, later, later]);
 }
+
+/// A zero deadline allows no wait, with pacing or without: a send goes at
+/// once when nothing holds it back, and is refused, unsent, when its pace
+/// slot is later.
+#[tokio::test(start_paused = true)]
+async fn a_zero_deadline_sends_at_once_or_is_refused_with_or_without_pacing() {
+    let sim = sim_with(RateLimits::mpsd()).await;
+    let uri = sim.session_uri(SCID, "LobbySession", "zero");
+    let one_per_minute = Limits::new(
+        tower_mpsd::pace::Window::new(1, Duration::from_secs(60)),
+        tower_mpsd::pace::Window::new(10, Duration::from_secs(600)),
+    );
+    let table = PaceTable::builder()
+        .limits(one_per_minute)
+        .margin(Duration::ZERO)
+        .build();
+    let paced = ServiceBuilder::new()
+        .mpsd_with(
+            MpsdLayer::new()
+                .deadline(Duration::ZERO)
+                .pace(PaceLayer::with_table(table)),
+        )
+        .service(http_client());
+    let unpaced = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().deadline(Duration::ZERO))
+        .service(http_client());
+    let t0 = Instant::now();
+
+    let first = paced
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await;
+    assert_eq!(first.unwrap().status(), StatusCode::NO_CONTENT);
+    let second = paced.oneshot(request(Method::GET, &uri).build()).await;
+    let refused = second.unwrap_err().downcast::<Refused>().unwrap();
+    assert_eq!(refused.by, RefusedBy::Pace);
+    assert_eq!(refused.retry_in, Duration::from_secs(60));
+    let third = unpaced.oneshot(request(Method::GET, &uri).build()).await;
+    assert_eq!(third.unwrap().status(), StatusCode::NO_CONTENT);
+
+    assert_eq!(t0.elapsed(), Duration::ZERO, "nothing waited");
+    assert_eq!(sim.log().len(), 2, "the refused request was never sent");
+}
