@@ -36,7 +36,7 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, Method, Response};
+use http::{header, HeaderMap, HeaderValue, Method, Response};
 use http_body::Body;
 
 use crate::body::{read_within, Read};
@@ -254,15 +254,19 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let announced = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|len| len > limit as u64) {
+    if announced_over(response.headers(), limit) {
         return Err(ReadFailure::TooLarge);
     }
     collect_capped(response.into_body(), limit).await
+}
+
+/// Whether `headers` announce (by `Content-Length`) a body over `limit`.
+pub(crate) fn announced_over(headers: &HeaderMap, limit: usize) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64)
 }
 
 /// Reads a body, refusing one that exceeds `limit`.
