@@ -4,27 +4,29 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::header::{self, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use serde_json::Value;
-use tokio::time::{sleep, Instant};
+use tokio::time::{sleep, Instant, Sleep};
 use tower::util::rng::{HasherRng, Rng};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::body::RebaseBody;
 use super::layer::Config;
 use super::policy::{Decision, LostRace, RebasePolicy};
-use super::rules::{current_session, rebase_head, reread, Condition, Unusable};
+use super::rules::{
+    current_session, rebase_head, reread, reread_session, reread_status, spread, Condition, Reread,
+};
+use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
 use crate::classify::Call;
 use crate::error::Refused;
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, Purpose};
 use crate::replay::NotReplayable;
-use crate::response::{collect_capped, read_capped, ReadFailure};
+use crate::response::{announced_over, ReadFailure};
 use crate::BoxError;
 
 /// In the extensions of a 412 the layer handed back without rebasing it:
@@ -99,65 +101,493 @@ impl std::error::Error for RebaseError {
 
 pin_project! {
     /// The future of [`Rebase`](super::Rebase). A request that is not a
-    /// conditional write goes straight through; a conditional write runs
-    /// its conflict rounds in a boxed `async` block: they read bodies, call
-    /// the policy and re-read, and a hand-written state machine for them
-    /// would cost more in clarity than the one allocation per write.
-    pub struct ResponseFuture<F, R> {
+    /// conditional write goes straight through. A conditional write runs
+    /// its conflict rounds in place: keeping its body, sending it, reading
+    /// a 412, re-reading the session, asking the policy, pausing, sending
+    /// the rebased write.
+    pub struct ResponseFuture<S, P, B, R>
+    where
+        S: Service<Request<B>>,
+    {
         #[pin]
-        kind: Kind<F, R>,
+        kind: Kind<S::Future, Rounds<S, P>, B, R>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, R> {
+    enum Kind<F, W, B, R> {
         Through { #[pin] future: F },
-        Rebasing { future: BoxFuture<'static, Result<Response<RebaseBody<R>>, BoxError>> },
+        Rebasing { rounds: W, #[pin] state: State<F, B, R> },
     }
 }
 
-impl<F, R> ResponseFuture<F, R> {
-    pub(crate) fn through(future: F) -> Self {
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B, R> {
+        // Reading a copy of the write's body to keep it (none when the body
+        // may not be kept), then sending the write with the service the
+        // caller made ready.
+        Keeping {
+            #[pin]
+            copy: Option<B>,
+            read: BytesMut,
+            body: Option<B>,
+        },
+        // Waiting for the service to be ready for a further send.
+        Ready { next: Next },
+        // A send in flight.
+        Calling { sending: Sending, #[pin] future: F },
+        // Reading the body of a 412 or of a re-read's 200.
+        Reading { of: Of, #[pin] body: R, read: BytesMut },
+        // The random pause before a rebased write conditional on `etag`.
+        Pausing { etag: HeaderValue, body: Bytes, #[pin] sleep: Sleep },
+        Done,
+    }
+}
+
+/// A further send, once the service is ready.
+enum Next {
+    Reread,
+    /// The rebased write, with this body.
+    Rebased(Bytes),
+}
+
+/// What a send in flight is.
+enum Sending {
+    /// The write, first or rebased.
+    Write,
+    /// The re-read, with its own call.
+    Reread(Call),
+}
+
+/// Whose body is being read.
+enum Of {
+    /// The 412's (its head is in [`Rounds::lost`]).
+    Lost,
+    /// The re-read's, with its headers.
+    Session(HeaderMap),
+}
+
+/// Everything of a rebasing [`ResponseFuture`] but its state.
+struct Rounds<S, P> {
+    svc: S,
+    policy: P,
+    config: Config,
+    logical: LogicalRequest,
+    owner: bool,
+    /// The write's head, as last sent.
+    write: http::request::Parts,
+    condition: Condition,
+    session_uri: Uri,
+    /// The write's body as last sent, when it could be kept.
+    body: Option<Bytes>,
+    /// The 412 in hand, from its head's arrival until the round ends: what
+    /// the caller gets when the round cannot end in a new answer.
+    lost: Option<Lost>,
+    round: u32,
+    /// When the send in flight went.
+    sent: Instant,
+    rng: HasherRng,
+}
+
+type Finished<R> = Result<Response<RebaseBody<R>>, BoxError>;
+
+/// What a step of the rounds leads to.
+enum Step<F, B, R> {
+    /// The next state.
+    Go(State<F, B, R>),
+    /// What the caller gets.
+    Done(Finished<R>),
+}
+
+impl<S, P, B, R> ResponseFuture<S, P, B, R>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn through(future: S::Future) -> Self {
         Self {
             kind: Kind::Through { future },
         }
     }
 
+    /// Starts the rounds of `req`, a conditional write, with `svc`, which
+    /// the caller made ready.
     pub(crate) fn rebasing(
-        future: BoxFuture<'static, Result<Response<RebaseBody<R>>, BoxError>>,
-    ) -> Self {
+        svc: S,
+        policy: P,
+        mut req: Request<B>,
+        (condition, session_uri): (Condition, Uri),
+        config: Config,
+    ) -> Self
+    where
+        B: Clone,
+    {
+        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::for_rebase());
+        let (write, body) = req.into_parts();
+        let keep = write.extensions.get::<NotReplayable>().is_none();
+        let start = logical.start();
+        let rounds = Rounds {
+            svc,
+            policy,
+            config,
+            logical,
+            owner,
+            write,
+            condition,
+            session_uri,
+            body: None,
+            lost: None,
+            round: 0,
+            sent: start,
+            rng: HasherRng::new(),
+        };
         Self {
-            kind: Kind::Rebasing { future },
+            kind: Kind::Rebasing {
+                rounds,
+                state: State::Keeping {
+                    copy: keep.then(|| body.clone()),
+                    read: BytesMut::new(),
+                    body: Some(body),
+                },
+            },
         }
     }
 }
 
-impl<F, R> fmt::Debug for ResponseFuture<F, R> {
+impl<S, P, B, R> fmt::Debug for ResponseFuture<S, P, B, R>
+where
+    S: Service<Request<B>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, R, E> Future for ResponseFuture<F, R>
+impl<S, P, B, R> Future for ResponseFuture<S, P, B, R>
 where
-    F: Future<Output = Result<Response<R>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    P: RebasePolicy,
+    B: Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    R: Body,
+    R::Error: Into<BoxError>,
 {
-    type Output = Result<Response<RebaseBody<R>>, BoxError>;
+    type Output = Finished<R>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let (me, mut state) = match self.project().kind.project() {
             KindProj::Through { future } => {
                 let res = ready!(future.poll(cx)).map_err(Into::into)?;
-                Poll::Ready(Ok(res.map(RebaseBody::inner)))
+                return Poll::Ready(Ok(res.map(RebaseBody::inner)));
             }
-            KindProj::Rebasing { future } => future.as_mut().poll(cx),
+            KindProj::Rebasing { rounds, state } => (rounds, state),
+        };
+        loop {
+            let step = match state.as_mut().project() {
+                StateProj::Keeping { copy, read, body } => {
+                    if let Some(copy) = copy.as_pin_mut() {
+                        let kept = ready!(read_within(copy, read, me.config.body_limit, cx));
+                        me.body = kept_body(kept, read);
+                    }
+                    let body = body.take().expect("the write's body goes once");
+                    Step::Go(me.send_first(body))
+                }
+                StateProj::Ready { next } => match ready!(me.svc.poll_ready(cx)) {
+                    Ok(()) => Step::Go(me.send(next)),
+                    // Not sent, so not recorded; otherwise a failed send.
+                    Err(e) => me.failed(matches!(next, Next::Reread), e.into()),
+                },
+                StateProj::Calling { sending, future } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let result = me.record(result, sending);
+                    let reread = matches!(sending, Sending::Reread(_));
+                    match result {
+                        Ok(res) if reread => me.reread_answered(res),
+                        Ok(res) => me.write_answered(res),
+                        Err(e) => me.failed(reread, e),
+                    }
+                }
+                StateProj::Reading { of, body, read } => {
+                    let limit = me.config.session_limit;
+                    let read = read_result(ready!(read_within(body, read, limit, cx)), read);
+                    match of {
+                        Of::Lost => me.lost_read(read),
+                        Of::Session(headers) => me.session_read(headers, read),
+                    }
+                }
+                StateProj::Pausing { etag, body, sleep } => {
+                    ready!(sleep.poll(cx));
+                    // Later rounds rebase the write as last sent.
+                    me.condition = rebase_head(&mut me.write, etag);
+                    Step::Go(State::Ready {
+                        next: Next::Rebased(std::mem::take(body)),
+                    })
+                }
+                StateProj::Done => panic!("rebase future polled after completion"),
+            };
+            match step {
+                Step::Go(next) => state.set(next),
+                Step::Done(done) => {
+                    state.set(State::Done);
+                    return Poll::Ready(done);
+                }
+            }
         }
     }
 }
 
-/// A 412 whose body has been read.
+impl<S, P> Rounds<S, P> {
+    /// Sends the write for the first time, with the service the caller
+    /// made ready.
+    fn send_first<B, F, R>(&mut self, body: B) -> State<F, B, R>
+    where
+        S: Service<Request<B>, Future = F>,
+    {
+        let req = Request::from_parts(self.write.clone(), body);
+        self.sent = Instant::now();
+        State::Calling {
+            sending: Sending::Write,
+            future: self.svc.call(req),
+        }
+    }
+
+    /// Makes and sends `next`, the service being ready.
+    fn send<B, F, R>(&mut self, next: &mut Next) -> State<F, B, R>
+    where
+        S: Service<Request<B>, Future = F>,
+        B: From<Bytes>,
+    {
+        let (sending, req) = match next {
+            Next::Reread => {
+                let mut get = reread::<B>(&self.write, self.session_uri.clone());
+                // Its own call, not the logical request's: the layers below
+                // classify its answer as the GET it is.
+                let call = Call::of(&get);
+                get.extensions_mut().insert(call.clone());
+                (Sending::Reread(call), get)
+            }
+            Next::Rebased(body) => {
+                let body = std::mem::take(body);
+                let req = Request::from_parts(self.write.clone(), B::from(body.clone()));
+                self.body = Some(body);
+                (Sending::Write, req)
+            }
+        };
+        self.sent = Instant::now();
+        State::Calling {
+            sending,
+            future: self.svc.call(req),
+        }
+    }
+
+    /// Records the answer to a send, unless it was classified and recorded
+    /// further in, or the send was refused below and never went.
+    fn record<R>(
+        &self,
+        mut result: Result<Response<R>, BoxError>,
+        sending: &Sending,
+    ) -> Result<Response<R>, BoxError> {
+        let call = match sending {
+            Sending::Write => self.logical.call(),
+            Sending::Reread(call) => call,
+        };
+        let (outcome, record) = match &mut result {
+            Ok(res) => {
+                let (outcome, new) = outcome_of(res, call);
+                (Some(outcome), new)
+            }
+            Err(e) => (None, Refused::wait_for(e).is_none()),
+        };
+        if record {
+            self.logical.record(self.sent, outcome, Instant::now());
+        }
+        result
+    }
+
+    /// A write's answer: the caller's unless it is a 412 that can be rebased.
+    fn write_answered<F, B, R>(&mut self, res: Response<R>) -> Step<F, B, R> {
+        // A new answer: the 412 of the last round is no longer the one in hand.
+        self.lost = None;
+        if res.status() != StatusCode::PRECONDITION_FAILED {
+            return Step::Done(self.finish(res.map(RebaseBody::inner)));
+        }
+        self.round += 1;
+        tracing::debug!(round = self.round, "mpsd rebase: the write lost a race");
+        if self.body.is_none() {
+            self.logical.gave_up(GaveUp::NotReplayable);
+            let mut res = res.map(RebaseBody::inner);
+            res.extensions_mut().insert(NotRebased::BodyTooLarge);
+            return Step::Done(self.finish(res));
+        }
+        let (head, body) = res.into_parts();
+        self.lost = Some(Lost {
+            head,
+            body: Bytes::new(),
+        });
+        Step::Go(State::Reading {
+            of: Of::Lost,
+            body,
+            read: BytesMut::new(),
+        })
+    }
+
+    /// A send that failed or was refused below.
+    fn failed<F, B, R>(&mut self, reread: bool, error: BoxError) -> Step<F, B, R> {
+        let refused = Refused::wait_for(&error);
+        if reread {
+            // The write's answer is known (412: not applied); the
+            // re-read's failure must not replace it.
+            tracing::debug!(%error, "mpsd rebase: the re-read failed");
+            let why = match refused {
+                Some(retry_in) => NotRebased::CoolingDown { retry_in },
+                None => NotRebased::RereadFailed,
+            };
+            return Step::Done(self.stop(why, GaveUp::NoSession));
+        }
+        match (refused, self.lost.is_some()) {
+            // The rebased write was refused below, unsent: the 412 in hand
+            // is still the answer.
+            (Some(retry_in), true) => Step::Done(self.stop(
+                NotRebased::CoolingDown { retry_in },
+                GaveUp::CoolingDown { retry_in },
+            )),
+            // The first write's error is the caller's; a rebased write
+            // may have been applied: the caller must know.
+            _ => Step::Done(Err(error)),
+        }
+    }
+
+    /// The 412's body, read: the session is in it, or must be re-read.
+    fn lost_read<F, B, R>(&mut self, read: Result<Bytes, ReadFailure>) -> Step<F, B, R>
+    where
+        P: RebasePolicy,
+    {
+        let too_large = matches!(read, Err(ReadFailure::TooLarge));
+        // A body that broke off is no use: the session is re-read below.
+        self.lost.as_mut().expect("a 412 in hand").body = read.unwrap_or_default();
+        if too_large {
+            return Step::Done(self.stop(NotRebased::SessionTooLarge, GaveUp::NoSession));
+        }
+        if self.round > self.config.max_rounds {
+            return Step::Done(self.stop(NotRebased::Rounds, GaveUp::ConflictRounds));
+        }
+        // The session as it is now: from the 412, or by a GET.
+        let lost = self.lost.as_ref().expect("a 412 in hand");
+        match current_session(&lost.head.headers, &lost.body) {
+            Ok((etag, session)) => {
+                let bytes = lost.body.clone();
+                self.ask(etag, &session, bytes)
+            }
+            Err(_) => {
+                if !self.logical.take_send(Purpose::Reread) {
+                    return Step::Done(self.stop(NotRebased::Attempts, GaveUp::MaxAttempts));
+                }
+                Step::Go(State::Ready { next: Next::Reread })
+            }
+        }
+    }
+
+    /// The re-read's answer: a session to read, or the end of the round.
+    fn reread_answered<F, B, R>(&mut self, answer: Response<R>) -> Step<F, B, R> {
+        let limit = self.config.session_limit;
+        match reread_status(answer.status(), announced_over(answer.headers(), limit)) {
+            Ok(()) => {
+                let (head, body) = answer.into_parts();
+                Step::Go(State::Reading {
+                    of: Of::Session(head.headers),
+                    body,
+                    read: BytesMut::new(),
+                })
+            }
+            Err(Reread::Gone) => Step::Done(Err(RebaseError::SessionGone.into())),
+            Err(Reread::Stop(why)) => Step::Done(self.stop(why, GaveUp::NoSession)),
+        }
+    }
+
+    /// The re-read's body, read.
+    fn session_read<F, B, R>(
+        &mut self,
+        headers: &HeaderMap,
+        read: Result<Bytes, ReadFailure>,
+    ) -> Step<F, B, R>
+    where
+        P: RebasePolicy,
+    {
+        match reread_session(headers, read) {
+            Ok((etag, session, bytes)) => self.ask(etag, &session, bytes),
+            Err(why) => Step::Done(self.stop(why, GaveUp::NoSession)),
+        }
+    }
+
+    /// Asks the policy about the session as it is now (`session`, read
+    /// from `bytes`, at `etag`); on a retry, the pause before it.
+    fn ask<F, B, R>(&mut self, etag: HeaderValue, session: &Value, bytes: Bytes) -> Step<F, B, R>
+    where
+        P: RebasePolicy,
+    {
+        let conflict = LostRace {
+            method: &self.write.method,
+            uri: &self.write.uri,
+            create_only: self.condition == Condition::CreateOnly,
+            body: self
+                .body
+                .as_ref()
+                .expect("a 412 without a kept body is handed back"),
+            session,
+            etag: &etag,
+            round: self.round,
+        };
+        let decision = self.policy.rebase(&conflict);
+        // From here on, the 412 handed back carries the fresh session.
+        let lost = self.lost.take().expect("a 412 in hand");
+        self.lost = Some(lost.fresh(&etag, bytes));
+        let next = match decision {
+            Err(e) => return Step::Done(Err(RebaseError::Policy(e).into())),
+            Ok(Decision::Retry(next)) => next,
+            Ok(Decision::GiveUp) => {
+                return Step::Done(self.stop(NotRebased::Declined, GaveUp::PolicyDeclined))
+            }
+        };
+        let pause = spread(self.config.spread, self.round).mul_f64(self.rng.next_f64());
+        if pause
+            > self
+                .logical
+                .deadline()
+                .saturating_duration_since(Instant::now())
+        {
+            return Step::Done(self.stop(NotRebased::Deadline, GaveUp::Deadline { wait: pause }));
+        }
+        if !self.logical.take_send(Purpose::Rebased) {
+            return Step::Done(self.stop(NotRebased::Attempts, GaveUp::MaxAttempts));
+        }
+        Step::Go(State::Pausing {
+            etag,
+            body: next,
+            sleep: sleep(pause),
+        })
+    }
+
+    /// Ends the round with the 412 in hand, saying why it was not rebased.
+    fn stop<R>(&mut self, why: NotRebased, reason: GaveUp) -> Finished<R> {
+        self.logical.gave_up(reason);
+        let lost = self.lost.take().expect("a 412 in hand");
+        self.finish(lost.hand_back(why))
+    }
+
+    /// Hands `res` back; the layer that made the logical request puts its
+    /// history in it.
+    fn finish<R>(&self, mut res: Response<RebaseBody<R>>) -> Finished<R> {
+        if self.owner {
+            res.extensions_mut().insert(self.logical.take_history());
+        }
+        Ok(res)
+    }
+}
+
+/// A 412 in hand: its head, and its body once read (or, once known, the
+/// session as it is now).
 struct Lost {
     head: http::response::Parts,
     body: Bytes,
@@ -183,237 +613,20 @@ impl Lost {
     }
 }
 
-/// One logical write, through its conflict rounds.
-pub(crate) async fn run<S, P, B, R>(
-    mut svc: S,
-    mut policy: P,
-    mut req: Request<B>,
-    (mut condition, session_uri): (Condition, Uri),
-    config: Config,
-) -> Result<Response<RebaseBody<R>>, BoxError>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Error: Into<BoxError>,
-    P: RebasePolicy,
-    B: Body + Clone + From<Bytes>,
-    B::Error: Into<BoxError>,
-    R: Body<Data = Bytes>,
-    R::Error: Into<BoxError>,
-{
-    let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::for_rebase());
-    let call = logical.call().clone();
-    let (mut write, body) = req.into_parts();
-    let mut sent_body = if write.extensions.get::<NotReplayable>().is_some() {
-        None
-    } else {
-        collect_capped(body.clone(), config.body_limit).await.ok()
-    };
-    let mut rng = HasherRng::new();
-
-    let first = Request::from_parts(write.clone(), body);
-    let mut res = send(&mut svc, first, true, &logical, &call).await?;
-    let mut round = 0;
-    let finish = |mut res: Response<RebaseBody<R>>| {
-        if owner {
-            res.extensions_mut().insert(logical.take_history());
-        }
-        Ok(res)
-    };
-    loop {
-        if res.status() != StatusCode::PRECONDITION_FAILED {
-            return finish(res.map(RebaseBody::inner));
-        }
-        round += 1;
-        tracing::debug!(round, "mpsd rebase: the write lost a race");
-        let Some(body) = sent_body.take() else {
-            logical.gave_up(GaveUp::NotReplayable);
-            let mut res = res.map(RebaseBody::inner);
-            res.extensions_mut().insert(NotRebased::BodyTooLarge);
-            return finish(res);
-        };
-        let (head, lost_body) = res.into_parts();
-        let read = read_capped(Response::new(lost_body), config.session_limit).await;
-        let too_large = matches!(read, Err(ReadFailure::TooLarge));
-        // A body that broke off is no use: the session is re-read below.
-        let lost = Lost {
-            head,
-            body: read.unwrap_or_default(),
-        };
-        if too_large {
-            logical.gave_up(GaveUp::NoSession);
-            return finish(lost.hand_back(NotRebased::SessionTooLarge));
-        }
-        if round > config.max_rounds {
-            logical.gave_up(GaveUp::ConflictRounds);
-            return finish(lost.hand_back(NotRebased::Rounds));
-        }
-
-        // The session as it is now: from the 412, or by a GET.
-        let (etag, session, session_bytes) = match current_session(&lost.head.headers, &lost.body) {
-            Ok((etag, session)) => {
-                let bytes = lost.body.clone();
-                (etag, session, bytes)
-            }
-            Err(_) => {
-                if !logical.take_send(Purpose::Reread) {
-                    logical.gave_up(GaveUp::MaxAttempts);
-                    return finish(lost.hand_back(NotRebased::Attempts));
-                }
-                let mut get = reread::<B>(&write, session_uri.clone());
-                // Its own call, not the logical request's: the layers below
-                // classify its answer as the GET it is.
-                let reread_call = Call::of(&get);
-                get.extensions_mut().insert(reread_call.clone());
-                let answer = match send(&mut svc, get, false, &logical, &reread_call).await {
-                    Ok(answer) => answer,
-                    Err(error) => {
-                        // The write's answer is known (412: not applied);
-                        // the re-read's failure must not replace it.
-                        tracing::debug!(%error, "mpsd rebase: the re-read failed");
-                        let why = match Refused::wait_for(&error) {
-                            Some(retry_in) => NotRebased::CoolingDown { retry_in },
-                            None => NotRebased::RereadFailed,
-                        };
-                        logical.gave_up(GaveUp::NoSession);
-                        return finish(lost.hand_back(why));
-                    }
-                };
-                match reread_session(answer, config.session_limit).await {
-                    Ok(current) => current,
-                    Err(Reread::Gone) => return Err(RebaseError::SessionGone.into()),
-                    Err(Reread::Stop(why)) => {
-                        logical.gave_up(GaveUp::NoSession);
-                        return finish(lost.hand_back(why));
-                    }
-                }
-            }
-        };
-
-        let conflict = LostRace {
-            method: &write.method,
-            uri: &write.uri,
-            create_only: condition == Condition::CreateOnly,
-            body: &body,
-            session: &session,
-            etag: &etag,
-            round,
-        };
-        let next_body = match policy.rebase(&conflict) {
-            Err(e) => return Err(RebaseError::Policy(e).into()),
-            Ok(Decision::Retry(next)) => next,
-            Ok(Decision::GiveUp) => {
-                logical.gave_up(GaveUp::PolicyDeclined);
-                return finish(
-                    lost.fresh(&etag, session_bytes)
-                        .hand_back(NotRebased::Declined),
-                );
-            }
-        };
-        let pause = spread(config.spread, round).mul_f64(rng.next_f64());
-        if pause > logical.deadline().saturating_duration_since(Instant::now()) {
-            logical.gave_up(GaveUp::Deadline { wait: pause });
-            return finish(
-                lost.fresh(&etag, session_bytes)
-                    .hand_back(NotRebased::Deadline),
-            );
-        }
-        if !logical.take_send(Purpose::Rebased) {
-            logical.gave_up(GaveUp::MaxAttempts);
-            return finish(
-                lost.fresh(&etag, session_bytes)
-                    .hand_back(NotRebased::Attempts),
-            );
-        }
-        sleep(pause).await;
-        // Later rounds rebase the write as last sent.
-        condition = rebase_head(&mut write, &etag);
-        let next = Request::from_parts(write.clone(), B::from(next_body.clone()));
-        res = match send(&mut svc, next, false, &logical, &call).await {
-            Ok(res) => res,
-            // Refused below, unsent: the 412 in hand is still the answer.
-            Err(error) => match Refused::wait_for(&error) {
-                Some(retry_in) => {
-                    logical.gave_up(GaveUp::CoolingDown { retry_in });
-                    let why = NotRebased::CoolingDown { retry_in };
-                    return finish(lost.fresh(&etag, session_bytes).hand_back(why));
-                }
-                // It may have been applied: the caller must know.
-                None => return Err(error),
-            },
-        };
-        sent_body = Some(next_body);
+/// The body kept from reading a copy of the write's: what was read, if it
+/// was read whole within the cap.
+fn kept_body(kept: Result<Read, BoxError>, read: &mut BytesMut) -> Option<Bytes> {
+    match kept {
+        Ok(Read::Whole(_)) => Some(std::mem::take(read).freeze()),
+        Ok(Read::OverCap) | Err(_) => None,
     }
 }
 
-/// The pause window before the `round`th rebased write: `spread`, doubled
-/// each round up to 32×, so writers who keep meeting spread further apart.
-fn spread(spread: Duration, round: u32) -> Duration {
-    spread.saturating_mul(1 << round.saturating_sub(1).min(5))
-}
-
-enum Reread {
-    Gone,
-    Stop(NotRebased),
-}
-
-/// The session from a re-read's answer.
-async fn reread_session<R>(
-    answer: Response<R>,
-    limit: usize,
-) -> Result<(HeaderValue, Value, Bytes), Reread>
-where
-    R: Body,
-    R::Error: Into<BoxError>,
-{
-    match answer.status() {
-        StatusCode::OK => {}
-        StatusCode::NO_CONTENT => return Err(Reread::Gone),
-        status => return Err(Reread::Stop(NotRebased::Reread { status })),
+/// What reading a 412's or a re-read's body up to the session cap gave.
+fn read_result(read: Result<Read, BoxError>, bytes: &mut BytesMut) -> Result<Bytes, ReadFailure> {
+    match read {
+        Ok(Read::Whole(_)) => Ok(std::mem::take(bytes).freeze()),
+        Ok(Read::OverCap) => Err(ReadFailure::TooLarge),
+        Err(e) => Err(ReadFailure::Body(e)),
     }
-    let headers = answer.headers().clone();
-    let bytes = match read_capped(answer, limit).await {
-        Ok(bytes) => bytes,
-        Err(ReadFailure::TooLarge) => return Err(Reread::Stop(NotRebased::SessionTooLarge)),
-        Err(ReadFailure::Body(_)) => return Err(Reread::Stop(NotRebased::RereadFailed)),
-    };
-    match current_session(&headers, &bytes) {
-        Ok((etag, session)) => Ok((etag, session, bytes)),
-        Err(Unusable::NoEtag) => Err(Reread::Stop(NotRebased::NoEtag)),
-        Err(Unusable::NotJson) => Err(Reread::Stop(NotRebased::NotJson)),
-    }
-}
-
-/// Sends one request through the inner service and records its answer.
-async fn send<S, B, R>(
-    svc: &mut S,
-    req: Request<B>,
-    first: bool,
-    logical: &LogicalRequest,
-    call: &Call,
-) -> Result<Response<R>, BoxError>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Error: Into<BoxError>,
-{
-    // The first send uses the service the caller made ready.
-    let ready = if first {
-        svc
-    } else {
-        svc.ready().await.map_err(Into::into)?
-    };
-    let sent = Instant::now();
-    let mut res = ready.call(req).await.map_err(Into::into);
-    // Classified once: by a layer further in, or here.
-    let (outcome, record) = match &mut res {
-        Ok(res) => {
-            let (outcome, new) = outcome_of(res, call);
-            (Some(outcome), new)
-        }
-        // A send refused below (a cooldown or pacing) never went out.
-        Err(e) => (None, Refused::wait_for(e).is_none()),
-    };
-    if record {
-        logical.record(sent, outcome, Instant::now());
-    }
-    res
 }

@@ -8,7 +8,7 @@ use http_body::Body;
 use tower::{Layer, Service};
 
 use super::body::RebaseBody;
-use super::future::{run, ResponseFuture};
+use super::future::ResponseFuture;
 use super::policy::RebasePolicy;
 use super::rules::conditional_write;
 use crate::BoxError;
@@ -121,19 +121,17 @@ impl<S: fmt::Debug, P> fmt::Debug for Rebase<S, P> {
 
 impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for Rebase<S, P>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError> + Send,
-    P: RebasePolicy + Clone + Send + 'static,
-    ReqBody: Body + Clone + From<Bytes> + Send + 'static,
-    ReqBody::Data: Send,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    P: RebasePolicy + Clone,
+    ReqBody: Body + Clone + From<Bytes>,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<RebaseBody<ResBody>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, P, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -147,6 +145,6 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let policy = self.policy.clone();
-        ResponseFuture::rebasing(Box::pin(run(inner, policy, req, write, self.config)))
+        ResponseFuture::rebasing(inner, policy, req, write, self.config)
     }
 }

@@ -1,12 +1,17 @@
 //! The pure rules of a rebase: which writes qualify, where the current
-//! session comes from, and how the re-read and the rebased write are made.
+//! session comes from, how the re-read and the rebased write are made, and
+//! how long the pause before a rebased write may be.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Uri};
+use http::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
+use super::NotRebased;
+use crate::response::ReadFailure;
 use crate::rules::target::Target;
 
 /// What a qualifying write is conditional on.
@@ -67,6 +72,50 @@ pub(crate) fn current_session(
         Ok(session @ Value::Object(_)) => Ok((etag.clone(), session)),
         _ => Err(Unusable::NotJson),
     }
+}
+
+/// Why a re-read gave no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reread {
+    /// It answered 204: the session is gone.
+    Gone,
+    /// The 412 goes back, for this reason.
+    Stop(NotRebased),
+}
+
+/// Whether a re-read's answer, of `status` and announcing a body over the
+/// session cap or not, is worth reading.
+pub(crate) fn reread_status(status: StatusCode, over_cap: bool) -> Result<(), Reread> {
+    match status {
+        StatusCode::OK if over_cap => Err(Reread::Stop(NotRebased::SessionTooLarge)),
+        StatusCode::OK => Ok(()),
+        StatusCode::NO_CONTENT => Err(Reread::Gone),
+        status => Err(Reread::Stop(NotRebased::Reread { status })),
+    }
+}
+
+/// The session, its ETag and its bytes from a re-read's 200: its headers
+/// and what reading its body up to the session cap gave.
+pub(crate) fn reread_session(
+    headers: &HeaderMap,
+    read: Result<Bytes, ReadFailure>,
+) -> Result<(HeaderValue, Value, Bytes), NotRebased> {
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(ReadFailure::TooLarge) => return Err(NotRebased::SessionTooLarge),
+        Err(ReadFailure::Body(_)) => return Err(NotRebased::RereadFailed),
+    };
+    match current_session(headers, &bytes) {
+        Ok((etag, session)) => Ok((etag, session, bytes)),
+        Err(Unusable::NoEtag) => Err(NotRebased::NoEtag),
+        Err(Unusable::NotJson) => Err(NotRebased::NotJson),
+    }
+}
+
+/// The pause window before the `round`th rebased write: `spread`, doubled
+/// each round up to 32×, so writers who keep meeting spread further apart.
+pub(crate) fn spread(spread: Duration, round: u32) -> Duration {
+    spread.saturating_mul(1 << round.saturating_sub(1).min(5))
 }
 
 /// Headers a re-read carries over from the write: who is asking, and how.
@@ -188,6 +237,64 @@ mod tests {
         assert_eq!(get.headers()["x-xbl-contract-version"], "107");
         assert!(!get.headers().contains_key("if-match"));
         assert!(!get.headers().contains_key("content-type"));
+    }
+
+    #[test]
+    fn only_a_reread_answering_200_within_the_cap_is_read() {
+        assert_eq!(reread_status(StatusCode::OK, false), Ok(()));
+        assert_eq!(
+            reread_status(StatusCode::OK, true),
+            Err(Reread::Stop(NotRebased::SessionTooLarge))
+        );
+        assert_eq!(
+            reread_status(StatusCode::NO_CONTENT, false),
+            Err(Reread::Gone)
+        );
+        for status in [StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE] {
+            let want = Err(Reread::Stop(NotRebased::Reread { status }));
+            assert_eq!(reread_status(status, false), want);
+            assert_eq!(reread_status(status, true), want, "the status speaks first");
+        }
+    }
+
+    #[test]
+    fn a_reread_body_gives_the_session_or_the_reason_it_does_not() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ETAG, HeaderValue::from_static("\"e2\""));
+        let json = || Ok(Bytes::from_static(b"{\"members\":{}}"));
+        let (etag, session, bytes) = reread_session(&headers, json()).unwrap();
+        assert_eq!(etag, "\"e2\"");
+        assert!(session["members"].is_object());
+        assert_eq!(bytes, "{\"members\":{}}");
+        let too_large = Err(ReadFailure::TooLarge);
+        assert_eq!(
+            reread_session(&headers, too_large).unwrap_err(),
+            NotRebased::SessionTooLarge
+        );
+        let broke = Err(ReadFailure::Body("reset".into()));
+        assert_eq!(
+            reread_session(&headers, broke).unwrap_err(),
+            NotRebased::RereadFailed
+        );
+        let text = Ok(Bytes::from_static(b"oops"));
+        assert_eq!(
+            reread_session(&headers, text).unwrap_err(),
+            NotRebased::NotJson
+        );
+        assert_eq!(
+            reread_session(&HeaderMap::new(), json()).unwrap_err(),
+            NotRebased::NoEtag
+        );
+    }
+
+    #[test]
+    fn the_pause_window_doubles_each_round_up_to_32_times() {
+        let base = Duration::from_millis(50);
+        let windows: Vec<_> = (0..=8)
+            .map(|round| spread(base, round).as_millis())
+            .collect();
+        assert_eq!(windows, [50, 50, 100, 200, 400, 800, 1600, 1600, 1600]);
+        assert_eq!(spread(Duration::MAX, 3), Duration::MAX, "saturates");
     }
 
     #[test]
