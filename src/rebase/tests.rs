@@ -1,15 +1,18 @@
 //! Unit tests of the rebase layer over a mocked service on paused time:
-//! re-reads and rebased writes refused below (a cooldown) are not sends.
+//! re-reads and rebased writes refused below (a cooldown) are not sends;
+//! a service and a policy that are not `Send` rebase on a `LocalSet`.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response};
-use http_body_util::Full;
-use tower::{service_fn, ServiceBuilder, ServiceExt};
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 
-use super::policy::{rebase_fn, Decision};
+use super::policy::{rebase_fn, Decision, LostRace, RebasePolicy};
 use super::{NotRebased, RebaseLayer};
 use crate::logical::{AttemptHistory, GaveUp};
 use crate::retry::RetryLayer;
@@ -133,4 +136,68 @@ async fn a_refused_rebased_write_hands_back_the_412() {
     ));
     let h = w.extensions().get::<AttemptHistory>().unwrap();
     assert_eq!(h.attempts().len(), 1, "only the first PUT went: {h:?}");
+}
+
+/// Re-sends the body, counting its calls in an `Rc`: not `Send`.
+#[derive(Clone)]
+struct LocalResend(Rc<Cell<u32>>);
+
+impl RebasePolicy for LocalResend {
+    fn rebase(&mut self, conflict: &LostRace<'_>) -> Result<Decision, BoxError> {
+        self.0.set(self.0.get() + 1);
+        Ok(Decision::Retry(conflict.body.clone()))
+    }
+}
+
+fn is_service<S: Service<Request<Full<Bytes>>>>(svc: S) -> S {
+    svc
+}
+
+/// Neither the service (its state and its futures hold an `Rc`) nor the
+/// policy is `Send` or needs to be: the layer asks no more of them than
+/// the retry layer does, and a whole round (412 with the session, the
+/// policy, the pause, the rebased write) runs on a `LocalSet`.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_service_and_a_policy_that_are_not_send_rebase_on_a_local_set() {
+    let seen: Rc<RefCell<Vec<Option<HeaderValue>>>> = Rc::default();
+    let log = Rc::clone(&seen);
+    let mpsd = service_fn(move |req: Request<Full<Bytes>>| {
+        let log = Rc::clone(&log);
+        async move {
+            // What each write was conditional on.
+            log.borrow_mut()
+                .push(req.headers().get(header::IF_MATCH).cloned());
+            let first = log.borrow().len() == 1;
+            let body = req.into_body().collect().await?.to_bytes();
+            let (status, etag, body) = if first {
+                (412, "\"e2\"", Bytes::from_static(b"{\"members\":{}}"))
+            } else {
+                (200, "\"e3\"", body)
+            };
+            let res = Response::builder()
+                .status(status)
+                .header(header::ETAG, etag);
+            Ok::<_, BoxError>(res.body(Full::new(body))?)
+        }
+    });
+    let calls = Rc::new(Cell::new(0));
+    let mut client = is_service(RebaseLayer::new(LocalResend(Rc::clone(&calls))).layer(mpsd));
+    let local = tokio::task::LocalSet::new();
+    let res = local
+        .run_until(async move {
+            let call = client.ready().await?.call(put());
+            tokio::task::spawn_local(call).await?
+        })
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "{}");
+    assert_eq!(
+        *seen.borrow(),
+        [
+            Some(HeaderValue::from_static("\"e1\"")),
+            Some(HeaderValue::from_static("\"e2\""))
+        ]
+    );
+    assert_eq!(calls.get(), 1);
 }
