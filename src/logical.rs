@@ -48,17 +48,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::classify::{Call, Outcome};
 use crate::rules::backoff::Cause;
+use crate::rules::identity::user_hash;
+use crate::rules::target::Target;
 
 /// `start + wait`, or, when that is too far to represent, a time so far off
 /// that it is as good as never: how this crate spells "no deadline"
@@ -81,6 +84,12 @@ struct Inner {
     max_attempts: u32,
     /// The caller's request, parsed once for every layer.
     call: Call,
+    /// Its path and `Authorization`, shared with the request (no copy of
+    /// their bytes), so that the session and the user are parsed only when
+    /// a layer asks, and once.
+    path: Option<PathAndQuery>,
+    authorization: Option<HeaderValue>,
+    session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
 }
 
@@ -110,6 +119,14 @@ impl LogicalRequest {
             deadline: at_most(start, deadline),
             max_attempts,
             call: Call::of(req),
+            path: req.uri().path_and_query().cloned(),
+            authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
+                // Its token must never show, not even in `Debug`.
+                let mut value = value.clone();
+                value.set_sensitive(true);
+                value
+            }),
+            session: OnceLock::new(),
             state: Mutex::new(State {
                 sends: 1,
                 next_purpose: Purpose::First,
@@ -129,6 +146,25 @@ impl LogicalRequest {
     /// names, parsed once when the logical request began.
     pub fn call(&self) -> &Call {
         &self.0.call
+    }
+
+    /// The path that reads the whole session the request names or lives
+    /// under ([`Target::session_path`]), parsed the first time it is asked
+    /// for.
+    pub fn session_path(&self) -> Option<&str> {
+        self.0
+            .session
+            .get_or_init(|| {
+                let path = self.0.path.as_ref()?.path();
+                Target::parse(path).session_path().map(Into::into)
+            })
+            .as_deref()
+    }
+
+    /// The user hash of the request's `XBL3.0` `Authorization`
+    /// ([`user_hash`]); never the token.
+    pub fn user(&self) -> Option<&str> {
+        user_hash(self.0.authorization.as_ref()?)
     }
 
     /// When the logical request began.
@@ -490,5 +526,26 @@ mod tests {
         assert_eq!(history.attempts()[1].purpose, Purpose::Reread);
         assert_eq!(history.attempts()[1].waited, Duration::from_secs(2));
         assert_eq!(history.total, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_session_and_user_are_parsed_from_the_request_and_the_token_never_shows() {
+        let mut req = Request::put(
+            "http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s/members/me?x=1",
+        )
+        .header(header::AUTHORIZATION, "XBL3.0 x=42;secret-token")
+        .body(())
+        .unwrap();
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        assert_eq!(
+            ctx.session_path(),
+            Some("/serviceconfigs/c/sessionTemplates/t/sessions/s")
+        );
+        assert_eq!(ctx.user(), Some("42"));
+        assert!(!format!("{ctx:?}").contains("secret-token"), "{ctx:?}");
+
+        let mut other = Request::get("http://mpsd.test/handles/h").body(()).unwrap();
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut other, LogicalLayer::default());
+        assert_eq!((ctx.session_path(), ctx.user()), (None, None));
     }
 }

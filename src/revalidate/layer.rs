@@ -9,6 +9,7 @@ use tower::{Layer, Service};
 
 use super::cache::Lru;
 use super::future::{Ctx, ResponseFuture};
+use crate::logical::LogicalRequest;
 use crate::rules::identity::user_hash;
 use crate::rules::target::Target;
 use crate::BoxError;
@@ -265,13 +266,17 @@ where
 /// Decides what the layer does with a request, and adds `If-None-Match`
 /// to a GET whose answer is cached.
 fn prepare<B>(shared: &Shared, req: &mut Request<B>) -> Ctx {
+    // What the request names and who sends it, parsed once per logical
+    // request (this layer sees every attempt) when one is there.
+    let logical = req.extensions().get::<LogicalRequest>();
+    let parsed = Parsed::of(req.uri(), req.headers(), logical);
     let method = req.method();
     if *method == Method::GET {
         if has_own_conditions(req.headers()) {
             return Ctx::Pass;
         }
-        let key = cache_key(req.uri(), req.headers());
-        let group = session_group(req.uri());
+        let key = cache_key(req.uri(), req.headers(), parsed.user);
+        let group = session_group(req.uri(), parsed.session);
         let cached = shared.cache().get(&key).map(Box::new);
         if let Some(entry) = &cached {
             req.headers_mut()
@@ -282,7 +287,7 @@ fn prepare<B>(shared: &Shared, req: &mut Request<B>) -> Ctx {
     if matches!(*method, Method::HEAD | Method::OPTIONS | Method::TRACE) {
         return Ctx::Pass;
     }
-    match session_group(req.uri()) {
+    match session_group(req.uri(), parsed.session) {
         Some(group) => {
             shared.cache().invalidate(&group);
             Ctx::Write { group }
@@ -306,15 +311,34 @@ fn has_own_conditions(headers: &HeaderMap) -> bool {
     .any(|name| headers.contains_key(name))
 }
 
+/// The session a request names and its user: from the logical request,
+/// which parses them once, or from the request itself.
+struct Parsed<'a> {
+    session: Option<std::borrow::Cow<'a, str>>,
+    user: Option<&'a str>,
+}
+
+impl<'a> Parsed<'a> {
+    fn of(uri: &'a Uri, headers: &'a HeaderMap, logical: Option<&'a LogicalRequest>) -> Self {
+        match logical {
+            Some(logical) => Self {
+                session: logical.session_path().map(Into::into),
+                user: logical.user(),
+            },
+            None => Self {
+                session: Target::parse(uri.path()).session_path().map(Into::into),
+                user: headers.get(header::AUTHORIZATION).and_then(user_hash),
+            },
+        }
+    }
+}
+
 /// The cache key of a GET: authority, user, contract version, path and
 /// query. The user is part of it because `members/me` differs per caller;
 /// the contract version because it shapes the document.
-fn cache_key(uri: &Uri, headers: &HeaderMap) -> String {
+fn cache_key(uri: &Uri, headers: &HeaderMap, user: Option<&str>) -> String {
     let authority = uri.authority().map_or("", |a| a.as_str());
-    let user = headers
-        .get(header::AUTHORIZATION)
-        .and_then(user_hash)
-        .unwrap_or_default();
+    let user = user.unwrap_or_default();
     let contract = headers
         .get("x-xbl-contract-version")
         .map_or(&b""[..], HeaderValue::as_bytes);
@@ -328,8 +352,8 @@ fn cache_key(uri: &Uri, headers: &HeaderMap) -> String {
 
 /// The session a URI names or lives under, as a key that every spelling of
 /// its path shares (writes drop all reads of it, for every user).
-fn session_group(uri: &Uri) -> Option<String> {
-    let session = Target::parse(uri.path()).session_path()?;
+fn session_group(uri: &Uri, session: Option<std::borrow::Cow<'_, str>>) -> Option<String> {
+    let session = session?;
     let authority = uri.authority().map_or("", |a| a.as_str());
     Some(format!(
         "{}\n{}",
@@ -346,40 +370,48 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn key(u: &Uri, h: &HeaderMap) -> String {
+        cache_key(u, h, Parsed::of(u, h, None).user)
+    }
+
+    fn group(u: &Uri) -> Option<String> {
+        session_group(u, Parsed::of(u, &HeaderMap::new(), None).session)
+    }
+
     #[test]
     fn keys_tell_users_contracts_and_queries_apart() {
         let mut h = HeaderMap::new();
         let u = uri("http://mpsd/serviceconfigs/c/sessionTemplates/t/sessions/s?x=1");
-        let anonymous = cache_key(&u, &h);
+        let anonymous = key(&u, &h);
         h.insert(header::AUTHORIZATION, "XBL3.0 x=42;tok".parse().unwrap());
-        let alice = cache_key(&u, &h);
+        let alice = key(&u, &h);
         assert_ne!(anonymous, alice);
         assert!(!alice.contains("tok"), "the token is never kept");
         h.insert("x-xbl-contract-version", "107".parse().unwrap());
-        assert_ne!(cache_key(&u, &h), alice);
+        assert_ne!(key(&u, &h), alice);
         assert_ne!(
-            cache_key(
+            key(
                 &uri("http://mpsd/serviceconfigs/c/sessionTemplates/t/sessions/s"),
                 &h
             ),
-            cache_key(&u, &h)
+            key(&u, &h)
         );
     }
 
     #[test]
     fn a_session_and_its_elements_share_a_group_in_any_spelling() {
-        let s = session_group(&uri(
+        let s = group(&uri(
             "http://MPSD/serviceconfigs/c/sessionTemplates/t/sessions/s",
         ));
-        let m = session_group(&uri(
+        let m = group(&uri(
             "http://mpsd/serviceconfigs/c/sessiontemplates/t/sessions/S/members/me",
         ));
         assert!(s.is_some());
         assert_eq!(s, m);
-        assert_eq!(session_group(&uri("http://mpsd/handles/h")), None);
+        assert_eq!(group(&uri("http://mpsd/handles/h")), None);
         assert_ne!(
             s,
-            session_group(&uri(
+            group(&uri(
                 "http://other/serviceconfigs/c/sessionTemplates/t/sessions/s"
             ))
         );
@@ -538,9 +570,7 @@ mod tests {
             svc.clone().oneshot(get()).await.unwrap();
             let pending = svc.call(get());
             // Evicted while the revalidation is in flight.
-            svc.shared
-                .cache()
-                .invalidate(&session_group(get().uri()).unwrap());
+            svc.shared.cache().invalidate(&group(get().uri()).unwrap());
             let res = pending.await.unwrap();
             assert_eq!(res.status(), StatusCode::OK);
             assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "kept");
