@@ -126,7 +126,7 @@ fn action(outcome: Outcome) -> String {
         Retryable::No => "return typed error, no retry".into(),
         Retryable::Throttled { after } => plan(Cause::Throttled, after),
         Retryable::Overloaded { after } => plan(Cause::Overloaded, after),
-        Retryable::IfIdempotent => "retry if idempotent".into(),
+        Retryable::IfSafeToRepeat => "retry if safe to repeat".into(),
         Retryable::AfterRebase => "return typed error; retryable after a rebase".into(),
         _ => "return".into(),
     }

@@ -429,8 +429,9 @@ pub enum GaveUp {
         /// How long until it may go.
         retry_in: Duration,
     },
-    /// The failure may have been applied and the method is not safe to repeat.
-    UnsafeMethod,
+    /// The failure may have been applied and the request is not safe to
+    /// repeat.
+    NotSafeToRepeat,
     /// The request's body could not be kept for a replay (over the byte cap).
     NotReplayable,
     /// The 412 conflict rounds were used up.

@@ -96,7 +96,7 @@ async fn a_body_that_fails_is_the_callers_mistake_and_is_not_retried() {
     let sim = quiet_sim().await;
     // A handle query is a read: this caller retries POSTs after transient
     // failures, so only the kind of failure keeps this one from a retry.
-    let retry = RetryLayer::new().retry_transient_for(|m| m == Method::GET || m == Method::POST);
+    let retry = RetryLayer::new().safe_to_repeat(|m| m == Method::GET || m == Method::POST);
     let client = ServiceBuilder::new()
         .mpsd_with(MpsdLayer::new().retry(retry))
         .service(Client::builder(TokioExecutor::new()).build_http::<FailingBody>());

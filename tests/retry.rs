@@ -298,7 +298,7 @@ async fn a_500_on_a_write_is_sent_once_but_a_read_is_retried() {
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
         res.extensions().get::<AttemptHistory>().unwrap().gave_up,
-        Some(GaveUp::UnsafeMethod)
+        Some(GaveUp::NotSafeToRepeat)
     );
     assert_eq!(
         sim.log().len(),

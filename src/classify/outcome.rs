@@ -92,7 +92,7 @@ pub enum Outcome {
     /// 401, not in the table: the token was refused.
     Unauthorized,
     /// 408, 500, 502 or 504, not in the table: a transient failure that is
-    /// safe to retry only for idempotent methods.
+    /// safe to retry only when the request is safe to repeat.
     Transient {
         /// The status received.
         status: StatusCode,
@@ -140,9 +140,10 @@ pub enum Retryable {
         /// The server's `Retry-After`.
         after: Option<Duration>,
     },
-    /// 408, 500, 502, 504: retry only idempotent methods, since the server
-    /// may have applied the request.
-    IfIdempotent,
+    /// 408, 500, 502, 504: the server may have applied the request, so
+    /// retry it only if it is safe to repeat (by default: GET, HEAD and
+    /// OPTIONS; an MPSD PUT is a merge, not idempotent in effect).
+    IfSafeToRepeat,
     /// 412: retry only after re-reading the session and rebasing the write.
     AfterRebase,
 }
@@ -293,7 +294,7 @@ impl Outcome {
             Self::ServiceUnavailable { retry_after } => {
                 Retryable::Overloaded { after: retry_after }
             }
-            Self::Transient { .. } => Retryable::IfIdempotent,
+            Self::Transient { .. } => Retryable::IfSafeToRepeat,
             Self::PreconditionFailed | Self::SessionChanged => Retryable::AfterRebase,
             _ => Retryable::No,
         }
@@ -512,7 +513,7 @@ mod tests {
         for code in [408, 500, 502, 504] {
             assert_eq!(
                 outcome(Method::GET, TargetKind::Other, code, &[]).retryable(),
-                Retryable::IfIdempotent
+                Retryable::IfSafeToRepeat
             );
         }
         assert_eq!(

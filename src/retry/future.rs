@@ -58,11 +58,11 @@ impl fmt::Display for AttemptTimedOut {
 impl std::error::Error for AttemptTimedOut {}
 
 /// Why a retry is wanted, and the server's hint.
-fn cause(outcome: &Outcome, safe: bool) -> Option<(Cause, Option<Duration>)> {
+fn cause(outcome: &Outcome, safe_to_repeat: bool) -> Option<(Cause, Option<Duration>)> {
     match outcome.retryable() {
         Retryable::Overloaded { after } => Some((Cause::Overloaded, after)),
         Retryable::Throttled { after } => Some((Cause::Throttled, after)),
-        Retryable::IfIdempotent if safe => Some((Cause::Transient, None)),
+        Retryable::IfSafeToRepeat if safe_to_repeat => Some((Cause::Transient, None)),
         _ => None,
     }
 }
@@ -145,7 +145,7 @@ where
     shared: Arc<Shared>,
     logical: LogicalRequest,
     owner: bool,
-    safe: bool,
+    safe_to_repeat: bool,
     replayable: bool,
     keys: Option<Keys>,
     probes: [Option<ProbeGuard>; 2],
@@ -214,7 +214,7 @@ where
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
-        let safe = (config.retry_transient)(req.method());
+        let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();
         let invalid = InvalidUri::check(req.uri()).err();
@@ -226,7 +226,7 @@ where
             req: Kept::new(req),
             logical,
             owner,
-            safe,
+            safe_to_repeat,
             replayable,
             keys: None,
             probes: [None, None],
@@ -564,8 +564,11 @@ where
         // No retry mends the caller's mistake (see `callers_mistake`).
         let mended = |e: &BoxError| !callers_mistake(&**e);
         let wanted = match &outcome {
-            Some(o) => cause(o, self.safe),
-            None if self.safe && unsent.is_none() && result.as_ref().err().is_some_and(mended) => {
+            Some(o) => cause(o, self.safe_to_repeat),
+            None if self.safe_to_repeat
+                && unsent.is_none()
+                && result.as_ref().err().is_some_and(mended) =>
+            {
                 Some((Cause::Transient, None))
             }
             None => None,
@@ -575,9 +578,9 @@ where
 
         let Some((why, hint)) = wanted else {
             let transient =
-                outcome.is_some_and(|o| matches!(o.retryable(), Retryable::IfIdempotent));
-            if transient && !self.safe && self.shared.config.handles(Cause::Transient) {
-                self.give_up(GaveUp::UnsafeMethod);
+                outcome.is_some_and(|o| matches!(o.retryable(), Retryable::IfSafeToRepeat));
+            if transient && !self.safe_to_repeat && self.shared.config.handles(Cause::Transient) {
+                self.give_up(GaveUp::NotSafeToRepeat);
             }
             return Err(self.finish(result));
         };

@@ -22,7 +22,7 @@ pub type KeyFn = Arc<dyn Fn(Cause, &Uri, &HeaderMap) -> Option<String> + Send + 
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) backoff: Backoff,
-    pub(crate) retry_transient: fn(&Method) -> bool,
+    pub(crate) safe_to_repeat: fn(&Method) -> bool,
     pub(crate) min_attempt_time: Duration,
     /// Which causes this layer retries: 503, 429, transient failures.
     pub(crate) causes: [bool; 3],
@@ -81,12 +81,14 @@ impl Default for RetryLayer {
     }
 }
 
-fn safe_method(method: &Method) -> bool {
+/// Whether a request of `method` is safe to repeat after a failure the
+/// server may have applied: the methods that change nothing.
+fn safe_to_repeat(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 impl RetryLayer {
-    /// A layer retrying 503, 429 and (for safe methods) transient
+    /// A layer retrying 503, 429 and (when safe to repeat) transient
     /// failures, with the defaults documented in [the module](crate::retry).
     pub fn new() -> Self {
         Self::with_causes([true; 3])
@@ -109,7 +111,7 @@ impl RetryLayer {
         Self {
             config: Config {
                 backoff: Backoff::default(),
-                retry_transient: safe_method,
+                safe_to_repeat,
                 min_attempt_time: Duration::from_secs(5),
                 causes,
                 key: Arc::new(default_cooldown_key),
@@ -161,10 +163,11 @@ impl RetryLayer {
         &self.cooldowns
     }
 
-    /// Which methods are retried after 408, 500, 502, 504 or an error.
-    /// Default: GET, HEAD and OPTIONS.
-    pub fn retry_transient_for(mut self, methods: fn(&Method) -> bool) -> Self {
-        self.config.retry_transient = methods;
+    /// Which methods are safe to repeat, and so retried after 408, 500,
+    /// 502, 504 or an error, any of which the server may have applied.
+    /// Default: GET, HEAD and OPTIONS, which change nothing.
+    pub fn safe_to_repeat(mut self, methods: fn(&Method) -> bool) -> Self {
+        self.config.safe_to_repeat = methods;
         self
     }
 

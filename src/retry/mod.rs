@@ -1,4 +1,4 @@
-//! Retrying 503 and 429 (and, for safe methods, transient failures) the way
+//! Retrying 503 and 429 (and, when safe to repeat, transient failures) the way
 //! MPSD asks: not before `Retry-After`, with jitter, with one cooldown per
 //! endpoint shared by every request, and never past the deadline.
 //!
@@ -23,7 +23,7 @@
 //!   given one with [`RetryLayer::with_budget`].
 //! - **Slow answers**: an attempt still unanswered at the deadline (but not
 //!   before it has had `min_attempt_time`, 5 s, the SDK's floor) is
-//!   abandoned with [`AttemptTimedOut`]; a safe method with time left is
+//!   abandoned with [`AttemptTimedOut`]; a request safe to repeat with time left is
 //!   retried, anything else is handed back.
 //!   Waiting for the inner service's readiness before a retry is bounded by
 //!   the deadline too: past it, the last answer is handed back.

@@ -90,7 +90,7 @@ async fn a_request_waiting_on_one_gate_holds_no_probe_of_another() {
 }
 
 /// throttled() above overloaded(), as the docs suggest: a GET that keeps
-/// getting 500 is not reported as given up for an unsafe method.
+/// getting 500 is not reported as given up as not safe to repeat.
 #[tokio::test(start_paused = true)]
 async fn stacked_layers_do_not_call_a_get_unsafe() {
     let t0 = Instant::now();
@@ -102,7 +102,7 @@ async fn stacked_layers_do_not_call_a_get_unsafe() {
     let res = client.oneshot(get("u")).await.unwrap();
     let h = res.extensions().get::<AttemptHistory>().unwrap();
     println!("{h:?}");
-    assert_ne!(h.gave_up, Some(GaveUp::UnsafeMethod), "a GET is safe");
+    assert_ne!(h.gave_up, Some(GaveUp::NotSafeToRepeat), "a GET is safe");
 }
 
 #[tokio::test(start_paused = true)]
@@ -115,7 +115,7 @@ async fn a_layer_not_retrying_500_does_not_call_a_get_unsafe() {
     let res = client.oneshot(get("u")).await.unwrap();
     let h = res.extensions().get::<AttemptHistory>().unwrap();
     println!("{h:?}");
-    assert_ne!(h.gave_up, Some(GaveUp::UnsafeMethod), "a GET is safe");
+    assert_ne!(h.gave_up, Some(GaveUp::NotSafeToRepeat), "a GET is safe");
 }
 
 /// A request that got a 503 and planned a retry meets a cooldown another
