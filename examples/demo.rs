@@ -23,7 +23,7 @@ use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::classify::{Call, Outcome, Retryable};
 use tower_mpsd::logical::AttemptHistory;
 use tower_mpsd::rebase::policy::ResendDelta;
-use tower_mpsd::rebase::{NotRebased, RebaseLayer};
+use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::read_response;
 use tower_mpsd::rules::backoff::{Backoff, Cause, Plan};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
@@ -166,10 +166,9 @@ async fn through_stack(
             format!("{:?} {status} at {:?}", a.purpose, a.sent_after)
         })
         .collect();
-    let why = res
-        .extensions()
-        .get::<NotRebased>()
-        .map(|n| format!(" (handed back: {n:?})"))
+    let why = history
+        .gave_up
+        .map(|why| format!(" (handed back: {why:?})"))
         .unwrap_or_default();
     println!("{label:<30} -> {}{why}", res.status().as_u16());
     println!("{:<30}    sends: {}", "", sends.join(", "));

@@ -217,11 +217,13 @@ impl LogicalRequest {
         state.last_answer = now;
     }
 
-    /// Notes why the logical request stopped short of a success; the
-    /// first reason given (by the innermost layer that gave up) stands, and
-    /// a later success does not clear it.
+    /// Notes why the logical request stopped short of a success. The last
+    /// reason given stands: that of the layer that chose the final answer
+    /// (for a 412 handed back, the rebase layer's, even when the retry
+    /// layer below gave up on the re-read first). A later success does not
+    /// clear it.
     pub(crate) fn gave_up(&self, reason: GaveUp) {
-        self.state().history.gave_up.get_or_insert(reason);
+        self.state().history.gave_up = Some(reason);
     }
 
     /// How many attempts are recorded so far.
@@ -405,13 +407,17 @@ pub struct Attempt {
     pub outcome: Option<Outcome>,
 }
 
-/// Why the layers stopped and handed back the last answer.
+/// Why the layers stopped and handed back the last answer: the one
+/// vocabulary of the retry and rebase layers, in
+/// [`AttemptHistory::gave_up`]. A 412 the rebase layer hands back without
+/// rebasing it says why here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GaveUp {
     /// The attempt limit was reached.
     MaxAttempts,
-    /// The wait needed (at least the server's hint) would end past the deadline.
+    /// The wait needed (at least the server's hint, or a rebased write's
+    /// pause) would end past the deadline.
     Deadline {
         /// The wait that was needed.
         wait: Duration,
@@ -423,8 +429,9 @@ pub enum GaveUp {
     },
     /// The shared retry budget is empty.
     Budget,
-    /// A retry was pending, but a cooldown or pacing would not let it go
-    /// before the deadline: the last answer is handed back.
+    /// A retry, a re-read or a rebased write was due, but a cooldown or
+    /// pacing would not let it go before the deadline: nothing was sent,
+    /// and the last answer is handed back.
     CoolingDown {
         /// How long until it may go.
         retry_in: Duration,
@@ -432,15 +439,37 @@ pub enum GaveUp {
     /// The failure may have been applied and the request is not safe to
     /// repeat.
     NotSafeToRepeat,
-    /// The request's body could not be kept for a replay (over the byte cap).
+    /// The request's body could not be kept for a replay (over the byte
+    /// cap, or marked [`NotReplayable`](crate::replay::NotReplayable)): it
+    /// was sent once, and a 412 is handed back unrebased.
     NotReplayable,
     /// The 412 conflict rounds were used up.
     ConflictRounds,
-    /// The rebase policy chose to hand the 412 back.
+    /// The rebase policy chose to hand the 412 back; it carries the fresh
+    /// session and its ETag.
     PolicyDeclined,
-    /// After a 412, the session as it is now could not be read (too large,
-    /// unreadable, or its re-read failed or was refused).
-    NoSession,
+    /// After a 412, the session as it is now could not be read.
+    NoSession(NoSession),
+}
+
+/// Why, after a 412, the session as it is now could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoSession {
+    /// It is larger than the rebase layer's cap.
+    TooLarge,
+    /// Neither the 412 nor a re-read gave the session's ETag.
+    NoEtag,
+    /// Neither the 412 nor a re-read gave the session as a JSON object.
+    NotJson,
+    /// The re-read answered neither 200 nor 204.
+    Reread {
+        /// What it answered.
+        status: http::StatusCode,
+    },
+    /// The re-read failed without an answer (a connection error), or its
+    /// body broke off.
+    RereadFailed,
 }
 
 /// The attempt history of one logical request, in the final response's

@@ -11,7 +11,7 @@ use mpsd_sim::Fault;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::logical::{AttemptHistory, LogicalLayer, Purpose};
+use tower_mpsd::logical::{AttemptHistory, GaveUp, LogicalLayer, NoSession, Purpose};
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::{read_response, MpsdError};
@@ -192,7 +192,7 @@ async fn a_reread_that_fails_hands_back_the_412_not_the_error() {
         "the write's own answer"
     );
     assert_eq!(
-        res.extensions().get::<tower_mpsd::rebase::NotRebased>(),
-        Some(&tower_mpsd::rebase::NotRebased::RereadFailed)
+        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        Some(GaveUp::NoSession(NoSession::RereadFailed))
     );
 }

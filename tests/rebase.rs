@@ -14,9 +14,9 @@ use http_body_util::BodyExt;
 use mpsd_sim::{Fault, SimHandle};
 use serde_json::{json, Value};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::logical::{AttemptHistory, GaveUp, LogicalLayer, Purpose};
+use tower_mpsd::logical::{AttemptHistory, GaveUp, LogicalLayer, NoSession, Purpose};
 use tower_mpsd::rebase::policy::{rebase_fn, CreateOnly, Decision, LostRace, ResendDelta};
-use tower_mpsd::rebase::{NotRebased, RebaseBody, RebaseError, RebaseLayer};
+use tower_mpsd::rebase::{RebaseBody, RebaseError, RebaseLayer};
 use tower_mpsd::retry::RetryLayer;
 
 use common::{create, http_client, overloaded, quiet_sim, request, SCID};
@@ -247,8 +247,8 @@ async fn a_body_over_the_cap_is_sent_once_and_its_412_handed_back_with_the_reaso
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(
-        res.extensions().get::<NotRebased>(),
-        Some(&NotRebased::BodyTooLarge)
+        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        Some(GaveUp::NotReplayable)
     );
     assert_eq!(sim.log().len(), 1, "sent once");
 }
@@ -316,13 +316,19 @@ async fn the_stack_shares_one_attempt_limit_between_rebase_and_retry() {
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     let status = StatusCode::SERVICE_UNAVAILABLE;
-    assert_eq!(
-        res.extensions().get::<NotRebased>(),
-        Some(&NotRebased::Reread { status })
-    );
     assert_eq!(sim.log().len(), 3, "PUT, GET, GET: three sends in all");
     let history = res.extensions().get::<AttemptHistory>().unwrap();
-    assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
+    assert_eq!(
+        history.attempts().len(),
+        3,
+        "the limit, shared: {history:?}"
+    );
+    // The retry layer stopped retrying the re-read at the limit; the 412 is
+    // handed back because the session could not be read.
+    assert_eq!(
+        history.gave_up,
+        Some(GaveUp::NoSession(NoSession::Reread { status }))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,8 +351,8 @@ async fn a_412_and_a_reread_without_an_etag_hand_the_412_back() {
         .build();
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(
-        res.extensions().get::<NotRebased>(),
-        Some(&NotRebased::NoEtag)
+        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        Some(GaveUp::NoSession(NoSession::NoEtag))
     );
     let (status, _, body, _) = read(res).await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
@@ -399,8 +405,8 @@ async fn a_412_over_the_session_cap_is_handed_back_without_a_reread() {
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(
-        res.extensions().get::<NotRebased>(),
-        Some(&NotRebased::SessionTooLarge)
+        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        Some(GaveUp::NoSession(NoSession::TooLarge))
     );
     assert!(
         !res.headers().contains_key(header::CONTENT_LENGTH),

@@ -2,7 +2,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -24,49 +23,10 @@ use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
 use crate::classify::Call;
 use crate::error::Refused;
-use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, Purpose};
+use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, NoSession, Purpose};
 use crate::replay::NotReplayable;
 use crate::response::{announced_over, ReadFailure};
 use crate::BoxError;
-
-/// In the extensions of a 412 the layer handed back without rebasing it:
-/// why not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NotRebased {
-    /// The request body is over the layer's cap (or was marked
-    /// [`NotReplayable`]); the write was sent once.
-    BodyTooLarge,
-    /// Neither the 412 nor a re-read gave the session's ETag.
-    NoEtag,
-    /// Neither the 412 nor a re-read gave the session as a JSON object.
-    NotJson,
-    /// The session is larger than the layer's cap.
-    SessionTooLarge,
-    /// The re-read answered neither 200 nor 204.
-    Reread {
-        /// What it answered.
-        status: StatusCode,
-    },
-    /// The re-read failed without an answer (a connection error), or its
-    /// body broke off.
-    RereadFailed,
-    /// A cooldown or pacing below would not let the re-read or the rebased
-    /// write go before the deadline; nothing was sent.
-    CoolingDown {
-        /// How long until it may go.
-        retry_in: Duration,
-    },
-    /// The policy chose to hand the 412 back; it carries the fresh session
-    /// and its ETag.
-    Declined,
-    /// The conflict rounds were used up.
-    Rounds,
-    /// The logical request's attempt limit was reached.
-    Attempts,
-    /// The pause before a rebased write would end past the deadline.
-    Deadline,
-}
 
 /// A rebase that could not end in an answer.
 #[derive(Debug)]
@@ -417,9 +377,7 @@ impl<S, P> Rounds<S, P> {
         tracing::debug!(round = self.round, "mpsd rebase: the write lost a race");
         if self.body.is_none() {
             self.logical.gave_up(GaveUp::NotReplayable);
-            let mut res = res.map(RebaseBody::inner);
-            res.extensions_mut().insert(NotRebased::BodyTooLarge);
-            return Step::Done(self.finish(res));
+            return Step::Done(self.finish(res.map(RebaseBody::inner)));
         }
         let (head, body) = res.into_parts();
         self.lost = Some(Lost {
@@ -441,18 +399,15 @@ impl<S, P> Rounds<S, P> {
             // re-read's failure must not replace it.
             tracing::debug!(%error, "mpsd rebase: the re-read failed");
             let why = match refused {
-                Some(retry_in) => NotRebased::CoolingDown { retry_in },
-                None => NotRebased::RereadFailed,
+                Some(retry_in) => GaveUp::CoolingDown { retry_in },
+                None => GaveUp::NoSession(NoSession::RereadFailed),
             };
-            return Step::Done(self.stop(why, GaveUp::NoSession));
+            return Step::Done(self.stop(why));
         }
         match (refused, self.lost.is_some()) {
             // The rebased write was refused below, unsent: the 412 in hand
             // is still the answer.
-            (Some(retry_in), true) => Step::Done(self.stop(
-                NotRebased::CoolingDown { retry_in },
-                GaveUp::CoolingDown { retry_in },
-            )),
+            (Some(retry_in), true) => Step::Done(self.stop(GaveUp::CoolingDown { retry_in })),
             // The first write's error is the caller's; a rebased write
             // may have been applied: the caller must know.
             _ => Step::Done(Err(error)),
@@ -468,10 +423,10 @@ impl<S, P> Rounds<S, P> {
         // A body that broke off is no use: the session is re-read below.
         self.lost.as_mut().expect("a 412 in hand").body = read.unwrap_or_default();
         if too_large {
-            return Step::Done(self.stop(NotRebased::SessionTooLarge, GaveUp::NoSession));
+            return Step::Done(self.stop(GaveUp::NoSession(NoSession::TooLarge)));
         }
         if self.round > self.config.max_rounds {
-            return Step::Done(self.stop(NotRebased::Rounds, GaveUp::ConflictRounds));
+            return Step::Done(self.stop(GaveUp::ConflictRounds));
         }
         // The session as it is now: from the 412, or by a GET.
         let lost = self.lost.as_ref().expect("a 412 in hand");
@@ -482,7 +437,7 @@ impl<S, P> Rounds<S, P> {
             }
             Err(_) => {
                 if !self.logical.take_send(Purpose::Reread) {
-                    return Step::Done(self.stop(NotRebased::Attempts, GaveUp::MaxAttempts));
+                    return Step::Done(self.stop(GaveUp::MaxAttempts));
                 }
                 Step::Go(State::Ready { next: Next::Reread })
             }
@@ -502,7 +457,7 @@ impl<S, P> Rounds<S, P> {
                 })
             }
             Err(Reread::Gone) => Step::Done(Err(RebaseError::SessionGone.into())),
-            Err(Reread::Stop(why)) => Step::Done(self.stop(why, GaveUp::NoSession)),
+            Err(Reread::Stop(why)) => Step::Done(self.stop(GaveUp::NoSession(why))),
         }
     }
 
@@ -517,7 +472,7 @@ impl<S, P> Rounds<S, P> {
     {
         match reread_session(headers, read) {
             Ok((etag, session, bytes)) => self.ask(etag, &session, bytes),
-            Err(why) => Step::Done(self.stop(why, GaveUp::NoSession)),
+            Err(why) => Step::Done(self.stop(GaveUp::NoSession(why))),
         }
     }
 
@@ -546,9 +501,7 @@ impl<S, P> Rounds<S, P> {
         let next = match decision {
             Err(e) => return Step::Done(Err(RebaseError::Policy(e).into())),
             Ok(Decision::Retry(next)) => next,
-            Ok(Decision::GiveUp) => {
-                return Step::Done(self.stop(NotRebased::Declined, GaveUp::PolicyDeclined))
-            }
+            Ok(Decision::GiveUp) => return Step::Done(self.stop(GaveUp::PolicyDeclined)),
         };
         let pause = spread(self.config.spread, self.round).mul_f64(self.rng.next_f64());
         if pause
@@ -557,10 +510,10 @@ impl<S, P> Rounds<S, P> {
                 .deadline()
                 .saturating_duration_since(Instant::now())
         {
-            return Step::Done(self.stop(NotRebased::Deadline, GaveUp::Deadline { wait: pause }));
+            return Step::Done(self.stop(GaveUp::Deadline { wait: pause }));
         }
         if !self.logical.take_send(Purpose::Rebased) {
-            return Step::Done(self.stop(NotRebased::Attempts, GaveUp::MaxAttempts));
+            return Step::Done(self.stop(GaveUp::MaxAttempts));
         }
         Step::Go(State::Pausing {
             etag,
@@ -570,10 +523,11 @@ impl<S, P> Rounds<S, P> {
     }
 
     /// Ends the round with the 412 in hand, saying why it was not rebased.
-    fn stop<R>(&mut self, why: NotRebased, reason: GaveUp) -> Finished<R> {
-        self.logical.gave_up(reason);
+    fn stop<R>(&mut self, why: GaveUp) -> Finished<R> {
+        tracing::debug!(?why, "mpsd rebase: handing the 412 back");
+        self.logical.gave_up(why);
         let lost = self.lost.take().expect("a 412 in hand");
-        self.finish(lost.hand_back(why))
+        self.finish(lost.hand_back())
     }
 
     /// Hands `res` back; the layer that made the logical request puts its
@@ -594,14 +548,11 @@ struct Lost {
 }
 
 impl Lost {
-    /// The 412 as it came, with the reason it was not rebased.
-    fn hand_back<R>(mut self, why: NotRebased) -> Response<RebaseBody<R>> {
-        tracing::debug!(?why, "mpsd rebase: handing the 412 back");
+    /// The 412 as it came (or with the session as it is now).
+    fn hand_back<R>(mut self) -> Response<RebaseBody<R>> {
         // The body handed back is what was read; its length speaks for it.
         self.head.headers.remove(header::CONTENT_LENGTH);
-        let mut res = Response::from_parts(self.head, RebaseBody::read(self.body));
-        res.extensions_mut().insert(why);
-        res
+        Response::from_parts(self.head, RebaseBody::read(self.body))
     }
 
     /// The 412, carrying the session as it is now and its ETag.

@@ -63,7 +63,8 @@ impl<P> RebaseLayer<P> {
 
     /// The largest request body kept for rebasing. Default 64 KiB: an MPSD
     /// write is a delta of a session document. A larger body is sent once
-    /// and its 412 handed back with [`NotRebased::BodyTooLarge`](super::NotRebased).
+    /// and its 412 handed back with
+    /// [`GaveUp::NotReplayable`](crate::logical::GaveUp::NotReplayable).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config.body_limit = bytes;
         self

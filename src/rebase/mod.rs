@@ -7,8 +7,8 @@
 //! [`RebaseLayer`]:
 //!
 //! 1. keeps the request body (up to `body_limit`, default 64 KiB; a larger
-//!    one is sent once and its 412 handed back with
-//!    [`NotRebased::BodyTooLarge`]);
+//!    one is sent once and its 412 handed back, with
+//!    [`GaveUp::NotReplayable`](crate::logical::GaveUp::NotReplayable));
 //! 2. on 412, reads the session as it is now: from the 412 itself when it
 //!    carries the session as JSON and an `ETag` (MPSD's answer to a stale
 //!    `If-Match`), else by a GET of the session's URI (an element URI such
@@ -25,8 +25,10 @@
 //! contending writers, and every
 //! send counts toward the logical request's one deadline and attempt limit
 //! shared with the retry layers (see [`crate::logical`]). Whenever the
-//! layer hands a 412 back unrebased, its extensions say why
-//! ([`NotRebased`]); a write that was sent with `If-Match` is never sent
+//! layer hands a 412 back unrebased, the response's
+//! [`AttemptHistory`](crate::logical::AttemptHistory) says why in its
+//! [`gave_up`](crate::logical::AttemptHistory::gave_up) (a
+//! [`GaveUp`](crate::logical::GaveUp)); a write that was sent with `If-Match` is never sent
 //! without it. 403, 404 and 409 pass through untouched.
 //!
 //! The response body becomes [`RebaseBody`]: the inner body, or the bytes of
@@ -87,5 +89,5 @@ pub(crate) mod rules;
 mod tests;
 
 pub use body::RebaseBody;
-pub use future::{NotRebased, RebaseError, ResponseFuture};
+pub use future::{RebaseError, ResponseFuture};
 pub use layer::{Rebase, RebaseLayer};

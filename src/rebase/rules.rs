@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
-use super::NotRebased;
+use crate::logical::NoSession;
 use crate::response::ReadFailure;
 use crate::rules::target::Target;
 
@@ -80,17 +80,17 @@ pub(crate) enum Reread {
     /// It answered 204: the session is gone.
     Gone,
     /// The 412 goes back, for this reason.
-    Stop(NotRebased),
+    Stop(NoSession),
 }
 
 /// Whether a re-read's answer, of `status` and announcing a body over the
 /// session cap or not, is worth reading.
 pub(crate) fn reread_status(status: StatusCode, over_cap: bool) -> Result<(), Reread> {
     match status {
-        StatusCode::OK if over_cap => Err(Reread::Stop(NotRebased::SessionTooLarge)),
+        StatusCode::OK if over_cap => Err(Reread::Stop(NoSession::TooLarge)),
         StatusCode::OK => Ok(()),
         StatusCode::NO_CONTENT => Err(Reread::Gone),
-        status => Err(Reread::Stop(NotRebased::Reread { status })),
+        status => Err(Reread::Stop(NoSession::Reread { status })),
     }
 }
 
@@ -99,16 +99,16 @@ pub(crate) fn reread_status(status: StatusCode, over_cap: bool) -> Result<(), Re
 pub(crate) fn reread_session(
     headers: &HeaderMap,
     read: Result<Bytes, ReadFailure>,
-) -> Result<(HeaderValue, Value, Bytes), NotRebased> {
+) -> Result<(HeaderValue, Value, Bytes), NoSession> {
     let bytes = match read {
         Ok(bytes) => bytes,
-        Err(ReadFailure::TooLarge) => return Err(NotRebased::SessionTooLarge),
-        Err(ReadFailure::Body(_)) => return Err(NotRebased::RereadFailed),
+        Err(ReadFailure::TooLarge) => return Err(NoSession::TooLarge),
+        Err(ReadFailure::Body(_)) => return Err(NoSession::RereadFailed),
     };
     match current_session(headers, &bytes) {
         Ok((etag, session)) => Ok((etag, session, bytes)),
-        Err(Unusable::NoEtag) => Err(NotRebased::NoEtag),
-        Err(Unusable::NotJson) => Err(NotRebased::NotJson),
+        Err(Unusable::NoEtag) => Err(NoSession::NoEtag),
+        Err(Unusable::NotJson) => Err(NoSession::NotJson),
     }
 }
 
@@ -244,14 +244,14 @@ mod tests {
         assert_eq!(reread_status(StatusCode::OK, false), Ok(()));
         assert_eq!(
             reread_status(StatusCode::OK, true),
-            Err(Reread::Stop(NotRebased::SessionTooLarge))
+            Err(Reread::Stop(NoSession::TooLarge))
         );
         assert_eq!(
             reread_status(StatusCode::NO_CONTENT, false),
             Err(Reread::Gone)
         );
         for status in [StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE] {
-            let want = Err(Reread::Stop(NotRebased::Reread { status }));
+            let want = Err(Reread::Stop(NoSession::Reread { status }));
             assert_eq!(reread_status(status, false), want);
             assert_eq!(reread_status(status, true), want, "the status speaks first");
         }
@@ -269,21 +269,21 @@ mod tests {
         let too_large = Err(ReadFailure::TooLarge);
         assert_eq!(
             reread_session(&headers, too_large).unwrap_err(),
-            NotRebased::SessionTooLarge
+            NoSession::TooLarge
         );
         let broke = Err(ReadFailure::Body("reset".into()));
         assert_eq!(
             reread_session(&headers, broke).unwrap_err(),
-            NotRebased::RereadFailed
+            NoSession::RereadFailed
         );
         let text = Ok(Bytes::from_static(b"oops"));
         assert_eq!(
             reread_session(&headers, text).unwrap_err(),
-            NotRebased::NotJson
+            NoSession::NotJson
         );
         assert_eq!(
             reread_session(&HeaderMap::new(), json()).unwrap_err(),
-            NotRebased::NoEtag
+            NoSession::NoEtag
         );
     }
 
