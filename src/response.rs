@@ -162,14 +162,24 @@ fn write_message(f: &mut fmt::Formatter<'_>, message: &str, max: usize) -> fmt::
     Ok(())
 }
 
+/// Whether the status table gives `outcome` a human-readable message.
+fn says_in_words(outcome: &Outcome) -> bool {
+    // The call matters only to a success's body, which is never an error's.
+    let any = Call::new(Method::GET, TargetKind::Other);
+    outcome.body_kind(&any) == BodyKind::Message
+}
+
 impl fmt::Display for MpsdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Only a body the status table says is a message is shown: a
+            // body where none was expected, kept as text, could be anything,
+            // a session included.
             Self::Status {
                 outcome,
                 payload: Payload::Message(message),
                 ..
-            } if !message.trim().is_empty() => {
+            } if !message.trim().is_empty() && says_in_words(outcome) => {
                 write!(f, "mpsd answered {outcome}: \"")?;
                 write_message(f, message, SHOWN_MESSAGE_CHARS)?;
                 f.write_str("\"")
@@ -427,6 +437,15 @@ mod tests {
             let shown = status_error(Outcome::SessionChanged, payload).to_string();
             assert_eq!(shown, "mpsd answered 412 session_changed");
         }
+    }
+
+    /// A body where the table expects none is kept as text, but it could
+    /// be anything: it is never shown.
+    #[test]
+    fn display_never_shows_a_body_the_table_does_not_call_a_message() {
+        let unexpected = Payload::Message(r#"{"password":"hunter2"}"#.into());
+        let shown = status_error(Outcome::PreconditionFailed, unexpected).to_string();
+        assert_eq!(shown, "mpsd answered 412 precondition_failed");
     }
 
     #[test]

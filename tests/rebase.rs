@@ -414,3 +414,47 @@ async fn a_412_over_the_session_cap_is_handed_back_without_a_reread() {
     );
     assert_eq!(sim.log().len(), 1, "no re-read of a session just as large");
 }
+
+/// A create-only write's 412 has no body; handed back by a declining
+/// policy, it carries the session as it is now, and reads as such: a typed
+/// session, whose contents the error's message never shows.
+#[tokio::test(start_paused = true)]
+async fn a_surfaced_412_reads_as_the_session_it_carries_and_its_message_shows_none_of_it() {
+    use tower_mpsd::classify::Outcome;
+    use tower_mpsd::response::{read_response, MpsdError, Payload};
+    use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
+
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "secret");
+    let secret = json!({"properties": {"custom": {"password": "hunter2"}}});
+    create(&uri, "alice", secret).await;
+    let client = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(CreateOnly::surface())))
+        .service(http_client());
+    let put = request(Method::PUT, &uri)
+        .header(header::IF_NONE_MATCH, "*")
+        .json(json!({}))
+        .build();
+    let res = client.oneshot(put).await.unwrap();
+    assert_eq!(
+        res.extensions().get::<Outcome>(),
+        Some(&Outcome::SessionChanged)
+    );
+    let err = read_response(res, 1 << 20).await.unwrap_err();
+    let shown = err.to_string();
+    let MpsdError::Status {
+        outcome,
+        etag,
+        payload,
+    } = err
+    else {
+        panic!("a status error: {shown}");
+    };
+    assert_eq!(outcome, Outcome::SessionChanged);
+    assert!(etag.is_some(), "with its ETag");
+    let Payload::Session(session) = payload else {
+        panic!("the session, typed: {payload:?}");
+    };
+    assert!(String::from_utf8_lossy(&session).contains("hunter2"));
+    assert_eq!(shown, "mpsd answered 412 session_changed");
+}

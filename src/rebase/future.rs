@@ -21,7 +21,7 @@ use super::rules::{
 };
 use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
-use crate::classify::Call;
+use crate::classify::{Call, Outcome};
 use crate::error::Refused;
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, NoSession, Purpose};
 use crate::replay::NotReplayable;
@@ -555,10 +555,20 @@ impl Lost {
         Response::from_parts(self.head, RebaseBody::read(self.body))
     }
 
-    /// The 412, carrying the session as it is now and its ETag.
+    /// The 412, carrying the session as it is now and its ETag: a 412 with
+    /// a session, as MPSD answers a stale `If-Match`, and classified so
+    /// (it may have come without a body, as a create-only write's does).
     fn fresh(mut self, etag: &HeaderValue, session: Bytes) -> Self {
-        self.head.headers.insert(header::ETAG, etag.clone());
-        self.head.headers.remove(header::CONTENT_LENGTH);
+        let headers = &mut self.head.headers;
+        headers.insert(header::ETAG, etag.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.remove(header::CONTENT_LENGTH);
+        if self.head.extensions.get::<Outcome>().is_some() {
+            self.head.extensions.insert(Outcome::SessionChanged);
+        }
         self.body = session;
         self
     }
