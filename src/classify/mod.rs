@@ -58,7 +58,10 @@
 //! records the attempt in the logical request's history, and the layers
 //! above read the [`Outcome`] from the response's extensions. A layer of
 //! this crate used without it classifies an answer that has no outcome
-//! yet itself, the same way.
+//! yet itself, the same way. Put [`ClassifyLayer`] below every layer that
+//! may refuse a request before sending it (pacing, cooldowns), as
+//! `MpsdLayer` does: it records every error of its inner service as a
+//! failed send.
 //!
 //! # Example
 //!
@@ -99,7 +102,7 @@ mod layer;
 mod outcome;
 mod trace;
 
-pub(crate) use layer::outcome_of;
+pub(crate) use layer::{call_of, outcome_of};
 pub use layer::{Classify, ClassifyLayer, ResponseFuture};
 pub use outcome::{classify, classify_at, BodyKind, Call, Outcome, Retryable};
 pub use trace::{MpsdFailure, TraceClassifier, TraceClassifyResponse};

@@ -17,7 +17,7 @@ use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, Ticket};
 use super::error::{callers_mistake, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
-use crate::classify::outcome_of;
+use crate::classify::{call_of, outcome_of, Call};
 use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{at_most, GaveUp, LogicalLayer, LogicalRequest, Purpose};
@@ -145,6 +145,9 @@ where
     shared: Arc<Shared>,
     logical: LogicalRequest,
     owner: bool,
+    /// What the request is: its own call (a rebase re-read's), or the
+    /// logical request's.
+    call: Call,
     safe_to_repeat: bool,
     replayable: bool,
     keys: Option<Keys>,
@@ -214,6 +217,7 @@ where
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        let call = call_of(&req, Some(&logical));
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();
@@ -226,6 +230,7 @@ where
             req: Kept::new(req),
             logical,
             owner,
+            call,
             safe_to_repeat,
             replayable,
             keys: None,
@@ -541,7 +546,7 @@ where
         // Classified once: by a layer further in, or here.
         let (outcome, record) = match &mut result {
             Ok(res) => {
-                let (outcome, new) = outcome_of(res, self.logical.call());
+                let (outcome, new) = outcome_of(res, &self.call);
                 (Some(outcome), new)
             }
             Err(_) => (None, true),
