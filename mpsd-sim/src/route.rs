@@ -122,10 +122,18 @@ fn session_part<'a>(part: &[&'a str]) -> Option<Part<'a>> {
     match part {
         [p] if word(p, "properties") => Some(Part::Properties),
         [m, me] if word(m, "members") && word(me, "me") => Some(Part::Me),
-        [m, index] if word(m, "members") => index.parse().ok().map(Part::Member),
+        [m, index] if word(m, "members") => member_index(index).map(Part::Member),
         [s, name] if word(s, "servers") => Some(Part::Server(name)),
         _ => None,
     }
+}
+
+/// A member index as MPSD writes it: decimal digits, no sign, no leading
+/// zero, so that each member has one URI.
+fn member_index(segment: &str) -> Option<u64> {
+    let canonical = segment.bytes().all(|b| b.is_ascii_digit())
+        && (segment == "0" || !segment.starts_with('0'));
+    canonical.then(|| segment.parse().ok()).flatten()
 }
 
 fn word(segment: &str, expected: &str) -> bool {
@@ -152,12 +160,16 @@ mod tests {
         part("members/me", Route::Part(AT, Part::Me));
         part("MEMBERS/Me", Route::Part(AT, Part::Me));
         part("members/3", Route::Part(AT, Part::Member(3)));
+        part("members/0", Route::Part(AT, Part::Member(0)));
         part("servers/g", Route::Part(AT, Part::Server("g")));
         part("properties", Route::Part(AT, Part::Properties));
         for bad in [
             "members",
             "members/x",
             "members/-1",
+            "members/+3",
+            "members/03",
+            "members/",
             "properties/x",
             "other",
         ] {
