@@ -92,6 +92,7 @@ pub mod response;
 pub mod retry;
 pub mod revalidate;
 pub mod rules;
+pub mod sequence;
 pub mod stack;
 
 pub use builder::ServiceBuilderExt;

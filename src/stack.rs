@@ -5,7 +5,7 @@
 //! | layer | why there |
 //! |---|---|
 //! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
-//! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns |
+//! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`]), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
@@ -125,7 +125,11 @@ impl MpsdLayer {
 }
 
 impl<V, P> MpsdLayer<Identity, V, P> {
-    /// Retries conflicting writes through `rebase`.
+    /// Retries conflicting writes through `rebase`, and sequences them per
+    /// session with a new [`SessionBoard`](crate::sequence::SessionBoard)
+    /// (see [`crate::sequence`]) unless the layer was given one
+    /// ([`RebaseLayer::sequence`], to share it or read its counters) or
+    /// told not to ([`RebaseLayer::unsequenced`]).
     pub fn rebase<Policy>(
         self,
         rebase: RebaseLayer<Policy>,
@@ -134,7 +138,7 @@ impl<V, P> MpsdLayer<Identity, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: 8,
-            rebase,
+            rebase: rebase.sequenced_by_default(),
             retry: self.retry,
             revalidate: self.revalidate,
             pace: self.pace,
