@@ -80,6 +80,7 @@
 mod body;
 mod builder;
 pub mod classify;
+pub mod coalesce;
 pub mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;

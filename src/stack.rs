@@ -5,6 +5,7 @@
 //! | layer | why there |
 //! |---|---|
 //! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
+//! | [`CoalesceLayer`] (when a rebase policy is given) | identical concurrent GETs sent once; each caller keeps its own deadline, and the one GET sent is retried, paced and revalidated below |
 //! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`]), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
@@ -87,9 +88,10 @@ use tower::layer::util::Identity;
 use tower::Layer;
 
 use crate::classify::{Classify, ClassifyLayer};
+use crate::coalesce::{Coalesce, CoalesceLayer};
 use crate::logical::{Logical, LogicalLayer};
 use crate::pace::PaceLayer;
-use crate::rebase::RebaseLayer;
+use crate::rebase::{Rebase, RebaseLayer};
 use crate::retry::{Retry, RetryLayer};
 use crate::revalidate::RevalidateLayer;
 
@@ -130,19 +132,49 @@ impl<V, P> MpsdLayer<Identity, V, P> {
     /// (see [`crate::sequence`]) unless the layer was given one
     /// ([`RebaseLayer::sequence`], to share it or read its counters) or
     /// told not to ([`RebaseLayer::unsequenced`]).
-    pub fn rebase<Policy>(
-        self,
-        rebase: RebaseLayer<Policy>,
-    ) -> MpsdLayer<RebaseLayer<Policy>, V, P> {
+    ///
+    /// Concurrent identical GETs are then sent once
+    /// ([`crate::coalesce`]), by a new [`CoalesceLayer`] unless given one
+    /// with [`coalesce`](MpsdLayer::coalesce).
+    pub fn rebase<Policy>(self, rebase: RebaseLayer<Policy>) -> MpsdLayer<Rebasing<Policy>, V, P> {
         MpsdLayer {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: 8,
-            rebase: rebase.sequenced_by_default(),
+            rebase: Rebasing {
+                coalesce: CoalesceLayer::new(),
+                rebase: rebase.sequenced_by_default(),
+            },
             retry: self.retry,
             revalidate: self.revalidate,
             pace: self.pace,
         }
+    }
+}
+
+/// The part of [`MpsdLayer`] a rebase policy brings: coalescing of
+/// identical GETs ([`CoalesceLayer`]) over the rebase layer, which
+/// sequences conditional writes.
+#[derive(Debug, Clone)]
+pub struct Rebasing<Policy> {
+    coalesce: CoalesceLayer,
+    rebase: RebaseLayer<Policy>,
+}
+
+impl<S, Policy: Clone> Layer<S> for Rebasing<Policy> {
+    type Service = Coalesce<Rebase<S, Policy>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.coalesce.layer(self.rebase.layer(inner))
+    }
+}
+
+impl<Policy, V, P> MpsdLayer<Rebasing<Policy>, V, P> {
+    /// Coalesces identical GETs with `coalesce` (its cap, and counters you
+    /// keep a handle to) instead of a new [`CoalesceLayer`].
+    pub fn coalesce(mut self, coalesce: CoalesceLayer) -> Self {
+        self.rebase.coalesce = coalesce;
+        self
     }
 }
 
