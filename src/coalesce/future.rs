@@ -267,7 +267,10 @@ fn finish<S, F, B, R>(
 /// The leader's answer has come: shared when others wait for it and its
 /// body, announced, fits the cap (`Ok`, the next state); else the
 /// leader's alone (`Err`), and the others send their own.
-fn landed<S, F, B, R>(flight: Flight, res: Response<R>) -> Result<State<S, F, B, R>, Response<CoalesceBody<R>>>
+fn landed<S, F, B, R>(
+    flight: Flight,
+    res: Response<R>,
+) -> Result<State<S, F, B, R>, Response<CoalesceBody<R>>>
 where
     R: Body,
 {
@@ -275,7 +278,11 @@ where
     let Some(sender) = flight.land() else {
         return Err(res.map(CoalesceBody::inner));
     };
-    let fits = res.body().size_hint().exact().is_some_and(|n| n <= limit as u64);
+    let fits = res
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= limit as u64);
     if !fits || sender.receiver_count() == 0 {
         return Err(res.map(CoalesceBody::inner));
     }

@@ -394,7 +394,8 @@ impl<S, P> Rounds<S, P> {
             Condition::Match => Some(self.write.headers.get(header::IF_MATCH)),
             Condition::CreateOnly => None,
         };
-        let Some(Snapshot { etag, body: known }) = board.stale(&self.session_uri, if_match.flatten())
+        let Some(Snapshot { etag, body: known }) =
+            board.stale(&self.session_uri, if_match.flatten())
         else {
             return Ok(None);
         };
@@ -408,7 +409,7 @@ impl<S, P> Rounds<S, P> {
             body,
             session: &session,
             etag: &etag,
-            round: self.round + 1,
+            round: 0,
             before_sending: true,
         };
         let next = match self.policy.rebase(&conflict) {
@@ -418,7 +419,6 @@ impl<S, P> Rounds<S, P> {
         };
         tracing::debug!("mpsd rebase: a stale write rebased before it was sent");
         board.count(Count::RebasedBeforeSending);
-        self.round += 1;
         self.condition = rebase_head(&mut self.write, &etag);
         self.body = Some(next.clone());
         Ok(Some(next))

@@ -435,7 +435,11 @@ mod tests {
         assert!(board.stale(&s, Some(&e("\"1\""))).is_none());
         assert!(board.stale(&s, None).is_none(), "no session known");
         board.record(&s, [Some(&e("\"1\"")), None], snapshot("\"2\"", "{}"));
-        board.record(&s, [Some(&e("\"2\"")), None], snapshot("\"3\"", "{\"a\":1}"));
+        board.record(
+            &s,
+            [Some(&e("\"2\"")), None],
+            snapshot("\"3\"", "{\"a\":1}"),
+        );
         for old in ["\"1\"", "\"2\""] {
             assert_eq!(board.stale(&s, Some(&e(old))).unwrap().etag, "\"3\"");
         }
@@ -464,7 +468,10 @@ mod tests {
         // `a` is the oldest but busy: it keeps its gate, loses its document.
         assert_eq!(board.sessions(), 2, "b went instead");
         assert!(board.stale(&uri("a"), None).is_none());
-        assert!(matches!(board.enter(&uri("a"), Instant::now()), Entry::Wait(_)));
+        assert!(matches!(
+            board.enter(&uri("a"), Instant::now()),
+            Entry::Wait(_)
+        ));
         drop(held);
         let big = Box::leak("x".repeat(200).into_boxed_str());
         board.record(&uri("c"), [None, None], snapshot("\"2\"", big));

@@ -23,9 +23,9 @@
 //!   one of those is given to the rebase policy with the known session
 //!   ([`LostRace::before_sending`](crate::rebase::policy::LostRace::before_sending))
 //!   and goes out with the fresh `ETag`: no round trip of its own. So does
-//!   a create-only write to a session known to exist. The policy's answer
-//!   counts as one conflict round; if it declines, the write goes as it
-//!   came.
+//!   a create-only write to a session known to exist. It costs no conflict
+//!   round (`max_rounds` counts 412s); if the policy declines, the write
+//!   goes as it came.
 //! - **Bounds.** Waiting counts against the logical request's deadline: a
 //!   write whose turn would come later is handed back unsent,
 //!   [`Refused`](crate::error::Refused) by
@@ -106,5 +106,5 @@
 
 mod board;
 
-pub use board::{SequenceStats, SessionBoard, SessionBoardBuilder};
 pub(crate) use board::{Count, Entry, Seen, Snapshot, Turn};
+pub use board::{SequenceStats, SessionBoard, SessionBoardBuilder};

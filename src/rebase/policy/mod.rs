@@ -49,8 +49,9 @@ pub struct LostRace<'a> {
     pub session: &'a Value,
     /// The session's current ETag: the retried write's `If-Match`.
     pub etag: &'a HeaderValue,
-    /// Which conflict this is for the logical request, from 1 (a rebase
-    /// before sending counts as one).
+    /// Which conflict this is for the logical request, from 1; 0 for a
+    /// rebase [before sending](Self::before_sending), which costs no send
+    /// and no conflict round.
     pub round: u32,
     /// Whether the write has not been sent yet: the session is the latest
     /// one the stack saw (a [`SessionBoard`](crate::sequence::SessionBoard)
