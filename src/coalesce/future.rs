@@ -71,7 +71,7 @@ pin_project! {
         // Not coalesced, or a follower sending its own.
         Through { #[pin] future: F },
         // The leader's request in flight.
-        Leading { #[pin] future: F, flight: Option<Flight> },
+        Leading { #[pin] future: F, flight: Option<Flight>, limit: usize },
         // The leader reading the body it shares.
         Sharing {
             head: Option<http::response::Parts>,
@@ -107,11 +107,12 @@ where
         }
     }
 
-    pub(crate) fn leading(future: S::Future, flight: Flight) -> Self {
+    pub(crate) fn leading(future: S::Future, flight: Flight, limit: usize) -> Self {
         Self {
             state: State::Leading {
                 future,
                 flight: Some(flight),
+                limit,
             },
         }
     }
@@ -175,12 +176,16 @@ where
                     let res = ready!(future.poll(cx)).map_err(Into::into);
                     return finish(state, res.map(|res| res.map(CoalesceBody::inner)));
                 }
-                StateProj::Leading { future, flight } => {
+                StateProj::Leading {
+                    future,
+                    flight,
+                    limit,
+                } => {
                     let res = ready!(future.poll(cx)).map_err(Into::into);
                     // An error drops the flight: the followers send their own.
                     let flight = flight.take().expect("the flight lands once");
                     match res {
-                        Ok(res) => match landed(flight, res) {
+                        Ok(res) => match landed(flight, res, *limit) {
                             Ok(sharing) => sharing,
                             Err(alone) => return finish(state, Ok(alone)),
                         },
@@ -270,11 +275,11 @@ fn finish<S, F, B, R>(
 fn landed<S, F, B, R>(
     flight: Flight,
     res: Response<R>,
+    limit: usize,
 ) -> Result<State<S, F, B, R>, Response<CoalesceBody<R>>>
 where
     R: Body,
 {
-    let limit = flight.flights().max_body;
     let Some(sender) = flight.land() else {
         return Err(res.map(CoalesceBody::inner));
     };

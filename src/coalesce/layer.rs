@@ -23,6 +23,7 @@ use crate::BoxError;
 #[must_use]
 pub struct CoalesceLayer {
     flights: Arc<Flights>,
+    max_body: usize,
 }
 
 /// Counters of a [`CoalesceLayer`], shared by its clones and services.
@@ -58,7 +59,6 @@ impl CoalesceStats {
 #[derive(Debug)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<Key, Option<Sender>>>,
-    pub(crate) max_body: usize,
     pub(crate) stats: CoalesceStats,
 }
 
@@ -135,10 +135,6 @@ impl Flight {
         let key = self.key.take()?;
         self.flights.lock().remove(&key).flatten()
     }
-
-    pub(crate) fn flights(&self) -> &Flights {
-        &self.flights
-    }
 }
 
 impl Drop for Flight {
@@ -184,25 +180,18 @@ impl CoalesceLayer {
         Self {
             flights: Arc::new(Flights {
                 map: Mutex::default(),
-                max_body: 256 * 1024,
                 stats: CoalesceStats::default(),
             }),
+            max_body: 256 * 1024,
         }
     }
 
     /// The largest body shared. An answer that announces a longer one (or
     /// none: it streams) goes to its leader alone, and the others send
     /// their own GETs. Default 256 KiB.
-    ///
-    /// A new layer: its clones share a new map of flights and counters.
-    pub fn max_body(self, bytes: usize) -> Self {
-        Self {
-            flights: Arc::new(Flights {
-                map: Mutex::default(),
-                max_body: bytes,
-                stats: CoalesceStats::default(),
-            }),
-        }
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// The counters, shared by the layer's clones and services.
@@ -218,6 +207,7 @@ impl<S> Layer<S> for CoalesceLayer {
         Coalesce {
             inner,
             flights: self.flights.clone(),
+            max_body: self.max_body,
         }
     }
 }
@@ -227,6 +217,7 @@ impl<S> Layer<S> for CoalesceLayer {
 pub struct Coalesce<S> {
     inner: S,
     flights: Arc<Flights>,
+    max_body: usize,
 }
 
 impl<S> Coalesce<S> {
@@ -261,12 +252,127 @@ where
             return ResponseFuture::through(self.inner.call(req));
         };
         match self.flights.join(key) {
-            Role::Leader(flight) => ResponseFuture::leading(self.inner.call(req), flight),
+            Role::Leader(flight) => {
+                ResponseFuture::leading(self.inner.call(req), flight, self.max_body)
+            }
             Role::Follower(answer) => {
                 // It may have to send its own; a clone waits for that.
                 let svc = self.inner.clone();
                 ResponseFuture::following(svc, req, answer, self.flights.clone())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full};
+    use tokio::time::Instant;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    use super::*;
+    use crate::logical::LogicalLayer;
+    use crate::retry::AttemptTimedOut;
+
+    /// A service answering "answer <n>" (n counts its calls) after `delay`.
+    fn slow(
+        delay: Duration,
+        sent: Arc<AtomicUsize>,
+    ) -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone {
+        service_fn(move |_req: Request<Full<Bytes>>| {
+            let n = sent.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, BoxError>(Response::new(Full::from(format!("answer {n}"))))
+            }
+        })
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        Request::get("http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s")
+            .header(header::AUTHORIZATION, "XBL3.0 x=1;t")
+            .body(Full::default())
+            .unwrap()
+    }
+
+    async fn text<B: Body<Data = Bytes>>(res: Response<B>) -> String
+    where
+        B::Error: fmt::Debug,
+    {
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_over_the_cap_is_the_leaders_and_the_others_send_their_own() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let layer = CoalesceLayer::new().max_body(4);
+        let svc = layer.layer(slow(Duration::from_millis(20), sent.clone()));
+        let (a, b) = tokio::join!(svc.clone().oneshot(get()), svc.oneshot(get()));
+        assert_eq!(text(a.unwrap()).await, "answer 0");
+        assert_eq!(text(b.unwrap()).await, "answer 1");
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            (layer.stats().reads_coalesced(), layer.stats().not_shared()),
+            (0, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_keeps_its_deadline_and_outlives_a_dropped_leader() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let layer = CoalesceLayer::new();
+        let svc = ServiceBuilder::new()
+            .layer(LogicalLayer::new(Duration::from_secs(1), 1))
+            .layer(layer.clone())
+            .service(slow(Duration::from_secs(5), sent.clone()));
+        let t0 = Instant::now();
+        let leader = tokio::spawn(svc.clone().oneshot(get()));
+        tokio::task::yield_now().await;
+        let error = svc.clone().oneshot(get()).await.unwrap_err();
+        let timed_out = error.downcast_ref::<AttemptTimedOut>().expect("timed out");
+        assert_eq!(
+            (timed_out.after, timed_out.attempts),
+            (Duration::from_secs(1), 0)
+        );
+        assert_eq!(Instant::now() - t0, Duration::from_secs(1));
+
+        // A follower of a leader whose caller gives up sends its own.
+        let follower = tokio::spawn(svc.oneshot(get()));
+        tokio::task::yield_now().await;
+        leader.abort();
+        assert_eq!(text(follower.await.unwrap().unwrap()).await, "answer 1");
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
+        assert_eq!(layer.stats().not_shared(), 1);
+    }
+
+    #[test]
+    fn only_gets_with_single_keyed_headers_have_a_key() {
+        let put = Request::put("http://mpsd.test/x").body(()).unwrap();
+        assert!(Key::of(&put).is_none());
+        let twice = Request::get("http://mpsd.test/x")
+            .header(header::IF_NONE_MATCH, "\"a\"")
+            .header(header::IF_NONE_MATCH, "\"b\"")
+            .body(())
+            .unwrap();
+        assert!(Key::of(&twice).is_none());
+        let user = |who: &str| {
+            let req = Request::get("http://mpsd.test/x")
+                .header(header::AUTHORIZATION, format!("XBL3.0 x={who};t"))
+                .header("x-request-id", who)
+                .body(())
+                .unwrap();
+            Key::of(&req).unwrap()
+        };
+        assert_eq!(user("1"), user("1"), "other headers are not compared");
+        assert_ne!(user("1"), user("2"));
     }
 }
