@@ -74,6 +74,23 @@
 //! - `failed`: writes handed back unsuccessful (e.g. a 412 after the
 //!   conflict rounds ran out).
 //!
+//! The writers share one stack, which sequences their conditional writes
+//! per session (see `tower_mpsd::sequence`). `contention_4x16` puts 16
+//! writers on each of 4 stacks built separately, as 4 processes: nothing
+//! is shared but the server.
+//!
+//! # `coalesce`
+//!
+//! 64 callers of one user GET one session (one URI) at one instant, 10
+//! bursts a second apart, through the stack with a rebase policy, which
+//! coalesces identical GETs (`coalesce`), and without one, the baseline
+//! (`coalesce_off`).
+//!
+//! - `requests_per_burst`: requests the simulator received / bursts.
+//! - `identical`: callers per burst whose status and body equal the first
+//!   caller's, on average.
+//! - `failed`: callers without a 200.
+//!
 //! `cargo bench --bench storm` prints one `summary:` line
 //! per scenario and strategy.
 

@@ -10,7 +10,8 @@
 //! | layer | what it does |
 //! |---|---|
 //! | [`logical::LogicalLayer`] | one deadline and attempt limit per logical request, the only place they are set; the [`AttemptHistory`](logical::AttemptHistory) in the response |
-//! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update |
+//! | [`coalesce::CoalesceLayer`] (with a rebase policy) | concurrent identical GETs sent once, every caller given the same answer |
+//! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update; with a [`sequence::SessionBoard`] (the stack gives it one), conditional writes to a session go one at a time and a known-stale write is rebased before it is sent |
 //! | [`retry::RetryLayer`] | 503 and 429 retried no earlier than `Retry-After`, with jitter, a cooldown per endpoint shared by every request, a retry budget, and never past the deadline |
 //! | [`revalidate::RevalidateLayer`] | polling with `If-None-Match`, a 304 answered from a bounded cache as a 200 |
 //! | [`pace::PaceLayer`] | MPSD's per-user rate limits kept on the client side, so a 429 is avoided rather than waited out |

@@ -272,6 +272,9 @@ fn finish<S, F, B, R>(
 /// The leader's answer has come: shared when others wait for it and its
 /// body, announced, fits the cap (`Ok`, the next state); else the
 /// leader's alone (`Err`), and the others send their own.
+// Both results are moved once, into the future's state or out of it:
+// boxing one would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn landed<S, F, B, R>(
     flight: Flight,
     res: Response<R>,

@@ -58,7 +58,7 @@ impl CoalesceStats {
 /// The GETs in flight, by what makes them identical.
 #[derive(Debug)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<Key, Option<Sender>>>,
+    map: Mutex<HashMap<Arc<Key>, Option<Sender>>>,
     pub(crate) stats: CoalesceStats,
 }
 
@@ -125,7 +125,7 @@ pub(crate) enum Role {
 /// own).
 pub(crate) struct Flight {
     flights: Arc<Flights>,
-    key: Option<Key>,
+    key: Option<Arc<Key>>,
 }
 
 impl Flight {
@@ -146,7 +146,7 @@ impl Drop for Flight {
 }
 
 impl Flights {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Option<Sender>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<Key>, Option<Sender>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -159,6 +159,7 @@ impl Flights {
             let sender = sender.get_or_insert_with(|| broadcast::channel(1).0);
             return Role::Follower(sender.subscribe());
         }
+        let key = Arc::new(key);
         map.insert(key.clone(), None);
         Role::Leader(Flight {
             flights: self.clone(),
