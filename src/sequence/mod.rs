@@ -13,7 +13,8 @@
 //! - **One at a time, in order.** Conditional writes (`If-Match`, and
 //!   create-only `If-None-Match: *`) to the same session (authority and
 //!   session path; an element such as `.../members/me` counts as its
-//!   session) go one at a time, first come first served, through every
+//!   session, and `/handles/{id}/session` as the handle's session, which
+//!   the client cannot tell from the session's own URI) go one at a time, first come first served, through every
 //!   clone of the stack and every stack given the same board. The next
 //!   goes when the answer to the one before has arrived and its body has
 //!   been read. Writes to different sessions never wait for each other.
