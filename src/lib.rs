@@ -23,7 +23,7 @@
 //! result. The state the layers share (cooldowns, pace windows, the
 //! revalidation cache) is in handles that clones share and that several
 //! stacks can be given ([`retry::Cooldowns`], [`pace::PaceTable`],
-//! [`revalidate::Cache`]).
+//! [`revalidate::Cache`], [`sequence::SessionBoard`]).
 //!
 //! The pure rules the layers apply (URI targets, identities,
 //! `Retry-After`, the 429 body, backoff) are in [`rules`]. The `mpsd-sim`

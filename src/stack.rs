@@ -20,8 +20,10 @@
 //!
 //! Clones of an `MpsdLayer`, and the services they make, share the retry
 //! layer's [`Cooldowns`](crate::retry::Cooldowns), budget and counters, the
-//! pace layer's [`PaceTable`](crate::pace::PaceTable) and the revalidate
-//! layer's [`Cache`](crate::revalidate::Cache). Separately built stacks
+//! pace layer's [`PaceTable`](crate::pace::PaceTable), the revalidate
+//! layer's [`Cache`](crate::revalidate::Cache), and, with a rebase policy,
+//! the write queues of its [`SessionBoard`](crate::sequence::SessionBoard)
+//! and the coalescing layer's flights. Separately built stacks
 //! share them only when handed the same handles, through the layers the
 //! stack takes:
 //!
