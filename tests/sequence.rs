@@ -368,3 +368,48 @@ async fn coalesced_reads_are_revalidated_once_and_all_get_the_cached_body() {
     );
     assert_eq!(coalesce.stats().reads_coalesced(), 15);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_element_write_queues_with_its_session_and_other_sessions_do_not_wait() {
+    let sim = quiet_sim().await;
+    let a = sim.session_uri(SCID, "LobbySession", "a");
+    let b = sim.session_uri(SCID, "LobbySession", "b");
+    let etag_a = create(&a, "host", json!({})).await;
+    let etag_b = create(&b, "host", json!({})).await;
+    sim.clear_log();
+    sim.script(slow_put("a/members/me", Duration::from_secs(2)));
+    let (board, coalesce) = (SessionBoard::new(), CoalesceLayer::new());
+    let svc = stack(&board, &coalesce, Duration::from_secs(20));
+    let t0 = Instant::now();
+
+    let me = request(Method::PUT, format!("{a}/members/me"))
+        .user(Some("host"))
+        .header(header::IF_MATCH, &etag_a)
+        .json(json!({"properties": {"custom": {"ready": true}}}))
+        .build();
+    let ahead = tokio::spawn(svc.clone().oneshot(me));
+    tokio::task::yield_now().await;
+    let same = tokio::spawn(svc.clone().oneshot(put(&a, &etag_a, 1)));
+    let other = tokio::spawn(svc.clone().oneshot(put(&b, &etag_b, 1)));
+    for task in [ahead, same, other] {
+        assert_eq!(task.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+
+    let at = |name: &str| {
+        let entry = puts(&sim)
+            .into_iter()
+            .find(|e| e.path.ends_with(name))
+            .unwrap();
+        entry.at - t0
+    };
+    assert_eq!(
+        at("/sessions/b"),
+        Duration::ZERO,
+        "another session: at once"
+    );
+    assert_eq!(
+        at("/sessions/a"),
+        Duration::from_secs(2),
+        "after its element's write"
+    );
+}
