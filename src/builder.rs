@@ -4,6 +4,7 @@ use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
 use crate::classify::ClassifyLayer;
+use crate::coalesce::CoalesceLayer;
 use crate::logical::LogicalLayer;
 use crate::pace::PaceLayer;
 use crate::rebase::RebaseLayer;
@@ -64,6 +65,9 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// [`PaceLayer`]: requests paced under MPSD's rate limits.
     fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>>;
+
+    /// [`CoalesceLayer`]: concurrent identical GETs sent once.
+    fn mpsd_coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -103,6 +107,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn mpsd_coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>> {
         self.layer(layer)
     }
 }
