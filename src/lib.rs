@@ -81,6 +81,9 @@ mod body;
 mod builder;
 pub mod classify;
 pub mod error;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
 pub mod logical;

@@ -102,36 +102,59 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(key) = self.table.key(req.uri(), req.headers()) else {
-            return ResponseFuture::calling(self.inner.call(req));
+            return ResponseFuture::calling(self.inner.call(req), None);
         };
         let now = Instant::now();
         // A request waits for its slot until the logical request's
         // deadline, or the default one when no outer layer started one: to
         // a caller a wait for a slot is no different from a wait for a
         // retry. A slot further off is refused at once.
-        let deadline = match req.extensions().get::<LogicalRequest>() {
+        let logical = req.extensions().get::<LogicalRequest>();
+        let deadline = match logical {
             Some(logical) => logical.deadline(),
             None => at_most(now, DEFAULT_DEADLINE),
         };
+        let attempts = logical.map_or(0, LogicalRequest::attempts);
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.table.store() {
+            let reservation = self.table.reserve_shared(
+                store,
+                key.clone(),
+                req.method(),
+                req.uri(),
+                now,
+                deadline,
+            );
+            let learn = Some((self.table.clone(), key));
+            return ResponseFuture::reserving(
+                Box::pin(reservation),
+                attempts,
+                self.take_ready(),
+                req,
+                learn,
+            );
+        }
         let reserved = self
             .table
             .reserve(&key, req.method(), req.uri(), now, deadline);
+        let learn = Some((self.table.clone(), key));
         match reserved {
-            Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req)),
+            Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req), learn),
             Ok(slot) => {
                 tracing::debug!(wait = ?(slot - now), "mpsd pace: waiting for a slot");
-                // The ready service waits with the request; a clone takes its place.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(slot, inner, req)
+                ResponseFuture::waiting(slot, self.take_ready(), req, learn)
             }
             Err(slot) => {
-                let attempts = req
-                    .extensions()
-                    .get::<LogicalRequest>()
-                    .map_or(0, LogicalRequest::attempts);
                 ResponseFuture::failed(Refused::new(RefusedBy::Pace, slot - now, attempts))
             }
         }
+    }
+}
+
+impl<S: Clone> Pace<S> {
+    /// The ready service, to wait with the request; a clone takes its place.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }

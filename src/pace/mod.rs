@@ -120,4 +120,4 @@ mod table;
 pub use future::ResponseFuture;
 pub use layer::{Pace, PaceLayer};
 pub use limits::{Limits, Window};
-pub use table::{default_pace_key, PaceKeyFn, PaceTable, PaceTableBuilder};
+pub use table::{default_pace_key, PaceKeyFn, PaceStats, PaceTable, PaceTableBuilder};
