@@ -68,3 +68,14 @@ async fn redis_killed_mid_run_falls_back_then_shares_again() {
     // Bounded added latency: a failed call costs at most the 100 ms timeout.
     assert!(got.p99_ms < 500.0, "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_for_one_user_does_not_hold_back_another() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let got = fleet::one_user_throttled(&redis.url()).await;
+    eprintln!("{got:?}");
+    assert_eq!(got.throttled_user_early, 0, "{got:?}");
+    assert!(got.other_user_meanwhile > 10, "{got:?}");
+}

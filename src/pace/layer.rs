@@ -158,3 +158,91 @@ impl<S: Clone> Pace<S> {
         std::mem::replace(&mut self.inner, clone)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response, StatusCode};
+    use tokio::time::Instant;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::PaceLayer;
+    use crate::classify::Outcome;
+    use crate::pace::PaceTable;
+    use crate::rules::rate_limit::RateLimitInfo;
+
+    fn get() -> Request<()> {
+        Request::get("http://mpsd.test/handles/h1")
+            .header("authorization", "XBL3.0 x=1234;token")
+            .body(())
+            .unwrap()
+    }
+
+    /// A service answering the first request with `first`, then 200.
+    async fn first_then_ok(first: Response<()>) -> (PaceTable, Duration) {
+        let table = PaceTable::new();
+        let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
+        let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
+            let res = first.lock().unwrap().take().unwrap_or_default();
+            async move { Ok::<_, std::convert::Infallible>(res) }
+        }));
+        let t0 = Instant::now();
+        svc.clone().oneshot(get()).await.unwrap();
+        svc.clone().oneshot(get()).await.unwrap();
+        (table, t0.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pushes_the_next_slot_to_its_retry_after() {
+        let res = Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "3")
+            .body(())
+            .unwrap();
+        let (table, elapsed) = first_then_ok(res).await;
+        assert_eq!(elapsed, Duration::from_secs(3));
+        let stats = table.stats();
+        assert_eq!(
+            (stats.throttled(), stats.waits(), stats.refusals()),
+            (1, 1, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_body_saying_the_window_is_full_holds_it_for_the_period() {
+        let info = RateLimitInfo::parse(
+            br#"{"currentRequests":31,"maxRequests":30,"periodInSeconds":15}"#,
+        );
+        let mut res = Response::new(());
+        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        res.extensions_mut().insert(Outcome::TooManyRequests {
+            retry_after: None,
+            rate_limit: info,
+        });
+        let (_, elapsed) = first_then_ok(res).await;
+        assert_eq!(elapsed, Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_enormous_retry_after_is_capped_at_the_longest_window() {
+        let res = Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "100000")
+            .body(())
+            .unwrap();
+        let table = PaceTable::new();
+        let first = std::sync::Arc::new(std::sync::Mutex::new(Some(res)));
+        let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
+            let res = first.lock().unwrap().take().unwrap_or_default();
+            async move { Ok::<_, std::convert::Infallible>(res) }
+        }));
+        svc.clone().oneshot(get()).await.unwrap();
+        // 300 s + 100 ms is past the default 20 s deadline: refused, and
+        // the refusal says when: the longest window plus the margin.
+        let err = svc.oneshot(get()).await.unwrap_err();
+        let refused = err.downcast_ref::<crate::error::Refused>().unwrap();
+        assert_eq!(refused.retry_in, Duration::from_millis(300_100));
+        assert_eq!(table.stats().refusals(), 1);
+    }
+}

@@ -469,3 +469,65 @@ pub async fn redis_down(redis: &mut RedisServer) -> RedisDown {
         shared_after: stores.iter().filter(|s| s.is_shared()).count(),
     }
 }
+
+/// Requests of two users while one of them is throttled.
+#[derive(Debug)]
+pub struct OneUser {
+    /// Requests of the throttled user arriving within its `Retry-After`
+    /// (after 20 ms for those in flight).
+    pub throttled_user_early: usize,
+    /// Requests of the other user arriving meanwhile.
+    pub other_user_meanwhile: usize,
+}
+
+/// Two members send for `alice` and `bob`; one of alice's requests is
+/// answered 429 with `Retry-After: 2`.
+pub async fn one_user_throttled(redis: &str) -> OneUser {
+    use http::{header::RETRY_AFTER, HeaderValue};
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let members: Vec<MemberState> = (0..2).map(|_| member(Some(redis), roomy())).collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let fault = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sim.script(
+                mpsd_sim::Fault::status(StatusCode::TOO_MANY_REQUESTS)
+                    .path_contains("/alice-")
+                    .header(RETRY_AFTER, HeaderValue::from_static("2")),
+            );
+        })
+    };
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &["alice", "bob"],
+            4,
+            until,
+            Duration::from_millis(20),
+        )
+    });
+    futures_util::future::join_all(runs).await;
+    fault.await.unwrap();
+    let log = sim.log();
+    let at = log
+        .iter()
+        .find(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+        .expect("the 429 was answered")
+        .at;
+    let within = |e: &&mpsd_sim::LogEntry, user: &str| {
+        e.user.as_deref() == Some(user)
+            && e.at > at + Duration::from_millis(20)
+            && e.at < at + Duration::from_secs(2)
+    };
+    OneUser {
+        throttled_user_early: log.iter().filter(|e| within(e, "alice")).count(),
+        other_user_meanwhile: log.iter().filter(|e| within(e, "bob")).count(),
+    }
+}
