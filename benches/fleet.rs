@@ -30,7 +30,10 @@ async fn main() {
         return;
     };
     let url = redis.url();
-    for (name, store) in [("throttle_shared", Some(url.as_str())), ("throttle_local", None)] {
+    for (name, store) in [
+        ("throttle_shared", Some(url.as_str())),
+        ("throttle_local", None),
+    ] {
         let got = fleet::throttle(store, None, 10.0).await;
         println!(
             "summary: fleet/{name} 429s={} throughput_ratio={:.3}",

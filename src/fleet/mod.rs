@@ -25,6 +25,29 @@
 //!   so a dead holder hands it on); after the probe's success the waiters
 //!   of every process are released one `release_spacing` apart.
 //!
+//! # Example
+//!
+//! ```
+//! use tower_mpsd::fleet::RedisStore;
+//! use tower_mpsd::pace::{PaceLayer, PaceTable};
+//! use tower_mpsd::retry::{Cooldowns, RetryLayer};
+//! use tower_mpsd::MpsdLayer;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Connects on first use: the process starts even while Redis is down.
+//! let store = RedisStore::open("redis://127.0.0.1:6379/")?;
+//! let table = PaceTable::builder().redis(store.clone()).build();
+//! let cooldowns = Cooldowns::builder().redis(store.clone()).build();
+//! let stack = MpsdLayer::new()
+//!     .retry(RetryLayer::new().with_cooldowns(cooldowns))
+//!     .pace(PaceLayer::with_table(table));
+//! // `stack.layer(hyper_client)` as without Redis; `store.is_shared()` and
+//! // `store.fallbacks()` say how Redis has been answering.
+//! # drop(stack);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Failure behaviour
 //!
 //! Redis is an optimisation, never a dependency: each call has a short
@@ -34,7 +57,9 @@
 //! state, as without Redis (fail open). The first failure after a success
 //! logs one warning and counts one [`fallback`](RedisStore::fallbacks); the
 //! first success after failures logs one `info` line: the fleet shares
-//! state again. Each process's own state keeps up with its own requests
+//! state again. While Redis fails, it is tried at most once a second (the
+//! other requests go straight to the process's own state, without waiting
+//! for a timeout). Each process's own state keeps up with its own requests
 //! while Redis answers, so a fallback starts from what this process sent.
 //!
 //! Nothing in Redis grows without bound: each sorted set is trimmed to the
