@@ -33,7 +33,8 @@
 //! use tower_mpsd::retry::{Cooldowns, RetryLayer};
 //! use tower_mpsd::MpsdLayer;
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Connects on first use: the process starts even while Redis is down.
 //! let store = RedisStore::open("redis://127.0.0.1:6379/")?;
 //! let table = PaceTable::builder().redis(store.clone()).build();

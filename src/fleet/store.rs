@@ -97,8 +97,13 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// When the URL is not a Redis URL.
+    /// When the URL is not a Redis URL, or when called outside a tokio
+    /// runtime (the connection's task needs one).
     pub fn build(self) -> Result<RedisStore, redis::RedisError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let outside = "a RedisStore is built inside a tokio runtime";
+            return Err((redis::ErrorKind::Client, outside).into());
+        }
         let client = redis::Client::open(self.url.as_str())?;
         // One try per call: the store falls back at once rather than wait
         // for a reconnection, which the manager makes in the background.
@@ -184,7 +189,7 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// When the URL is not a Redis URL.
+    /// As [`RedisStoreBuilder::build`].
     pub fn open(url: impl Into<String>) -> Result<Self, redis::RedisError> {
         Self::builder(url).build()
     }
@@ -389,5 +394,28 @@ impl RedisStore {
                 .arg(micros(spacing));
             store.run::<i64>(call).await.map(drop)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisStore;
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let err = RedisStore::open("redis://127.0.0.1:1/").unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_an_error() {
+        assert!(RedisStore::open("http://example.test/").is_err());
+        assert!(RedisStore::open("redis://127.0.0.1:1/").is_ok());
+    }
+
+    #[tokio::test]
+    async fn keys_share_a_hash_tag_without_stray_braces() {
+        let store = RedisStore::open("redis://127.0.0.1:1/").unwrap();
+        assert_eq!(store.key("pace", "h u{1}", ":floor"), "mpsd:pace:{h u_1_}:floor");
     }
 }
