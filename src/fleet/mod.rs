@@ -75,9 +75,9 @@
 //! # Versions
 //!
 //! The feature needs Rust 1.88 (the `redis` crate's MSRV; the rest of the
-//! crate needs 1.75) and Redis 6.2 or later (scripts use `TIME` before
-//! writing, allowed since Redis 5 with effect replication, the default
-//! since 6).
+//! crate needs 1.75) and Redis 5 or later (the scripts read `TIME` before
+//! writing, which needs effects replication, the default since Redis 5);
+//! tested with Redis 7.0.
 
 mod scripts;
 mod store;

@@ -167,9 +167,15 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A non-negative number of microseconds from a script, as a duration.
+/// The longest wait a script's answer is taken at: Redis is trusted no
+/// more than a server, and no cooldown or slot is further off than a day
+/// (the retry layer's own cap on `Retry-After`).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A number of microseconds from a script, as a duration in
+/// `0..=MAX_WAIT`, so that adding it to an instant cannot overflow.
 fn from_micros(us: i64) -> Duration {
-    Duration::from_micros(us.max(0).unsigned_abs())
+    Duration::from_micros(us.max(0).unsigned_abs()).min(MAX_WAIT)
 }
 
 impl RedisStore {
@@ -301,7 +307,8 @@ impl RedisStore {
             }
             let (reserved, wait): (i64, i64) = store.run(call).await?;
             let wait = from_micros(wait);
-            Some(if reserved == 1 {
+            // A slot past the limit is refused even if Redis says otherwise.
+            Some(if reserved == 1 && wait <= limit {
                 PaceReservation::Reserved(wait)
             } else {
                 PaceReservation::Refused(wait)
@@ -416,6 +423,9 @@ mod tests {
     #[tokio::test]
     async fn keys_share_a_hash_tag_without_stray_braces() {
         let store = RedisStore::open("redis://127.0.0.1:1/").unwrap();
-        assert_eq!(store.key("pace", "h u{1}", ":floor"), "mpsd:pace:{h u_1_}:floor");
+        assert_eq!(
+            store.key("pace", "h u{1}", ":floor"),
+            "mpsd:pace:{h u_1_}:floor"
+        );
     }
 }

@@ -246,3 +246,54 @@ mod tests {
         assert_eq!(table.stats().refusals(), 1);
     }
 }
+
+/// With a shared store that never answers, pacing falls back to the
+/// process's own windows, exactly as without one.
+#[cfg(all(test, feature = "redis"))]
+mod fallback {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use tokio::time::Instant;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::PaceLayer;
+    use crate::fleet::RedisStore;
+    use crate::pace::{Limits, PaceTable, Window};
+
+    #[tokio::test(start_paused = true)]
+    async fn with_redis_unreachable_the_processs_own_windows_pace() {
+        let store = RedisStore::open("redis://127.0.0.1:1/").unwrap();
+        let limits = Limits::new(
+            Window::new(3, Duration::from_secs(10)),
+            Window::new(5, Duration::from_secs(100)),
+        );
+        let table = PaceTable::builder()
+            .limits(limits)
+            .margin(Duration::ZERO)
+            .redis(store.clone())
+            .build();
+        let sends: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let log = sends.clone();
+        let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
+            log.lock().unwrap().push(Instant::now());
+            async { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        }));
+        let get = || {
+            Request::get("http://mpsd.test/handles/h1")
+                .header("authorization", "XBL3.0 x=1234;token")
+                .body(())
+                .unwrap()
+        };
+        for _ in 0..4 {
+            svc.clone().oneshot(get()).await.unwrap();
+        }
+        let sends = sends.lock().unwrap();
+        let after: Vec<Duration> = sends.iter().map(|&s| s - sends[0]).collect();
+        let secs = Duration::from_secs;
+        assert_eq!(after, [secs(0), secs(0), secs(0), secs(10)]);
+        assert_eq!((store.fallbacks(), store.is_shared()), (1, false));
+        assert_eq!(table.stats().waits(), 1);
+    }
+}

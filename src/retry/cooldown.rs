@@ -324,6 +324,9 @@ impl Cooldowns {
                     lease: Some(Lease { store, name, token }),
                 }),
                 Some(CooldownAdmission::Wait(wait)) => wait_until(now + wait),
+                Some(CooldownAdmission::GoAt(wait, _)) if now + wait > deadline => {
+                    Admission::FailFast(now + wait)
+                }
                 Some(CooldownAdmission::GoAt(wait, gen)) => {
                     Admission::GoAt(now + wait, Ticket(gen))
                 }
