@@ -79,3 +79,87 @@ async fn a_429_for_one_user_does_not_hold_back_another() {
     assert_eq!(got.throttled_user_early, 0, "{got:?}");
     assert!(got.other_user_meanwhile > 10, "{got:?}");
 }
+
+/// A process that dies holding the probe lease (its future leaked, so
+/// nothing hands the lease back) holds the fleet only until the lease
+/// expires; then another process probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_lease_whose_holder_died_passes_on_when_it_expires() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use tokio::time::Instant;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+    use tower_mpsd::fleet::RedisStore;
+    use tower_mpsd::logical::LogicalLayer;
+    use tower_mpsd::retry::{Cooldowns, RetryLayer};
+
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let lease = Duration::from_millis(400);
+    let arrivals: Arc<Mutex<Vec<(&str, Instant)>>> = Arc::default();
+    let process = |name: &'static str| {
+        let store = RedisStore::builder(redis.url())
+            .probe_lease(lease)
+            .build()
+            .unwrap();
+        let cooldowns = Cooldowns::builder().redis(store).build();
+        let arrivals = arrivals.clone();
+        let server = service_fn(move |_req: Request<Full<Bytes>>| {
+            let calls = {
+                let mut log = arrivals.lock().unwrap();
+                log.push((name, Instant::now()));
+                log.len()
+            };
+            async move {
+                let res = match (name, calls) {
+                    // The first answer: 503 for a second.
+                    ("a", 1) => Response::builder().status(503).header("retry-after", "1"),
+                    // The probe of process "a" never gets an answer.
+                    ("a", _) => std::future::pending().await,
+                    _ => Response::builder().status(200),
+                };
+                Ok::<_, std::convert::Infallible>(res.body(Full::<Bytes>::default()).unwrap())
+            }
+        });
+        ServiceBuilder::new()
+            .layer(LogicalLayer::new(Duration::from_secs(10), 1))
+            .layer(RetryLayer::new().with_cooldowns(cooldowns))
+            .service(server)
+    };
+    let (a, b) = (process("a"), process("b"));
+    let get = || {
+        Request::get("http://mpsd.test/handles/h1")
+            .header("authorization", "XBL3.0 x=1234;token")
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    assert_eq!(a.clone().oneshot(get()).await.unwrap().status(), 503);
+    // Let the close reach Redis, then wait out the cooldown.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut probe = Box::pin(a.clone().oneshot(get()));
+    tokio::select! {
+        _ = &mut probe => panic!("the probe never gets an answer"),
+        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+    }
+    // Process "a" dies: its probe's future is never dropped nor polled.
+    std::mem::forget(probe);
+    let b_answer = b.clone().oneshot(get()).await.unwrap();
+    assert_eq!(b_answer.status(), 200);
+    let log = arrivals.lock().unwrap().clone();
+    let names: Vec<&str> = log.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["a", "a", "b"], "one probe at a time");
+    let held = log[2].1 - log[1].1;
+    assert!(
+        held >= lease - Duration::from_millis(100),
+        "b waited for the lease: {held:?}"
+    );
+    assert!(
+        held < Duration::from_secs(2),
+        "and not much longer: {held:?}"
+    );
+}
