@@ -130,18 +130,24 @@ impl PaceStats {
 /// ```
 #[derive(Clone)]
 pub struct PaceTable {
-    rules: Arc<Rules>,
-    table: Arc<Mutex<Table>>,
-    stats: Arc<PaceStats>,
+    inner: Arc<Inner>,
+}
+
+/// Behind one `Arc`: a request's future holds the table at the cost of
+/// one reference count.
+struct Inner {
+    rules: Rules,
+    table: Mutex<Table>,
+    stats: PaceStats,
 }
 
 impl fmt::Debug for PaceTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PaceTable")
-            .field("limits", &self.rules.limits)
-            .field("routes", &self.rules.routes)
-            .field("margin", &self.rules.margin)
-            .field("max_keys", &self.rules.max_keys)
+            .field("limits", &self.inner.rules.limits)
+            .field("routes", &self.inner.rules.routes)
+            .field("margin", &self.inner.rules.margin)
+            .field("max_keys", &self.inner.rules.max_keys)
             .finish_non_exhaustive()
     }
 }
@@ -183,22 +189,23 @@ impl PaceTable {
 
     /// The pacing key of a request, or `None` when it is not paced.
     pub(crate) fn key(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
-        (self.rules.key)(uri, headers)
+        (self.inner.rules.key)(uri, headers)
     }
 
     /// What this table has done: waits, refusals, 429s seen.
     pub fn stats(&self) -> &PaceStats {
-        &self.stats
+        &self.inner.stats
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic elsewhere while holding the lock leaves a usable table.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The indexes of the routes a request matches.
     fn matched(&self, method: &Method, uri: &Uri) -> Vec<usize> {
-        self.rules
+        self.inner
+            .rules
             .routes
             .iter()
             .enumerate()
@@ -228,9 +235,9 @@ impl PaceTable {
     /// Counts a decision in the stats.
     fn count(&self, reserved: &Result<Instant, Instant>, now: Instant) {
         match reserved {
-            Ok(slot) if *slot > now => bump(&self.stats.waits),
+            Ok(slot) if *slot > now => bump(&self.inner.stats.waits),
             Ok(_) => {}
-            Err(_) => bump(&self.stats.refusals),
+            Err(_) => bump(&self.inner.stats.refusals),
         }
     }
 
@@ -240,16 +247,16 @@ impl PaceTable {
         if res.status() != StatusCode::TOO_MANY_REQUESTS {
             return;
         }
-        bump(&self.stats.throttled);
+        bump(&self.inner.stats.throttled);
         let Some(wait) = throttled_for(res) else {
             return;
         };
-        let wait = wait.min(self.rules.limits.longest() + self.rules.margin);
+        let wait = wait.min(self.inner.rules.limits.longest() + self.inner.rules.margin);
         let now = Instant::now();
         self.lock().learn(key, now + wait, now);
         tracing::debug!(?wait, "mpsd pace: a 429 holds the key back");
         #[cfg(feature = "redis")]
-        if let Some(store) = &self.rules.store {
+        if let Some(store) = &self.inner.rules.store {
             crate::fleet::spawn(store.pace_learn(key, wait));
         }
     }
@@ -257,7 +264,7 @@ impl PaceTable {
     /// The shared store, when the table has one.
     #[cfg(feature = "redis")]
     pub(crate) fn store(&self) -> Option<&RedisStore> {
-        self.rules.store.as_ref()
+        self.inner.rules.store.as_ref()
     }
 
     /// As [`reserve`](Self::reserve), in the shared store: one script call;
@@ -279,13 +286,19 @@ impl PaceTable {
             .iter()
             .map(|&i| {
                 (
-                    self.rules.routes[i].text.as_str(),
-                    self.rules.routes[i].limits,
+                    self.inner.rules.routes[i].text.as_str(),
+                    self.inner.rules.routes[i].limits,
                 )
             })
             .collect();
         let limit = deadline.saturating_duration_since(now);
-        let call = store.pace_reserve(&key, self.rules.limits, &routes, self.rules.margin, limit);
+        let call = store.pace_reserve(
+            &key,
+            self.inner.rules.limits,
+            &routes,
+            self.inner.rules.margin,
+            limit,
+        );
         let table = self.clone();
         async move {
             let reserved = match call.await {
@@ -463,9 +476,11 @@ impl PaceTableBuilder {
             rules.max_keys,
         );
         PaceTable {
-            rules: Arc::new(rules),
-            table: Arc::new(Mutex::new(table)),
-            stats: Arc::new(PaceStats::default()),
+            inner: Arc::new(Inner {
+                rules,
+                table: Mutex::new(table),
+                stats: PaceStats::default(),
+            }),
         }
     }
 }
