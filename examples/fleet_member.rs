@@ -12,19 +12,8 @@
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), tower_mpsd::BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [base, redis, user, secs] = args.as_slice() else {
-        return Err("usage: fleet_member BASE_URI REDIS_URL USER SECONDS".into());
-    };
-    let member = fleet::member(Some(redis), fleet::pace_limits());
-    let until = Instant::now() + Duration::from_secs_f64(secs.parse()?);
-    let sent = fleet::run_callers(&member.client, base, &[user], 4, until, Duration::ZERO).await;
-    println!("ok={} failed={}", sent.ok, sent.failed);
-    Ok(())
+    fleet::member_main(&args).await
 }

@@ -7,12 +7,12 @@
 #[path = "support/fleet.rs"]
 mod fleet;
 
-use std::path::PathBuf;
+use std::process::Command;
 
 use fleet::RedisServer;
 
 /// The `fleet_member` example, built by `cargo test` beside this test.
-fn member_exe() -> PathBuf {
+fn member_exe() -> Command {
     let deps = std::env::current_exe().unwrap();
     let exe = deps
         .parent()
@@ -21,7 +21,7 @@ fn member_exe() -> PathBuf {
         .unwrap()
         .join("examples/fleet_member");
     assert!(exe.exists(), "{} is built by cargo test", exe.display());
-    exe
+    Command::new(exe)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +29,7 @@ async fn a_fleet_sharing_redis_stays_within_the_windows() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let got = fleet::throttle(Some(&redis.url()), Some(&member_exe()), 6.0).await;
+    let got = fleet::throttle(Some(&redis.url()), Some(member_exe()), 6.0).await;
     eprintln!("{got:?}");
     assert_eq!(got.throttled, 0, "{got:?}");
     assert!(got.ratio >= 0.95, "{got:?}");
@@ -52,6 +52,8 @@ async fn a_503_seen_by_one_member_holds_back_the_fleet_for_one_probe() {
     eprintln!("{got:?}");
     assert_eq!((got.early, got.probes), (0, 1), "{got:?}");
     assert_eq!(got.amplification, 1, "the release is spaced: {got:?}");
+    // One probe, then one request per 100 ms spacing at most.
+    assert!(got.first_second <= 12, "the release is spaced: {got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,13 +258,36 @@ pub fn p99_ms(latencies: &mut [Duration]) -> f64 {
     latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// Starts the example `fleet_member` as a separate process of the fleet.
-pub fn spawn_child(exe: &std::path::Path, base: &str, redis: &str, user: &str, secs: f64) -> Child {
-    Command::new(exe)
+/// Starts a member process: `member` is its program (and any leading
+/// arguments); the base URI, Redis URL, user and seconds follow.
+pub fn spawn_child(mut member: Command, base: &str, redis: &str, user: &str, secs: f64) -> Child {
+    member
         .args([base, redis, user, &secs.to_string()])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("the fleet_member example runs")
+        .expect("the member process runs")
+}
+
+/// A member process's whole life: `args` are the base URI, the Redis URL,
+/// the user and the seconds to run; sends GETs of the user's session from
+/// four callers, then prints `ok=<answers> failed=<errors>`.
+pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
+    let [base, redis, user, secs] = args else {
+        return Err("usage: BASE_URI REDIS_URL USER SECONDS".into());
+    };
+    let member = member(Some(redis), pace_limits());
+    let until = Instant::now() + Duration::from_secs_f64(secs.parse()?);
+    let sent = run_callers(
+        &member.client,
+        base,
+        &[user],
+        CALLERS,
+        until,
+        Duration::ZERO,
+    )
+    .await;
+    println!("ok={} failed={}", sent.ok, sent.failed);
+    Ok(())
 }
 
 /// The fleet's members in process, each with state of its own.
@@ -285,7 +308,7 @@ pub struct Throttle {
 
 /// `MEMBERS` stacks (and the child process, when given) hammer one user
 /// for `secs` against the simulator's scaled-down windows.
-pub async fn throttle(redis: Option<&str>, child: Option<&std::path::Path>, secs: f64) -> Throttle {
+pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) -> Throttle {
     let sim = mpsd_sim::Simulator::builder()
         .rate_limit(sim_windows())
         .start()
@@ -295,9 +318,9 @@ pub async fn throttle(redis: Option<&str>, child: Option<&std::path::Path>, secs
     let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(redis, pace_limits())).collect();
     let run = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
-    let child = child.map(|exe| {
+    let child = child.map(|member| {
         spawn_child(
-            exe,
+            member,
             &base,
             redis.expect("a child shares Redis"),
             "fleet",
@@ -348,6 +371,9 @@ pub struct Overload {
     /// Requests arriving in the first 100 ms from the first one after the
     /// cooldown: what the recovering service gets at once.
     pub amplification: usize,
+    /// Requests arriving in the first second from the first one after the
+    /// cooldown: the probe and the spaced release.
+    pub first_second: usize,
 }
 
 pub async fn overload(redis: Option<&str>) -> Overload {
@@ -410,10 +436,15 @@ pub async fn overload(redis: Option<&str>) -> Overload {
         .iter()
         .filter(|e| e.at >= first && e.at < first + Duration::from_millis(100))
         .count();
+    let first_second = log
+        .iter()
+        .filter(|e| e.at >= first && e.at < first + Duration::from_secs(1))
+        .count();
     Overload {
         early,
         probes,
         amplification,
+        first_second,
     }
 }
 
