@@ -9,7 +9,18 @@ mod fleet;
 
 use std::process::Command;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
 use fleet::RedisServer;
+use http::{Request, Response};
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower_mpsd::fleet::RedisStore;
+use tower_mpsd::logical::LogicalLayer;
+use tower_mpsd::retry::{Cooldowns, RetryLayer};
 
 /// The `fleet_member` example, built by `cargo test` beside this test.
 fn member_exe() -> Command {
@@ -82,64 +93,77 @@ async fn a_429_for_one_user_does_not_hold_back_another() {
     assert!(got.other_user_meanwhile > 10, "{got:?}");
 }
 
+type Arrivals = Arc<Mutex<Vec<(&'static str, Instant)>>>;
+
+/// A process of the fleet over a mocked server: its answer to its `n`-th
+/// request (counted over the whole fleet's arrivals) is `answer(n)`,
+/// `None` for never.
+fn process(
+    redis: &str,
+    lease: Duration,
+    name: &'static str,
+    arrivals: &Arrivals,
+    answer: fn(&str, usize) -> Option<u16>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = tower_mpsd::BoxError,
+    Future = impl Send,
+> + Clone {
+    let store = RedisStore::builder(redis)
+        .probe_lease(lease)
+        .build()
+        .unwrap();
+    let cooldowns = Cooldowns::builder().redis(store).build();
+    let arrivals = arrivals.clone();
+    let server = service_fn(move |_req: Request<Full<Bytes>>| {
+        let n = {
+            let mut log = arrivals.lock().unwrap();
+            log.push((name, Instant::now()));
+            log.len()
+        };
+        async move {
+            let Some(status) = answer(name, n) else {
+                return std::future::pending().await;
+            };
+            let res = Response::builder()
+                .status(status)
+                .header("retry-after", "1");
+            Ok::<_, std::convert::Infallible>(res.body(Full::<Bytes>::default()).unwrap())
+        }
+    });
+    ServiceBuilder::new()
+        .layer(LogicalLayer::new(Duration::from_secs(10), 1))
+        .layer(RetryLayer::new().with_cooldowns(cooldowns))
+        .service(server)
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://mpsd.test/handles/h1")
+        .header("authorization", "XBL3.0 x=1234;token")
+        .body(Full::<Bytes>::default())
+        .unwrap()
+}
+
 /// A process that dies holding the probe lease (its future leaked, so
 /// nothing hands the lease back) holds the fleet only until the lease
 /// expires; then another process probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_lease_whose_holder_died_passes_on_when_it_expires() {
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use http::{Request, Response};
-    use http_body_util::Full;
-    use tokio::time::Instant;
-    use tower::{service_fn, ServiceBuilder, ServiceExt};
-    use tower_mpsd::fleet::RedisStore;
-    use tower_mpsd::logical::LogicalLayer;
-    use tower_mpsd::retry::{Cooldowns, RetryLayer};
-
     let Some(redis) = RedisServer::start() else {
         return;
     };
     let lease = Duration::from_millis(400);
-    let arrivals: Arc<Mutex<Vec<(&str, Instant)>>> = Arc::default();
-    let process = |name: &'static str| {
-        let store = RedisStore::builder(redis.url())
-            .probe_lease(lease)
-            .build()
-            .unwrap();
-        let cooldowns = Cooldowns::builder().redis(store).build();
-        let arrivals = arrivals.clone();
-        let server = service_fn(move |_req: Request<Full<Bytes>>| {
-            let calls = {
-                let mut log = arrivals.lock().unwrap();
-                log.push((name, Instant::now()));
-                log.len()
-            };
-            async move {
-                let res = match (name, calls) {
-                    // The first answer: 503 for a second.
-                    ("a", 1) => Response::builder().status(503).header("retry-after", "1"),
-                    // The probe of process "a" never gets an answer.
-                    ("a", _) => std::future::pending().await,
-                    _ => Response::builder().status(200),
-                };
-                Ok::<_, std::convert::Infallible>(res.body(Full::<Bytes>::default()).unwrap())
-            }
-        });
-        ServiceBuilder::new()
-            .layer(LogicalLayer::new(Duration::from_secs(10), 1))
-            .layer(RetryLayer::new().with_cooldowns(cooldowns))
-            .service(server)
+    let arrivals = Arrivals::default();
+    // The first answer is a 503 for a second; the probe after it never
+    // gets one.
+    let answer = |name: &str, n| match (name, n) {
+        ("a", 1) => Some(503),
+        ("a", _) => None,
+        _ => Some(200),
     };
-    let (a, b) = (process("a"), process("b"));
-    let get = || {
-        Request::get("http://mpsd.test/handles/h1")
-            .header("authorization", "XBL3.0 x=1234;token")
-            .body(Full::<Bytes>::default())
-            .unwrap()
-    };
+    let a = process(&redis.url(), lease, "a", &arrivals, answer);
+    let b = process(&redis.url(), lease, "b", &arrivals, answer);
     assert_eq!(a.clone().oneshot(get()).await.unwrap().status(), 503);
     // Let the close reach Redis, then wait out the cooldown.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -163,5 +187,36 @@ async fn a_probe_lease_whose_holder_died_passes_on_when_it_expires() {
     assert!(
         held < Duration::from_secs(2),
         "and not much longer: {held:?}"
+    );
+}
+
+/// A probe told to wait again closes the cooldown fleet-wide before it
+/// hands its lease back: the other process waits for the new end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_told_to_wait_again_holds_the_fleet_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let arrivals = Arrivals::default();
+    let answer = |name: &str, _| Some(if name == "a" { 503 } else { 200 });
+    let lease = Duration::from_secs(5);
+    let a = process(&redis.url(), lease, "a", &arrivals, answer);
+    let b = process(&redis.url(), lease, "b", &arrivals, answer);
+    assert_eq!(a.clone().oneshot(get()).await.unwrap().status(), 503);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // "a" probes and is told 503, Retry-After: 1 again; "b" asks meanwhile.
+    let (probe, b_answer) = tokio::join!(a.clone().oneshot(get()), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.clone().oneshot(get()).await
+    });
+    assert_eq!(probe.unwrap().status(), 503);
+    assert_eq!(b_answer.unwrap().status(), 200);
+    let log = arrivals.lock().unwrap().clone();
+    let names: Vec<&str> = log.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["a", "a", "b"]);
+    let waited = log[2].1 - log[1].1;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "b waited for the new end: {waited:?}"
     );
 }

@@ -429,11 +429,17 @@ impl Cooldowns {
     /// finished cooldown does not make every later request of other keys
     /// look its keys up.
     pub(crate) fn is_empty(&self) -> bool {
+        let locally = self.purged_empty();
         #[cfg(feature = "redis")]
         if self.store.is_some() {
             // Other processes' cooldowns are in the store: always ask.
             return false;
         }
+        locally
+    }
+
+    /// Whether no gate is held here, once settled gates are dropped.
+    fn purged_empty(&self) -> bool {
         let mut gates = self.lock();
         if gates.is_empty() {
             return true;
@@ -487,30 +493,39 @@ struct Lease {
 }
 
 impl ProbeGuard {
-    /// Hands the shared lease back: `opened` starts the fleet's release.
+    /// Hands the shared lease back: `opened` starts the fleet's release;
+    /// `closed_until` first extends the cooldown, in the same task, so that
+    /// no process sees the lease gone before the new cooldown is in place.
     #[cfg(feature = "redis")]
-    fn end_lease(&mut self, opened: bool) {
-        if let Some(lease) = self.lease.take() {
-            let spacing = self.cooldowns.release_spacing;
-            let call = lease.store.cooldown_probed(
-                &lease.name,
-                lease.token,
-                self.generation,
-                opened,
-                spacing,
-            );
-            crate::fleet::spawn(call);
-        }
+    fn end_lease(&mut self, opened: bool, closed_until: Option<Instant>) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let close = closed_until.map(|until| {
+            let after = until.saturating_duration_since(Instant::now());
+            lease.store.cooldown_close(&lease.name, after)
+        });
+        let spacing = self.cooldowns.release_spacing;
+        let probed =
+            lease
+                .store
+                .cooldown_probed(&lease.name, lease.token, self.generation, opened, spacing);
+        crate::fleet::spawn(async move {
+            if let Some(close) = close {
+                close.await;
+            }
+            probed.await
+        });
     }
 
     #[cfg(not(feature = "redis"))]
-    fn end_lease(&mut self, _opened: bool) {}
+    fn end_lease(&mut self, _opened: bool, _closed_until: Option<Instant>) {}
 }
 
 impl ProbeGuard {
     /// The probe was told to wait again: close the gate until `until`.
     pub(crate) fn closed_again(mut self, until: Instant) {
-        self.end_lease(false);
+        self.end_lease(false, Some(until));
         if let Some(key) = self.key.take() {
             self.cooldowns.close(key.clone(), until);
             self.finish(&key, None);
@@ -519,7 +534,7 @@ impl ProbeGuard {
 
     /// The probe got through: release the waiters, spaced out.
     pub(crate) fn opened(mut self, now: Instant) {
-        self.end_lease(true);
+        self.end_lease(true, None);
         if let Some(key) = self.key.take() {
             let first = now + self.cooldowns.release_spacing;
             self.finish(&key, Some(first));
@@ -542,7 +557,7 @@ impl ProbeGuard {
 
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
-        self.end_lease(false);
+        self.end_lease(false, None);
         if let Some(key) = self.key.take() {
             // The probe's caller went away: another waiter takes the role.
             self.finish(&key, None);
