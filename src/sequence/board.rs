@@ -240,26 +240,28 @@ impl SessionBoard {
     /// Enters the queue of `session`: the turn at once when no write of it
     /// is in flight or waiting, else a wait ending at `deadline`.
     pub(crate) fn enter(&self, session: &Uri, deadline: Instant) -> Entry {
+        let limits = self.shared.limits;
         let mut sessions = self.lock();
         let entry = sessions.touch(session);
-        if let Ok(permit) = entry.gate.clone().try_acquire_owned() {
-            drop(sessions);
-            self.shared
-                .stats
-                .writes_sequenced
-                .fetch_add(1, Ordering::Relaxed);
-            return Entry::Now(Turn(permit));
-        }
-        if entry.waiting >= self.shared.limits.max_waiting {
-            return Entry::Full;
-        }
-        entry.waiting += 1;
         let gate = entry.gate.clone();
+        let turn = match gate.clone().try_acquire_owned() {
+            Ok(permit) => Some(Turn(permit)),
+            Err(_) if entry.waiting >= limits.max_waiting => return Entry::Full,
+            Err(_) => {
+                entry.waiting += 1;
+                None
+            }
+        };
+        // The new entry counts too; this one, in use, keeps its gate.
+        sessions.evict(limits);
         drop(sessions);
         self.shared
             .stats
             .writes_sequenced
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(turn) = turn {
+            return Entry::Now(turn);
+        }
         let waiter = Waiter {
             board: self.clone(),
             session: session.clone(),
@@ -302,7 +304,9 @@ impl SessionBoard {
             Seen::Session(now) => {
                 let old = entry.snapshot.take().map(|s| s.etag);
                 for etag in old.iter().chain(sent.into_iter().flatten()) {
-                    if *etag != now.etag && !entry.superseded.contains(etag) {
+                    // `If-Match: *` matches any version: never stale.
+                    let any = etag == "*";
+                    if !any && *etag != now.etag && !entry.superseded.contains(etag) {
                         entry.superseded.push_back(etag.clone());
                     }
                 }
@@ -477,6 +481,29 @@ mod tests {
         board.record(&uri("c"), [None, None], snapshot("\"2\"", big));
         assert!(board.stale(&uri("c"), None).is_none(), "over the byte cap");
         assert!(board.lock().bytes <= 100);
+    }
+
+    #[test]
+    fn if_match_any_is_never_stale() {
+        let board = SessionBoard::new();
+        let s = uri("s");
+        let any = HeaderValue::from_static("*");
+        board.record(&s, [Some(&any), None], snapshot("\"2\"", "{}"));
+        assert!(board.stale(&s, Some(&any)).is_none());
+    }
+
+    #[test]
+    fn sessions_entered_but_never_answered_are_bounded_too() {
+        let board = SessionBoard::builder().max_sessions(2).build();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        for name in ["a", "b", "c", "d"] {
+            // A write that failed: its turn ends, nothing is recorded.
+            let Entry::Now(turn) = board.enter(&uri(name), far) else {
+                panic!("free")
+            };
+            drop(turn);
+        }
+        assert_eq!(board.sessions(), 2);
     }
 
     #[tokio::test(start_paused = true)]
