@@ -661,11 +661,28 @@ fn main() {
         .start_paused(true)
         .build()
         .expect("a runtime");
+    // `cargo bench --bench storm -- NAME` runs the scenarios whose name
+    // contains NAME; none given, all of them.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     rt.block_on(async {
-        overload().await;
-        throttle().await;
-        contention().await;
-        coalesce().await;
-        pace().await;
+        if runs("overload") {
+            overload().await;
+        }
+        if runs("throttle") {
+            throttle().await;
+        }
+        if runs("contention") {
+            contention().await;
+        }
+        if runs("coalesce") {
+            coalesce().await;
+        }
+        if runs("pace") {
+            pace().await;
+        }
     });
 }
