@@ -200,3 +200,51 @@ async fn a_service_and_a_policy_that_are_not_send_rebase_on_a_local_set() {
     );
     assert_eq!(calls.get(), 1);
 }
+
+/// Two 412s from another process's writes, then a 200: a write queued
+/// behind that read the session at the first 412's `ETag` is rebased
+/// before it is sent (the board saw every 412's session), not sent stale.
+#[tokio::test(start_paused = true)]
+async fn a_queued_write_is_rebased_on_the_session_a_412_carried() {
+    let answers = Arc::new(Mutex::new(vec![
+        (412, "\"5\""),
+        (412, "\"7\""),
+        (200, "\"8\""),
+        (200, "\"9\""),
+    ]));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let mpsd = service_fn({
+        let (answers, sent) = (answers.clone(), sent.clone());
+        move |req: Request<Full<Bytes>>| {
+            let (status, etag) = answers.lock().unwrap().remove(0);
+            sent.lock()
+                .unwrap()
+                .push(req.headers()[header::IF_MATCH].clone());
+            async move {
+                let res = Response::builder()
+                    .status(status)
+                    .header(header::ETAG, etag)
+                    .body(Full::from(format!("{{\"v\":{etag}}}")))?;
+                Ok::<_, BoxError>(res)
+            }
+        }
+    });
+    let board = crate::sequence::SessionBoard::new();
+    let svc = RebaseLayer::new(super::policy::ResendDelta)
+        .sequence(board.clone())
+        .layer(mpsd);
+    let write = |if_match: &'static str| {
+        let mut req = put();
+        req.headers_mut()
+            .insert(header::IF_MATCH, HeaderValue::from_static(if_match));
+        req
+    };
+    let (a, b) = tokio::join!(
+        svc.clone().oneshot(write("\"1\"")),
+        svc.oneshot(write("\"5\""))
+    );
+    let ok = http::StatusCode::OK;
+    assert_eq!((a.unwrap().status(), b.unwrap().status()), (ok, ok));
+    assert_eq!(*sent.lock().unwrap(), ["\"1\"", "\"5\"", "\"7\"", "\"8\""]);
+    assert_eq!(board.stats().rebased_before_sending(), 1);
+}

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 ///   first served; the next goes when the answer to the one before has
 ///   arrived (and its body has been read).
 /// - **Snapshot**: the session document and `ETag` of the latest answer
-///   to a sequenced write (200, 201, or a 412 carrying the session), and
+///   to a sequenced write (200, 201, or a 412 and the session it carried
+///   or a re-read found), and
 ///   the `ETag`s it superseded: a write conditional on one of those is
 ///   rebased before it is sent.
 ///
