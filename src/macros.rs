@@ -24,6 +24,23 @@ macro_rules! define_inner_service_accessors {
 
 pub(crate) use define_inner_service_accessors;
 
+/// A public getter on `$stats` for each of its `AtomicU64` counters named,
+/// with the docs given.
+macro_rules! counter_getters {
+    ($stats:ty; $($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        impl $stats {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> u64 {
+                    self.$name.load(std::sync::atomic::Ordering::Relaxed)
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use counter_getters;
+
 /// A public response body type `$name<B>`: the inner service's body `B` as
 /// it comes, or bytes the layer read and hands back, as tower-http's
 /// `opaque_body!`. The layers that read some answers whole (rebase,

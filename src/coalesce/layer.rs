@@ -33,19 +33,17 @@ pub struct CoalesceStats {
     not_shared: AtomicU64,
 }
 
-impl CoalesceStats {
+crate::macros::counter_getters!(
+    CoalesceStats;
     /// GETs answered with another caller's answer, without a request of
     /// their own.
-    pub fn reads_coalesced(&self) -> u64 {
-        self.reads_coalesced.load(Ordering::Relaxed)
-    }
-
+    reads_coalesced,
     /// GETs that waited for another's answer but sent their own: it was
     /// over the body cap, failed, or its caller dropped it.
-    pub fn not_shared(&self) -> u64 {
-        self.not_shared.load(Ordering::Relaxed)
-    }
+    not_shared,
+);
 
+impl CoalesceStats {
     pub(crate) fn coalesced(&self) {
         self.reads_coalesced.fetch_add(1, Ordering::Relaxed);
     }

@@ -73,15 +73,8 @@ pub struct SequenceStats {
     refused: AtomicU64,
 }
 
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),*) => {
-        impl SequenceStats {
-            $($(#[$doc])* pub fn $name(&self) -> u64 { self.$name.load(Ordering::Relaxed) })*
-        }
-    };
-}
-
-counters!(
+crate::macros::counter_getters!(
+    SequenceStats;
     /// Conditional writes that went through a session's queue.
     writes_sequenced,
     /// Of those, the ones that had to wait for their turn.
