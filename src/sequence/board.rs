@@ -259,6 +259,7 @@ impl SessionBoard {
         let waiter = Waiter {
             board: self.clone(),
             session: session.clone(),
+            _gate: gate.clone(),
         };
         Entry::Wait(Box::pin(async move {
             let _waiter = waiter;
@@ -365,6 +366,10 @@ impl Sessions {
 struct Waiter {
     board: SessionBoard,
     session: Uri,
+    /// Held until its place is freed, so that the session's entry (the
+    /// one counting it) is in use, never evicted and made anew meanwhile,
+    /// whatever order a dropped wait's parts go in.
+    _gate: Arc<Semaphore>,
 }
 
 impl Drop for Waiter {
