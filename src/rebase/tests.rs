@@ -248,3 +248,43 @@ async fn a_queued_write_is_rebased_on_the_session_a_412_carried() {
     assert_eq!(*sent.lock().unwrap(), ["\"1\"", "\"5\"", "\"7\"", "\"8\""]);
     assert_eq!(board.stats().rebased_before_sending(), 1);
 }
+
+/// The caller of the write in flight drops it: the write queued behind
+/// goes at once, and the board's queue is empty afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_write_in_flight_lets_the_next_go_at_once() {
+    let calls = Arc::new(Mutex::new(0));
+    let mpsd = service_fn({
+        let calls = calls.clone();
+        move |_req: Request<Full<Bytes>>| {
+            let first = {
+                let mut calls = calls.lock().unwrap();
+                *calls += 1;
+                *calls == 1
+            };
+            async move {
+                if first {
+                    // No answer, ever.
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, BoxError>(Response::new(Full::from("{}")))
+            }
+        }
+    });
+    let board = crate::sequence::SessionBoard::new();
+    let svc = RebaseLayer::new(super::policy::ResendDelta)
+        .sequence(board.clone())
+        .layer(mpsd);
+    let t0 = tokio::time::Instant::now();
+    let ahead = tokio::spawn(svc.clone().oneshot(put()));
+    tokio::task::yield_now().await;
+    let next = tokio::spawn(svc.oneshot(put()));
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ahead.abort();
+    assert!(ahead.await.unwrap_err().is_cancelled());
+    assert_eq!(next.await.unwrap().unwrap().status(), http::StatusCode::OK);
+    assert_eq!(tokio::time::Instant::now() - t0, Duration::from_secs(1));
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(board.stats().waited(), 1);
+}
