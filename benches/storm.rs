@@ -92,7 +92,9 @@
 //! - `failed`: callers without a 200.
 //!
 //! `cargo bench --bench storm` prints one `summary:` line
-//! per scenario and strategy.
+//! per scenario and strategy; `cargo bench --bench storm -- contention`
+//! runs only the scenarios whose name contains `contention` (likewise
+//! `overload`, `throttle`, `coalesce`, `pace`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

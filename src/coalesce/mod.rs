@@ -10,7 +10,8 @@
 //!   `If-Modified-Since`, `If-Unmodified-Since`), `Accept`,
 //!   `Accept-Encoding` and `X-Xbl-Contract-Version`; other headers are not
 //!   compared, and the answer is that to the first caller's request. Two
-//!   users never share an answer (their `Authorization` differs), nor do a
+//!   users never share an answer (their `Authorization` differs; a layer
+//!   that adds it must sit above this one), nor do a
 //!   GET with `If-None-Match` and one without. Only GETs are coalesced, and
 //!   not those that give one of those headers twice.
 //! - **Once**: the first caller (the leader) sends its GET; callers that
