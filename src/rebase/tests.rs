@@ -288,3 +288,40 @@ async fn a_dropped_write_in_flight_lets_the_next_go_at_once() {
     assert_eq!(*calls.lock().unwrap(), 2);
     assert_eq!(board.stats().waited(), 1);
 }
+
+/// A write's 200 whose body does not announce its length (it streams) is
+/// handed back as it came, unread: the board does not learn the session,
+/// and the write queued behind goes as it came.
+#[tokio::test(start_paused = true)]
+async fn an_answer_of_unannounced_length_is_not_read_for_the_board() {
+    use http_body_util::{combinators::BoxBody, StreamBody};
+
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let mpsd = service_fn({
+        let sent = sent.clone();
+        move |req: Request<Full<Bytes>>| {
+            sent.lock()
+                .unwrap()
+                .push(req.headers()[header::IF_MATCH].clone());
+            async move {
+                let frames = futures_util::stream::iter([Ok::<_, BoxError>(
+                    http_body::Frame::data(Bytes::from("{\"v\":2}")),
+                )]);
+                let res = Response::builder()
+                    .header(header::ETAG, "\"2\"")
+                    .body(BoxBody::new(StreamBody::new(frames)))?;
+                Ok::<_, BoxError>(res)
+            }
+        }
+    });
+    let board = crate::sequence::SessionBoard::new();
+    let svc = RebaseLayer::new(super::policy::ResendDelta)
+        .sequence(board.clone())
+        .layer(mpsd);
+    let (a, b) = tokio::join!(svc.clone().oneshot(put()), svc.oneshot(put()));
+    let body = a.unwrap().into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "{\"v\":2}");
+    assert_eq!(b.unwrap().status(), http::StatusCode::OK);
+    assert_eq!(*sent.lock().unwrap(), ["\"e1\"", "\"e1\""]);
+    assert_eq!(board.stats().rebased_before_sending(), 0);
+}
