@@ -17,7 +17,10 @@
 //! - **Once**: the first caller (the leader) sends its GET; callers that
 //!   ask the same while it is in flight (followers) wait for its answer.
 //!   When the answer's head arrives the flight closes: a later GET starts
-//!   a new one, so no one gets an answer older than its own call.
+//!   a new one. A follower's answer can still have been made by the server
+//!   a moment before the follower's call (while it was on its way back):
+//!   a caller that must see its own write reads the session in the
+//!   write's answer (MPSD returns it).
 //! - **The same answer**: status, headers, extensions (the
 //!   [`Outcome`](crate::classify::Outcome)) and body. The leader reads the
 //!   body (up to [`max_body`](CoalesceLayer::max_body), default 256 KiB:
