@@ -27,7 +27,9 @@
 //!   far above a session document) only when someone waits for it; an
 //!   answer that does not announce its length within the cap goes to the
 //!   leader alone, and each follower sends its own GET. So do the
-//!   followers when the leader's request fails or its caller drops it.
+//!   followers when the leader's request fails. When the leader's caller
+//!   drops it, the followers elect a new leader: one sends its GET and
+//!   the others wait for that answer.
 //! - **Deadlines**: a follower waits no longer than its own logical
 //!   request's deadline (see [`crate::logical`]); past it, it gets
 //!   [`AttemptTimedOut`](crate::retry::AttemptTimedOut) with no attempt of
