@@ -92,7 +92,9 @@
 //! - `failed`: callers without a 200.
 //!
 //! `cargo bench --bench storm` prints one `summary:` line
-//! per scenario and strategy.
+//! per scenario and strategy; `cargo bench --bench storm -- contention`
+//! runs only the scenarios whose name contains `contention` (likewise
+//! `overload`, `throttle`, `coalesce`, `pace`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -661,11 +663,28 @@ fn main() {
         .start_paused(true)
         .build()
         .expect("a runtime");
+    // `cargo bench --bench storm -- NAME` runs the scenarios whose name
+    // contains NAME; none given, all of them.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     rt.block_on(async {
-        overload().await;
-        throttle().await;
-        contention().await;
-        coalesce().await;
-        pace().await;
+        if runs("overload") {
+            overload().await;
+        }
+        if runs("throttle") {
+            throttle().await;
+        }
+        if runs("contention") {
+            contention().await;
+        }
+        if runs("coalesce") {
+            coalesce().await;
+        }
+        if runs("pace") {
+            pace().await;
+        }
     });
 }

@@ -12,34 +12,19 @@ use futures_util::future::join_all;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use mpsd_sim::{Fault, SimHandle};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::coalesce::CoalesceLayer;
 use tower_mpsd::error::{Refused, RefusedBy};
-use tower_mpsd::rebase::policy::{rebase_fn, Decision, LostRace};
+use tower_mpsd::rebase::policy::rebase_fn;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::retry::AttemptTimedOut;
 use tower_mpsd::revalidate::RevalidateLayer;
 use tower_mpsd::sequence::SessionBoard;
 use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
 
-use common::{create, http_client, quiet_sim, request, SCID};
-
-/// Re-applies "add 1 to the counter" to the session as it is now.
-fn increment(conflict: &LostRace<'_>) -> Result<Decision, BoxError> {
-    Ok(Decision::Retry(count_delta(count_of(conflict.session) + 1)))
-}
-
-fn count_of(session: &Value) -> u64 {
-    session["properties"]["custom"]["count"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-fn count_delta(count: u64) -> Bytes {
-    Bytes::from(json!({"properties": {"custom": {"count": count}}}).to_string())
-}
+use common::{count_delta, count_of, create, http_client, increment, quiet_sim, request, SCID};
 
 /// The recommended stack with a read-modify-write policy, its board and
 /// its coalescing layer given, so that the test reads their counters.
@@ -205,6 +190,17 @@ fn slow_put(name: &str, delay: Duration) -> Fault {
         .delay(delay)
 }
 
+/// Session `q` on a quiet simulator, with its PUTs answered only after
+/// `delay`: the simulator, the session's URI and its `ETag`.
+async fn session_with_a_slow_put(delay: Duration) -> (SimHandle, String, String) {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "q");
+    let etag = create(&uri, "host", json!({})).await;
+    sim.clear_log();
+    sim.script(slow_put("q", delay));
+    (sim, uri, etag)
+}
+
 fn put(uri: &str, etag: &str, count: u64) -> Request<Full<Bytes>> {
     request(Method::PUT, uri)
         .header(header::IF_MATCH, etag)
@@ -214,11 +210,7 @@ fn put(uri: &str, etag: &str, count: u64) -> Request<Full<Bytes>> {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_waiter_leaves_the_queue_and_the_next_goes_when_the_answer_ahead_arrives() {
-    let sim = quiet_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "q");
-    let etag = create(&uri, "host", json!({})).await;
-    sim.clear_log();
-    sim.script(slow_put("q", Duration::from_secs(2)));
+    let (sim, uri, etag) = session_with_a_slow_put(Duration::from_secs(2)).await;
     let (board, coalesce) = (SessionBoard::new(), CoalesceLayer::new());
     let svc = stack(&board, &coalesce, Duration::from_secs(20));
     let t0 = Instant::now();
@@ -248,11 +240,7 @@ async fn a_dropped_waiter_leaves_the_queue_and_the_next_goes_when_the_answer_ahe
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_write_whose_deadline_passes_is_handed_back_unsent() {
-    let sim = quiet_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "q");
-    let etag = create(&uri, "host", json!({})).await;
-    sim.clear_log();
-    sim.script(slow_put("q", Duration::from_secs(10)));
+    let (sim, uri, etag) = session_with_a_slow_put(Duration::from_secs(10)).await;
     let (board, coalesce) = (SessionBoard::new(), CoalesceLayer::new());
     let patient = stack(&board, &coalesce, Duration::from_secs(20));
     let hurried = stack(&board, &coalesce, Duration::from_secs(3));
@@ -276,11 +264,7 @@ async fn a_waiting_write_whose_deadline_passes_is_handed_back_unsent() {
 
 #[tokio::test(start_paused = true)]
 async fn a_write_ahead_that_gets_no_answer_holds_the_queue_only_until_it_times_out() {
-    let sim = quiet_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "q");
-    let etag = create(&uri, "host", json!({})).await;
-    sim.clear_log();
-    sim.script(slow_put("q", Duration::from_secs(3600)));
+    let (sim, uri, etag) = session_with_a_slow_put(Duration::from_secs(3600)).await;
     let (board, coalesce) = (SessionBoard::new(), CoalesceLayer::new());
     // The retry layer gives an attempt at least 5 s, then abandons it.
     let short = stack(&board, &coalesce, Duration::from_secs(5));

@@ -9,11 +9,12 @@ use bytes::{Bytes, BytesMut};
 use http::{Extensions, HeaderMap, Request, Response, StatusCode, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tower::Service;
 
 use super::body::CoalesceBody;
-use super::layer::{Flight, Flights, Receiver, Sender};
+use super::layer::{Flight, Flights, Key, Receiver, Role, Sender};
 use crate::body::{read_within, Read};
 use crate::logical::{at_most, LogicalRequest};
 use crate::retry::AttemptTimedOut;
@@ -50,9 +51,22 @@ impl Answer {
     }
 }
 
-/// A follower's wait for the leader's answer: `Some` shared answer,
-/// `None` when it must send its own, `Err` at its deadline.
-type Waiting = Pin<Box<dyn Future<Output = Result<Option<Arc<Answer>>, ()>> + Send>>;
+/// What a follower hears from its leader.
+enum Heard {
+    /// The answer, to share.
+    Answer(Arc<Answer>),
+    /// The answer cannot be shared (over the cap), or the leader's request
+    /// failed: each follower sends its own.
+    NotShared,
+    /// The leader's caller gave up: the followers elect a new leader.
+    LeaderGone,
+}
+
+/// A follower's wait for the leader's answer, `Err` at its deadline.
+type Waiting = Pin<Box<dyn Future<Output = Result<Heard, ()>> + Send>>;
+
+/// The flights a follower may join again, and the key it joins by.
+pub(crate) type Rejoin = (Arc<Flights>, Arc<Key>);
 
 pin_project! {
     /// The future of [`Coalesce`](super::Coalesce).
@@ -86,11 +100,13 @@ pin_project! {
             wait: Waiting,
             svc: Option<S>,
             req: Option<Request<B>>,
-            flights: Arc<Flights>,
+            rejoin: Rejoin,
             since: Instant,
+            limit: usize,
         },
-        // A follower that must send its own, waiting for the service.
-        Alone { svc: S, req: Option<Request<B>> },
+        // A follower that must send its own (as the new leader of its
+        // flight, if it has one), waiting for the service.
+        Alone { svc: S, req: Option<Request<B>>, flight: Option<Flight>, limit: usize },
         Done,
     }
 }
@@ -122,32 +138,41 @@ where
     pub(crate) fn following(
         svc: S,
         req: Request<B>,
-        mut answer: Receiver,
-        flights: Arc<Flights>,
+        answer: Receiver,
+        rejoin: Rejoin,
+        limit: usize,
     ) -> Self {
         let since = Instant::now();
-        let deadline = req
-            .extensions()
-            .get::<LogicalRequest>()
-            .map_or_else(|| at_most(since, Duration::MAX), LogicalRequest::deadline);
-        let wait = Box::pin(async move {
-            match tokio::time::timeout_at(deadline, answer.recv()).await {
-                Ok(Ok(shared)) => Ok(shared),
-                // The leader gave up without an answer.
-                Ok(Err(_)) => Ok(None),
-                Err(_) => Err(()),
-            }
-        });
         Self {
             state: State::Following {
-                wait,
+                wait: wait_for(answer, &req, since),
                 svc: Some(svc),
                 req: Some(req),
-                flights,
+                rejoin,
                 since,
+                limit,
             },
         }
     }
+}
+
+/// Waits for what the leader says, until the deadline of `req`'s logical
+/// request, if it has one.
+fn wait_for<B>(mut answer: Receiver, req: &Request<B>, since: Instant) -> Waiting {
+    let deadline = req
+        .extensions()
+        .get::<LogicalRequest>()
+        .map_or_else(|| at_most(since, Duration::MAX), LogicalRequest::deadline);
+    Box::pin(async move {
+        match tokio::time::timeout_at(deadline, answer.recv()).await {
+            Ok(Ok(Some(shared))) => Ok(Heard::Answer(shared)),
+            Ok(Ok(None)) => Ok(Heard::NotShared),
+            Ok(Err(broadcast::error::RecvError::Closed)) => Ok(Heard::LeaderGone),
+            // One message is sent: never lagged; if it were, go alone.
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => Ok(Heard::NotShared),
+            Err(_) => Err(()),
+        }
+    })
 }
 
 impl<S, B, R> fmt::Debug for ResponseFuture<S, B, R>
@@ -182,14 +207,17 @@ where
                     limit,
                 } => {
                     let res = ready!(future.poll(cx)).map_err(Into::into);
-                    // An error drops the flight: the followers send their own.
                     let flight = flight.take().expect("the flight lands once");
                     match res {
                         Ok(res) => match landed(flight, res, *limit) {
                             Ok(sharing) => sharing,
                             Err(alone) => return finish(state, Ok(alone)),
                         },
-                        Err(e) => return finish(state, Err(e)),
+                        Err(e) => {
+                            // The followers send their own.
+                            not_shared(flight.land());
+                            return finish(state, Err(e));
+                        }
                     }
                 }
                 StateProj::Sharing {
@@ -211,10 +239,15 @@ where
                             let _ = sender.send(Some(answer));
                             Ok(Response::from_parts(head, CoalesceBody::read(body)))
                         }
-                        // The followers send their own (dropping the
-                        // sender tells them).
-                        Ok(None) => Err("the answer is longer than it announced".into()),
-                        Err(e) => Err(e),
+                        // The followers send their own.
+                        Ok(None) => {
+                            not_shared(Some(sender.clone()));
+                            Err("the answer is longer than it announced".into())
+                        }
+                        Err(e) => {
+                            not_shared(Some(sender.clone()));
+                            Err(e)
+                        }
                     };
                     return finish(state, res);
                 }
@@ -222,18 +255,38 @@ where
                     wait,
                     svc,
                     req,
-                    flights,
+                    rejoin: (flights, key),
                     since,
+                    limit,
                 } => match ready!(wait.as_mut().poll(cx)) {
-                    Ok(Some(answer)) => {
+                    Ok(Heard::Answer(answer)) => {
                         flights.stats.coalesced();
                         return finish(state, Ok(answer.response()));
                     }
-                    Ok(None) => {
+                    Ok(Heard::LeaderGone) => match flights.join(key) {
+                        Role::Follower(answer) => {
+                            // Another follower leads now: wait for it.
+                            let req = req.as_ref().expect("the request goes once");
+                            *wait = wait_for(answer, req, *since);
+                            continue;
+                        }
+                        Role::Leader(flight) => {
+                            flights.stats.alone();
+                            State::Alone {
+                                svc: svc.take().expect("the service goes once"),
+                                req: req.take(),
+                                flight: Some(flight),
+                                limit: *limit,
+                            }
+                        }
+                    },
+                    Ok(Heard::NotShared) => {
                         flights.stats.alone();
                         State::Alone {
                             svc: svc.take().expect("the service goes once"),
                             req: req.take(),
+                            flight: None,
+                            limit: *limit,
                         }
                     }
                     Err(()) => {
@@ -244,13 +297,25 @@ where
                         return finish(state, Err(timed_out.into()));
                     }
                 },
-                StateProj::Alone { svc, req } => {
+                StateProj::Alone {
+                    svc,
+                    req,
+                    flight,
+                    limit,
+                } => {
                     if let Err(e) = ready!(svc.poll_ready(cx)) {
+                        // Its followers, if any, send their own.
+                        not_shared(flight.take().and_then(Flight::land));
                         return finish(state, Err(e.into()));
                     }
-                    let req = req.take().expect("the request goes once");
-                    State::Through {
-                        future: svc.call(req),
+                    let future = svc.call(req.take().expect("the request goes once"));
+                    match flight.take() {
+                        Some(flight) => State::Leading {
+                            future,
+                            flight: Some(flight),
+                            limit: *limit,
+                        },
+                        None => State::Through { future },
                     }
                 }
                 StateProj::Done => panic!("coalesce future polled after completion"),
@@ -267,6 +332,15 @@ fn finish<S, F, B, R>(
 ) -> Poll<Finished<R>> {
     state.set(State::Done);
     Poll::Ready(result)
+}
+
+/// Tells the followers, if any, that the answer cannot be shared: each
+/// sends its own.
+fn not_shared(sender: Option<Sender>) {
+    if let Some(sender) = sender {
+        // No follower left is no error.
+        let _ = sender.send(None);
+    }
 }
 
 /// The leader's answer has come: shared when others wait for it and its
@@ -292,6 +366,7 @@ where
         .exact()
         .is_some_and(|n| n <= limit as u64);
     if !fits || sender.receiver_count() == 0 {
+        not_shared(Some(sender));
         return Err(res.map(CoalesceBody::inner));
     }
     let (head, body) = res.into_parts();

@@ -33,19 +33,18 @@ pub struct CoalesceStats {
     not_shared: AtomicU64,
 }
 
-impl CoalesceStats {
+crate::macros::counter_getters!(
+    CoalesceStats;
     /// GETs answered with another caller's answer, without a request of
     /// their own.
-    pub fn reads_coalesced(&self) -> u64 {
-        self.reads_coalesced.load(Ordering::Relaxed)
-    }
-
+    reads_coalesced,
     /// GETs that waited for another's answer but sent their own: it was
-    /// over the body cap, failed, or its caller dropped it.
-    pub fn not_shared(&self) -> u64 {
-        self.not_shared.load(Ordering::Relaxed)
-    }
+    /// over the body cap or failed, or its caller dropped it and this one
+    /// was elected to send it for the others.
+    not_shared,
+);
 
+impl CoalesceStats {
     pub(crate) fn coalesced(&self) {
         self.reads_coalesced.fetch_add(1, Ordering::Relaxed);
     }
@@ -63,7 +62,8 @@ pub(crate) struct Flights {
 }
 
 /// How a leader's answer reaches those waiting for it: the answer, or
-/// `None` when it cannot be shared.
+/// `None` when it cannot be shared (over the cap, or the leader's request
+/// failed); a sender dropped unsent: the leader's caller gave up.
 pub(crate) type Sender = broadcast::Sender<Option<Arc<Answer>>>;
 pub(crate) type Receiver = broadcast::Receiver<Option<Arc<Answer>>>;
 
@@ -151,15 +151,15 @@ impl Flights {
     }
 
     /// Joins the flight of `key` as a follower, or starts it as leader.
-    fn join(self: &Arc<Self>, key: Key) -> Role {
+    pub(crate) fn join(self: &Arc<Self>, key: &Arc<Key>) -> Role {
         let mut map = self.lock();
-        if let Some(sender) = map.get_mut(&key) {
+        if let Some(sender) = map.get_mut(key) {
             // The channel is made for the first follower: a GET no one
             // else asks for pays nothing for it.
             let sender = sender.get_or_insert_with(|| broadcast::channel(1).0);
             return Role::Follower(sender.subscribe());
         }
-        let key = Arc::new(key);
+        let key = key.clone();
         map.insert(key.clone(), None);
         Role::Leader(Flight {
             flights: self.clone(),
@@ -252,14 +252,16 @@ where
         let Some(key) = Key::of(&req) else {
             return ResponseFuture::through(self.inner.call(req));
         };
-        match self.flights.join(key) {
+        let key = Arc::new(key);
+        match self.flights.join(&key) {
             Role::Leader(flight) => {
                 ResponseFuture::leading(self.inner.call(req), flight, self.max_body)
             }
             Role::Follower(answer) => {
                 // It may have to send its own; a clone waits for that.
                 let svc = self.inner.clone();
-                ResponseFuture::following(svc, req, answer, self.flights.clone())
+                let flights = self.flights.clone();
+                ResponseFuture::following(svc, req, answer, (flights, key), self.max_body)
             }
         }
     }
@@ -346,13 +348,65 @@ mod tests {
         );
         assert_eq!(Instant::now() - t0, Duration::from_secs(1));
 
-        // A follower of a leader whose caller gives up sends its own.
+        // A follower of a leader whose caller gives up sends it instead.
         let follower = tokio::spawn(svc.oneshot(get()));
         tokio::task::yield_now().await;
         leader.abort();
         assert_eq!(text(follower.await.unwrap().unwrap()).await, "answer 1");
         assert_eq!(sent.load(Ordering::SeqCst), 2);
         assert_eq!(layer.stats().not_shared(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_leaders_caller_gives_up_one_follower_sends_for_the_others() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let layer = CoalesceLayer::new();
+        let svc = layer.layer(slow(Duration::from_secs(1), sent.clone()));
+        let leader = tokio::spawn(svc.clone().oneshot(get()));
+        tokio::task::yield_now().await;
+        let followers: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(svc.clone().oneshot(get())))
+            .collect();
+        tokio::task::yield_now().await;
+        leader.abort();
+        for follower in followers {
+            assert_eq!(text(follower.await.unwrap().unwrap()).await, "answer 1");
+        }
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "one GET for the three");
+        assert_eq!(
+            (layer.stats().reads_coalesced(), layer.stats().not_shared()),
+            (2, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_leaders_request_fails_each_follower_sends_its_own() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failing = service_fn({
+            let sent = sent.clone();
+            move |_req: Request<Full<Bytes>>| {
+                let n = sent.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if n == 0 {
+                        return Err::<Response<Full<Bytes>>, BoxError>("reset".into());
+                    }
+                    Ok(Response::new(Full::from(format!("answer {n}"))))
+                }
+            }
+        });
+        let layer = CoalesceLayer::new();
+        let svc = layer.layer(failing);
+        let (a, b, c) = tokio::join!(
+            svc.clone().oneshot(get()),
+            svc.clone().oneshot(get()),
+            svc.oneshot(get())
+        );
+        assert!(a.is_err());
+        let mut answers = [text(b.unwrap()).await, text(c.unwrap()).await];
+        answers.sort();
+        assert_eq!(answers, ["answer 1", "answer 2"], "each its own, at once");
+        assert_eq!(layer.stats().not_shared(), 2);
     }
 
     #[test]

@@ -10,20 +10,26 @@
 //!   `If-Modified-Since`, `If-Unmodified-Since`), `Accept`,
 //!   `Accept-Encoding` and `X-Xbl-Contract-Version`; other headers are not
 //!   compared, and the answer is that to the first caller's request. Two
-//!   users never share an answer (their `Authorization` differs), nor do a
+//!   users never share an answer (their `Authorization` differs; a layer
+//!   that adds it must sit above this one), nor do a
 //!   GET with `If-None-Match` and one without. Only GETs are coalesced, and
 //!   not those that give one of those headers twice.
 //! - **Once**: the first caller (the leader) sends its GET; callers that
 //!   ask the same while it is in flight (followers) wait for its answer.
 //!   When the answer's head arrives the flight closes: a later GET starts
-//!   a new one, so no one gets an answer older than its own call.
+//!   a new one. A follower's answer can still have been made by the server
+//!   a moment before the follower's call (while it was on its way back):
+//!   a caller that must see its own write reads the session in the
+//!   write's answer (MPSD returns it).
 //! - **The same answer**: status, headers, extensions (the
 //!   [`Outcome`](crate::classify::Outcome)) and body. The leader reads the
 //!   body (up to [`max_body`](CoalesceLayer::max_body), default 256 KiB:
 //!   far above a session document) only when someone waits for it; an
 //!   answer that does not announce its length within the cap goes to the
 //!   leader alone, and each follower sends its own GET. So do the
-//!   followers when the leader's request fails or its caller drops it.
+//!   followers when the leader's request fails. When the leader's caller
+//!   drops it, the followers elect a new leader: one sends its GET and
+//!   the others wait for that answer.
 //! - **Deadlines**: a follower waits no longer than its own logical
 //!   request's deadline (see [`crate::logical`]); past it, it gets
 //!   [`AttemptTimedOut`](crate::retry::AttemptTimedOut) with no attempt of

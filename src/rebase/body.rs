@@ -1,93 +1,18 @@
-use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
-
-use crate::BoxError;
-
-pin_project! {
+crate::macros::inner_or_read_body! {
     /// The response body of [`Rebase`](super::Rebase): the inner service's
-    /// body as it comes, or the bytes of a 412 the layer read (to find the
-    /// session in it) and hands back.
-    ///
-    /// Its [`Default`] is an empty body, whatever `B` is, so layers that
-    /// answer on their own (tower-http's `TimeoutLayer`) can wrap a stack
-    /// over a body without one, such as hyper's `Incoming`.
-    pub struct RebaseBody<B> {
-        #[pin]
-        inner: Either<B, Full<Bytes>>,
-    }
-}
-
-impl<B> RebaseBody<B> {
-    /// The inner service's body, passed on.
-    pub(crate) fn inner(body: B) -> Self {
-        Self {
-            inner: Either::Left(body),
-        }
-    }
-
-    /// Bytes the layer read.
-    pub(crate) fn read(bytes: Bytes) -> Self {
-        Self {
-            inner: Either::Right(Full::new(bytes)),
-        }
-    }
-}
-
-impl<B> Default for RebaseBody<B> {
-    fn default() -> Self {
-        Self::read(Bytes::new())
-    }
-}
-
-impl<B> fmt::Debug for RebaseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.inner {
-            Either::Left(_) => "inner",
-            Either::Right(_) => "read",
-        };
-        f.debug_struct("RebaseBody")
-            .field("kind", &kind)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B> Body for RebaseBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    /// body as it comes, or the bytes of a 412 (or, with a
+    /// [`SessionBoard`](crate::sequence::SessionBoard), of a write's answer)
+    /// the layer read to find the session in it, handed back.
+    RebaseBody
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use http_body::Body;
+    use http_body_util::{BodyExt, Full};
+
     use super::*;
-    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn either_side_plays_through_and_the_default_is_empty() {

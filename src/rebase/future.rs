@@ -715,6 +715,9 @@ impl<S, P> Rounds<S, P> {
             before_sending: false,
         };
         let decision = self.policy.rebase(&conflict);
+        // The latest session known: writes queued behind this one that read
+        // an older one are rebased on it (or a later one) before they go.
+        self.saw(&etag, &bytes);
         // From here on, the 412 handed back carries the fresh session.
         let lost = self.lost.take().expect("a 412 in hand");
         self.lost = Some(lost.fresh(&etag, bytes));

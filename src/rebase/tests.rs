@@ -200,3 +200,128 @@ async fn a_service_and_a_policy_that_are_not_send_rebase_on_a_local_set() {
     );
     assert_eq!(calls.get(), 1);
 }
+
+/// Two 412s from another process's writes, then a 200: a write queued
+/// behind that read the session at the first 412's `ETag` is rebased
+/// before it is sent (the board saw every 412's session), not sent stale.
+#[tokio::test(start_paused = true)]
+async fn a_queued_write_is_rebased_on_the_session_a_412_carried() {
+    let answers = Arc::new(Mutex::new(vec![
+        (412, "\"5\""),
+        (412, "\"7\""),
+        (200, "\"8\""),
+        (200, "\"9\""),
+    ]));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let mpsd = service_fn({
+        let (answers, sent) = (answers.clone(), sent.clone());
+        move |req: Request<Full<Bytes>>| {
+            let (status, etag) = answers.lock().unwrap().remove(0);
+            sent.lock()
+                .unwrap()
+                .push(req.headers()[header::IF_MATCH].clone());
+            async move {
+                let res = Response::builder()
+                    .status(status)
+                    .header(header::ETAG, etag)
+                    .body(Full::from(format!("{{\"v\":{etag}}}")))?;
+                Ok::<_, BoxError>(res)
+            }
+        }
+    });
+    let board = crate::sequence::SessionBoard::new();
+    let svc = RebaseLayer::new(super::policy::ResendDelta)
+        .sequence(board.clone())
+        .layer(mpsd);
+    let write = |if_match: &'static str| {
+        let mut req = put();
+        req.headers_mut()
+            .insert(header::IF_MATCH, HeaderValue::from_static(if_match));
+        req
+    };
+    let (a, b) = tokio::join!(
+        svc.clone().oneshot(write("\"1\"")),
+        svc.oneshot(write("\"5\""))
+    );
+    let ok = http::StatusCode::OK;
+    assert_eq!((a.unwrap().status(), b.unwrap().status()), (ok, ok));
+    assert_eq!(*sent.lock().unwrap(), ["\"1\"", "\"5\"", "\"7\"", "\"8\""]);
+    assert_eq!(board.stats().rebased_before_sending(), 1);
+}
+
+/// The caller of the write in flight drops it: the write queued behind
+/// goes at once, and the board's queue is empty afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_write_in_flight_lets_the_next_go_at_once() {
+    let calls = Arc::new(Mutex::new(0));
+    let mpsd = service_fn({
+        let calls = calls.clone();
+        move |_req: Request<Full<Bytes>>| {
+            let first = {
+                let mut calls = calls.lock().unwrap();
+                *calls += 1;
+                *calls == 1
+            };
+            async move {
+                if first {
+                    // No answer, ever.
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, BoxError>(Response::new(Full::from("{}")))
+            }
+        }
+    });
+    let board = crate::sequence::SessionBoard::new();
+    let svc = RebaseLayer::new(super::policy::ResendDelta)
+        .sequence(board.clone())
+        .layer(mpsd);
+    let t0 = tokio::time::Instant::now();
+    let ahead = tokio::spawn(svc.clone().oneshot(put()));
+    tokio::task::yield_now().await;
+    let next = tokio::spawn(svc.oneshot(put()));
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ahead.abort();
+    assert!(ahead.await.unwrap_err().is_cancelled());
+    assert_eq!(next.await.unwrap().unwrap().status(), http::StatusCode::OK);
+    assert_eq!(tokio::time::Instant::now() - t0, Duration::from_secs(1));
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(board.stats().waited(), 1);
+}
+
+/// A write's 200 whose body does not announce its length (it streams) is
+/// handed back as it came, unread: the board does not learn the session,
+/// and the write queued behind goes as it came.
+#[tokio::test(start_paused = true)]
+async fn an_answer_of_unannounced_length_is_not_read_for_the_board() {
+    use http_body_util::{combinators::BoxBody, StreamBody};
+
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let mpsd = service_fn({
+        let sent = sent.clone();
+        move |req: Request<Full<Bytes>>| {
+            sent.lock()
+                .unwrap()
+                .push(req.headers()[header::IF_MATCH].clone());
+            async move {
+                let frames = futures_util::stream::iter([Ok::<_, BoxError>(
+                    http_body::Frame::data(Bytes::from("{\"v\":2}")),
+                )]);
+                let res = Response::builder()
+                    .header(header::ETAG, "\"2\"")
+                    .body(BoxBody::new(StreamBody::new(frames)))?;
+                Ok::<_, BoxError>(res)
+            }
+        }
+    });
+    let board = crate::sequence::SessionBoard::new();
+    let svc = RebaseLayer::new(super::policy::ResendDelta)
+        .sequence(board.clone())
+        .layer(mpsd);
+    let (a, b) = tokio::join!(svc.clone().oneshot(put()), svc.oneshot(put()));
+    let body = a.unwrap().into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "{\"v\":2}");
+    assert_eq!(b.unwrap().status(), http::StatusCode::OK);
+    assert_eq!(*sent.lock().unwrap(), ["\"e1\"", "\"e1\""]);
+    assert_eq!(board.stats().rebased_before_sending(), 0);
+}

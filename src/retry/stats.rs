@@ -13,15 +13,8 @@ pub struct RetryStats {
     pub(crate) give_ups: AtomicU64,
 }
 
-macro_rules! getters {
-    ($($(#[$doc:meta])* $name:ident),*) => {
-        impl RetryStats {
-            $($(#[$doc])* pub fn $name(&self) -> u64 { self.$name.load(Ordering::Relaxed) })*
-        }
-    };
-}
-
-getters!(
+crate::macros::counter_getters!(
+    RetryStats;
     /// Retries after a 503.
     retries_overloaded,
     /// Retries after a 429.

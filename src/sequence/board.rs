@@ -21,7 +21,8 @@ use tokio::time::Instant;
 ///   first served; the next goes when the answer to the one before has
 ///   arrived (and its body has been read).
 /// - **Snapshot**: the session document and `ETag` of the latest answer
-///   to a sequenced write (200, 201, or a 412 carrying the session), and
+///   to a sequenced write (200, 201, or a 412 and the session it carried
+///   or a re-read found), and
 ///   the `ETag`s it superseded: a write conditional on one of those is
 ///   rebased before it is sent.
 ///
@@ -72,15 +73,8 @@ pub struct SequenceStats {
     refused: AtomicU64,
 }
 
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),*) => {
-        impl SequenceStats {
-            $($(#[$doc])* pub fn $name(&self) -> u64 { self.$name.load(Ordering::Relaxed) })*
-        }
-    };
-}
-
-counters!(
+crate::macros::counter_getters!(
+    SequenceStats;
     /// Conditional writes that went through a session's queue.
     writes_sequenced,
     /// Of those, the ones that had to wait for their turn.
@@ -240,29 +234,32 @@ impl SessionBoard {
     /// Enters the queue of `session`: the turn at once when no write of it
     /// is in flight or waiting, else a wait ending at `deadline`.
     pub(crate) fn enter(&self, session: &Uri, deadline: Instant) -> Entry {
+        let limits = self.shared.limits;
         let mut sessions = self.lock();
         let entry = sessions.touch(session);
-        if let Ok(permit) = entry.gate.clone().try_acquire_owned() {
-            drop(sessions);
-            self.shared
-                .stats
-                .writes_sequenced
-                .fetch_add(1, Ordering::Relaxed);
-            return Entry::Now(Turn(permit));
-        }
-        if entry.waiting >= self.shared.limits.max_waiting {
-            return Entry::Full;
-        }
-        entry.waiting += 1;
         let gate = entry.gate.clone();
+        let turn = match gate.clone().try_acquire_owned() {
+            Ok(permit) => Some(Turn(permit)),
+            Err(_) if entry.waiting >= limits.max_waiting => return Entry::Full,
+            Err(_) => {
+                entry.waiting += 1;
+                None
+            }
+        };
+        // The new entry counts too; this one, in use, keeps its gate.
+        sessions.evict(limits);
         drop(sessions);
         self.shared
             .stats
             .writes_sequenced
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(turn) = turn {
+            return Entry::Now(turn);
+        }
         let waiter = Waiter {
             board: self.clone(),
             session: session.clone(),
+            _gate: gate.clone(),
         };
         Entry::Wait(Box::pin(async move {
             let _waiter = waiter;
@@ -302,7 +299,9 @@ impl SessionBoard {
             Seen::Session(now) => {
                 let old = entry.snapshot.take().map(|s| s.etag);
                 for etag in old.iter().chain(sent.into_iter().flatten()) {
-                    if *etag != now.etag && !entry.superseded.contains(etag) {
+                    // `If-Match: *` matches any version: never stale.
+                    let any = etag == "*";
+                    if !any && *etag != now.etag && !entry.superseded.contains(etag) {
                         entry.superseded.push_back(etag.clone());
                     }
                 }
@@ -367,6 +366,10 @@ impl Sessions {
 struct Waiter {
     board: SessionBoard,
     session: Uri,
+    /// Held until its place is freed, so that the session's entry (the
+    /// one counting it) is in use, never evicted and made anew meanwhile,
+    /// whatever order a dropped wait's parts go in.
+    _gate: Arc<Semaphore>,
 }
 
 impl Drop for Waiter {
@@ -477,6 +480,29 @@ mod tests {
         board.record(&uri("c"), [None, None], snapshot("\"2\"", big));
         assert!(board.stale(&uri("c"), None).is_none(), "over the byte cap");
         assert!(board.lock().bytes <= 100);
+    }
+
+    #[test]
+    fn if_match_any_is_never_stale() {
+        let board = SessionBoard::new();
+        let s = uri("s");
+        let any = HeaderValue::from_static("*");
+        board.record(&s, [Some(&any), None], snapshot("\"2\"", "{}"));
+        assert!(board.stale(&s, Some(&any)).is_none());
+    }
+
+    #[test]
+    fn sessions_entered_but_never_answered_are_bounded_too() {
+        let board = SessionBoard::builder().max_sessions(2).build();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        for name in ["a", "b", "c", "d"] {
+            // A write that failed: its turn ends, nothing is recorded.
+            let Entry::Now(turn) = board.enter(&uri(name), far) else {
+                panic!("free")
+            };
+            drop(turn);
+        }
+        assert_eq!(board.sessions(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,8 +19,9 @@
 //!   goes when the answer to the one before has arrived and its body has
 //!   been read. Writes to different sessions never wait for each other.
 //! - **Rebased before sending.** The board keeps the latest session seen
-//!   (from the answers to sequenced writes: 200, 201, and a 412 carrying
-//!   the session) and the `ETag`s it superseded. A write conditional on
+//!   (from the answers to sequenced writes: 200, 201, and every 412,
+//!   with the session it carried or a re-read found, whether the write
+//!   is rebased on it or hands it back) and the `ETag`s it superseded. A write conditional on
 //!   one of those is given to the rebase policy with the known session
 //!   ([`LostRace::before_sending`](crate::rebase::policy::LostRace::before_sending))
 //!   and goes out with the fresh `ETag`: no round trip of its own. So does

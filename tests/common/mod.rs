@@ -176,3 +176,26 @@ pub async fn create(uri: &str, user: &'static str, extra: serde_json::Value) -> 
     assert_eq!(a.outcome, Outcome::Created, "{a:?}");
     a.etag().unwrap()
 }
+
+/// Re-applies "add 1 to the counter" to the session as it is now: a
+/// read-modify-write rebase policy for `rebase_fn`.
+pub fn increment(
+    conflict: &tower_mpsd::rebase::policy::LostRace<'_>,
+) -> Result<tower_mpsd::rebase::policy::Decision, tower_mpsd::BoxError> {
+    let next = count_of(conflict.session) + 1;
+    Ok(tower_mpsd::rebase::policy::Decision::Retry(count_delta(
+        next,
+    )))
+}
+
+/// The counter `properties.custom.count` of a session, 0 if unset.
+pub fn count_of(session: &serde_json::Value) -> u64 {
+    session["properties"]["custom"]["count"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A delta setting the counter to `count`.
+pub fn count_delta(count: u64) -> Bytes {
+    Bytes::from(json!({"properties": {"custom": {"count": count}}}).to_string())
+}
