@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mpsd_sim::Simulator;
@@ -47,9 +46,12 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
 }
 
 /// Requests completed in `length` by `concurrency` callers of `svc`.
-async fn run<S>(svc: S, uri: &str, concurrency: usize, length: Duration) -> u64
+async fn run<S, B>(svc: S, uri: &str, concurrency: usize, length: Duration) -> u64
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone + Send + 'static,
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    B: http_body::Body + Send,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
     S::Error: Into<BoxError>,
     S::Future: Send,
 {

@@ -254,18 +254,25 @@ impl Strategy {
 
     /// The final status, or `None` for an error (fail-fast included).
     async fn call(self, req: Request<Full<Bytes>>) -> Option<StatusCode> {
-        let result: Result<Response<Incoming>, BoxError> = match self {
-            Strategy::Stack(svc) => svc.oneshot(req).await,
-            Strategy::Naive(svc) => svc.oneshot(req).await,
-            Strategy::Sdk(wire, gate) => sdk_call(wire, req, &gate, &mut HasherRng::new())
-                .await
-                .map_err(|e| format!("{e:?}").into()),
-        };
-        let res = result.ok()?;
-        let status = res.status();
-        res.into_body().collect().await.ok()?;
-        Some(status)
+        match self {
+            Strategy::Stack(svc) => status_of(svc.oneshot(req).await).await,
+            Strategy::Naive(svc) => status_of(svc.oneshot(req).await).await,
+            Strategy::Sdk(wire, gate) => {
+                let result = sdk_call(wire, req, &gate, &mut HasherRng::new()).await;
+                status_of(result.map_err(|e| BoxError::from(format!("{e:?}")))).await
+            }
+        }
     }
+}
+
+/// The status of an answer whose body arrives whole, or `None`.
+async fn status_of<B: http_body::Body>(
+    result: Result<Response<B>, BoxError>,
+) -> Option<StatusCode> {
+    let res = result.ok()?;
+    let status = res.status();
+    res.into_body().collect().await.ok()?;
+    Some(status)
 }
 
 fn get(uri: &str, user: &str, tag: &str) -> Request<Full<Bytes>> {

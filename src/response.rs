@@ -40,7 +40,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Response};
 use http_body::Body;
 
 use crate::body::{read_within, Read};
-use crate::classify::{classify, BodyKind, Call, Outcome};
+use crate::classify::{classify, BodyKind, BodyLearnt, Call, Outcome};
 use crate::rules::target::TargetKind;
 use crate::BoxError;
 
@@ -218,12 +218,18 @@ where
         Some(outcome) => *outcome,
         None => classify(&unknown, response.status(), response.headers()),
     };
+    let learnt = response.extensions().get::<BodyLearnt>().is_some();
     let etag = response.headers().get(header::ETAG).cloned();
     let kind = outcome.body_kind(response.extensions().get::<Call>().unwrap_or(&unknown));
     let bytes = read_capped(response, limit)
         .await
         .map_err(|failure| failure.into_error(outcome, limit))?;
-    let outcome = outcome.with_body(&bytes);
+    // Parsed here only if `ClassifyLayer` has not already.
+    let outcome = if learnt {
+        outcome
+    } else {
+        outcome.with_body(&bytes)
+    };
     let payload = Payload::new(kind, bytes);
     if outcome.is_success() {
         Ok(MpsdSuccess {
@@ -272,11 +278,15 @@ where
 
 /// Whether `headers` announce (by `Content-Length`) a body over `limit`.
 pub(crate) fn announced_over(headers: &HeaderMap, limit: usize) -> bool {
+    content_length(headers).is_some_and(|len| len > limit as u64)
+}
+
+/// The body's length as `headers` announce it, when they do.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > limit as u64)
 }
 
 /// Reads a body, refusing one that exceeds `limit`.

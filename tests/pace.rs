@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use common::{http_client, request, SCID};
 use futures_util::future::join_all;
-use http::{Method, StatusCode};
-use mpsd_sim::{RateLimits, SimHandle, Simulator, Window};
+use http::{header, HeaderValue, Method, StatusCode};
+use mpsd_sim::{Fault, RateLimits, SimHandle, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::classify::{ClassifyBody, Outcome, THROTTLED_BODY_CAP};
 use tower_mpsd::error::{Refused, RefusedBy};
 use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::pace::{Limits, PaceLayer, PaceTable};
+use tower_mpsd::response::{read_response, MpsdError, Payload};
 use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::rules::rate_limit::RateLimitInfo;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
@@ -364,4 +367,190 @@ async fn a_zero_deadline_sends_at_once_or_is_refused_with_or_without_pacing() {
 
     assert_eq!(t0.elapsed(), Duration::ZERO, "nothing waited");
     assert_eq!(sim.log().len(), 2, "the refused request was never sent");
+}
+
+/// The documented 429 body, saying the user's burst window is full.
+const FULL_WINDOW: &str = r#"{"version":1,"currentRequests":31,"maxRequests":30,"periodInSeconds":15,"limitType":"Rate"}"#;
+
+/// A 429 whose `Retry-After` is not usable, with `body`.
+fn throttled_without_retry_after(body: String) -> Fault {
+    Fault::status(StatusCode::TOO_MANY_REQUESTS)
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from_static("soon"))
+        .body(body)
+}
+
+/// The recommended stack, pacing by `table`, one send per call: a 429
+/// comes back to the caller.
+fn one_send_stack(
+    table: &PaceTable,
+) -> impl tower::Service<
+    http::Request<http_body_util::Full<bytes::Bytes>>,
+    Response = http::Response<ClassifyBody<hyper::body::Incoming>>,
+    Error = tower_mpsd::BoxError,
+> + Clone {
+    ServiceBuilder::new()
+        .mpsd_with(
+            MpsdLayer::new()
+                .max_attempts(1)
+                .pace(PaceLayer::with_table(table.clone())),
+        )
+        .service(http_client())
+}
+
+/// Alice's and Bob's next GETs of `uri`, sent together; each answer's
+/// user and arrival after `t0`, as the simulator logged them.
+async fn next_of_alice_and_bob<S>(
+    client: &S,
+    sim: &SimHandle,
+    uri: &str,
+    t0: Instant,
+) -> Vec<(String, Duration)>
+where
+    S: tower::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = http::Response<ClassifyBody<hyper::body::Incoming>>,
+            Error = tower_mpsd::BoxError,
+        > + Clone,
+{
+    let alice = client.clone().oneshot(request(Method::GET, uri).build());
+    let bob = client
+        .clone()
+        .oneshot(request(Method::GET, uri).user(Some("bob")).build());
+    let (alice, bob) = futures_util::future::join(alice, bob).await;
+    assert_eq!(alice.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(bob.unwrap().status(), StatusCode::NO_CONTENT);
+    sim.log()
+        .iter()
+        .map(|e| (e.user.clone().unwrap(), e.at - t0))
+        .collect()
+}
+
+/// Pacing learns from the 429 body inside the recommended stack: the
+/// classify layer reads it, so without a usable `Retry-After` the body's
+/// full window holds the user's next request until its period ends, and
+/// the caller's outcome carries the body's fields.
+#[tokio::test(start_paused = true)]
+async fn a_429_body_saying_the_window_is_full_holds_the_users_next_request_for_its_period() {
+    let sim = common::quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "full-window");
+    sim.script(throttled_without_retry_after(FULL_WINDOW.into()));
+    let table = PaceTable::new();
+    let client = one_send_stack(&table);
+    let t0 = Instant::now();
+
+    let res = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    let outcome = *res.extensions().get::<Outcome>().unwrap();
+    let info = RateLimitInfo::parse(FULL_WINDOW.as_bytes());
+    assert!(info.is_some());
+    let expected = Outcome::TooManyRequests {
+        retry_after: None,
+        rate_limit: info,
+    };
+    assert_eq!(outcome, expected);
+    // The caller still reads the whole body, and the same outcome.
+    match read_response(res, 64 << 10).await {
+        Err(MpsdError::Status {
+            outcome,
+            payload: Payload::Json(body),
+            ..
+        }) => {
+            assert_eq!(outcome, expected);
+            assert_eq!(body, FULL_WINDOW.as_bytes());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Alice waits until the burst window has passed; Bob is not held back.
+    let arrivals = next_of_alice_and_bob(&client, &sim, &uri, t0).await;
+    let at = |user: &str, secs: u64| (user.to_owned(), Duration::from_secs(secs));
+    assert_eq!(arrivals, [at("alice", 0), at("bob", 0), at("alice", 15)]);
+    assert_eq!(table.stats().throttled(), 1);
+}
+
+/// A 429 body the classify layer does not read (over its cap) or cannot
+/// (cut short) leaves the outcome without the body's fields and pacing
+/// unheld; the caller still gets the answer, and reads what there is.
+#[tokio::test(start_paused = true)]
+async fn a_429_body_over_the_cap_or_cut_short_leaves_pacing_to_retry_after_alone() {
+    let padded = format!(
+        r#"{{"currentRequests":31,"maxRequests":30,"periodInSeconds":15,"padding":"{}"}}"#,
+        "x".repeat(THROTTLED_BODY_CAP)
+    );
+    // When the answer is whole: at once, or, cut short, when the
+    // simulator breaks the body off (1 ms after the head).
+    let ms = Duration::from_millis;
+    for (what, fault, answered) in [
+        (
+            "over the cap",
+            throttled_without_retry_after(padded.clone()),
+            ms(0),
+        ),
+        (
+            "cut short",
+            throttled_without_retry_after(FULL_WINDOW.into()).truncate(20),
+            ms(1),
+        ),
+    ] {
+        let sim = common::quiet_sim().await;
+        let uri = sim.session_uri(SCID, "LobbySession", "unread");
+        sim.script(fault);
+        let table = PaceTable::new();
+        let client = one_send_stack(&table);
+        let t0 = Instant::now();
+
+        let res = client
+            .clone()
+            .oneshot(request(Method::GET, &uri).build())
+            .await
+            .unwrap();
+        let unread = Outcome::TooManyRequests {
+            retry_after: None,
+            rate_limit: None,
+        };
+        assert_eq!(res.extensions().get::<Outcome>(), Some(&unread), "{what}");
+        match (what, read_response(res, 64 << 10).await) {
+            // Read by the caller under its own cap: the fields are there.
+            (
+                "over the cap",
+                Err(MpsdError::Status {
+                    outcome, payload, ..
+                }),
+            ) => {
+                assert_eq!(payload, Payload::Json(padded.clone().into()));
+                assert!(matches!(
+                    outcome,
+                    Outcome::TooManyRequests {
+                        rate_limit: Some(_),
+                        ..
+                    }
+                ));
+            }
+            ("cut short", Err(MpsdError::Body { outcome, .. })) => assert_eq!(outcome, unread),
+            (_, other) => panic!("{what}: {other:?}"),
+        }
+
+        // Only the retry layer's cooldown for a 429 without `Retry-After`
+        // (its backoff's 1 s base, from the answer) holds Alice back.
+        let arrivals = next_of_alice_and_bob(&client, &sim, &uri, t0).await;
+        let at = |user: &str, after: Duration| (user.to_owned(), after);
+        let cooldown = answered + Duration::from_secs(1);
+        assert_eq!(
+            arrivals,
+            [
+                at("alice", ms(0)),
+                at("bob", answered),
+                at("alice", cooldown)
+            ],
+            "{what}"
+        );
+        assert_eq!(table.stats().throttled(), 1, "{what}");
+    }
 }

@@ -5,14 +5,31 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use bytes::{Bytes, BytesMut};
+use http::response::Parts;
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use tokio::time::Instant;
 
+use super::body::ClassifyBody;
 use super::outcome::{classify, Call, Outcome};
+use crate::body::{read_within, Buffered, Read};
 use crate::logical::LogicalRequest;
+use crate::response::content_length;
+use crate::BoxError;
+
+/// The largest 429 body [`Classify`] reads for its rate-limit fields, by
+/// its `Content-Length`: 4 KiB, many times MPSD's (about 150 bytes), and
+/// small enough to hold for every throttled answer at once.
+pub const THROTTLED_BODY_CAP: usize = 4 * 1024;
+
+/// In a response's extensions: [`Classify`] read its body, and its
+/// [`Outcome`] already says what the body says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLearnt;
 
 /// The outcome of an answer to a send of `call`: the one a layer further
 /// in put in its extensions (`false`: that layer recorded the attempt), or
@@ -43,6 +60,16 @@ pub(crate) fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> 
 
 /// Adds [`Classify`] to a stack: each response gets its [`Outcome`] in its
 /// extensions.
+///
+/// A 429 whose `Content-Length` announces a body of at most
+/// [`THROTTLED_BODY_CAP`] bytes has that body read before the response is
+/// handed on, so that its outcome carries the body's rate-limit fields
+/// ([`Outcome::with_body`]) for the layers above (pacing learns from them)
+/// and the caller; the bytes are played back in the [`ClassifyBody`]. A
+/// 429 with a larger or unannounced body is handed on unread, without the
+/// fields. A body that fails (or runs past its `Content-Length`) while
+/// being read leaves the outcome without them and ends with that error.
+/// Every other answer's body is passed on as it comes.
 #[derive(Debug, Clone, Copy, Default)]
 #[must_use]
 pub struct ClassifyLayer(());
@@ -75,10 +102,12 @@ impl<S> Classify<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Classify<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ClassifyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -90,7 +119,9 @@ where
         // Only a logical request keeps a history to record the send in.
         let sent = logical.map(|logical| (logical, Instant::now()));
         ResponseFuture {
-            inner: self.inner.call(req),
+            state: State::Calling {
+                inner: self.inner.call(req),
+            },
             call: Some(call),
             sent,
         }
@@ -99,45 +130,119 @@ where
 
 pin_project! {
     /// The response future of [`Classify`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: F,
+        state: State<F, B>,
         call: Option<Call>,
         sent: Option<(LogicalRequest, Instant)>,
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Calling {
+            #[pin]
+            inner: F,
+        },
+        // A 429's small body, read for its rate-limit fields.
+        Reading {
+            head: Option<Parts>,
+            #[pin]
+            body: B,
+            read: BytesMut,
+        },
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Calling { .. } => "calling",
+            State::Reading { .. } => "reading",
+        };
         f.debug_struct("ResponseFuture")
             .field("call", &self.call)
+            .field("state", &state)
             .finish()
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ClassifyBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let call = this.call.take().expect("polled after completion");
-        let (outcome, new) = match result {
-            Ok(mut res) => {
-                let (outcome, new) = outcome_of(&mut res, &call);
-                (Ok((res, outcome)), new)
+        let mut this = self.project();
+        let (res, outcome, new) = loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { inner } => {
+                    let result = ready!(inner.poll(cx));
+                    let call = this.call.take().expect("polled after completion");
+                    let mut res = match result {
+                        Ok(res) => res,
+                        // Any error here is the client's: this is below
+                        // every layer that refuses before sending.
+                        Err(e) => {
+                            if let Some((logical, sent)) = this.sent.take() {
+                                logical.record(sent, None, Instant::now());
+                            }
+                            return Poll::Ready(Err(e));
+                        }
+                    };
+                    let (outcome, new) = outcome_of(&mut res, &call);
+                    if !(new && reads_body(&outcome, res.headers())) {
+                        break (res.map(ClassifyBody::inner), outcome, new);
+                    }
+                    let (head, body) = res.into_parts();
+                    this.state.set(State::Reading {
+                        head: Some(head),
+                        body,
+                        read: BytesMut::new(),
+                    });
+                }
+                StateProj::Reading { head, body, read } => {
+                    let read_whole = ready!(read_within(body, read, THROTTLED_BODY_CAP, cx));
+                    let mut head = head.take().expect("polled after completion");
+                    let body = learn_body(&mut head, read_whole, read.split().freeze());
+                    let outcome = *head.extensions.get::<Outcome>().expect("classified above");
+                    break (Response::from_parts(head, body), outcome, true);
+                }
             }
-            // Any error here is the client's: this is below every layer
-            // that refuses before sending.
-            Err(e) => (Err(e), true),
         };
         if let (Some((logical, sent)), true) = (this.sent.take(), new) {
-            let answered = outcome.as_ref().ok().map(|(_, outcome)| *outcome);
-            logical.record(sent, answered, Instant::now());
+            logical.record(sent, Some(outcome), Instant::now());
         }
-        Poll::Ready(outcome.map(|(res, _)| res))
+        Poll::Ready(Ok(res))
+    }
+}
+
+/// Whether to read a response's body before handing it on: a 429's, for
+/// its rate-limit fields, when its `Content-Length` says it is small.
+fn reads_body(outcome: &Outcome, headers: &HeaderMap) -> bool {
+    matches!(outcome, Outcome::TooManyRequests { .. })
+        && content_length(headers).is_some_and(|len| len > 0 && len <= THROTTLED_BODY_CAP as u64)
+}
+
+/// Puts what a 429's body says in the response's [`Outcome`], and gives
+/// the body to hand on: the bytes read, or the error that stopped reading
+/// them (with the outcome left as the head said).
+fn learn_body<B>(head: &mut Parts, read: Result<Read, BoxError>, bytes: Bytes) -> ClassifyBody<B> {
+    match read {
+        Ok(Read::Whole(trailers)) => {
+            if let Some(outcome) = head.extensions.get_mut::<Outcome>() {
+                *outcome = outcome.with_body(&bytes);
+            }
+            head.extensions.insert(BodyLearnt);
+            ClassifyBody::read(Buffered::new(bytes, trailers))
+        }
+        Ok(Read::OverCap) => {
+            ClassifyBody::failed("the body is longer than its Content-Length announced".into())
+        }
+        Err(e) => ClassifyBody::failed(e),
     }
 }

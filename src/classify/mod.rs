@@ -31,7 +31,8 @@
 //! | anything else | not in the table | [`Unexpected`](Outcome::Unexpected) |
 //!
 //! The 429 body is not in the head; [`Outcome::with_body`] adds its fields
-//! once a caller has read it.
+//! once it is read: by [`ClassifyLayer`] for a small body (see there), else
+//! by [`read_response`](crate::response::read_response).
 //!
 //! # Example
 //!
@@ -98,11 +99,13 @@
 //! # let _ = trace;
 //! ```
 
+mod body;
 mod layer;
 mod outcome;
 mod trace;
 
-pub(crate) use layer::{call_of, outcome_of};
-pub use layer::{Classify, ClassifyLayer, ResponseFuture};
+pub use body::ClassifyBody;
+pub(crate) use layer::{call_of, outcome_of, BodyLearnt};
+pub use layer::{Classify, ClassifyLayer, ResponseFuture, THROTTLED_BODY_CAP};
 pub use outcome::{classify, classify_at, BodyKind, Call, Outcome, Retryable};
 pub use trace::{MpsdFailure, TraceClassifier, TraceClassifyResponse};

@@ -101,9 +101,15 @@ impl PaceStats {
 /// other clients of the same user) holds its key back: no slot before the
 /// answer's `Retry-After` (at most the longest window, the most a full
 /// window can take to drain), or, without one, before the window the 429
-/// body names has passed when it says the window is full (the body is
-/// read only when an inner layer put it in the response's [`Outcome`]).
+/// body names has passed when it says the window is full
+/// ([`RateLimitInfo::full_for`]). The body's fields come from the
+/// response's [`Outcome`], where
+/// [`ClassifyLayer`](crate::classify::ClassifyLayer), innermost in
+/// [`MpsdLayer`](crate::MpsdLayer), puts them for a 429 body of at most
+/// [`THROTTLED_BODY_CAP`](crate::classify::THROTTLED_BODY_CAP) bytes.
 /// Counted in [`PaceStats::throttled`].
+///
+/// [`RateLimitInfo::full_for`]: crate::rules::rate_limit::RateLimitInfo::full_for
 ///
 /// # Example
 ///
@@ -334,8 +340,10 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// How long a 429 says its key's window stays full: its `Retry-After`, or,
-/// when the body (read by an inner layer) says the window is full, its
-/// period.
+/// when its body says the window is full, the window's period (the body's
+/// fields are in the [`Outcome`] when [`ClassifyLayer`] read them).
+///
+/// [`ClassifyLayer`]: crate::classify::ClassifyLayer
 fn throttled_for<B>(res: &Response<B>) -> Option<Duration> {
     let outcome = res.extensions().get::<Outcome>();
     let hint = outcome
@@ -345,16 +353,7 @@ fn throttled_for<B>(res: &Response<B>) -> Option<Duration> {
         Some(Outcome::TooManyRequests {
             rate_limit: Some(info),
             ..
-        }) => match (
-            info.current_requests,
-            info.max_requests,
-            info.period_in_seconds,
-        ) {
-            (Some(current), Some(max), Some(period)) if current >= max => {
-                Some(Duration::from_secs(period))
-            }
-            _ => None,
-        },
+        }) => info.full_for(),
         _ => None,
     };
     hint.or(full_window)

@@ -18,6 +18,8 @@
 //! assert_eq!(RateLimitInfo::parse(b"<html>"), None);
 //! ```
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// The kind of limit a 429 reports.
@@ -67,6 +69,23 @@ impl RateLimitInfo {
         };
         (info != Self::default()).then_some(info)
     }
+
+    /// How long the window stays full, when the body says it is full
+    /// (`currentRequests` at least `maxRequests`): at most its period, the
+    /// time its oldest counted request takes to leave it. `None` when a
+    /// field is missing or the window has room.
+    pub fn full_for(&self) -> Option<Duration> {
+        match (
+            self.current_requests,
+            self.max_requests,
+            self.period_in_seconds,
+        ) {
+            (Some(current), Some(max), Some(period)) if current >= max => {
+                Some(Duration::from_secs(period))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl LimitType {
@@ -114,6 +133,18 @@ mod tests {
         assert_eq!(info.limit_type, Some(LimitType::Concurrency));
         let other = RateLimitInfo::parse(br#"{"limitType":"weird"}"#).unwrap();
         assert_eq!(other.limit_type, Some(LimitType::Other));
+    }
+
+    #[test]
+    fn a_full_window_is_full_for_its_period() {
+        let info = |body: &[u8]| RateLimitInfo::parse(body).unwrap().full_for();
+        let full = br#"{"currentRequests":31,"maxRequests":30,"periodInSeconds":15}"#;
+        assert_eq!(info(full), Some(Duration::from_secs(15)));
+        let at_max = br#"{"currentRequests":30,"maxRequests":30,"periodInSeconds":15}"#;
+        assert_eq!(info(at_max), Some(Duration::from_secs(15)));
+        let room = br#"{"currentRequests":29,"maxRequests":30,"periodInSeconds":15}"#;
+        assert_eq!(info(room), None);
+        assert_eq!(info(br#"{"currentRequests":31,"maxRequests":30}"#), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mpsd_sim::{Fault, SimHandle, Simulator};
 use serde_json::json;
 use tower::{Layer, ServiceExt};
 use tower_mpsd::classify::{Call, Outcome};
-use tower_mpsd::classify::{Classify, ClassifyLayer};
+use tower_mpsd::classify::{Classify, ClassifyBody, ClassifyLayer};
 use tower_mpsd::response::{read_response, MpsdError, MpsdSuccess};
 
 pub const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
@@ -118,7 +118,8 @@ impl Answer {
 
 /// Sends a request through `ClassifyLayer` and reads the answer.
 pub async fn send(req: Req) -> Answer {
-    let res: Response<Incoming> = classified_client().oneshot(req.build()).await.unwrap();
+    let res: Response<ClassifyBody<Incoming>> =
+        classified_client().oneshot(req.build()).await.unwrap();
     let outcome = *res.extensions().get::<Outcome>().unwrap();
     let call = res.extensions().get::<Call>().unwrap().clone();
     let headers = res.headers().clone();
