@@ -397,6 +397,23 @@ mod tests {
         assert_eq!(info.max_requests, Some(30));
     }
 
+    /// A body `ClassifyLayer` already read is not parsed again: its
+    /// outcome already says what the body says.
+    #[tokio::test]
+    async fn a_429_body_learnt_below_is_not_parsed_again() {
+        let mut res = response(429, &[], br#"{"maxRequests":30}"#);
+        let learnt = Outcome::TooManyRequests {
+            retry_after: None,
+            rate_limit: None,
+        };
+        res.extensions_mut().insert(learnt);
+        res.extensions_mut().insert(BodyLearnt);
+        assert_eq!(
+            read_response(res, 1024).await.unwrap_err().outcome(),
+            learnt
+        );
+    }
+
     #[tokio::test]
     async fn oversized_bodies_are_refused() {
         let res = response(200, &[], &[b'x'; 100]);

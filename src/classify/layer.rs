@@ -246,3 +246,74 @@ fn learn_body<B>(head: &mut Parts, read: Result<Read, BoxError>, bytes: Bytes) -
         Err(e) => ClassifyBody::failed(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{header, Request, Response, StatusCode};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::{BodyLearnt, ClassifyLayer};
+    use crate::classify::Outcome;
+    use crate::rules::rate_limit::RateLimitInfo;
+
+    const FULL_WINDOW: &[u8] = br#"{"currentRequests":31,"maxRequests":30,"periodInSeconds":15}"#;
+
+    fn get() -> Request<()> {
+        Request::get("http://mpsd.test/handles/h1")
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_small_429_body_is_read_into_the_outcome_and_played_back() {
+        let svc = ClassifyLayer::new().layer(service_fn(|_req| async {
+            let res = Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header(header::CONTENT_LENGTH, FULL_WINDOW.len())
+                .body(Full::new(Bytes::from_static(FULL_WINDOW)))
+                .unwrap();
+            Ok::<_, Infallible>(res)
+        }));
+        let res = svc.oneshot(get()).await.unwrap();
+        let expected = Outcome::TooManyRequests {
+            retry_after: None,
+            rate_limit: RateLimitInfo::parse(FULL_WINDOW),
+        };
+        assert_eq!(res.extensions().get::<Outcome>(), Some(&expected));
+        assert!(res.extensions().get::<BodyLearnt>().is_some());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, FULL_WINDOW);
+    }
+
+    /// Without a `Content-Length` the body could be any size: it is passed
+    /// on unread, and the outcome has no fields.
+    #[tokio::test]
+    async fn a_429_body_of_unannounced_length_is_passed_on_unread() {
+        let svc = ClassifyLayer::new().layer(service_fn(|_req| async {
+            let frames = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(
+                Bytes::from_static(FULL_WINDOW),
+            ))]);
+            let mut res = Response::new(StreamBody::new(frames));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            Ok::<_, Infallible>(res)
+        }));
+        let res = svc.oneshot(get()).await.unwrap();
+        let unread = Outcome::TooManyRequests {
+            retry_after: None,
+            rate_limit: None,
+        };
+        assert_eq!(res.extensions().get::<Outcome>(), Some(&unread));
+        assert!(res.extensions().get::<BodyLearnt>().is_none());
+        assert_eq!(
+            format!("{:?}", res.body()),
+            "ClassifyBody { kind: \"inner\", .. }"
+        );
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, FULL_WINDOW);
+    }
+}
