@@ -10,7 +10,7 @@
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
-//! | [`ClassifyLayer`] | innermost: each send's answer is classified once, its attempt recorded, and its [`Outcome`](crate::classify::Outcome) put in its extensions for the layers above and the caller |
+//! | [`ClassifyLayer`] | innermost: each send's answer is classified once (a small 429 body read for its rate-limit fields), its attempt recorded, and its [`Outcome`](crate::classify::Outcome) put in its extensions for the layers above and the caller |
 //!
 //! Defaults: a 20 s deadline (the retry window of Microsoft's SDK) and 5
 //! sends per logical request, or 8 with a rebase policy (the first write,

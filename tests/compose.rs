@@ -30,7 +30,7 @@ use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 use common::{create, http_client, quiet_sim, request, SCID};
 
 /// `TimeoutLayer` answers on its own with `ResBody::default()`: the
-/// stack's body (`RebaseBody<RevalidateBody<Incoming>>`) must have one,
+/// stack's body (`RebaseBody<RevalidateBody<ClassifyBody<Incoming>>>`) must have one,
 /// though hyper's `Incoming` has none.
 #[tokio::test(start_paused = true)]
 async fn a_timeout_layer_wraps_the_recommended_stack() {
