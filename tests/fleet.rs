@@ -220,3 +220,66 @@ async fn a_probe_told_to_wait_again_holds_the_fleet_again() {
         "b waited for the new end: {waited:?}"
     );
 }
+
+/// A 429 without a usable `Retry-After` whose body says the user's window
+/// is full (for 3 s), answered to one member, holds that user's requests
+/// from every member until the window has passed: the classify layer reads
+/// the body inside the stack, and the pace table shares what it learnt
+/// through Redis. (Without the body, only the retry layer's 1 s cooldown
+/// would hold them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_body_saying_the_window_is_full_holds_the_user_fleet_wide() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let full = r#"{"version":1,"currentRequests":11,"maxRequests":10,"periodInSeconds":3,"limitType":"Rate"}"#;
+    sim.script(
+        mpsd_sim::Fault::status(http::StatusCode::TOO_MANY_REQUESTS)
+            .header(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )
+            .header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("soon"),
+            )
+            .body(full),
+    );
+    // Windows of 1 s and 5 s, which three requests do not fill: what a
+    // 429 teaches is capped at the longest.
+    let (a, b) = (
+        fleet::member(Some(&redis.url()), fleet::pace_limits()),
+        fleet::member(Some(&redis.url()), fleet::pace_limits()),
+    );
+    // A's request is throttled, then retried by A.
+    let first = tokio::spawn(a.client.clone().oneshot(fleet::get(&base, "alice")));
+    while sim.log().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let throttled_at = sim.log()[0].at;
+    // Time for A's table to tell Redis, then B sends for the same user.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = b.client.clone().oneshot(fleet::get(&base, "alice")).await;
+    assert_eq!(second.unwrap(), http::StatusCode::NO_CONTENT);
+    assert_eq!(first.await.unwrap().unwrap(), http::StatusCode::NO_CONTENT);
+
+    let log = sim.log();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    assert_eq!(statuses, [429, 204, 204]);
+    for later in &log[1..] {
+        let after = later.at - throttled_at;
+        assert!(
+            after >= Duration::from_secs(3),
+            "sent {after:?} after the 429"
+        );
+    }
+    assert_eq!(a.table.stats().throttled(), 1);
+    let stores = [a.store.unwrap(), b.store.unwrap()];
+    assert!(stores.iter().all(|s| s.fallbacks() == 0 && s.is_shared()));
+}
