@@ -70,6 +70,15 @@ pub(crate) fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> 
 /// fields. A body that fails (or runs past its `Content-Length`) while
 /// being read leaves the outcome without them and ends with that error.
 /// Every other answer's body is passed on as it comes.
+///
+/// Why here and not in the pace layer, which is what learns from it: this
+/// is where each answer is classified once, so the fields reach every
+/// layer above, the attempt history and the caller, with pacing or
+/// without; the price is the response body type, [`ClassifyBody`]. Only an
+/// announced length is read, since an unannounced one could be of any
+/// size; a body that stalls holds the answer as a stalled head would, so
+/// the same deadline bounds it (the retry layer's, in
+/// [`MpsdLayer`](crate::MpsdLayer)).
 #[derive(Debug, Clone, Copy, Default)]
 #[must_use]
 pub struct ClassifyLayer(());
