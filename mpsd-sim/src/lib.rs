@@ -47,7 +47,8 @@
 //!    [`Fault`] that matches answers, and nothing below runs. A fault can
 //!    also hold its answer back ([`Fault::delay`]), close the connection
 //!    instead of answering ([`Fault::reset`]) or cut its body short
-//!    ([`Fault::truncate`]).
+//!    ([`Fault::truncate`]), refuse an HTTP/2 stream
+//!    ([`Fault::refuse_stream`]) or send a `GOAWAY` ([`Fault::go_away`]).
 //! 2. **Overload** ([`SimBuilder::overload`]): fixed windows counted from
 //!    the server's start; the first `capacity` requests of a window are
 //!    served, the rest get 503 `text/plain`, no body, and `Retry-After` =
@@ -248,6 +249,7 @@ mod limits;
 mod route;
 mod server;
 mod store;
+mod tls;
 
 pub use faults::Fault;
 pub use limits::{Overload, RateLimits, Window};

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -14,16 +15,18 @@ use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, ETAG, IF_MATCH,
     IF_NONE_MATCH, LOCATION, RETRY_AFTER,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::RootCertStore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -31,6 +34,7 @@ use crate::auth::caller;
 use crate::faults::{Breakage, Fault, Faults};
 use crate::limits::{Overload, RateLimiter, RateLimits, Shedder};
 use crate::store::{self, Reply, Store, JSON, TEXT};
+use crate::tls::Tls;
 use crate::BoxError;
 
 /// The log keeps this many most recent entries.
@@ -62,6 +66,7 @@ pub struct SimBuilder {
     overload: Option<Overload>,
     templates: Vec<String>,
     max_body_bytes: usize,
+    https: bool,
 }
 
 impl Default for SimBuilder {
@@ -73,6 +78,7 @@ impl Default for SimBuilder {
             templates: vec!["LobbySession".into(), "GameSession".into()],
             // Far above any real session document; small enough to test 413.
             max_body_bytes: 1024 * 1024,
+            https: false,
         }
     }
 }
@@ -113,6 +119,16 @@ impl SimBuilder {
         self
     }
 
+    /// Serves HTTPS instead of plain HTTP: TLS with a self-signed
+    /// certificate made at start (trust it through
+    /// [`SimHandle::root_store`]), and ALPN offering `h2` then `http/1.1`,
+    /// so a client that offers both speaks HTTP/2. The URIs the handle
+    /// gives are `https://127.0.0.1:{port}/...`.
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
     /// Starts the simulator on `127.0.0.1` and a free port.
     pub async fn start(self) -> io::Result<SimHandle> {
         self.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
@@ -121,6 +137,7 @@ impl SimBuilder {
     /// Starts the simulator on `addr`. Its tasks run on the current tokio
     /// runtime.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<SimHandle> {
+        let tls = if self.https { Some(Tls::new()?) } else { None };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -138,11 +155,18 @@ impl SimBuilder {
             },
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            acceptor,
+            stopped,
+        ));
         Ok(SimHandle {
             inner: Arc::new(Inner {
                 shared,
                 addr,
+                certificate: tls.map(|tls| tls.certificate),
                 stop,
                 task: Mutex::new(Some(task)),
             }),
@@ -171,8 +195,11 @@ pub struct LogEntry {
     /// The length of the response body sent.
     pub response_bytes: usize,
     /// Whether a scripted fault broke the connection instead of answering
-    /// ([`Fault::reset`], [`Fault::truncate`]).
+    /// ([`Fault::reset`], [`Fault::truncate`], [`Fault::refuse_stream`]).
     pub broken: bool,
+    /// The HTTP version the request came in (`HTTP_2` when a client
+    /// negotiated `h2` with an [`https`](SimBuilder::https) simulator).
+    pub version: Version,
 }
 
 /// A running simulator. Clones are cheap and share it; it stops on
@@ -185,6 +212,8 @@ pub struct SimHandle {
 struct Inner {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The self-signed certificate, when serving HTTPS.
+    certificate: Option<CertificateDer<'static>>,
     /// Dropping it (with the last handle) stops the server too.
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -204,9 +233,29 @@ impl SimHandle {
         self.inner.addr
     }
 
-    /// `http://{addr}`.
+    /// `http://{addr}`, or `https://{addr}` when serving HTTPS.
     pub fn base_uri(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        let scheme = if self.inner.certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.inner.addr)
+    }
+
+    /// The DER of the self-signed certificate an
+    /// [`https`](SimBuilder::https) simulator presents (`None` for plain
+    /// HTTP). It names `localhost` and `127.0.0.1`.
+    pub fn certificate_der(&self) -> Option<CertificateDer<'static>> {
+        self.inner.certificate.clone()
+    }
+
+    /// Roots that trust this simulator and nothing else, for a rustls
+    /// `ClientConfig` (`None` for plain HTTP).
+    pub fn root_store(&self) -> Option<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.certificate_der()?).ok()?;
+        Some(roots)
     }
 
     /// The URI of a session.
@@ -309,6 +358,7 @@ struct Meta {
     at: Instant,
     method: Method,
     uri: Uri,
+    version: Version,
     user: Option<String>,
     if_match: Option<String>,
     if_none_match: Option<String>,
@@ -325,6 +375,7 @@ impl Meta {
             at: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
+            version: req.version(),
             user: req
                 .headers()
                 .get(AUTHORIZATION)
@@ -349,6 +400,7 @@ impl Meta {
             status,
             response_bytes,
             broken,
+            version: self.version,
         }
     }
 }
@@ -388,7 +440,12 @@ impl State {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             () = stopped(&mut stop) => return,
@@ -396,7 +453,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         };
         match accepted {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, Arc::clone(&shared), stop.clone()));
+                let (shared, stop) = (Arc::clone(&shared), stop.clone());
+                match tls.clone() {
+                    None => tokio::spawn(connection(stream, shared, stop)),
+                    Some(tls) => tokio::spawn(tls_connection(stream, tls, shared, stop)),
+                };
             }
             Err(error) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -416,16 +477,79 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // Small responses go out at once; timings in tests and benches stay honest.
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| serve(Arc::clone(&shared), req));
+    let go_away = Arc::new(Notify::new());
+    let service = service(shared, &go_away);
     // No hyper timers: tests run on a paused clock.
     let conn = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
+    drive(conn, |c| c.graceful_shutdown(), &mut stop, &go_away).await;
+}
+
+/// An HTTPS connection: the TLS handshake, then HTTP/1.1 or HTTP/2, as
+/// the client's first bytes say (ALPN has offered both).
+async fn tls_connection(
+    stream: TcpStream,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let stream = tokio::select! {
+        () = stopped(&mut stop) => return,
+        accepted = tls.accept(stream) => match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "mpsd sim: TLS handshake failed");
+                return;
+            }
+        },
+    };
+    let go_away = Arc::new(Notify::new());
+    let service = service(shared, &go_away);
+    // No hyper timers here either: no keep-alive pings, no header timeout.
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    drive(conn, |c| c.graceful_shutdown(), &mut stop, &go_away).await;
+}
+
+/// The simulator's service on one connection; a [`Fault::go_away`] fault
+/// wakes `go_away`.
+fn service(
+    shared: Arc<Shared>,
+    go_away: &Arc<Notify>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<SimBody>,
+    Error = BoxError,
+    Future = impl std::future::Future<Output = Result<Response<SimBody>, BoxError>> + Send,
+> + Clone {
+    let go_away = Arc::clone(go_away);
+    let svc = move |req| serve(Arc::clone(&shared), Arc::clone(&go_away), req);
+    hyper::service::service_fn(svc)
+}
+
+/// Serves `conn` until it ends; on shutdown, or when a fault asks for a
+/// GOAWAY, shuts it down gracefully (HTTP/2: `GOAWAY`; HTTP/1.1: no
+/// keep-alive) and lets it finish what it has started.
+async fn drive<C, E>(
+    conn: C,
+    shutdown: impl FnOnce(Pin<&mut C>),
+    stop: &mut watch::Receiver<bool>,
+    go_away: &Notify,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: fmt::Display,
+{
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
+        () = stopped(stop) => {
+            shutdown(conn.as_mut());
+            conn.await
+        }
+        () = go_away.notified() => {
+            shutdown(conn.as_mut());
             conn.await
         }
     };
@@ -449,7 +573,11 @@ impl fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
-async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SimBody>, Broken> {
+async fn serve(
+    shared: Arc<Shared>,
+    go_away: Arc<Notify>,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, BoxError> {
     let meta = Meta::of(&req);
     let gated = shared.lock().gate(&meta);
     let mut res = match gated {
@@ -464,16 +592,29 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<S
     let breakage = res.extensions_mut().remove::<Breakage>();
     let sent = match breakage {
         None => body_len(&res),
-        Some(Breakage::Reset) => 0,
+        Some(Breakage::Reset | Breakage::Refuse) => 0,
         Some(Breakage::Truncate(n)) => n.min(body_len(&res)),
+        Some(Breakage::GoAway) => body_len(&res),
     };
-    let entry = meta.entry(res.status(), sent, breakage.is_some());
+    let broken = breakage.is_some_and(|b| b != Breakage::GoAway);
+    let entry = meta.entry(res.status(), sent, broken);
     shared.lock().record(entry);
+    let whole = |res: Response<Full<Bytes>>| {
+        res.map(|body| body.map_err(|never| match never {}).boxed_unsync())
+    };
     match breakage {
-        None => Ok(res.map(|body| body.map_err(|never| match never {}).boxed_unsync())),
-        // hyper closes the connection when the service fails.
-        Some(Breakage::Reset) => Err(Broken),
+        None => Ok(whole(res)),
+        // hyper closes the connection (HTTP/1.1) or resets the stream with
+        // `INTERNAL_ERROR` (HTTP/2) when the service fails.
+        Some(Breakage::Reset) => Err(Broken.into()),
+        // hyper resets an HTTP/2 stream with the reason of an `h2::Error`
+        // in the service's error: `REFUSED_STREAM`, "not processed".
+        Some(Breakage::Refuse) => Err(h2::Error::from(h2::Reason::REFUSED_STREAM).into()),
         Some(Breakage::Truncate(n)) => Ok(truncated(res, n)),
+        Some(Breakage::GoAway) => {
+            go_away.notify_one();
+            Ok(whole(res))
+        }
     }
 }
 
