@@ -42,7 +42,7 @@ type BoxError = tower_mpsd::BoxError;
 
 /// The rows of the table, by status and split, with the outcome each must
 /// produce, in the order printed.
-const ROWS: [(&str, &str); 18] = [
+pub const ROWS: [(&str, &str); 18] = [
     ("200 read/updated", "ok"),
     ("201 created", "created"),
     ("202 accepted", "accepted"),

@@ -197,6 +197,9 @@ pub struct LogEntry {
     /// Whether a scripted fault broke the connection instead of answering
     /// ([`Fault::reset`], [`Fault::truncate`], [`Fault::refuse_stream`]).
     pub broken: bool,
+    /// Which connection the request came on: connections are numbered
+    /// from 0 in the order they were accepted.
+    pub connection: u64,
     /// The HTTP version the request came in (`HTTP_2` when a client
     /// negotiated `h2` with an [`https`](SimBuilder::https) simulator).
     pub version: Version,
@@ -359,13 +362,14 @@ struct Meta {
     method: Method,
     uri: Uri,
     version: Version,
+    connection: u64,
     user: Option<String>,
     if_match: Option<String>,
     if_none_match: Option<String>,
 }
 
 impl Meta {
-    fn of(req: &Request<Incoming>) -> Self {
+    fn of(req: &Request<Incoming>, connection: u64) -> Self {
         let header = |name| {
             req.headers()
                 .get(name)
@@ -376,6 +380,7 @@ impl Meta {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
+            connection,
             user: req
                 .headers()
                 .get(AUTHORIZATION)
@@ -401,6 +406,7 @@ impl Meta {
             response_bytes,
             broken,
             version: self.version,
+            connection: self.connection,
         }
     }
 }
@@ -446,6 +452,7 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut ids = 0..;
     loop {
         let accepted = tokio::select! {
             () = stopped(&mut stop) => return,
@@ -453,10 +460,15 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _)) => {
-                let (shared, stop) = (Arc::clone(&shared), stop.clone());
+                let conn = Arc::new(Conn {
+                    id: ids.next().unwrap_or_default(),
+                    go_away: Notify::new(),
+                });
+                let service = service(Arc::clone(&shared), &conn);
+                let stop = stop.clone();
                 match tls.clone() {
-                    None => tokio::spawn(connection(stream, shared, stop)),
-                    Some(tls) => tokio::spawn(tls_connection(stream, tls, shared, stop)),
+                    None => tokio::spawn(connection(stream, service, conn, stop)),
+                    Some(tls) => tokio::spawn(tls_connection(stream, tls, service, conn, stop)),
                 };
             }
             Err(error) => {
@@ -474,16 +486,27 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// One accepted connection.
+struct Conn {
+    id: u64,
+    /// Woken by a [`Fault::go_away`] answered on it.
+    go_away: Notify,
+}
+
+async fn connection(
+    stream: TcpStream,
+    service: SimService,
+    conn: Arc<Conn>,
+    mut stop: watch::Receiver<bool>,
+) {
     // Small responses go out at once; timings in tests and benches stay honest.
     let _ = stream.set_nodelay(true);
-    let go_away = Arc::new(Notify::new());
-    let service = service(shared, &go_away);
     // No hyper timers: tests run on a paused clock.
+    let conn_state = conn;
     let conn = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    drive(conn, |c| c.graceful_shutdown(), &mut stop, &go_away).await;
+    drive(conn, |c| c.graceful_shutdown(), &mut stop, &conn_state.go_away).await;
 }
 
 /// An HTTPS connection: the TLS handshake, then HTTP/1.1 or HTTP/2, as
@@ -491,7 +514,8 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
 async fn tls_connection(
     stream: TcpStream,
     tls: tokio_rustls::TlsAcceptor,
-    shared: Arc<Shared>,
+    service: SimService,
+    conn: Arc<Conn>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -505,28 +529,37 @@ async fn tls_connection(
             }
         },
     };
-    let go_away = Arc::new(Notify::new());
-    let service = service(shared, &go_away);
     // No hyper timers here either: no keep-alive pings, no header timeout.
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    drive(conn, |c| c.graceful_shutdown(), &mut stop, &go_away).await;
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    drive(served, |c| c.graceful_shutdown(), &mut stop, &conn.go_away).await;
 }
 
-/// The simulator's service on one connection; a [`Fault::go_away`] fault
-/// wakes `go_away`.
-fn service(
+/// The simulator's service on one connection.
+#[derive(Clone)]
+struct SimService {
     shared: Arc<Shared>,
-    go_away: &Arc<Notify>,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<SimBody>,
-    Error = BoxError,
-    Future = impl std::future::Future<Output = Result<Response<SimBody>, BoxError>> + Send,
-> + Clone {
-    let go_away = Arc::clone(go_away);
-    let svc = move |req| serve(Arc::clone(&shared), Arc::clone(&go_away), req);
-    hyper::service::service_fn(svc)
+    conn: Arc<Conn>,
+}
+
+type ServeFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<SimBody>, BoxError>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for SimService {
+    type Response = Response<SimBody>;
+    type Error = BoxError;
+    type Future = ServeFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(serve(Arc::clone(&self.shared), Arc::clone(&self.conn), req))
+    }
+}
+
+fn service(shared: Arc<Shared>, conn: &Arc<Conn>) -> SimService {
+    SimService {
+        shared,
+        conn: Arc::clone(conn),
+    }
 }
 
 /// Serves `conn` until it ends; on shutdown, or when a fault asks for a
@@ -575,10 +608,10 @@ impl std::error::Error for Broken {}
 
 async fn serve(
     shared: Arc<Shared>,
-    go_away: Arc<Notify>,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<SimBody>, BoxError> {
-    let meta = Meta::of(&req);
+    let meta = Meta::of(&req, conn.id);
     let gated = shared.lock().gate(&meta);
     let mut res = match gated {
         Some(mut res) => {
@@ -612,7 +645,7 @@ async fn serve(
         Some(Breakage::Refuse) => Err(h2::Error::from(h2::Reason::REFUSED_STREAM).into()),
         Some(Breakage::Truncate(n)) => Ok(truncated(res, n)),
         Some(Breakage::GoAway) => {
-            go_away.notify_one();
+            conn.go_away.notify_one();
             Ok(whole(res))
         }
     }
