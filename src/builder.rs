@@ -3,6 +3,7 @@
 use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
+use crate::auth::{AuthLayer, TokenSource};
 use crate::classify::ClassifyLayer;
 use crate::logical::LogicalLayer;
 use crate::pace::PaceLayer;
@@ -64,6 +65,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// [`PaceLayer`]: requests paced under MPSD's rate limits.
     fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>>;
+
+    /// [`AuthLayer`]: the user's token from `source` on every request,
+    /// refreshed once on a 401. Goes before (outside) [`mpsd`](Self::mpsd).
+    fn mpsd_auth(self, source: impl TokenSource) -> ServiceBuilder<Stack<AuthLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -104,5 +109,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>> {
         self.layer(layer)
+    }
+
+    fn mpsd_auth(self, source: impl TokenSource) -> ServiceBuilder<Stack<AuthLayer, L>> {
+        self.layer(AuthLayer::new(source))
     }
 }

@@ -16,6 +16,9 @@
 //! | [`pace::PaceLayer`] | MPSD's per-user rate limits kept on the client side, so a 429 is avoided rather than waited out |
 //! | [`classify::ClassifyLayer`] | each answer classified once, exactly as the service's status table says ([`classify::Outcome`]: the four meanings of 204, the two bodies of 403 and 412, `Retry-After` on 429 and 503) |
 //!
+//! Outside it, [`auth::AuthLayer`] sets the user's XBL token on every
+//! request and refreshes it once on a 401.
+//!
 //! Beside them: [`replay::ReplayLayer`] makes any request body replayable;
 //! [`classify::TraceClassifier`] reports outcomes to tower-http's
 //! `TraceLayer`; [`response::read_response`] reads an answer into a typed
@@ -77,6 +80,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 mod body;
 mod builder;
 pub mod classify;

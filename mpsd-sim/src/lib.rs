@@ -41,6 +41,16 @@
 //! # }
 //! ```
 //!
+//! # HTTPS and HTTP/2
+//!
+//! [`SimBuilder::https`] serves TLS instead of plain HTTP, with a
+//! self-signed certificate made at start (trusted through
+//! [`SimHandle::root_store`] or [`SimHandle::certificate_der`]) and ALPN
+//! offering `h2` then `http/1.1`: a client offering both speaks HTTP/2,
+//! every request multiplexed on one connection. The log records each
+//! request's [`version`](LogEntry::version) and
+//! [`connection`](LogEntry::connection).
+//!
 //! # Each request, in order
 //!
 //! 1. **Scripted faults** ([`SimHandle::script`]): the first queued
@@ -55,6 +65,9 @@
 //!    seconds until the window ends (rounded up, at least 1).
 //! 3. **Authorization**: without an `Authorization: XBL3.0 x=<userhash>;<token>`
 //!    header, 403 `text/plain`. The user hash is the caller's identity.
+//!    With [`SimBuilder::check_tokens`], a token the simulator did not
+//!    issue ([`SimHandle::issue_token`]) to that user, or one that
+//!    expired, gets 401 `text/plain` with `WWW-Authenticate: XBL3.0`.
 //! 4. **Rate limits** ([`RateLimits`]), per user hash, over a burst and a
 //!    sustain window at once, both sliding (a request counts while it is
 //!    strictly younger than the period). Default: MPSD's 30 per 15 s and

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, ETAG, IF_MATCH,
-    IF_NONE_MATCH, LOCATION, RETRY_AFTER,
+    IF_NONE_MATCH, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -30,7 +30,7 @@ use tokio_rustls::rustls::RootCertStore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::auth::caller;
+use crate::auth::{credentials, Tokens};
 use crate::faults::{Breakage, Fault, Faults};
 use crate::limits::{Overload, RateLimiter, RateLimits, Shedder};
 use crate::store::{self, Reply, Store, JSON, TEXT};
@@ -67,6 +67,7 @@ pub struct SimBuilder {
     templates: Vec<String>,
     max_body_bytes: usize,
     https: bool,
+    check_tokens: bool,
 }
 
 impl Default for SimBuilder {
@@ -79,6 +80,7 @@ impl Default for SimBuilder {
             // Far above any real session document; small enough to test 413.
             max_body_bytes: 1024 * 1024,
             https: false,
+            check_tokens: false,
         }
     }
 }
@@ -129,6 +131,15 @@ impl SimBuilder {
         self
     }
 
+    /// Accepts only tokens it issued ([`SimHandle::issue_token`]), for
+    /// their user and until they expire; any other token is answered 401
+    /// `text/plain` with `WWW-Authenticate: XBL3.0`, as MPSD answers an
+    /// expired or unknown XBL token. Default: any non-empty token passes.
+    pub fn check_tokens(mut self) -> Self {
+        self.check_tokens = true;
+        self
+    }
+
     /// Starts the simulator on `127.0.0.1` and a free port.
     pub async fn start(self) -> io::Result<SimHandle> {
         self.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
@@ -146,6 +157,7 @@ impl SimBuilder {
                 faults: Faults::default(),
                 shedder: Shedder::new(Instant::now(), self.overload),
                 limiter: self.rate_limit.map(RateLimiter::new),
+                tokens: self.check_tokens.then(Tokens::default),
                 log: VecDeque::new(),
             }),
             max_body_bytes: self.max_body_bytes,
@@ -299,6 +311,17 @@ impl SimHandle {
         }
     }
 
+    /// Issues a token for `user` (a user hash) that expires `ttl` from now
+    /// (on `tokio::time`), for a simulator that
+    /// [checks tokens](SimBuilder::check_tokens).
+    pub fn issue_token(&self, user: &str, ttl: Duration) -> String {
+        let mut state = self.inner.shared.lock();
+        state
+            .tokens
+            .get_or_insert_with(Tokens::default)
+            .issue(user, ttl, Instant::now())
+    }
+
     /// A session's current document, for assertions.
     pub fn session(&self, scid: &str, template: &str, name: &str) -> Option<serde_json::Value> {
         self.inner.shared.lock().store.session(scid, template, name)
@@ -353,6 +376,8 @@ struct State {
     faults: Faults,
     shedder: Shedder,
     limiter: Option<RateLimiter>,
+    /// The tokens issued, when only they are accepted.
+    tokens: Option<Tokens>,
     log: VecDeque<LogEntry>,
 }
 
@@ -364,12 +389,18 @@ struct Meta {
     version: Version,
     connection: u64,
     user: Option<String>,
+    /// Checked, never logged.
+    token: Option<String>,
     if_match: Option<String>,
     if_none_match: Option<String>,
 }
 
 impl Meta {
     fn of(req: &Request<Incoming>, connection: u64) -> Self {
+        let credentials = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| credentials(value.as_bytes()));
         let header = |name| {
             req.headers()
                 .get(name)
@@ -381,10 +412,8 @@ impl Meta {
             uri: req.uri().clone(),
             version: req.version(),
             connection,
-            user: req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|value| caller(value.as_bytes())),
+            user: credentials.as_ref().map(|(hash, _)| hash.clone()),
+            token: credentials.map(|(_, token)| token),
             if_match: header(IF_MATCH),
             if_none_match: header(IF_NONE_MATCH),
         }
@@ -427,6 +456,16 @@ impl State {
             let message = "missing or invalid `Authorization: XBL3.0 x=<userhash>;<token>`";
             return Some(respond(StatusCode::FORBIDDEN, Some(TEXT), message.into()));
         };
+        let token = meta.token.as_deref().unwrap_or_default();
+        if let Some(tokens) = &self.tokens {
+            if !tokens.valid(user, token, meta.at) {
+                let message = "the XBL token is expired or unknown";
+                let mut res = respond(StatusCode::UNAUTHORIZED, Some(TEXT), message.into());
+                res.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("XBL3.0"));
+                return Some(res);
+            }
+        }
         let throttled = self.limiter.as_mut()?.check(user, meta.at).err()?;
         let mut res = respond(
             StatusCode::TOO_MANY_REQUESTS,

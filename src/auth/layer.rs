@@ -1,0 +1,212 @@
+//! [`AuthLayer`] and its service: the token on every request, one refresh
+//! on a 401.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, Request, Response, StatusCode};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::token::{Token, TokenSource, TokenUnavailable};
+use crate::macros::define_inner_service_accessors;
+use crate::BoxError;
+
+/// Sets `Authorization: XBL3.0 x=<userhash>;<token>` from a
+/// [`TokenSource`] on every request, and on a 401 refreshes the token once
+/// and sends the request again (a 401 was not applied).
+///
+/// Clones, and the services they make, share the source and the cached
+/// token: concurrent 401s cause one refresh.
+#[derive(Clone)]
+#[must_use]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl AuthLayer {
+    /// Tokens from `source`.
+    pub fn new(source: impl TokenSource) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                source: Box::new(source),
+                cache: Mutex::new(Cache::default()),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The token source and the cached token, shared by every clone.
+struct Shared {
+    source: Box<dyn TokenSource>,
+    /// Held across the source's `await`: whoever fetches holds it, and the
+    /// others wait for that one token instead of fetching their own.
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    token: Option<Arc<Token>>,
+    /// Bumped by every fetch: a 401 to an older token needs no new fetch.
+    generation: u64,
+}
+
+/// A token and the generation it belongs to.
+type Current = (Arc<Token>, u64);
+
+impl Shared {
+    /// The cached token, or a fresh one when there is none or it expired.
+    async fn current(&self) -> Result<Current, TokenUnavailable> {
+        let mut cache = self.cache.lock().await;
+        match &cache.token {
+            Some(token) if !token.expired(Instant::now()) => {
+                Ok((Arc::clone(token), cache.generation))
+            }
+            stale => {
+                let refresh = stale.is_some();
+                self.fetch(&mut cache, refresh).await
+            }
+        }
+    }
+
+    /// A token newer than generation `refused`: the one another request
+    /// fetched meanwhile, or a fresh one.
+    async fn refresh(&self, refused: u64) -> Result<Current, TokenUnavailable> {
+        let mut cache = self.cache.lock().await;
+        match &cache.token {
+            Some(token) if cache.generation != refused => {
+                Ok((Arc::clone(token), cache.generation))
+            }
+            _ => self.fetch(&mut cache, true).await,
+        }
+    }
+
+    async fn fetch(&self, cache: &mut Cache, refresh: bool) -> Result<Current, TokenUnavailable> {
+        let token = Arc::new(self.source.token(refresh).await.map_err(TokenUnavailable::new)?);
+        cache.generation += 1;
+        cache.token = Some(Arc::clone(&token));
+        tracing::debug!(user = token.user_hash(), refresh, "mpsd auth: new token");
+        Ok((token, cache.generation))
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Auth<S> {
+    define_inner_service_accessors!();
+}
+
+impl<S: fmt::Debug> fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Auth`]. Boxed: it awaits the token source (a boxed
+/// future already) and the inner service in turn, and an `async` block
+/// says that in a few lines where a hand-written state machine would take
+/// a screen.
+pub struct ResponseFuture<R> {
+    inner: Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>,
+}
+
+impl<R> fmt::Debug for ResponseFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<R> Future for ResponseFuture<R> {
+    type Output = Result<R, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// `req` again, with `token`: the head cloned, the body cloned.
+fn with_token<B: Clone>(head: &http::request::Parts, body: &B, token: &Token) -> Request<B> {
+    let mut req = Request::new(body.clone());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    *req.extensions_mut() = head.extensions.clone();
+    req.headers_mut()
+        .insert(header::AUTHORIZATION, token.header().clone());
+    req
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    ReqBody: Clone + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready service goes with the request; a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        let (head, body) = req.into_parts();
+        let future = async move {
+            let (token, generation) = shared.current().await?;
+            let first = with_token(&head, &body, &token);
+            let res = inner.call(first).await.map_err(Into::into)?;
+            if res.status() != StatusCode::UNAUTHORIZED {
+                return Ok(res);
+            }
+            let (fresh, _) = shared.refresh(generation).await?;
+            if fresh.header() == token.header() {
+                // The same token again (a fixed source): the 401 stands.
+                return Ok(res);
+            }
+            drop(res);
+            tracing::debug!(user = fresh.user_hash(), "mpsd auth: 401, sending again");
+            let again = with_token(&head, &body, &fresh);
+            inner.ready().await.map_err(Into::into)?;
+            inner.call(again).await.map_err(Into::into)
+        };
+        ResponseFuture {
+            inner: Box::pin(future),
+        }
+    }
+}
