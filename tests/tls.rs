@@ -16,8 +16,10 @@ use http::{Method, StatusCode, Version};
 use mpsd_sim::{Fault, LogEntry, RateLimits, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mpsd::logical::AttemptHistory;
+use tower_mpsd::error::RequestFailed;
+use tower_mpsd::logical::{AttemptHistory, Purpose};
 use tower_mpsd::retry::RetryLayer;
+use tower_mpsd::rules::backoff::Cause;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 fn since(t0: Instant, log: &[LogEntry]) -> Vec<Duration> {
@@ -181,4 +183,74 @@ async fn thirty_two_callers_share_one_cooldown_over_one_http2_connection() {
         assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
     }
     assert_eq!(retry.stats().retries_throttled(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
+    let sim = https_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "refused");
+    sim.script(Fault::status(StatusCode::OK).method(Method::PUT).refuse_stream());
+    let client = ServiceBuilder::new()
+        .mpsd()
+        .service(https_client(&sim, true));
+    let t0 = Instant::now();
+    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
+    let res = client.oneshot(put.build()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let log = sim.log();
+    let seen: Vec<(bool, u16, Duration)> =
+        log.iter().map(|e| (e.broken, e.status.as_u16(), e.at - t0)).collect();
+    println!("refused stream, then: {seen:?}");
+    assert_eq!(seen, [(true, 200, Duration::ZERO), (false, 201, Duration::ZERO)]);
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
+    assert_eq!(
+        purposes,
+        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_reset_otherwise_is_not_sent_again_when_a_write() {
+    let sim = https_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "reset");
+    // `INTERNAL_ERROR`: the server may have applied it.
+    sim.script(Fault::status(StatusCode::OK).method(Method::PUT).reset());
+    let client = ServiceBuilder::new()
+        .mpsd()
+        .service(https_client(&sim, true));
+    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
+    let err = client.oneshot(put.build()).await.unwrap_err();
+    let failed = err.downcast_ref::<RequestFailed>().expect("a RequestFailed");
+    assert_eq!(failed.history().attempts().len(), 1);
+    assert_eq!(sim.log().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_goaway_every_write_goes_once_on_a_new_connection() {
+    let sim = https_sim().await;
+    let base = sim.session_uri(SCID, "LobbySession", "drain");
+    sim.script(Fault::status(StatusCode::NO_CONTENT).method(Method::GET).go_away());
+    let client = ServiceBuilder::new()
+        .mpsd()
+        .service(https_client(&sim, true));
+    let read = client.clone().oneshot(request(Method::GET, &base).build());
+    assert_eq!(read.await.unwrap().status(), StatusCode::NO_CONTENT);
+    let writes = (0..8).map(|i| {
+        let put = request(Method::PUT, format!("{base}-{i}"))
+            .json(serde_json::json!({"members": {"me": {}}}));
+        client.clone().oneshot(put.build())
+    });
+    for res in join_all(writes).await {
+        assert_eq!(res.unwrap().status(), StatusCode::CREATED);
+    }
+    let log = sim.log();
+    let puts: Vec<_> = log.iter().filter(|e| e.method == Method::PUT).collect();
+    println!(
+        "after GOAWAY: GET on connection {}, PUTs on {:?}",
+        log[0].connection,
+        puts.iter().map(|e| e.connection).collect::<Vec<_>>()
+    );
+    assert_eq!(puts.len(), 8, "each write once");
+    assert!(puts.iter().all(|e| e.connection != log[0].connection));
 }
