@@ -65,7 +65,7 @@ impl Tokens {
 
 #[cfg(test)]
 mod tests {
-    use super::caller;
+    use super::*;
 
     #[test]
     fn the_user_hash_of_an_xbl_header() {
