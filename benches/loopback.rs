@@ -155,7 +155,11 @@ where
     S: Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone,
     S::Error: std::fmt::Debug,
 {
-    let sim = builder.no_rate_limit().start().await.expect("the simulator");
+    let sim = builder
+        .no_rate_limit()
+        .start()
+        .await
+        .expect("the simulator");
     let uri = sim.session_uri(SCID, "LobbySession", "loopback");
     let client = client(&sim);
     let mut create = get(&uri);
@@ -182,7 +186,13 @@ fn main() {
         };
         let (sim, client, uri) = sim_with_session(Simulator::builder(), plain).await;
         for concurrency in [1, 64] {
-            compare(&format!("c{concurrency}"), client.clone(), &uri, concurrency).await;
+            compare(
+                &format!("c{concurrency}"),
+                client.clone(),
+                &uri,
+                concurrency,
+            )
+            .await;
         }
         sim.shutdown().await;
 

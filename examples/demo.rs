@@ -231,8 +231,17 @@ async fn stack_at_work(
     let retry_after = |s: &'static str| (header::RETRY_AFTER, header::HeaderValue::from_static(s));
     let (name, value) = retry_after("2");
     sim.script(Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(name, value));
-    let mut ok =
-        through_stack(https, "503, Retry-After: 2", Method::GET, session, "heidi", no, "").await? == 200;
+    let mut ok = through_stack(
+        https,
+        "503, Retry-After: 2",
+        Method::GET,
+        session,
+        "heidi",
+        no,
+        "",
+    )
+    .await?
+        == 200;
     // frank used up his burst window above: the stack waits out the 429.
     ok &= through_stack(
         https,
@@ -467,7 +476,10 @@ pub async fn run(h2: bool) -> Result<Report, BoxError> {
     }
     println!("rows covered: {covered}/{}", ROWS.len());
     println!("stack scenarios as expected: {stack_ok}");
-    println!("answers in another version than {version:?}: {}", demo.wrong_version);
+    println!(
+        "answers in another version than {version:?}: {}",
+        demo.wrong_version
+    );
     sim.shutdown().await;
     Ok(Report {
         covered,

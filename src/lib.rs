@@ -40,8 +40,9 @@
 //! # Cargo features
 //!
 //! None yet: the library needs only tokio's `time` and `sync`, and hyper's
-//! core with no features (to recognise its errors), so it fits any hyper
-//! 1.x client. Features that bring in a dependency (a shared store, TLS
+//! core and `h2` with no features (to recognise their errors: a refused
+//! HTTP/2 stream is sent again), so it fits any hyper 1.x client. It needs
+//! no TLS crate: give it a client over hyper-rustls (see the README). Features that bring in a dependency (a shared store, TLS
 //! helpers) will be listed here, and marked in these docs with the feature
 //! they need.
 //!

@@ -35,7 +35,11 @@ impl TokenSource for SimSignIn {
         let tell_expiry = self.tell_expiry;
         Box::pin(async move {
             let token = token?;
-            Ok(if tell_expiry { token.expires_in(TTL) } else { token })
+            Ok(if tell_expiry {
+                token.expires_in(TTL)
+            } else {
+                token
+            })
         })
     }
 }
@@ -103,8 +107,15 @@ async fn a_token_revoked_mid_run_under_32_callers_is_refreshed_once() {
         log.iter().filter(|e| e.at - t0 > TTL && e.status == StatusCode::NO_CONTENT).count(),
         TTL,
     );
-    assert!(before.iter().chain(&after).all(|s| *s == StatusCode::NO_CONTENT));
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one sign-in, then one refresh");
+    assert!(before
+        .iter()
+        .chain(&after)
+        .all(|s| *s == StatusCode::NO_CONTENT));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one sign-in, then one refresh"
+    );
     assert_eq!(count(401), 32, "each caller's first send after expiry");
     assert_eq!(count(204), 64, "every request ends 2xx, once");
     assert!(log.iter().all(|e| e.version == Version::HTTP_2));
@@ -130,7 +141,10 @@ async fn a_token_known_to_expire_is_refreshed_before_sending() {
     let after = herd(&client, &uri).await;
     assert!(after.iter().all(|s| *s == StatusCode::NO_CONTENT));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert!(sim.log().iter().all(|e| e.status == StatusCode::NO_CONTENT), "no 401 at all");
+    assert!(
+        sim.log().iter().all(|e| e.status == StatusCode::NO_CONTENT),
+        "no 401 at all"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,7 +184,9 @@ async fn a_failing_token_source_is_a_typed_error_and_nothing_is_sent() {
         .service(https_client(&sim, true));
     let put = request(Method::PUT, &uri).user(None).build();
     let err = client.oneshot(put).await.unwrap_err();
-    let unavailable = err.downcast_ref::<TokenUnavailable>().expect("a TokenUnavailable");
+    let unavailable = err
+        .downcast_ref::<TokenUnavailable>()
+        .expect("a TokenUnavailable");
     let source = std::error::Error::source(unavailable).unwrap().to_string();
     assert_eq!(source, "the sign-in service is unreachable");
     assert!(sim.log().is_empty(), "nothing was sent without a token");

@@ -99,8 +99,15 @@ async fn logs_never_hold_authorization_or_bodies() {
     client.clone().oneshot(get()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let res = client.oneshot(get()).await.unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT, "refreshed after the 401");
-    assert!(checked.log().iter().any(|e| e.status == StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "refreshed after the 401"
+    );
+    assert!(checked
+        .log()
+        .iter()
+        .any(|e| e.status == StatusCode::UNAUTHORIZED));
     let failing = ServiceBuilder::new()
         .layer(AuthLayer::new(FailingSignIn))
         .mpsd()
@@ -121,7 +128,13 @@ async fn logs_never_hold_authorization_or_bodies() {
         logs.contains("mpsd auth: 401, sending again"),
         "the refresh was logged: {logs}"
     );
-    for secret in ["token-of-alice", "XBL3.0", "hunter2", "password", "sim-token-"] {
+    for secret in [
+        "token-of-alice",
+        "XBL3.0",
+        "hunter2",
+        "password",
+        "sim-token-",
+    ] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
         assert!(
             !shown.contains(secret),
@@ -135,7 +148,10 @@ struct SimSignIn(mpsd_sim::SimHandle);
 
 impl TokenSource for SimSignIn {
     fn token(&self, _refresh: bool) -> TokenFuture<'_> {
-        let token = Token::new("alice", &self.0.issue_token("alice", Duration::from_secs(1)));
+        let token = Token::new(
+            "alice",
+            &self.0.issue_token("alice", Duration::from_secs(1)),
+        );
         Box::pin(async move { Ok(token?) })
     }
 }

@@ -45,7 +45,10 @@ async fn alpn_picks_http2_when_offered_and_http1_otherwise() {
             .request(request(Method::GET, &uri).build())
             .await
             .unwrap();
-        assert_eq!((res.status(), res.version()), (StatusCode::NO_CONTENT, version));
+        assert_eq!(
+            (res.status(), res.version()),
+            (StatusCode::NO_CONTENT, version)
+        );
     }
     let seen: Vec<Version> = sim.log().iter().map(|e| e.version).collect();
     assert_eq!(seen, [Version::HTTP_11, Version::HTTP_2]);
@@ -171,14 +174,28 @@ async fn thirty_two_callers_share_one_cooldown_over_one_http2_connection() {
     println!(
         "h2 herd: {} requests on connections {:?}, probe at {:?}, last at {:?}",
         times.len(),
-        log.iter().map(|e| e.connection).collect::<std::collections::BTreeSet<_>>(),
+        log.iter()
+            .map(|e| e.connection)
+            .collect::<std::collections::BTreeSet<_>>(),
         times[1],
         times.last().unwrap()
     );
-    assert!(log.iter().all(|e| e.version == Version::HTTP_2 && e.connection == 0));
-    assert_eq!(times.len(), 33, "one 429, one probe, then the others, once each");
-    let during = times[1..].iter().filter(|t| **t < Duration::from_secs(5)).count();
-    assert_eq!(during, 0, "nothing reaches the server before the cooldown ends");
+    assert!(log
+        .iter()
+        .all(|e| e.version == Version::HTTP_2 && e.connection == 0));
+    assert_eq!(
+        times.len(),
+        33,
+        "one 429, one probe, then the others, once each"
+    );
+    let during = times[1..]
+        .iter()
+        .filter(|t| **t < Duration::from_secs(5))
+        .count();
+    assert_eq!(
+        during, 0,
+        "nothing reaches the server before the cooldown ends"
+    );
     for res in rest.into_iter().chain([first]) {
         assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
     }
@@ -189,7 +206,11 @@ async fn thirty_two_callers_share_one_cooldown_over_one_http2_connection() {
 async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
     let sim = https_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "refused");
-    sim.script(Fault::status(StatusCode::OK).method(Method::PUT).refuse_stream());
+    sim.script(
+        Fault::status(StatusCode::OK)
+            .method(Method::PUT)
+            .refuse_stream(),
+    );
     let client = ServiceBuilder::new()
         .mpsd()
         .service(https_client(&sim, true));
@@ -198,10 +219,15 @@ async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
     let res = client.oneshot(put.build()).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let log = sim.log();
-    let seen: Vec<(bool, u16, Duration)> =
-        log.iter().map(|e| (e.broken, e.status.as_u16(), e.at - t0)).collect();
+    let seen: Vec<(bool, u16, Duration)> = log
+        .iter()
+        .map(|e| (e.broken, e.status.as_u16(), e.at - t0))
+        .collect();
     println!("refused stream, then: {seen:?}");
-    assert_eq!(seen, [(true, 200, Duration::ZERO), (false, 201, Duration::ZERO)]);
+    assert_eq!(
+        seen,
+        [(true, 200, Duration::ZERO), (false, 201, Duration::ZERO)]
+    );
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
     assert_eq!(
@@ -221,7 +247,9 @@ async fn a_stream_reset_otherwise_is_not_sent_again_when_a_write() {
         .service(https_client(&sim, true));
     let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
     let err = client.oneshot(put.build()).await.unwrap_err();
-    let failed = err.downcast_ref::<RequestFailed>().expect("a RequestFailed");
+    let failed = err
+        .downcast_ref::<RequestFailed>()
+        .expect("a RequestFailed");
     assert_eq!(failed.history().attempts().len(), 1);
     assert_eq!(sim.log().len(), 1);
 }
@@ -230,7 +258,11 @@ async fn a_stream_reset_otherwise_is_not_sent_again_when_a_write() {
 async fn after_a_goaway_every_write_goes_once_on_a_new_connection() {
     let sim = https_sim().await;
     let base = sim.session_uri(SCID, "LobbySession", "drain");
-    sim.script(Fault::status(StatusCode::NO_CONTENT).method(Method::GET).go_away());
+    sim.script(
+        Fault::status(StatusCode::NO_CONTENT)
+            .method(Method::GET)
+            .go_away(),
+    );
     let client = ServiceBuilder::new()
         .mpsd()
         .service(https_client(&sim, true));

@@ -50,7 +50,9 @@ impl Tokens {
         self.issued.retain(|_, (_, until)| *until > now);
         self.next += 1;
         let token = format!("sim-token-{}", self.next);
-        let until = now.checked_add(ttl).unwrap_or(now + Duration::from_secs(1 << 32));
+        let until = now
+            .checked_add(ttl)
+            .unwrap_or(now + Duration::from_secs(1 << 32));
         self.issued.insert(token.clone(), (user.to_owned(), until));
         token
     }

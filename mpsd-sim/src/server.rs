@@ -25,10 +25,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::RootCertStore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::RootCertStore;
 
 use crate::auth::{credentials, Tokens};
 use crate::faults::{Breakage, Fault, Faults};
@@ -545,7 +545,13 @@ async fn connection(
     let conn = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    drive(conn, |c| c.graceful_shutdown(), &mut stop, &conn_state.go_away).await;
+    drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &mut stop,
+        &conn_state.go_away,
+    )
+    .await;
 }
 
 /// An HTTPS connection: the TLS handshake, then HTTP/1.1 or HTTP/2, as

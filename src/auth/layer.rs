@@ -95,15 +95,18 @@ impl Shared {
     async fn refresh(&self, refused: u64) -> Result<Current, TokenUnavailable> {
         let mut cache = self.cache.lock().await;
         match &cache.token {
-            Some(token) if cache.generation != refused => {
-                Ok((Arc::clone(token), cache.generation))
-            }
+            Some(token) if cache.generation != refused => Ok((Arc::clone(token), cache.generation)),
             _ => self.fetch(&mut cache, true).await,
         }
     }
 
     async fn fetch(&self, cache: &mut Cache, refresh: bool) -> Result<Current, TokenUnavailable> {
-        let token = Arc::new(self.source.token(refresh).await.map_err(TokenUnavailable::new)?);
+        let token = Arc::new(
+            self.source
+                .token(refresh)
+                .await
+                .map_err(TokenUnavailable::new)?,
+        );
         cache.generation += 1;
         cache.token = Some(Arc::clone(&token));
         tracing::debug!(user = token.user_hash(), refresh, "mpsd auth: new token");

@@ -178,10 +178,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_token_expires_at_its_time() {
-        let token = Token::new("42", "t").unwrap().expires_in(Duration::from_secs(10));
+        let token = Token::new("42", "t")
+            .unwrap()
+            .expires_in(Duration::from_secs(10));
         let now = Instant::now();
         assert!(!token.expired(now + Duration::from_millis(9_999)));
         assert!(token.expired(now + Duration::from_secs(10)));
-        assert!(!Token::new("42", "t").unwrap().expired(now + Duration::from_secs(1 << 30)));
+        assert!(!Token::new("42", "t")
+            .unwrap()
+            .expired(now + Duration::from_secs(1 << 30)));
     }
 }

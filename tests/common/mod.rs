@@ -179,8 +179,7 @@ pub async fn create(uri: &str, user: &'static str, extra: serde_json::Value) -> 
 
 // HTTPS: the simulator's certificate trusted by a hyper-rustls client.
 
-pub type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A simulator serving HTTPS, rate limits off.
 pub async fn https_sim() -> SimHandle {
