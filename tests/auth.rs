@@ -191,3 +191,60 @@ async fn a_failing_token_source_is_a_typed_error_and_nothing_is_sent() {
     assert_eq!(source, "the sign-in service is unreachable");
     assert!(sim.log().is_empty(), "nothing was sent without a token");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_stack_keys_cooldowns_on_the_user_the_auth_layer_set() {
+    // One request per user per 15 s: alice's second is throttled.
+    let limits = mpsd_sim::RateLimits {
+        burst: mpsd_sim::Window {
+            max: 1,
+            period: Duration::from_secs(15),
+        },
+        ..mpsd_sim::RateLimits::mpsd()
+    };
+    let sim = Simulator::builder()
+        .rate_limit(limits)
+        .https()
+        .start()
+        .await
+        .unwrap();
+    let uri = sim.session_uri(SCID, "LobbySession", "per-user");
+    // One set of cooldowns, two users.
+    let stack = tower_mpsd::MpsdLayer::new().retry(tower_mpsd::retry::RetryLayer::new());
+    let as_user = |user: &str| {
+        ServiceBuilder::new()
+            .mpsd_auth(FixedToken::new(Token::new(user, "t").unwrap()))
+            .mpsd_with(stack.clone())
+            .service(https_client(&sim, true))
+    };
+    let (alice, bob) = (as_user("alice"), as_user("bob"));
+    let get = || request(Method::GET, &uri).user(None).build();
+    let t0 = Instant::now();
+    alice.clone().oneshot(get()).await.unwrap();
+    // alice's 429 closes her cooldown; bob, on the same stack, is not held.
+    let waiting = tokio::spawn(alice.oneshot(get()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let res = bob.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        waiting.await.unwrap().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let seen: Vec<(String, u16, Duration)> = sim
+        .log()
+        .iter()
+        .map(|e| (e.user.clone().unwrap(), e.status.as_u16(), e.at - t0))
+        .collect();
+    println!("per-user cooldown: {seen:?}");
+    let bob_at = seen.iter().find(|(u, ..)| u == "bob").unwrap().2;
+    assert!(
+        bob_at < Duration::from_secs(1),
+        "bob went at once: {seen:?}"
+    );
+    let alice_last = seen.iter().filter(|(u, ..)| u == "alice").last().unwrap();
+    assert_eq!(alice_last.1, 204);
+    assert!(
+        alice_last.2 >= Duration::from_secs(15),
+        "alice waited out her 429"
+    );
+}

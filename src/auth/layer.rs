@@ -213,3 +213,61 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+    use crate::auth::TokenFuture;
+
+    /// Token `t<n>` at the n-th call.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl TokenSource for Counting {
+        fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                Ok(Token::new("42", &format!("t{n}"))?)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_401s_to_one_token_refresh_it_once() {
+        let layer = AuthLayer::new(Counting::default());
+        let sends = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::clone(&sends);
+        // The first token is revoked; later ones pass.
+        let mpsd = service_fn(move |req: Request<Full<Bytes>>| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            let revoked = req.headers()[header::AUTHORIZATION] == "XBL3.0 x=42;t0";
+            let status = if revoked { 401 } else { 200 };
+            async move {
+                Response::builder()
+                    .status(status)
+                    .body(Full::<Bytes>::default())
+            }
+        });
+        let client = layer.layer(mpsd);
+        let calls = (0..8).map(|_| {
+            let req = Request::get("https://mpsd.test/handles/h").body(Full::default());
+            client.clone().oneshot(req.unwrap())
+        });
+        for res in futures_util::future::join_all(calls).await {
+            assert_eq!(res.unwrap().status(), StatusCode::OK);
+        }
+        let source_calls = {
+            let shared = &layer.shared;
+            shared.cache.lock().await.generation
+        };
+        assert_eq!(source_calls, 2, "one sign-in, one refresh");
+        assert_eq!(sends.load(Ordering::SeqCst), 16, "each sent twice");
+    }
+}
