@@ -241,7 +241,7 @@ async fn the_stack_keys_cooldowns_on_the_user_the_auth_layer_set() {
         bob_at < Duration::from_secs(1),
         "bob went at once: {seen:?}"
     );
-    let alice_last = seen.iter().filter(|(u, ..)| u == "alice").last().unwrap();
+    let alice_last = seen.iter().rfind(|(u, ..)| u == "alice").unwrap();
     assert_eq!(alice_last.1, 204);
     assert!(
         alice_last.2 >= Duration::from_secs(15),
