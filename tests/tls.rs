@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::error::RequestFailed;
 use tower_mpsd::logical::{AttemptHistory, Purpose};
+use tower_mpsd::pace::PaceLayer;
 use tower_mpsd::retry::RetryLayer;
 use tower_mpsd::rules::backoff::Cause;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
@@ -285,4 +286,41 @@ async fn after_a_goaway_every_write_goes_once_on_a_new_connection() {
     );
     assert_eq!(puts.len(), 8, "each write once");
     assert!(puts.iter().all(|e| e.connection != log[0].connection));
+}
+
+#[tokio::test(start_paused = true)]
+async fn forty_callers_paced_over_one_http2_connection_get_no_429() {
+    // MPSD's own limits: 30 per 15 s and 300 per 300 s per user.
+    let sim = Simulator::builder().https().start().await.unwrap();
+    let uri = sim.session_uri(SCID, "LobbySession", "h2-paced");
+    let client = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().pace(PaceLayer::new()))
+        .service(https_client(&sim, true));
+    let t0 = Instant::now();
+    let calls = (0..40).map(|_| client.clone().oneshot(request(Method::GET, &uri).build()));
+    for res in join_all(calls).await {
+        assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    let log = sim.log();
+    let times = since(t0, &log);
+    let burst = times
+        .iter()
+        .filter(|t| **t < Duration::from_secs(15))
+        .count();
+    println!(
+        "h2 paced: {} requests, {burst} in the first 15 s, the rest from {:?}",
+        times.len(),
+        times
+            .iter()
+            .filter(|t| **t >= Duration::from_secs(15))
+            .min()
+    );
+    assert!(log
+        .iter()
+        .all(|e| e.version == Version::HTTP_2 && e.connection == 0));
+    assert!(
+        log.iter().all(|e| e.status == StatusCode::NO_CONTENT),
+        "no 429"
+    );
+    assert_eq!((times.len(), burst), (40, 30));
 }
