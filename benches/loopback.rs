@@ -23,7 +23,9 @@
 //! client, so `ratio` is what the stack costs over TLS.
 //!
 //! `cargo bench --bench loopback` prints one `summary:`
-//! line per scenario: `c1`, `c64`, `tls_h1_c64`, `tls_h2_c64`.
+//! line per scenario: `c1`, `c64`, `tls_h1_c64`, `tls_h2_c64`;
+//! `cargo bench --bench loopback -- tls` runs only the scenarios whose
+//! name contains `tls`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -180,23 +182,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    // `cargo bench` passes `--bench`; anything else names scenarios.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |label: &str| only.as_deref().map_or(true, |o| label.contains(o));
     rt.block_on(async {
         let plain = |_: &mpsd_sim::SimHandle| {
             Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
         };
         let (sim, client, uri) = sim_with_session(Simulator::builder(), plain).await;
         for concurrency in [1, 64] {
-            compare(
-                &format!("c{concurrency}"),
-                client.clone(),
-                &uri,
-                concurrency,
-            )
-            .await;
+            let label = format!("c{concurrency}");
+            if wanted(&label) {
+                compare(&label, client.clone(), &uri, concurrency).await;
+            }
         }
         sim.shutdown().await;
 
-        for (label, h2) in [("tls_h1_c64", false), ("tls_h2_c64", true)] {
+        let tls = [("tls_h1_c64", false), ("tls_h2_c64", true)];
+        for (label, h2) in tls.into_iter().filter(|(label, _)| wanted(label)) {
             let https = |sim: &mpsd_sim::SimHandle| https_client(sim, h2);
             let (sim, client, uri) = sim_with_session(Simulator::builder().https(), https).await;
             compare(label, client, &uri, 64).await;

@@ -157,7 +157,8 @@ impl SimBuilder {
                 faults: Faults::default(),
                 shedder: Shedder::new(Instant::now(), self.overload),
                 limiter: self.rate_limit.map(RateLimiter::new),
-                tokens: self.check_tokens.then(Tokens::default),
+                tokens: Tokens::default(),
+                check_tokens: self.check_tokens,
                 log: VecDeque::new(),
             }),
             max_body_bytes: self.max_body_bytes,
@@ -315,11 +316,8 @@ impl SimHandle {
     /// (on `tokio::time`), for a simulator that
     /// [checks tokens](SimBuilder::check_tokens).
     pub fn issue_token(&self, user: &str, ttl: Duration) -> String {
-        let mut state = self.inner.shared.lock();
-        state
-            .tokens
-            .get_or_insert_with(Tokens::default)
-            .issue(user, ttl, Instant::now())
+        let now = Instant::now();
+        self.inner.shared.lock().tokens.issue(user, ttl, now)
     }
 
     /// A session's current document, for assertions.
@@ -376,8 +374,10 @@ struct State {
     faults: Faults,
     shedder: Shedder,
     limiter: Option<RateLimiter>,
-    /// The tokens issued, when only they are accepted.
-    tokens: Option<Tokens>,
+    /// The tokens issued.
+    tokens: Tokens,
+    /// Whether only they are accepted.
+    check_tokens: bool,
     log: VecDeque<LogEntry>,
 }
 
@@ -457,14 +457,12 @@ impl State {
             return Some(respond(StatusCode::FORBIDDEN, Some(TEXT), message.into()));
         };
         let token = meta.token.as_deref().unwrap_or_default();
-        if let Some(tokens) = &self.tokens {
-            if !tokens.valid(user, token, meta.at) {
-                let message = "the XBL token is expired or unknown";
-                let mut res = respond(StatusCode::UNAUTHORIZED, Some(TEXT), message.into());
-                res.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("XBL3.0"));
-                return Some(res);
-            }
+        if self.check_tokens && !self.tokens.valid(user, token, meta.at) {
+            let message = "the XBL token is expired or unknown";
+            let mut res = respond(StatusCode::UNAUTHORIZED, Some(TEXT), message.into());
+            res.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("XBL3.0"));
+            return Some(res);
         }
         let throttled = self.limiter.as_mut()?.check(user, meta.at).err()?;
         let mut res = respond(
