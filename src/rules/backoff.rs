@@ -44,7 +44,8 @@ pub enum Cause {
     Transient,
     /// The server said it did not process the request (an HTTP/2 stream
     /// reset with `REFUSED_STREAM`): sent again at once, whatever its
-    /// method, as gRPC's transparent retry does.
+    /// method, as gRPC's transparent retry does. Retried by the layers that
+    /// retry [`Transient`](Self::Transient) failures.
     Unprocessed,
 }
 
