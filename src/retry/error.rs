@@ -89,8 +89,9 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
 /// A `GOAWAY` is not enough: h2 hands its error to the streams it
 /// excluded and, when the connection then closes, to the ones it did not
 /// answer yet alike, so a request that sees it may have been applied.
-/// (Requests hyper had not yet sent on such a connection come back to
-/// hyper-util, which sends them on a new connection by itself.)
+/// (Requests hyper had not yet handed to h2 when the `GOAWAY` came are
+/// given back to hyper-util's legacy client, which sends them again on a
+/// new connection by itself when the old one had been used before.)
 pub(crate) fn never_processed(error: &(dyn Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
