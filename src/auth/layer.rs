@@ -17,8 +17,9 @@ use crate::macros::define_inner_service_accessors;
 use crate::BoxError;
 
 /// Sets `Authorization: XBL3.0 x=<userhash>;<token>` from a
-/// [`TokenSource`] on every request, and on a 401 refreshes the token once
-/// and sends the request again (a 401 was not applied).
+/// [`TokenSource`] on every request (replacing any it had), and on a 401
+/// refreshes the token once and sends the request again (a 401 was not
+/// applied). See [the module](crate::auth) for where it goes.
 ///
 /// Clones, and the services they make, share the source and the cached
 /// token: concurrent 401s cause one refresh.
