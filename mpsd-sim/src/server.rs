@@ -1086,4 +1086,82 @@ mod tests {
         sim.clone().shutdown().await;
         assert!(TcpStream::connect(addr).await.is_err());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_issued_tokens_pass_when_tokens_are_checked() {
+        let sim = Simulator::builder()
+            .no_rate_limit()
+            .check_tokens()
+            .start()
+            .await
+            .unwrap();
+        let uri = sim.session_uri("scid", "LobbySession", "tokens");
+        let client = client();
+        let with =
+            |token: &str| Request::get(&uri).header(AUTHORIZATION, format!("XBL3.0 x=42;{token}"));
+        let (status, headers, _) = send(&client, with("made-up"), "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[WWW_AUTHENTICATE], "XBL3.0");
+        let token = sim.issue_token("42", Duration::from_secs(10));
+        assert_eq!(
+            send(&client, with(&token), "").await.0,
+            StatusCode::NO_CONTENT
+        );
+        let other_user = Request::get(&uri).header(AUTHORIZATION, format!("XBL3.0 x=43;{token}"));
+        assert_eq!(
+            send(&client, other_user, "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            send(&client, with(&token), "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Without checks, any token passes, issued or not.
+        let open = Simulator::builder().no_rate_limit().start().await.unwrap();
+        open.issue_token("42", Duration::from_secs(1));
+        let uri = open.session_uri("scid", "LobbySession", "open");
+        let any = Request::get(&uri).header(AUTHORIZATION, "XBL3.0 x=42;anything");
+        assert_eq!(send(&client, any, "").await.0, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn https_speaks_http2_or_http1_as_the_client_offers() {
+        use tokio_rustls::rustls;
+        let sim = Simulator::builder()
+            .no_rate_limit()
+            .https()
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(sim.base_uri(), format!("https://{}", sim.addr()));
+        let uri = sim.session_uri("scid", "LobbySession", "tls");
+        for h2 in [false, true] {
+            let ring = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(ring)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(sim.root_store().unwrap())
+                .with_no_client_auth();
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only();
+            let connector = if h2 {
+                https.enable_all_versions().build()
+            } else {
+                https.enable_http1().build()
+            };
+            let client = Client::builder(TokioExecutor::new()).build(connector);
+            let req = request(Method::GET, &uri, Some("42")).body(Full::<Bytes>::default());
+            let res = client.request(req.unwrap()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        }
+        let seen: Vec<_> = sim
+            .log()
+            .iter()
+            .map(|e| (e.version, e.connection))
+            .collect();
+        assert_eq!(seen, [(Version::HTTP_11, 0), (Version::HTTP_2, 1)]);
+        assert!(Simulator::start().await.unwrap().root_store().is_none());
+    }
 }
