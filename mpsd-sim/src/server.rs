@@ -501,7 +501,10 @@ async fn accept_loop(
                     id: ids.next().unwrap_or_default(),
                     go_away: Notify::new(),
                 });
-                let service = service(Arc::clone(&shared), &conn);
+                let service = SimService {
+                    shared: Arc::clone(&shared),
+                    conn: Arc::clone(&conn),
+                };
                 let stop = stop.clone();
                 match tls.clone() {
                     None => tokio::spawn(connection(stream, service, conn, stop)),
@@ -539,17 +542,10 @@ async fn connection(
     // Small responses go out at once; timings in tests and benches stay honest.
     let _ = stream.set_nodelay(true);
     // No hyper timers: tests run on a paused clock.
-    let conn_state = conn;
-    let conn = http1::Builder::new()
+    let served = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    drive(
-        conn,
-        |c| c.graceful_shutdown(),
-        &mut stop,
-        &conn_state.go_away,
-    )
-    .await;
+    drive(served, |c| c.graceful_shutdown(), &mut stop, &conn.go_away).await;
 }
 
 /// An HTTPS connection: the TLS handshake, then HTTP/1.1 or HTTP/2, as
@@ -578,7 +574,8 @@ async fn tls_connection(
     drive(served, |c| c.graceful_shutdown(), &mut stop, &conn.go_away).await;
 }
 
-/// The simulator's service on one connection.
+/// The simulator's service on one connection. Its future is boxed: the
+/// pipeline is an `async fn`, and a simulator can afford the allocation.
 #[derive(Clone)]
 struct SimService {
     shared: Arc<Shared>,
@@ -595,13 +592,6 @@ impl hyper::service::Service<Request<Incoming>> for SimService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         Box::pin(serve(Arc::clone(&self.shared), Arc::clone(&self.conn), req))
-    }
-}
-
-fn service(shared: Arc<Shared>, conn: &Arc<Conn>) -> SimService {
-    SimService {
-        shared,
-        conn: Arc::clone(conn),
     }
 }
 
