@@ -15,6 +15,13 @@
 //!   `If-Match` and a small JSON body), which the bare service answers 200,
 //!   through `rebase` with `ResendDelta` alone: the cost of keeping the
 //!   write's body and running the rebase future when no race is lost;
+//! - `rebase_write_sequenced`: the same write through `rebase` with a
+//!   `SessionBoard` (write sequencing), its queue free: the cost of taking
+//!   and releasing the session's turn;
+//! - `coalesce`: the GET through `CoalesceLayer` alone, no other caller
+//!   asking the same: the cost of opening and closing its flight;
+//! - `stack_rebase`: the GET through the recommended stack with a rebase
+//!   policy (`ResendDelta`), which adds coalescing and sequencing;
 //! - `stack`: the recommended stack, `ServiceBuilder::new().mpsd()`.
 //!
 //! Each call is `ready()` then `call()`, driven by one poll
@@ -47,12 +54,15 @@ use std::hint::black_box;
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
+use tower_mpsd::coalesce::CoalesceLayer;
 use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 use tower_mpsd::replay::ReplayLayer;
 use tower_mpsd::retry::RetryLayer;
 use tower_mpsd::revalidate::RevalidateLayer;
+use tower_mpsd::sequence::SessionBoard;
+use tower_mpsd::MpsdLayer;
 use tower_mpsd::ServiceBuilderExt;
 
 mod baseline;
@@ -207,6 +217,22 @@ fn main() {
             "rebase_write",
             RebaseLayer::new(ResendDelta).layer(bare()),
             write_request,
+        ),
+        measure_with(
+            &mut c,
+            "rebase_write_sequenced",
+            RebaseLayer::new(ResendDelta)
+                .sequence(SessionBoard::new())
+                .layer(bare()),
+            write_request,
+        ),
+        measure(&mut c, "coalesce", CoalesceLayer::new().layer(bare())),
+        measure(
+            &mut c,
+            "stack_rebase",
+            ServiceBuilder::new()
+                .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
+                .service(bare()),
         ),
         measure(&mut c, "replay", ReplayLayer::new(64 << 10).layer(bare())),
         // Limits no bench loop reaches: the cost of keeping the windows,

@@ -74,6 +74,23 @@
 //! - `failed`: writes handed back unsuccessful (e.g. a 412 after the
 //!   conflict rounds ran out).
 //!
+//! The writers share one stack, which sequences their conditional writes
+//! per session (see `tower_mpsd::sequence`). `contention_4x16` puts 16
+//! writers on each of 4 stacks built separately, as 4 processes: nothing
+//! is shared but the server.
+//!
+//! # `coalesce`
+//!
+//! 64 callers of one user GET one session (one URI) at one instant, 10
+//! bursts a second apart, through the stack with a rebase policy, which
+//! coalesces identical GETs (`coalesce`), and without one, the baseline
+//! (`coalesce_off`).
+//!
+//! - `requests_per_burst`: requests the simulator received / bursts.
+//! - `identical`: callers per burst whose status and body equal the first
+//!   caller's, on average.
+//! - `failed`: callers without a 200.
+//!
 //! `cargo bench --bench storm` prints one `summary:` line
 //! per scenario and strategy.
 
@@ -458,16 +475,21 @@ fn increment(conflict: &LostRace<'_>) -> Result<Decision, tower_mpsd::BoxError> 
 }
 
 async fn contention() {
-    for writers in [1usize, 4, 16, 64] {
+    for (stacks, writers) in [(1, 1usize), (1, 4), (1, 16), (1, 64), (4, 16)] {
         let sim = Simulator::builder().no_rate_limit().start().await.unwrap();
         let uri = create_session(&sim, "counter", json!({"count": 0})).await;
         sim.clear_log();
-        let stack = ServiceBuilder::new()
-            .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(increment))))
-            .service(Wire::new());
+        // Each stack has its own state, as separate processes would.
+        let stack = || {
+            ServiceBuilder::new()
+                .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(rebase_fn(increment))))
+                .service(Wire::new())
+        };
+        let stacks: Vec<_> = (0..stacks).map(|_| stack()).collect();
+        let writers = stacks.len() * writers;
         let t0 = Instant::now();
         let tasks = (0..writers).map(|w| {
-            let (stack, uri) = (stack.clone(), uri.clone());
+            let (stack, uri) = (stacks[w % stacks.len()].clone(), uri.clone());
             tokio::spawn(async move {
                 let user = format!("w{w}");
                 let mut ok = 0usize;
@@ -499,12 +521,76 @@ async fn contention() {
             ["custom"]["count"]
             .as_u64()
             .unwrap() as i64;
+        let name = match stacks.len() {
+            1 => format!("w{writers}"),
+            n => format!("{n}x{}", writers / n),
+        };
         println!(
-            "summary: storm/contention_w{writers} attempts_per_write={:.2} lost_updates={} writes_per_s={:.1} failed={}",
+            "summary: storm/contention_{name} attempts_per_write={:.2} lost_updates={} writes_per_s={:.1} failed={}",
             write_requests as f64 / total as f64,
             ok as i64 - final_count,
             ok as f64 / elapsed.as_secs_f64(),
             total - ok,
+        );
+        sim.shutdown().await;
+    }
+}
+
+/// Coalescing: [`CALLERS`] callers of one user GET one session at one
+/// instant, [`BURSTS`] times a second apart, through the stack with a
+/// rebase policy (which coalesces identical GETs: `storm/coalesce`) and
+/// without one (`storm/coalesce_off`, the baseline). `requests_per_burst`:
+/// requests the simulator received / bursts; `identical`: callers per
+/// burst whose status and body equal the burst's first caller's, on
+/// average; `failed`: callers without a 200.
+async fn coalesce() {
+    const BURSTS: usize = 10;
+    for (name, coalescing) in [("coalesce", true), ("coalesce_off", false)] {
+        let sim = Simulator::builder().no_rate_limit().start().await.unwrap();
+        let uri = create_session(&sim, "read", json!({"count": 0})).await;
+        sim.clear_log();
+        let stack = if coalescing {
+            MpsdLayer::new()
+                .rebase(RebaseLayer::new(rebase_fn(increment)))
+                .layer(Wire::new())
+                .map_response(|res| res.map(|b| b.boxed()))
+                .boxed_clone()
+        } else {
+            MpsdLayer::new()
+                .layer(Wire::new())
+                .map_response(|res| res.map(|b| b.map_err(Into::into).boxed()))
+                .boxed_clone()
+        };
+        let (mut identical, mut failed) = (0, 0);
+        for burst in 0..BURSTS {
+            let answers = join_all((0..CALLERS).map(|i| {
+                let stack = stack.clone();
+                let req = get(&uri, "u", &format!("{burst}-{i}"));
+                let req = {
+                    // One question: the same URI (the tag goes in a header).
+                    let (mut parts, body) = req.into_parts();
+                    parts.uri = uri.parse().unwrap();
+                    Request::from_parts(parts, body)
+                };
+                async move {
+                    let res = stack.oneshot(req).await.ok()?;
+                    let status = res.status();
+                    let body = res.into_body().collect().await.ok()?.to_bytes();
+                    Some((status, body))
+                }
+            }))
+            .await;
+            failed += answers
+                .iter()
+                .filter(|a| !a.as_ref().is_some_and(|(s, _)| *s == StatusCode::OK))
+                .count();
+            identical += answers.iter().filter(|a| **a == answers[0]).count();
+            sleep(Duration::from_secs(1)).await;
+        }
+        println!(
+            "summary: storm/{name} requests_per_burst={:.2} identical={:.1} failed={failed}",
+            sim.log().len() as f64 / BURSTS as f64,
+            identical as f64 / BURSTS as f64,
         );
         sim.shutdown().await;
     }
@@ -579,6 +665,7 @@ fn main() {
         overload().await;
         throttle().await;
         contention().await;
+        coalesce().await;
         pace().await;
     });
 }

@@ -5,6 +5,7 @@ use tower::ServiceBuilder;
 
 use crate::auth::{AuthLayer, TokenSource};
 use crate::classify::ClassifyLayer;
+use crate::coalesce::CoalesceLayer;
 use crate::logical::LogicalLayer;
 use crate::pace::PaceLayer;
 use crate::rebase::RebaseLayer;
@@ -66,6 +67,9 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// [`PaceLayer`]: requests paced under MPSD's rate limits.
     fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>>;
 
+    /// [`CoalesceLayer`]: concurrent identical GETs sent once.
+    fn mpsd_coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>>;
+
     /// [`AuthLayer`]: the user's token from `source` on every request,
     /// refreshed once on a 401. Goes before (outside) [`mpsd`](Self::mpsd).
     fn mpsd_auth(self, source: impl TokenSource) -> ServiceBuilder<Stack<AuthLayer, L>>;
@@ -108,6 +112,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     fn mpsd_pace(self, layer: PaceLayer) -> ServiceBuilder<Stack<PaceLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn mpsd_coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>> {
         self.layer(layer)
     }
 

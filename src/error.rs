@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`RequestFailed`] | [`retry`](crate::retry) | the inner service (the HTTP client) failed: connection refused or reset, a body that could not be sent. It ends the logical request after the attempts in [`history()`](RequestFailed::history); its `source()` is the client's error |
 //! | [`InvalidUri`] | [`retry`](crate::retry) | the URI has no scheme or no authority; refused at once, nothing sent |
-//! | [`Refused`] | [`retry`](crate::retry), [`pace`](crate::pace) | a cooldown for the endpoint (after a 503 or 429), or MPSD's rate limit for the user, lasts past the deadline: failed at once, nothing sent; retry in [`retry_in`](Refused::retry_in) |
+//! | [`Refused`] | [`retry`](crate::retry), [`pace`](crate::pace), [`rebase`](crate::rebase) with a [`sequence`](crate::sequence) board | a cooldown for the endpoint (after a 503 or 429), or MPSD's rate limit for the user, lasts past the deadline, or the session's write queue is full or would not give the write its turn in time: failed at once, nothing sent; retry in [`retry_in`](Refused::retry_in) |
 //! | [`AttemptTimedOut`] | [`retry`](crate::retry) | no answer by the deadline; the server may have applied the request |
 //! | [`RebaseError`] | [`rebase`](crate::rebase) | after a 412, the session was deleted, or the rebase policy failed |
 //! | [`AlreadySent`] | [`replay`](crate::replay) | a body over the replay cap was polled again after it was sent (found in a body's error, or in the source chain of a [`RequestFailed`]) |
@@ -129,6 +129,10 @@ pub enum RefusedBy {
     Cooldown,
     /// MPSD's per-user rate limit.
     Pace,
+    /// The session's write queue ([`crate::sequence`]): it was full, or
+    /// the write's turn would not come before its deadline. `retry_in` is
+    /// zero: the queue cannot tell when it will move.
+    Queue,
 }
 
 impl Refused {
@@ -161,6 +165,7 @@ impl fmt::Display for Refused {
         let why = match self.by {
             RefusedBy::Cooldown => "endpoint cooling down",
             RefusedBy::Pace => "MPSD rate limit: no slot before the deadline",
+            RefusedBy::Queue => "the session's write queue: no turn before the deadline",
         };
         write!(f, "{why}; retry in {:?}", self.retry_in)
     }

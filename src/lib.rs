@@ -10,7 +10,8 @@
 //! | layer | what it does |
 //! |---|---|
 //! | [`logical::LogicalLayer`] | one deadline and attempt limit per logical request, the only place they are set; the [`AttemptHistory`](logical::AttemptHistory) in the response |
-//! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update |
+//! | [`coalesce::CoalesceLayer`] (with a rebase policy) | concurrent identical GETs sent once, every caller given the same answer |
+//! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update; with a [`sequence::SessionBoard`] (the stack gives it one), conditional writes to a session go one at a time and a known-stale write is rebased before it is sent |
 //! | [`retry::RetryLayer`] | 503 and 429 retried no earlier than `Retry-After`, with jitter, a cooldown per endpoint shared by every request, a retry budget, and never past the deadline |
 //! | [`revalidate::RevalidateLayer`] | polling with `If-None-Match`, a 304 answered from a bounded cache as a 200 |
 //! | [`pace::PaceLayer`] | MPSD's per-user rate limits kept on the client side, so a 429 is avoided rather than waited out |
@@ -25,7 +26,7 @@
 //! result. The state the layers share (cooldowns, pace windows, the
 //! revalidation cache) is in handles that clones share and that several
 //! stacks can be given ([`retry::Cooldowns`], [`pace::PaceTable`],
-//! [`revalidate::Cache`]).
+//! [`revalidate::Cache`], [`sequence::SessionBoard`]).
 //!
 //! The pure rules the layers apply (URI targets, identities,
 //! `Retry-After`, the 429 body, backoff) are in [`rules`]. The `mpsd-sim`
@@ -85,6 +86,7 @@ pub mod auth;
 mod body;
 mod builder;
 pub mod classify;
+pub mod coalesce;
 pub mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
@@ -97,6 +99,7 @@ pub mod response;
 pub mod retry;
 pub mod revalidate;
 pub mod rules;
+pub mod sequence;
 pub mod stack;
 
 pub use builder::ServiceBuilderExt;

@@ -5,7 +5,8 @@
 //! | layer | why there |
 //! |---|---|
 //! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
-//! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns |
+//! | [`CoalesceLayer`] (when a rebase policy is given) | identical concurrent GETs sent once; each caller keeps its own deadline, and the one GET sent is retried, paced and revalidated below |
+//! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`]), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
@@ -23,8 +24,10 @@
 //!
 //! Clones of an `MpsdLayer`, and the services they make, share the retry
 //! layer's [`Cooldowns`](crate::retry::Cooldowns), budget and counters, the
-//! pace layer's [`PaceTable`](crate::pace::PaceTable) and the revalidate
-//! layer's [`Cache`](crate::revalidate::Cache). Separately built stacks
+//! pace layer's [`PaceTable`](crate::pace::PaceTable), the revalidate
+//! layer's [`Cache`](crate::revalidate::Cache), and, with a rebase policy,
+//! the write queues of its [`SessionBoard`](crate::sequence::SessionBoard)
+//! and the coalescing layer's flights. Separately built stacks
 //! share them only when handed the same handles, through the layers the
 //! stack takes:
 //!
@@ -91,9 +94,10 @@ use tower::layer::util::Identity;
 use tower::Layer;
 
 use crate::classify::{Classify, ClassifyLayer};
+use crate::coalesce::{Coalesce, CoalesceLayer};
 use crate::logical::{Logical, LogicalLayer};
 use crate::pace::PaceLayer;
-use crate::rebase::RebaseLayer;
+use crate::rebase::{Rebase, RebaseLayer};
 use crate::retry::{Retry, RetryLayer};
 use crate::revalidate::RevalidateLayer;
 
@@ -129,20 +133,54 @@ impl MpsdLayer {
 }
 
 impl<V, P> MpsdLayer<Identity, V, P> {
-    /// Retries conflicting writes through `rebase`.
-    pub fn rebase<Policy>(
-        self,
-        rebase: RebaseLayer<Policy>,
-    ) -> MpsdLayer<RebaseLayer<Policy>, V, P> {
+    /// Retries conflicting writes through `rebase`, and sequences them per
+    /// session with a new [`SessionBoard`](crate::sequence::SessionBoard)
+    /// (see [`crate::sequence`]) unless the layer was given one
+    /// ([`RebaseLayer::sequence`], to share it or read its counters) or
+    /// told not to ([`RebaseLayer::unsequenced`]).
+    ///
+    /// Concurrent identical GETs are then sent once
+    /// ([`crate::coalesce`]), by a new [`CoalesceLayer`] unless given one
+    /// with [`coalesce`](MpsdLayer::coalesce).
+    pub fn rebase<Policy>(self, rebase: RebaseLayer<Policy>) -> MpsdLayer<Rebasing<Policy>, V, P> {
         MpsdLayer {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: 8,
-            rebase,
+            rebase: Rebasing {
+                coalesce: CoalesceLayer::new(),
+                rebase: rebase.sequenced_by_default(),
+            },
             retry: self.retry,
             revalidate: self.revalidate,
             pace: self.pace,
         }
+    }
+}
+
+/// The part of [`MpsdLayer`] a rebase policy brings: coalescing of
+/// identical GETs ([`CoalesceLayer`]) over the rebase layer, which
+/// sequences conditional writes.
+#[derive(Debug, Clone)]
+pub struct Rebasing<Policy> {
+    coalesce: CoalesceLayer,
+    rebase: RebaseLayer<Policy>,
+}
+
+impl<S, Policy: Clone> Layer<S> for Rebasing<Policy> {
+    type Service = Coalesce<Rebase<S, Policy>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.coalesce.layer(self.rebase.layer(inner))
+    }
+}
+
+impl<Policy, V, P> MpsdLayer<Rebasing<Policy>, V, P> {
+    /// Coalesces identical GETs with `coalesce` (its cap, and counters you
+    /// keep a handle to) instead of a new [`CoalesceLayer`].
+    pub fn coalesce(mut self, coalesce: CoalesceLayer) -> Self {
+        self.rebase.coalesce = coalesce;
+        self
     }
 }
 

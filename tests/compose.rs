@@ -170,6 +170,9 @@ fn every_service_has_accessors_to_its_inner_service() {
     let mut svc = RevalidateLayer::new().layer(1);
     *svc.get_mut() += 1;
     assert_eq!((*svc.get_ref(), svc.into_inner()), (2, 2));
+    let mut svc = tower_mpsd::coalesce::CoalesceLayer::new().layer(1);
+    *svc.get_mut() += 1;
+    assert_eq!((*svc.get_ref(), svc.into_inner()), (2, 2));
 
     // The recommended stack, opened layer by layer down to the client.
     let stack = MpsdLayer::new()
@@ -177,6 +180,12 @@ fn every_service_has_accessors_to_its_inner_service() {
         .revalidate(RevalidateLayer::new())
         .pace(PaceLayer::new())
         .layer(7);
-    let revalidate = stack.into_inner().into_inner().into_inner().into_inner();
+    // Logical, Coalesce, Rebase, Retry, then Revalidate.
+    let revalidate = stack
+        .into_inner()
+        .into_inner()
+        .into_inner()
+        .into_inner()
+        .into_inner();
     assert_eq!(*revalidate.get_ref().get_ref(), 7);
 }

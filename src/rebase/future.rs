@@ -2,6 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -22,10 +23,11 @@ use super::rules::{
 use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
 use crate::classify::{Call, Outcome};
-use crate::error::Refused;
+use crate::error::{Refused, RefusedBy};
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, NoSession, Purpose};
 use crate::replay::NotReplayable;
 use crate::response::{announced_over, ReadFailure};
+use crate::sequence::{Count, Entry, Seen, SessionBoard, Snapshot, Turn};
 use crate::BoxError;
 
 /// A rebase that could not end in an answer.
@@ -94,17 +96,24 @@ pin_project! {
             read: BytesMut,
             body: Option<B>,
         },
+        // Waiting for its turn in the session's queue (sequenced writes).
+        Queued { wait: Waiting, body: Option<B> },
         // Waiting for the service to be ready for a further send.
         Ready { next: Next },
         // A send in flight.
         Calling { sending: Sending, #[pin] future: F },
         // Reading the body of a 412 or of a re-read's 200.
         Reading { of: Of, #[pin] body: R, read: BytesMut },
+        // Reading the body of a sequenced write's answer, for the board.
+        Recording { head: Option<http::response::Parts>, #[pin] body: R, read: BytesMut },
         // The random pause before a rebased write conditional on `etag`.
         Pausing { etag: HeaderValue, body: Bytes, #[pin] sleep: Sleep },
         Done,
     }
 }
+
+/// A wait for a turn in a session's queue, over at the deadline.
+type Waiting = Pin<Box<dyn Future<Output = Result<Turn, ()>> + Send>>;
 
 /// A further send, once the service is ready.
 enum Next {
@@ -149,6 +158,11 @@ struct Rounds<S, P> {
     /// When the send in flight went.
     sent: Instant,
     rng: HasherRng,
+    /// The board sequencing the session's writes, if any; the write's
+    /// turn while it holds it; its `If-Match` as the caller sent it.
+    board: Option<SessionBoard>,
+    turn: Option<Turn>,
+    first_if_match: Option<HeaderValue>,
 }
 
 type Finished<R> = Result<Response<RebaseBody<R>>, BoxError>;
@@ -179,6 +193,7 @@ where
         mut req: Request<B>,
         (condition, session_uri): (Condition, Uri),
         config: Config,
+        board: Option<SessionBoard>,
     ) -> Self
     where
         B: Clone,
@@ -187,6 +202,9 @@ where
         let (write, body) = req.into_parts();
         let keep = write.extensions.get::<NotReplayable>().is_none();
         let start = logical.start();
+        let first_if_match = board
+            .as_ref()
+            .and_then(|_| write.headers.get(header::IF_MATCH).cloned());
         let rounds = Rounds {
             svc,
             policy,
@@ -201,6 +219,9 @@ where
             round: 0,
             sent: start,
             rng: HasherRng::new(),
+            board,
+            turn: None,
+            first_if_match,
         };
         Self {
             kind: Kind::Rebasing {
@@ -252,7 +273,18 @@ where
                         me.body = kept_body(kept, read);
                     }
                     let body = body.take().expect("the write's body goes once");
-                    Step::Go(me.send_first(body))
+                    me.enter(body)
+                }
+                StateProj::Queued { wait, body } => {
+                    let turn = ready!(wait.as_mut().poll(cx));
+                    let body = body.take().expect("the write's body goes once");
+                    match turn {
+                        Ok(turn) => {
+                            me.turn = Some(turn);
+                            me.go_first(body)
+                        }
+                        Err(()) => Step::Done(Err(me.refused_by_queue())),
+                    }
                 }
                 StateProj::Ready { next } => match ready!(me.svc.poll_ready(cx)) {
                     Ok(()) => Step::Go(me.send(next)),
@@ -277,6 +309,12 @@ where
                         Of::Session(headers) => me.session_read(headers, read),
                     }
                 }
+                StateProj::Recording { head, body, read } => {
+                    let limit = me.config.session_limit;
+                    let read = read_result(ready!(read_within(body, read, limit, cx)), read);
+                    let head = head.take().expect("the answer's head goes once");
+                    me.recorded(head, read)
+                }
                 StateProj::Pausing { etag, body, sleep } => {
                     ready!(sleep.poll(cx));
                     // Later rounds rebase the write as last sent.
@@ -290,6 +328,8 @@ where
             match step {
                 Step::Go(next) => state.set(next),
                 Step::Done(done) => {
+                    // The next write of the session may go.
+                    me.turn = None;
                     state.set(State::Done);
                     return Poll::Ready(done);
                 }
@@ -299,6 +339,179 @@ where
 }
 
 impl<S, P> Rounds<S, P> {
+    /// Takes the write's turn in its session's queue, when sequenced, then
+    /// sends it.
+    fn enter<F, B, R>(&mut self, body: B) -> Step<F, B, R>
+    where
+        S: Service<Request<B>, Future = F>,
+        P: RebasePolicy,
+        B: From<Bytes>,
+    {
+        let Some(board) = &self.board else {
+            return Step::Go(self.send_first(body));
+        };
+        match board.enter(&self.session_uri, self.logical.deadline()) {
+            Entry::Now(turn) => {
+                self.turn = Some(turn);
+                self.go_first(body)
+            }
+            Entry::Wait(wait) => {
+                board.count(Count::Waited);
+                Step::Go(State::Queued {
+                    wait,
+                    body: Some(body),
+                })
+            }
+            Entry::Full => Step::Done(Err(self.refused_by_queue())),
+        }
+    }
+
+    /// The write, its turn come: rebased first if the board knows it is
+    /// stale.
+    fn go_first<F, B, R>(&mut self, body: B) -> Step<F, B, R>
+    where
+        S: Service<Request<B>, Future = F>,
+        P: RebasePolicy,
+        B: From<Bytes>,
+    {
+        match self.rebase_before_sending() {
+            Ok(Some(rebased)) => Step::Go(self.send_first(B::from(rebased))),
+            Ok(None) => Step::Go(self.send_first(body)),
+            Err(e) => Step::Done(Err(e)),
+        }
+    }
+
+    /// The body to send instead, when the board knows a newer session than
+    /// the one the write is conditional on and the policy rebases on it.
+    fn rebase_before_sending(&mut self) -> Result<Option<Bytes>, BoxError>
+    where
+        P: RebasePolicy,
+    {
+        let (Some(board), Some(body)) = (self.board.clone(), self.body.as_ref()) else {
+            return Ok(None);
+        };
+        let if_match = match self.condition {
+            Condition::Match => Some(self.write.headers.get(header::IF_MATCH)),
+            Condition::CreateOnly => None,
+        };
+        let Some(Snapshot { etag, body: known }) =
+            board.stale(&self.session_uri, if_match.flatten())
+        else {
+            return Ok(None);
+        };
+        let Ok(session @ Value::Object(_)) = serde_json::from_slice::<Value>(&known) else {
+            return Ok(None);
+        };
+        let conflict = LostRace {
+            method: &self.write.method,
+            uri: &self.write.uri,
+            create_only: self.condition == Condition::CreateOnly,
+            body,
+            session: &session,
+            etag: &etag,
+            round: 0,
+            before_sending: true,
+        };
+        let next = match self.policy.rebase(&conflict) {
+            Err(e) => return Err(RebaseError::Policy(e).into()),
+            Ok(Decision::GiveUp) => return Ok(None),
+            Ok(Decision::Retry(next)) => next,
+        };
+        tracing::debug!("mpsd rebase: a stale write rebased before it was sent");
+        board.count(Count::RebasedBeforeSending);
+        self.condition = rebase_head(&mut self.write, &etag);
+        self.body = Some(next.clone());
+        Ok(Some(next))
+    }
+
+    /// The write could not have its turn in time, or the queue was full:
+    /// handed back unsent.
+    fn refused_by_queue(&self) -> BoxError {
+        if let Some(board) = &self.board {
+            board.count(Count::Refused);
+        }
+        tracing::debug!("mpsd rebase: no turn in the session's queue before the deadline");
+        Refused::new(RefusedBy::Queue, Duration::ZERO, self.logical.attempts()).into()
+    }
+
+    /// The final answer to the write: read for the board when sequenced and
+    /// it carries the session, then handed back.
+    fn answered<F, B, R>(&mut self, res: Response<R>) -> Step<F, B, R>
+    where
+        R: Body,
+    {
+        let Some(board) = &self.board else {
+            return Step::Done(self.finish(res.map(RebaseBody::inner)));
+        };
+        let within = |n: u64| n <= self.config.session_limit as u64;
+        let session = matches!(res.status(), StatusCode::OK | StatusCode::CREATED)
+            && res.headers().contains_key(header::ETAG)
+            && res.body().size_hint().exact().is_some_and(within);
+        if session {
+            let (head, body) = res.into_parts();
+            return Step::Go(State::Recording {
+                head: Some(head),
+                body,
+                read: BytesMut::new(),
+            });
+        }
+        // Any other answer leaves the session unknown; a 204 says it is gone.
+        board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
+        Step::Done(self.finish(res.map(RebaseBody::inner)))
+    }
+
+    /// The sequenced write's answer, read: noted on the board, handed back.
+    fn recorded<F, B, R>(
+        &mut self,
+        head: http::response::Parts,
+        read: Result<Bytes, ReadFailure>,
+    ) -> Step<F, B, R> {
+        match read {
+            Ok(body) => {
+                if let Some(etag) = head.headers.get(header::ETAG) {
+                    self.saw(etag, &body);
+                }
+                Step::Done(self.finish(Response::from_parts(head, RebaseBody::read(body))))
+            }
+            Err(failure) => {
+                if let Some(board) = &self.board {
+                    board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
+                }
+                Step::Done(Err(match failure {
+                    ReadFailure::Body(e) => e,
+                    ReadFailure::TooLarge => "the answer is longer than it announced".into(),
+                }))
+            }
+        }
+    }
+
+    /// Notes on the board, if any, an answer carrying `body` at `etag`: the
+    /// session as it is now when `body` is a JSON object.
+    fn saw(&self, etag: &HeaderValue, body: &Bytes) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let seen = if object {
+            Seen::Session(Snapshot {
+                etag: etag.clone(),
+                body: body.clone(),
+            })
+        } else {
+            Seen::Gone
+        };
+        board.record(&self.session_uri, self.sent_etags(), seen);
+    }
+
+    /// The `If-Match` values the write carried: as the caller sent it, and
+    /// as last sent.
+    fn sent_etags(&self) -> [Option<&HeaderValue>; 2] {
+        [
+            self.first_if_match.as_ref(),
+            self.write.headers.get(header::IF_MATCH),
+        ]
+    }
+
     /// Sends the write for the first time, with the service the caller
     /// made ready.
     fn send_first<B, F, R>(&mut self, body: B) -> State<F, B, R>
@@ -367,11 +580,17 @@ impl<S, P> Rounds<S, P> {
     }
 
     /// A write's answer: the caller's unless it is a 412 that can be rebased.
-    fn write_answered<F, B, R>(&mut self, res: Response<R>) -> Step<F, B, R> {
+    fn write_answered<F, B, R>(&mut self, res: Response<R>) -> Step<F, B, R>
+    where
+        R: Body,
+    {
         // A new answer: the 412 of the last round is no longer the one in hand.
         self.lost = None;
         if res.status() != StatusCode::PRECONDITION_FAILED {
-            return Step::Done(self.finish(res.map(RebaseBody::inner)));
+            return self.answered(res);
+        }
+        if let Some(board) = &self.board {
+            board.count(Count::PreconditionFailed);
         }
         self.round += 1;
         tracing::debug!(round = self.round, "mpsd rebase: the write lost a race");
@@ -493,6 +712,7 @@ impl<S, P> Rounds<S, P> {
             session,
             etag: &etag,
             round: self.round,
+            before_sending: false,
         };
         let decision = self.policy.rebase(&conflict);
         // From here on, the 412 handed back carries the fresh session.
@@ -527,6 +747,9 @@ impl<S, P> Rounds<S, P> {
         tracing::debug!(?why, "mpsd rebase: handing the 412 back");
         self.logical.gave_up(why);
         let lost = self.lost.take().expect("a 412 in hand");
+        if let Some(etag) = lost.head.headers.get(header::ETAG) {
+            self.saw(etag, &lost.body);
+        }
         self.finish(lost.hand_back())
     }
 

@@ -11,6 +11,7 @@ use super::body::RebaseBody;
 use super::future::ResponseFuture;
 use super::policy::RebasePolicy;
 use super::rules::conditional_write;
+use crate::sequence::SessionBoard;
 use crate::BoxError;
 
 /// Settings of a [`RebaseLayer`].
@@ -29,12 +30,24 @@ pub(crate) struct Config {
 pub struct RebaseLayer<P> {
     policy: P,
     config: Config,
+    sequencing: Sequencing,
+}
+
+/// Whether conditional writes are sequenced, and by which board.
+#[derive(Debug, Clone, Default)]
+enum Sequencing {
+    /// Not unless [`MpsdLayer`](crate::MpsdLayer) gives a board.
+    #[default]
+    Unset,
+    On(SessionBoard),
+    Off,
 }
 
 impl<P> fmt::Debug for RebaseLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RebaseLayer")
             .field("config", &self.config)
+            .field("sequencing", &self.sequencing)
             .finish_non_exhaustive()
     }
 }
@@ -51,7 +64,44 @@ impl<P> RebaseLayer<P> {
                 session_limit: 1024 * 1024,
                 spread: Duration::from_millis(50),
             },
+            sequencing: Sequencing::Unset,
         }
+    }
+
+    /// Sequences conditional writes per session through `board`, and
+    /// rebases a write the board knows to be stale before it is sent (see
+    /// [`crate::sequence`]). Layers and stacks given the same board share
+    /// its queues and sessions. Used alone, the layer does not sequence
+    /// unless given a board; [`MpsdLayer::rebase`](crate::MpsdLayer::rebase)
+    /// gives it a new one unless it has one or is
+    /// [`unsequenced`](Self::unsequenced).
+    pub fn sequence(mut self, board: SessionBoard) -> Self {
+        self.sequencing = Sequencing::On(board);
+        self
+    }
+
+    /// Never sequences writes, not even inside
+    /// [`MpsdLayer`](crate::MpsdLayer).
+    pub fn unsequenced(mut self) -> Self {
+        self.sequencing = Sequencing::Off;
+        self
+    }
+
+    /// The board it sequences writes through, if any.
+    pub fn board(&self) -> Option<&SessionBoard> {
+        match &self.sequencing {
+            Sequencing::On(board) => Some(board),
+            Sequencing::Unset | Sequencing::Off => None,
+        }
+    }
+
+    /// Sequenced by a new board, unless given one or told not to: what the
+    /// recommended stack does.
+    pub(crate) fn sequenced_by_default(mut self) -> Self {
+        if let Sequencing::Unset = self.sequencing {
+            self.sequencing = Sequencing::On(SessionBoard::new());
+        }
+        self
     }
 
     /// The most conflicts handled per logical request. Default 3: the
@@ -95,6 +145,7 @@ impl<S, P: Clone> Layer<S> for RebaseLayer<P> {
             inner,
             policy: self.policy.clone(),
             config: self.config,
+            board: self.board().cloned(),
         }
     }
 }
@@ -105,6 +156,7 @@ pub struct Rebase<S, P> {
     inner: S,
     policy: P,
     config: Config,
+    board: Option<SessionBoard>,
 }
 
 impl<S, P> Rebase<S, P> {
@@ -146,6 +198,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let policy = self.policy.clone();
-        ResponseFuture::rebasing(inner, policy, req, write, self.config)
+        let board = self.board.clone();
+        ResponseFuture::rebasing(inner, policy, req, write, self.config, board)
     }
 }

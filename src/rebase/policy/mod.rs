@@ -49,8 +49,15 @@ pub struct LostRace<'a> {
     pub session: &'a Value,
     /// The session's current ETag: the retried write's `If-Match`.
     pub etag: &'a HeaderValue,
-    /// Which conflict this is for the logical request, from 1.
+    /// Which conflict this is for the logical request, from 1; 0 for a
+    /// rebase [before sending](Self::before_sending), which costs no send
+    /// and no conflict round.
     pub round: u32,
+    /// Whether the write has not been sent yet: the session is the latest
+    /// one the stack saw (a [`SessionBoard`](crate::sequence::SessionBoard)
+    /// knew the write's `ETag` was superseded), not one a 412 answered.
+    /// Declining sends the write as it came.
+    pub before_sending: bool,
 }
 
 /// A policy's answer.

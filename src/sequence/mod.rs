@@ -1,0 +1,111 @@
+//! Write sequencing: the conditional writes of one process to a session go
+//! one at a time, and a write the process already knows to be stale is
+//! rebased before it is sent.
+//!
+//! Writers of one process that race for a session lose to each other: the
+//! stack saw the winner's answer (MPSD returns the whole session on 200,
+//! 201 and 412), yet each loser pays a 412 and a rebased write. A
+//! [`SessionBoard`] given to a [`RebaseLayer`](crate::rebase::RebaseLayer)
+//! ([`RebaseLayer::sequence`](crate::rebase::RebaseLayer::sequence);
+//! [`MpsdLayer::rebase`](crate::MpsdLayer::rebase) gives it one) removes
+//! those 412s:
+//!
+//! - **One at a time, in order.** Conditional writes (`If-Match`, and
+//!   create-only `If-None-Match: *`) to the same session (authority and
+//!   session path; an element such as `.../members/me` counts as its
+//!   session, and `/handles/{id}/session` as the handle's session, which
+//!   the client cannot tell from the session's own URI) go one at a time, first come first served, through every
+//!   clone of the stack and every stack given the same board. The next
+//!   goes when the answer to the one before has arrived and its body has
+//!   been read. Writes to different sessions never wait for each other.
+//! - **Rebased before sending.** The board keeps the latest session seen
+//!   (from the answers to sequenced writes: 200, 201, and a 412 carrying
+//!   the session) and the `ETag`s it superseded. A write conditional on
+//!   one of those is given to the rebase policy with the known session
+//!   ([`LostRace::before_sending`](crate::rebase::policy::LostRace::before_sending))
+//!   and goes out with the fresh `ETag`: no round trip of its own. So does
+//!   a create-only write to a session known to exist. It costs no conflict
+//!   round (`max_rounds` counts 412s); if the policy declines, the write
+//!   goes as it came.
+//! - **Bounds.** Waiting counts against the logical request's deadline: a
+//!   write whose turn would come later is handed back unsent,
+//!   [`Refused`](crate::error::Refused) by
+//!   [`RefusedBy::Queue`](crate::error::RefusedBy::Queue); so is one that
+//!   finds `max_waiting` writes already waiting. A caller that drops its
+//!   future while waiting leaves the queue as it was, and the next writer
+//!   goes at once when the write ahead is answered; a write whose answer
+//!   never comes holds the queue only until its attempt is abandoned (the
+//!   retry layer's [`AttemptTimedOut`](crate::retry::AttemptTimedOut) at the
+//!   deadline, inside [`MpsdLayer`](crate::MpsdLayer)). Sessions are held
+//!   in a map bounded by count and bytes, least recently used first out.
+//!
+//! What is **not** guaranteed: unconditional writes (no `If-Match`, or
+//! `If-Match: *`) are sequenced only when they carry one of the two
+//! headers, and never rebased (`If-Match: *` is sequenced but never
+//! stale); reads are not sequenced and do not update the board (a read's
+//! answer can arrive after a later write's, so its `ETag` is not known to
+//! be the newer); ordering across processes, or across stacks with
+//! separate boards, is the server's: their writes still meet as 412s,
+//! rebased as without a board. An `ETag` the board never saw superseded
+//! (read elsewhere, or older than the `max_waiting` kept) is sent as it
+//! is, and a 412 is rebased as usual.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
+//! use tower_mpsd::sequence::SessionBoard;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_mpsd::BoxError> {
+//! // A session at ETag "1"; each write that matches makes it "2", "3", ...
+//! let version = Arc::new(Mutex::new(1));
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let mpsd = service_fn({
+//!     let (version, seen) = (version.clone(), seen.clone());
+//!     move |req: Request<Full<Bytes>>| {
+//!         let (version, seen) = (version.clone(), seen.clone());
+//!         async move {
+//!             let if_match = req.headers()["if-match"].to_str()?.to_owned();
+//!             seen.lock().unwrap().push(if_match.clone());
+//!             let mut v = version.lock().unwrap();
+//!             let status = if if_match == format!("\"{v}\"") {
+//!                 *v += 1;
+//!                 StatusCode::OK
+//!             } else {
+//!                 StatusCode::PRECONDITION_FAILED
+//!             };
+//!             let res = Response::builder().status(status).header("etag", format!("\"{v}\""));
+//!             Ok::<_, tower_mpsd::BoxError>(res.body(Full::from("{}"))?)
+//!         }
+//!     }
+//! });
+//! let board = SessionBoard::new();
+//! let client = ServiceBuilder::new()
+//!     .layer(RebaseLayer::new(ResendDelta).sequence(board.clone()))
+//!     .service(mpsd);
+//! let write = || {
+//!     Request::put("http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s")
+//!         .header("if-match", "\"1\"")
+//!         .body(Full::from(r#"{"properties":{"custom":{"ready":true}}}"#))
+//! };
+//! // Two writes read the session at "1". The second is rebased on the
+//! // first one's answer before it is sent: no 412.
+//! let (a, b) = tokio::join!(client.clone().oneshot(write()?), client.oneshot(write()?));
+//! assert_eq!((a?.status(), b?.status()), (StatusCode::OK, StatusCode::OK));
+//! assert_eq!(*seen.lock().unwrap(), ["\"1\"", "\"2\""]);
+//! assert_eq!(board.stats().rebased_before_sending(), 1);
+//! assert_eq!(board.stats().precondition_failed(), 0);
+//! # Ok(())
+//! # }
+//! ```
+
+mod board;
+
+pub(crate) use board::{Count, Entry, Seen, Snapshot, Turn};
+pub use board::{SequenceStats, SessionBoard, SessionBoardBuilder};
