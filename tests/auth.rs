@@ -248,3 +248,32 @@ async fn the_stack_keys_cooldowns_on_the_user_the_auth_layer_set() {
         "alice waited out her 429"
     );
 }
+
+/// A sign-in whose every token the simulator does not know.
+struct Unknown(Arc<AtomicUsize>);
+
+impl TokenSource for Unknown {
+    fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(Token::new(USER, &format!("unknown-{n}"))?) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_to_the_fresh_token_too_is_handed_back_after_two_sends() {
+    let sim = token_checking_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "unknown");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = ServiceBuilder::new()
+        .mpsd_auth(Unknown(Arc::clone(&calls)))
+        .mpsd()
+        .service(https_client(&sim, true));
+    let res = client
+        .oneshot(request(Method::PUT, &uri).user(None).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one sign-in, one refresh");
+    let statuses: Vec<u16> = sim.log().iter().map(|e| e.status.as_u16()).collect();
+    assert_eq!(statuses, [401, 401], "sent twice, not more");
+}

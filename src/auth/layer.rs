@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{header, Request, Response, StatusCode};
 use tokio::sync::Mutex;
@@ -27,23 +28,40 @@ use crate::BoxError;
 #[must_use]
 pub struct AuthLayer {
     shared: Arc<Shared>,
+    timeout: Duration,
 }
 
+/// The default [`AuthLayer::token_timeout`]: 20 s, the recommended
+/// stack's deadline; a sign-in slower than that helps no request.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl AuthLayer {
-    /// Tokens from `source`.
+    /// Tokens from `source`, each fetch given at most 20 s.
     pub fn new(source: impl TokenSource) -> Self {
         Self {
             shared: Arc::new(Shared {
                 source: Box::new(source),
                 cache: Mutex::new(Cache::default()),
             }),
+            timeout: TOKEN_TIMEOUT,
         }
+    }
+
+    /// How long one call of the source may take before the requests
+    /// waiting for it fail with [`TokenUnavailable`] (its source a
+    /// `tokio::time::error::Elapsed`). Default 20 s: the recommended
+    /// stack's deadline, past which a token helps no request.
+    pub fn token_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
 impl fmt::Debug for AuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthLayer").finish_non_exhaustive()
+        f.debug_struct("AuthLayer")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,6 +72,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             shared: Arc::clone(&self.shared),
+            timeout: self.timeout,
         }
     }
 }
@@ -78,7 +97,7 @@ type Current = (Arc<Token>, u64);
 
 impl Shared {
     /// The cached token, or a fresh one when there is none or it expired.
-    async fn current(&self) -> Result<Current, TokenUnavailable> {
+    async fn current(&self, timeout: Duration) -> Result<Current, TokenUnavailable> {
         let mut cache = self.cache.lock().await;
         match &cache.token {
             Some(token) if !token.expired(Instant::now()) => {
@@ -86,28 +105,32 @@ impl Shared {
             }
             stale => {
                 let refresh = stale.is_some();
-                self.fetch(&mut cache, refresh).await
+                self.fetch(&mut cache, refresh, timeout).await
             }
         }
     }
 
     /// A token newer than generation `refused`: the one another request
     /// fetched meanwhile, or a fresh one.
-    async fn refresh(&self, refused: u64) -> Result<Current, TokenUnavailable> {
+    async fn refresh(&self, refused: u64, timeout: Duration) -> Result<Current, TokenUnavailable> {
         let mut cache = self.cache.lock().await;
         match &cache.token {
             Some(token) if cache.generation != refused => Ok((Arc::clone(token), cache.generation)),
-            _ => self.fetch(&mut cache, true).await,
+            _ => self.fetch(&mut cache, true, timeout).await,
         }
     }
 
-    async fn fetch(&self, cache: &mut Cache, refresh: bool) -> Result<Current, TokenUnavailable> {
-        let token = Arc::new(
-            self.source
-                .token(refresh)
-                .await
-                .map_err(TokenUnavailable::new)?,
-        );
+    /// Asks the source, for at most `timeout`, and caches what it gives.
+    async fn fetch(
+        &self,
+        cache: &mut Cache,
+        refresh: bool,
+        timeout: Duration,
+    ) -> Result<Current, TokenUnavailable> {
+        let fetched = tokio::time::timeout(timeout, self.source.token(refresh))
+            .await
+            .map_err(|elapsed| TokenUnavailable::new(elapsed.into()))?;
+        let token = Arc::new(fetched.map_err(TokenUnavailable::new)?);
         cache.generation += 1;
         cache.token = Some(Arc::clone(&token));
         tracing::debug!(user = token.user_hash(), refresh, "mpsd auth: new token");
@@ -120,6 +143,7 @@ impl Shared {
 pub struct Auth<S> {
     inner: S,
     shared: Arc<Shared>,
+    timeout: Duration,
 }
 
 impl<S> Auth<S> {
@@ -190,15 +214,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
+        let timeout = self.timeout;
         let (head, body) = req.into_parts();
         let future = async move {
-            let (token, generation) = shared.current().await?;
+            let (token, generation) = shared.current(timeout).await?;
             let first = with_token(&head, &body, &token);
             let res = inner.call(first).await.map_err(Into::into)?;
             if res.status() != StatusCode::UNAUTHORIZED {
                 return Ok(res);
             }
-            let (fresh, _) = shared.refresh(generation).await?;
+            let (fresh, _) = shared.refresh(generation, timeout).await?;
             if fresh.header() == token.header() {
                 // The same token again (a fixed source): the 401 stands.
                 return Ok(res);
@@ -270,5 +295,35 @@ mod tests {
         };
         assert_eq!(source_calls, 2, "one sign-in, one refresh");
         assert_eq!(sends.load(Ordering::SeqCst), 16, "each sent twice");
+    }
+
+    /// A sign-in that never answers.
+    struct Hangs;
+
+    impl TokenSource for Hangs {
+        fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_hangs_fails_the_request_at_the_token_timeout() {
+        let sends = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::clone(&sends);
+        let mpsd = service_fn(move |_req: Request<Full<Bytes>>| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>(Response::new(Full::<Bytes>::default())) }
+        });
+        let client = AuthLayer::new(Hangs)
+            .token_timeout(Duration::from_secs(3))
+            .layer(mpsd);
+        let t0 = Instant::now();
+        let req = Request::get("https://mpsd.test/handles/h").body(Full::default());
+        let err = client.oneshot(req.unwrap()).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        let unavailable = err.downcast_ref::<TokenUnavailable>().unwrap();
+        let source = std::error::Error::source(unavailable).unwrap();
+        assert!(source.is::<tokio::time::error::Elapsed>());
+        assert_eq!(sends.load(Ordering::SeqCst), 0, "nothing sent");
     }
 }

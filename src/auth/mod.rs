@@ -8,8 +8,10 @@
 //! and sends the request again; when the answer is 401 again, or the
 //! source gives the same token, the 401 is handed back. Concurrent 401s
 //! cause one refresh: whoever fetches holds the cache, and the others take
-//! the token it got. When the source fails, the request fails with
-//! [`TokenUnavailable`] and nothing is sent.
+//! the token it got. When the source fails, or takes longer than
+//! [`token_timeout`](AuthLayer::token_timeout) (20 s, the stack's
+//! deadline), the request fails with [`TokenUnavailable`] and nothing is
+//! sent.
 //!
 //! # Where it goes
 //!
