@@ -75,4 +75,4 @@ mod layer;
 mod token;
 
 pub use layer::{Auth, AuthLayer, ResponseFuture};
-pub use token::{FixedToken, Token, TokenFuture, TokenSource, TokenUnavailable};
+pub use token::{FixedToken, InvalidToken, Token, TokenFuture, TokenSource, TokenUnavailable};

@@ -5,11 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use http::header::InvalidHeaderValue;
 use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::logical::at_most;
+use crate::rules::identity::user_hash;
 use crate::BoxError;
 
 /// A user's XBL token: the `Authorization: XBL3.0 x=<userhash>;<token>`
@@ -26,15 +26,22 @@ pub struct Token {
 }
 
 impl Token {
-    /// The token `token` of the user `user_hash`, with no expiry known.
+    /// The token `token` of the user `hash`, with no expiry known.
     ///
-    /// `Err` when either has bytes a header cannot carry (the error does not
-    /// show them).
-    pub fn new(user_hash: &str, token: &str) -> Result<Self, InvalidHeaderValue> {
-        let mut header = HeaderValue::from_str(&format!("XBL3.0 x={user_hash};{token}"))?;
+    /// `Err` when the token is empty or either has bytes a header cannot
+    /// carry, or when the header would not name `hash` as its user (a hash
+    /// that is empty or holds `;` or spaces): the stack reads the user back
+    /// from the header, with [`user_hash`], and must find this one.
+    pub fn new(hash: &str, token: &str) -> Result<Self, InvalidToken> {
+        let mut header = HeaderValue::from_str(&format!("XBL3.0 x={hash};{token}"))
+            .map_err(|_| InvalidToken(()))?;
+        let odd = |c: char| c == ';' || c.is_whitespace();
+        if token.is_empty() || hash.contains(odd) || user_hash(&header) != Some(hash) {
+            return Err(InvalidToken(()));
+        }
         header.set_sensitive(true);
         Ok(Self {
-            user_hash: user_hash.into(),
+            user_hash: hash.into(),
             header,
             expires_at: None,
         })
@@ -77,6 +84,22 @@ impl fmt::Debug for Token {
             .finish_non_exhaustive()
     }
 }
+
+/// A user hash or token that cannot make an `XBL3.0` header naming that
+/// user (see [`Token::new`]). It shows neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidToken(());
+
+impl fmt::Display for InvalidToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "not an XBL3.0 credential: the user hash must be non-empty without `;` or spaces, \
+             and the token non-empty, in visible ASCII",
+        )
+    }
+}
+
+impl std::error::Error for InvalidToken {}
 
 /// The future a [`TokenSource`] returns.
 pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send + 'a>>;
@@ -174,6 +197,15 @@ mod tests {
     fn a_token_with_bytes_no_header_carries_is_refused() {
         let err = Token::new("42", "bad\ntoken").unwrap_err();
         assert!(!err.to_string().contains("bad"));
+    }
+
+    #[test]
+    fn the_stack_reads_back_the_user_the_token_names() {
+        let token = Token::new("2535405290", "eyJ0b2tlbiI").unwrap();
+        assert_eq!(user_hash(token.header()), Some("2535405290"));
+        for (hash, secret) in [("", "t"), ("4;2", "t"), ("4 2", "t"), ("42", "")] {
+            assert!(Token::new(hash, secret).is_err(), "{hash:?} {secret:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
