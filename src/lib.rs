@@ -88,6 +88,9 @@ mod builder;
 pub mod classify;
 pub mod coalesce;
 pub mod error;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
 pub mod logical;

@@ -203,10 +203,9 @@ async fn handle_queries_are_paced_by_their_own_limits_by_default() {
 async fn without_the_route_handle_queries_are_throttled() {
     let sim = sim_with(handle_query_limits()).await;
     let uri = format!("{}/handles/query", sim.base_uri());
+    let table = PaceTable::builder().no_routes().build();
     let client = ServiceBuilder::new()
-        .layer(PaceLayer::with_table(
-            PaceTable::builder().no_routes().build(),
-        ))
+        .layer(PaceLayer::with_table(table.clone()))
         .service(http_client());
     for _ in 0..3 {
         let req = request(Method::POST, &uri)
@@ -214,8 +213,13 @@ async fn without_the_route_handle_queries_are_throttled() {
             .build();
         client.clone().oneshot(req).await.unwrap();
     }
-    let statuses: Vec<u16> = sim.log().iter().map(|e| e.status.as_u16()).collect();
-    assert_eq!(statuses, [200, 429, 429]);
+    let log = sim.log();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    // The 429 teaches the pacer: the third waits out its `Retry-After`
+    // (the 15 s window) instead of being throttled too.
+    assert_eq!(statuses, [200, 429, 200]);
+    assert!(log[2].at - log[1].at >= std::time::Duration::from_secs(14));
+    assert_eq!(table.stats().throttled(), 1);
 }
 
 #[tokio::test(start_paused = true)]

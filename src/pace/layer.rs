@@ -102,36 +102,198 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(key) = self.table.key(req.uri(), req.headers()) else {
-            return ResponseFuture::calling(self.inner.call(req));
+            return ResponseFuture::calling(self.inner.call(req), None);
         };
         let now = Instant::now();
         // A request waits for its slot until the logical request's
         // deadline, or the default one when no outer layer started one: to
         // a caller a wait for a slot is no different from a wait for a
         // retry. A slot further off is refused at once.
-        let deadline = match req.extensions().get::<LogicalRequest>() {
+        let logical = req.extensions().get::<LogicalRequest>();
+        let deadline = match logical {
             Some(logical) => logical.deadline(),
             None => at_most(now, DEFAULT_DEADLINE),
         };
+        let attempts = logical.map_or(0, LogicalRequest::attempts);
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.table.store() {
+            let reservation = self.table.reserve_shared(
+                store,
+                key.clone(),
+                req.method(),
+                req.uri(),
+                now,
+                deadline,
+            );
+            let learn = Some((self.table.clone(), key));
+            return ResponseFuture::reserving(
+                Box::pin(reservation),
+                attempts,
+                self.take_ready(),
+                req,
+                learn,
+            );
+        }
         let reserved = self
             .table
             .reserve(&key, req.method(), req.uri(), now, deadline);
+        let learn = Some((self.table.clone(), key));
         match reserved {
-            Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req)),
+            Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req), learn),
             Ok(slot) => {
                 tracing::debug!(wait = ?(slot - now), "mpsd pace: waiting for a slot");
-                // The ready service waits with the request; a clone takes its place.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(slot, inner, req)
+                ResponseFuture::waiting(slot, self.take_ready(), req, learn)
             }
             Err(slot) => {
-                let attempts = req
-                    .extensions()
-                    .get::<LogicalRequest>()
-                    .map_or(0, LogicalRequest::attempts);
                 ResponseFuture::failed(Refused::new(RefusedBy::Pace, slot - now, attempts))
             }
         }
+    }
+}
+
+impl<S: Clone> Pace<S> {
+    /// The ready service, to wait with the request; a clone takes its place.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response, StatusCode};
+    use tokio::time::Instant;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::PaceLayer;
+    use crate::classify::Outcome;
+    use crate::pace::PaceTable;
+    use crate::rules::rate_limit::RateLimitInfo;
+
+    fn get() -> Request<()> {
+        Request::get("http://mpsd.test/handles/h1")
+            .header("authorization", "XBL3.0 x=1234;token")
+            .body(())
+            .unwrap()
+    }
+
+    /// A service answering the first request with `first`, then 200.
+    async fn first_then_ok(first: Response<()>) -> (PaceTable, Duration) {
+        let table = PaceTable::new();
+        let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
+        let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
+            let res = first.lock().unwrap().take().unwrap_or_default();
+            async move { Ok::<_, std::convert::Infallible>(res) }
+        }));
+        let t0 = Instant::now();
+        svc.clone().oneshot(get()).await.unwrap();
+        svc.clone().oneshot(get()).await.unwrap();
+        (table, t0.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pushes_the_next_slot_to_its_retry_after() {
+        let res = Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "3")
+            .body(())
+            .unwrap();
+        let (table, elapsed) = first_then_ok(res).await;
+        assert_eq!(elapsed, Duration::from_secs(3));
+        let stats = table.stats();
+        assert_eq!(
+            (stats.throttled(), stats.waits(), stats.refusals()),
+            (1, 1, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_body_saying_the_window_is_full_holds_it_for_the_period() {
+        let info = RateLimitInfo::parse(
+            br#"{"currentRequests":31,"maxRequests":30,"periodInSeconds":15}"#,
+        );
+        let mut res = Response::new(());
+        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        res.extensions_mut().insert(Outcome::TooManyRequests {
+            retry_after: None,
+            rate_limit: info,
+        });
+        let (_, elapsed) = first_then_ok(res).await;
+        assert_eq!(elapsed, Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_enormous_retry_after_is_capped_at_the_longest_window() {
+        let res = Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "100000")
+            .body(())
+            .unwrap();
+        let table = PaceTable::new();
+        let first = std::sync::Arc::new(std::sync::Mutex::new(Some(res)));
+        let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
+            let res = first.lock().unwrap().take().unwrap_or_default();
+            async move { Ok::<_, std::convert::Infallible>(res) }
+        }));
+        svc.clone().oneshot(get()).await.unwrap();
+        // 300 s + 100 ms is past the default 20 s deadline: refused, and
+        // the refusal says when: the longest window plus the margin.
+        let err = svc.oneshot(get()).await.unwrap_err();
+        let refused = err.downcast_ref::<crate::error::Refused>().unwrap();
+        assert_eq!(refused.retry_in, Duration::from_millis(300_100));
+        assert_eq!(table.stats().refusals(), 1);
+    }
+}
+
+/// With a shared store that never answers, pacing falls back to the
+/// process's own windows, exactly as without one.
+#[cfg(all(test, feature = "redis"))]
+mod fallback {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use tokio::time::Instant;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::PaceLayer;
+    use crate::fleet::RedisStore;
+    use crate::pace::{Limits, PaceTable, Window};
+
+    #[tokio::test(start_paused = true)]
+    async fn with_redis_unreachable_the_processs_own_windows_pace() {
+        let store = RedisStore::open("redis://127.0.0.1:1/").unwrap();
+        let limits = Limits::new(
+            Window::new(3, Duration::from_secs(10)),
+            Window::new(5, Duration::from_secs(100)),
+        );
+        let table = PaceTable::builder()
+            .limits(limits)
+            .margin(Duration::ZERO)
+            .redis(store.clone())
+            .build();
+        let sends: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let log = sends.clone();
+        let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
+            log.lock().unwrap().push(Instant::now());
+            async { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        }));
+        let get = || {
+            Request::get("http://mpsd.test/handles/h1")
+                .header("authorization", "XBL3.0 x=1234;token")
+                .body(())
+                .unwrap()
+        };
+        for _ in 0..4 {
+            svc.clone().oneshot(get()).await.unwrap();
+        }
+        let sends = sends.lock().unwrap();
+        let after: Vec<Duration> = sends.iter().map(|&s| s - sends[0]).collect();
+        let secs = Duration::from_secs;
+        assert_eq!(after, [secs(0), secs(0), secs(0), secs(10)]);
+        assert_eq!((store.fallbacks(), store.is_shared()), (1, false));
+        assert_eq!(table.stats().waits(), 1);
     }
 }

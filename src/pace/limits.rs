@@ -76,7 +76,7 @@ impl Limits {
         self.burst.max.max(self.sustain.max) as usize
     }
 
-    fn longest(&self) -> Duration {
+    pub(crate) fn longest(&self) -> Duration {
         self.burst.period.max(self.sustain.period)
     }
 }
@@ -203,14 +203,25 @@ pub(crate) struct Table {
 struct Histories {
     all: History,
     routes: Vec<History>,
+    /// No slot before this: learnt from a 429 (see [`Table::learn`]).
+    floor: Option<Instant>,
 }
 
 impl Histories {
+    fn new(routes: usize) -> Self {
+        Self {
+            all: History::default(),
+            routes: vec![History::default(); routes],
+            floor: None,
+        }
+    }
+
     fn newest(&self) -> Option<Instant> {
         self.routes
             .iter()
             .filter_map(History::newest)
             .chain(self.all.newest())
+            .chain(self.floor)
             .max()
     }
 }
@@ -249,31 +260,48 @@ impl Table {
             Some(h) => matched
                 .iter()
                 .filter_map(|&i| Some(h.routes.get(i)?.next_slot(self.routes.get(i)?, margin, now)))
+                .chain(h.floor)
                 .fold(h.all.next_slot(&self.limits, margin, now), Instant::max),
         };
         if slot > deadline {
             return Err(slot);
         }
-        if !self.keys.contains_key(key) {
-            self.make_room(now);
-            let routes = vec![History::default(); self.routes.len()];
-            self.keys.insert(
-                key.to_owned(),
-                Histories {
-                    all: History::default(),
-                    routes,
-                },
-            );
-        }
-        let histories = self.keys.get_mut(key).expect("inserted above");
+        self.record(key, matched, slot, now);
+        Ok(slot)
+    }
+
+    /// Counts a send of `key` at `slot` (one taken here, or in a store
+    /// shared with other processes) in its histories. A slot before the
+    /// newest one counts as at the newest: histories never go back.
+    pub(crate) fn record(&mut self, key: &str, matched: &[usize], slot: Instant, now: Instant) {
+        self.ensure(key, now);
+        let histories = self.keys.get_mut(key).expect("ensured above");
+        let slot = slot.max(histories.all.newest().unwrap_or(slot));
         histories.all.record(slot, &self.limits);
         for &i in matched {
             if let (Some(history), Some(limits)) = (histories.routes.get_mut(i), self.routes.get(i))
             {
+                let slot = slot.max(history.newest().unwrap_or(slot));
                 history.record(slot, limits);
             }
         }
-        Ok(slot)
+    }
+
+    /// No slot for `key` before `until`: the service said (with a 429)
+    /// that the key's window is full until then.
+    pub(crate) fn learn(&mut self, key: &str, until: Instant, now: Instant) {
+        self.ensure(key, now);
+        let histories = self.keys.get_mut(key).expect("ensured above");
+        histories.floor = histories.floor.max(Some(until));
+    }
+
+    /// Makes `key`'s histories (making room first) when it has none.
+    fn ensure(&mut self, key: &str, now: Instant) {
+        if !self.keys.contains_key(key) {
+            self.make_room(now);
+            let histories = Histories::new(self.routes.len());
+            self.keys.insert(key.to_owned(), histories);
+        }
     }
 
     /// Before a new key is added: forgets idle keys once the table is
@@ -285,6 +313,7 @@ impl Table {
         let (limits, routes, margin) = (&self.limits, &self.routes, self.margin);
         self.keys.retain(|_, h| {
             !(h.all.idle(limits, margin, now)
+                && h.floor.map_or(true, |floor| floor <= now)
                 && h.routes
                     .iter()
                     .zip(routes)

@@ -36,7 +36,10 @@
 //! made with [`PaceLayer::new`] makes its own, shared by the layer's
 //! clones; [`PaceLayer::with_table`] shares one with other stacks, so that
 //! a user's requests through all of them count in one set of windows, as
-//! at the service.
+//! at the service. With the `redis` feature, several processes can share
+//! them too (`PaceTableBuilder::redis`, see the crate's `fleet` module).
+//! A 429 that gets through anyway holds its key back (see [`PaceTable`]),
+//! and [`PaceTable::stats`] counts waits, refusals and 429s.
 //!
 //! A slot is counted when it is taken: a request that is then cancelled or
 //! fails before reaching the service still holds it. That errs on the safe
@@ -120,4 +123,4 @@ mod table;
 pub use future::ResponseFuture;
 pub use layer::{Pace, PaceLayer};
 pub use limits::{Limits, Window};
-pub use table::{default_pace_key, PaceKeyFn, PaceTable, PaceTableBuilder};
+pub use table::{default_pace_key, PaceKeyFn, PaceStats, PaceTable, PaceTableBuilder};

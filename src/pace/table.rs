@@ -2,14 +2,19 @@
 //! times, shared by the layers given it.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::time::Instant;
 
 use super::limits::{Limits, Pattern, Table};
+use crate::classify::Outcome;
+#[cfg(feature = "redis")]
+use crate::fleet::{PaceReservation, RedisStore};
 use crate::rules::identity::user_key;
+use crate::rules::retry_after;
 
 /// Gives the pacing key of a request, or `None` to let it through unpaced.
 /// See [`PaceTableBuilder::key`].
@@ -47,6 +52,34 @@ struct Rules {
     margin: Duration,
     max_keys: usize,
     key: PaceKeyFn,
+    #[cfg(feature = "redis")]
+    store: Option<RedisStore>,
+}
+
+/// What a [`PaceTable`] has done, over every layer sharing it.
+#[derive(Debug, Default)]
+pub struct PaceStats {
+    waits: AtomicU64,
+    refusals: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl PaceStats {
+    /// Requests that waited for their slot.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused because their slot was past their deadline.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// 429 answers seen by the pace layers (each pushed its key's next
+    /// slot back; see [`PaceTable`]).
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
 }
 
 /// The pacing state of one or more [`PaceLayer`](super::PaceLayer)s: the
@@ -61,6 +94,16 @@ struct Rules {
 /// [`PaceLayer::with_table`](super::PaceLayer::with_table): together they
 /// then stay within the user's windows. Its settings are fixed when it is
 /// built ([`PaceTable::builder`]).
+///
+/// # Learning from 429
+///
+/// A 429 that reaches a pace layer anyway (its limits set too high, or
+/// other clients of the same user) holds its key back: no slot before the
+/// answer's `Retry-After` (at most the longest window, the most a full
+/// window can take to drain), or, without one, before the window the 429
+/// body names has passed when it says the window is full (the body is
+/// read only when an inner layer put it in the response's [`Outcome`]).
+/// Counted in [`PaceStats::throttled`].
 ///
 /// # Example
 ///
@@ -87,17 +130,24 @@ struct Rules {
 /// ```
 #[derive(Clone)]
 pub struct PaceTable {
-    rules: Arc<Rules>,
-    table: Arc<Mutex<Table>>,
+    inner: Arc<Inner>,
+}
+
+/// Behind one `Arc`: a request's future holds the table at the cost of
+/// one reference count.
+struct Inner {
+    rules: Rules,
+    table: Mutex<Table>,
+    stats: PaceStats,
 }
 
 impl fmt::Debug for PaceTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PaceTable")
-            .field("limits", &self.rules.limits)
-            .field("routes", &self.rules.routes)
-            .field("margin", &self.rules.margin)
-            .field("max_keys", &self.rules.max_keys)
+            .field("limits", &self.inner.rules.limits)
+            .field("routes", &self.inner.rules.routes)
+            .field("margin", &self.inner.rules.margin)
+            .field("max_keys", &self.inner.rules.max_keys)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +180,8 @@ impl PaceTable {
                 margin: Duration::from_millis(100),
                 max_keys: 10_000,
                 key: Arc::new(default_pace_key),
+                #[cfg(feature = "redis")]
+                store: None,
             },
         }
         .route(HANDLE_QUERY, Limits::mpsd_handle_query())
@@ -137,7 +189,29 @@ impl PaceTable {
 
     /// The pacing key of a request, or `None` when it is not paced.
     pub(crate) fn key(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
-        (self.rules.key)(uri, headers)
+        (self.inner.rules.key)(uri, headers)
+    }
+
+    /// What this table has done: waits, refusals, 429s seen.
+    pub fn stats(&self) -> &PaceStats {
+        &self.inner.stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic elsewhere while holding the lock leaves a usable table.
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The indexes of the routes a request matches.
+    fn matched(&self, method: &Method, uri: &Uri) -> Vec<usize> {
+        self.inner
+            .rules
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.pattern.matches(method, uri))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Takes the earliest slot for a request of `key`, counting it in the
@@ -152,19 +226,138 @@ impl PaceTable {
         now: Instant,
         deadline: Instant,
     ) -> Result<Instant, Instant> {
-        let matched: Vec<usize> = self
-            .rules
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.pattern.matches(method, uri))
-            .map(|(i, _)| i)
-            .collect();
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reserve(key, &matched, now, deadline)
+        let matched = self.matched(method, uri);
+        let reserved = self.lock().reserve(key, &matched, now, deadline);
+        self.count(&reserved, now);
+        reserved
     }
+
+    /// Counts a decision in the stats.
+    fn count(&self, reserved: &Result<Instant, Instant>, now: Instant) {
+        match reserved {
+            Ok(slot) if *slot > now => bump(&self.inner.stats.waits),
+            Ok(_) => {}
+            Err(_) => bump(&self.inner.stats.refusals),
+        }
+    }
+
+    /// Reads a response for what it says about `key`'s windows: a 429
+    /// holds the key back (see [Learning from 429](#learning-from-429)).
+    pub(crate) fn learn<B>(&self, key: &str, res: &Response<B>) {
+        if res.status() != StatusCode::TOO_MANY_REQUESTS {
+            return;
+        }
+        bump(&self.inner.stats.throttled);
+        let Some(wait) = throttled_for(res) else {
+            return;
+        };
+        let wait = wait.min(self.inner.rules.limits.longest() + self.inner.rules.margin);
+        let now = Instant::now();
+        self.lock().learn(key, now + wait, now);
+        tracing::debug!(?wait, "mpsd pace: a 429 holds the key back");
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.inner.rules.store {
+            crate::fleet::spawn(store.pace_learn(key, wait));
+        }
+    }
+
+    /// The shared store, when the table has one.
+    #[cfg(feature = "redis")]
+    pub(crate) fn store(&self) -> Option<&RedisStore> {
+        self.inner.rules.store.as_ref()
+    }
+
+    /// As [`reserve`](Self::reserve), in the shared store: one script call;
+    /// when it fails, by this process's own windows. A slot reserved in the
+    /// store is counted here too, so that a fallback starts from this
+    /// process's own sends.
+    #[cfg(feature = "redis")]
+    pub(crate) fn reserve_shared(
+        &self,
+        store: &RedisStore,
+        key: String,
+        method: &Method,
+        uri: &Uri,
+        now: Instant,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Instant, Instant>> + Send + 'static {
+        let matched = self.matched(method, uri);
+        let routes: Vec<(&str, Limits)> = matched
+            .iter()
+            .map(|&i| {
+                (
+                    self.inner.rules.routes[i].text.as_str(),
+                    self.inner.rules.routes[i].limits,
+                )
+            })
+            .collect();
+        let limit = deadline.saturating_duration_since(now);
+        let call = store.pace_reserve(
+            &key,
+            self.inner.rules.limits,
+            &routes,
+            self.inner.rules.margin,
+            limit,
+        );
+        let table = self.clone();
+        async move {
+            let reserved = match call.await {
+                Some(PaceReservation::Reserved(wait)) => {
+                    let now = Instant::now();
+                    table.lock().record(&key, &matched, now + wait, now);
+                    Ok(now + wait)
+                }
+                Some(PaceReservation::Refused(wait)) => Err(Instant::now() + wait),
+                None => {
+                    let now = Instant::now();
+                    let reserved = table.lock().reserve(&key, &matched, now, deadline);
+                    return table.counted(reserved, now);
+                }
+            };
+            table.counted(reserved, now)
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn counted(
+        &self,
+        reserved: Result<Instant, Instant>,
+        now: Instant,
+    ) -> Result<Instant, Instant> {
+        self.count(&reserved, now);
+        reserved
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How long a 429 says its key's window stays full: its `Retry-After`, or,
+/// when the body (read by an inner layer) says the window is full, its
+/// period.
+fn throttled_for<B>(res: &Response<B>) -> Option<Duration> {
+    let outcome = res.extensions().get::<Outcome>();
+    let hint = outcome
+        .and_then(Outcome::retry_after)
+        .or_else(|| retry_after::delay(res.headers(), std::time::SystemTime::now()));
+    let full_window = match outcome {
+        Some(Outcome::TooManyRequests {
+            rate_limit: Some(info),
+            ..
+        }) => match (
+            info.current_requests,
+            info.max_requests,
+            info.period_in_seconds,
+        ) {
+            (Some(current), Some(max), Some(period)) if current >= max => {
+                Some(Duration::from_secs(period))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    hint.or(full_window)
 }
 
 /// Builds a [`PaceTable`]; from [`PaceTable::builder`]. Every setting here
@@ -263,6 +456,16 @@ impl PaceTableBuilder {
         self
     }
 
+    /// Shares the windows with every process given a store on the same
+    /// Redis: see [the fleet module](crate::fleet). Default: none, each
+    /// process counts its own requests.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.rules.store = Some(store);
+        self
+    }
+
     /// A new, empty table with these settings.
     pub fn build(self) -> PaceTable {
         let rules = self.rules;
@@ -273,8 +476,11 @@ impl PaceTableBuilder {
             rules.max_keys,
         );
         PaceTable {
-            rules: Arc::new(rules),
-            table: Arc::new(Mutex::new(table)),
+            inner: Arc::new(Inner {
+                rules,
+                table: Mutex::new(table),
+                stats: PaceStats::default(),
+            }),
         }
     }
 }

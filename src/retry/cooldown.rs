@@ -35,12 +35,36 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+#[cfg(feature = "redis")]
+use crate::fleet::{CooldownAdmission, RedisStore};
 use crate::rules::backoff::Cause;
+
+/// What a cooldown kept in a shared store says a request may do: an
+/// [`Admission`], once the store (or, when it fails, the process's own
+/// state) has answered.
+pub(crate) type SharedAdmission = Pin<Box<dyn std::future::Future<Output = Admission> + Send>>;
+
+/// How often a request waiting for another process's probe asks again.
+#[cfg(feature = "redis")]
+const PROBE_POLL: Duration = Duration::from_millis(50);
 
 /// What a cooldown is keyed by: the cause that closes it (503 or 429) and
 /// the key the layer's key function gave for the request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key(pub(crate) Cause, pub(crate) String);
+
+impl Key {
+    /// The key's name in a shared store.
+    #[cfg(feature = "redis")]
+    fn shared_name(&self) -> String {
+        let cause = match self.0 {
+            Cause::Overloaded => "503",
+            Cause::Throttled => "429",
+            _ => "other",
+        };
+        format!("{cause} {}", self.1)
+    }
+}
 
 #[derive(Debug)]
 struct Gate {
@@ -139,6 +163,8 @@ pub struct Cooldowns {
     generations: Arc<AtomicU64>,
     max_keys: usize,
     release_spacing: Duration,
+    #[cfg(feature = "redis")]
+    store: Option<RedisStore>,
 }
 
 /// What a request may do now.
@@ -183,6 +209,8 @@ impl Default for Cooldowns {
 pub struct CooldownsBuilder {
     max_keys: usize,
     release_spacing: Duration,
+    #[cfg(feature = "redis")]
+    store: Option<RedisStore>,
 }
 
 impl CooldownsBuilder {
@@ -202,9 +230,26 @@ impl CooldownsBuilder {
         self
     }
 
+    /// Shares the cooldowns with every process given a store on the same
+    /// Redis: one probe and one spaced release fleet-wide (see
+    /// [the fleet module](crate::fleet)). Default: none, each process
+    /// keeps its own.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// New, empty cooldowns with these settings.
     pub fn build(self) -> Cooldowns {
-        Cooldowns::bounded(self.max_keys, self.release_spacing)
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let mut cooldowns = Cooldowns::bounded(self.max_keys, self.release_spacing);
+        #[cfg(feature = "redis")]
+        {
+            cooldowns.store = self.store;
+        }
+        cooldowns
     }
 }
 
@@ -220,6 +265,8 @@ impl Cooldowns {
         CooldownsBuilder {
             max_keys: 10_000,
             release_spacing: Duration::from_millis(50),
+            #[cfg(feature = "redis")]
+            store: None,
         }
     }
 
@@ -237,9 +284,61 @@ impl Cooldowns {
             generations: Arc::new(AtomicU64::new(0)),
             max_keys,
             release_spacing,
+            #[cfg(feature = "redis")]
+            store: None,
         }
     }
 
+    /// Asks the shared store, when there is one, what a request for `key`
+    /// may do (see [`admit`](Self::admit)); when the store fails, the
+    /// process's own state decides. `None` without a store.
+    #[cfg(feature = "redis")]
+    pub(crate) fn admit_shared(
+        &self,
+        key: &Key,
+        deadline: Instant,
+        ticket: Option<Ticket>,
+    ) -> Option<SharedAdmission> {
+        let store = self.store.as_ref()?;
+        let name = key.shared_name();
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let call = store.cooldown_admit(&name, ticket.map(|t| t.0), self.release_spacing, limit);
+        let (cooldowns, store, key) = (self.clone(), store.clone(), key.clone());
+        Some(Box::pin(async move {
+            let answer = call.await;
+            let now = Instant::now();
+            let wait_until = |until: Instant| {
+                if until > deadline {
+                    Admission::FailFast(until)
+                } else {
+                    Admission::WaitUntil(until)
+                }
+            };
+            match answer {
+                None => cooldowns.admit(&key, now, deadline, ticket),
+                Some(CooldownAdmission::Go) => Admission::Go,
+                Some(CooldownAdmission::Probe { token, gen }) => Admission::Probe(ProbeGuard {
+                    cooldowns,
+                    key: None,
+                    generation: gen,
+                    lease: Some(Lease { store, name, token }),
+                }),
+                Some(CooldownAdmission::Wait(wait)) => wait_until(now + wait),
+                Some(CooldownAdmission::GoAt(wait, _)) if now + wait > deadline => {
+                    Admission::FailFast(now + wait)
+                }
+                Some(CooldownAdmission::GoAt(wait, gen)) => {
+                    Admission::GoAt(now + wait, Ticket(gen))
+                }
+                // Another process probes: ask again shortly, or when its
+                // lease ends, until the deadline.
+                Some(CooldownAdmission::WaitForProbe(lease)) if now < deadline => {
+                    Admission::WaitUntil((now + lease.min(PROBE_POLL)).min(deadline))
+                }
+                Some(CooldownAdmission::WaitForProbe(_)) => Admission::FailFast(now),
+            }
+        }))
+    }
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Gate>> {
         // A panic elsewhere while holding the lock leaves a usable map.
         self.gates.lock().unwrap_or_else(|e| e.into_inner())
@@ -290,11 +389,19 @@ impl Cooldowns {
             cooldowns: self.clone(),
             key: Some(key.clone()),
             generation: gate.generation,
+            #[cfg(feature = "redis")]
+            lease: None,
         })
     }
 
-    /// Closes the gate for `key` until `until` (extending, never shortening).
+    /// Closes the gate for `key` until `until` (extending, never shortening),
+    /// here and in the shared store.
     pub(crate) fn close(&self, key: Key, until: Instant) {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.store {
+            let after = until.saturating_duration_since(Instant::now());
+            crate::fleet::spawn(store.cooldown_close(&key.shared_name(), after));
+        }
         let mut gates = self.lock();
         if !gates.contains_key(&key) && gates.len() >= self.max_keys {
             let now = Instant::now();
@@ -322,6 +429,17 @@ impl Cooldowns {
     /// finished cooldown does not make every later request of other keys
     /// look its keys up.
     pub(crate) fn is_empty(&self) -> bool {
+        let locally = self.purged_empty();
+        #[cfg(feature = "redis")]
+        if self.store.is_some() {
+            // Other processes' cooldowns are in the store: always ask.
+            return false;
+        }
+        locally
+    }
+
+    /// Whether no gate is held here, once settled gates are dropped.
+    fn purged_empty(&self) -> bool {
         let mut gates = self.lock();
         if gates.is_empty() {
             return true;
@@ -360,11 +478,54 @@ pub(crate) struct ProbeGuard {
     /// The gate's generation when the probe went: a success opens only
     /// that cooldown, not one another answer set while the probe was out.
     generation: u64,
+    /// The probe lease, when the cooldown is kept in a shared store.
+    #[cfg(feature = "redis")]
+    lease: Option<Lease>,
+}
+
+/// A probe lease held in a shared store.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+struct Lease {
+    store: RedisStore,
+    name: String,
+    token: String,
+}
+
+impl ProbeGuard {
+    /// Hands the shared lease back: `opened` starts the fleet's release;
+    /// `closed_until` first extends the cooldown, in the same task, so that
+    /// no process sees the lease gone before the new cooldown is in place.
+    #[cfg(feature = "redis")]
+    fn end_lease(&mut self, opened: bool, closed_until: Option<Instant>) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let close = closed_until.map(|until| {
+            let after = until.saturating_duration_since(Instant::now());
+            lease.store.cooldown_close(&lease.name, after)
+        });
+        let spacing = self.cooldowns.release_spacing;
+        let probed =
+            lease
+                .store
+                .cooldown_probed(&lease.name, lease.token, self.generation, opened, spacing);
+        crate::fleet::spawn(async move {
+            if let Some(close) = close {
+                close.await;
+            }
+            probed.await
+        });
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn end_lease(&mut self, _opened: bool, _closed_until: Option<Instant>) {}
 }
 
 impl ProbeGuard {
     /// The probe was told to wait again: close the gate until `until`.
     pub(crate) fn closed_again(mut self, until: Instant) {
+        self.end_lease(false, Some(until));
         if let Some(key) = self.key.take() {
             self.cooldowns.close(key.clone(), until);
             self.finish(&key, None);
@@ -373,6 +534,7 @@ impl ProbeGuard {
 
     /// The probe got through: release the waiters, spaced out.
     pub(crate) fn opened(mut self, now: Instant) {
+        self.end_lease(true, None);
         if let Some(key) = self.key.take() {
             let first = now + self.cooldowns.release_spacing;
             self.finish(&key, Some(first));
@@ -395,6 +557,7 @@ impl ProbeGuard {
 
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
+        self.end_lease(false, None);
         if let Some(key) = self.key.take() {
             // The probe's caller went away: another waiter takes the role.
             self.finish(&key, None);

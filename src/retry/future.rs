@@ -13,7 +13,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
-use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, Ticket};
+use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, SharedAdmission, Ticket};
 use super::error::{callers_mistake, never_processed, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
@@ -168,11 +168,14 @@ where
 
 pin_project! {
     #[project = StateProj]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     enum State<F> {
         // The URI cannot be sent anywhere: refused before anything else.
         Invalid { error: InvalidUri },
         // Passing the cooldown of key `index`, then the next.
         Admit { index: usize },
+        // Only with a shared store: its answer about key `index`.
+        AdmitShared { index: usize, answer: SharedAdmission },
         // Sleeping, then passing the cooldown of key `then_admit`.
         Sleep { then_admit: usize, #[pin] sleep: Sleep },
         // Waiting for the answer of key `index`'s probe, until the deadline.
@@ -286,6 +289,16 @@ where
                         }
                     }
                 }
+                StateProj::AdmitShared { index, answer } => {
+                    let admission = ready!(answer.as_mut().poll(cx));
+                    match me.admitted(*index, admission) {
+                        Ok(next) => next,
+                        Err(until) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(me.fail_fast(until));
+                        }
+                    }
+                }
                 StateProj::Sleep { then_admit, sleep } => {
                     ready!(sleep.poll(cx));
                     State::Admit { index: *then_admit }
@@ -391,12 +404,27 @@ where
         let Some(key) = self.keys()[index].clone() else {
             return Ok(State::Admit { index: index + 1 });
         };
-        let now = Instant::now();
         let ticket = self.tickets[index];
+        #[cfg(feature = "redis")]
+        if let Some(answer) = self.shared.cooldowns.admit_shared(&key, deadline, ticket) {
+            return Ok(State::AdmitShared { index, answer });
+        }
+        let now = Instant::now();
+        let admission = self.shared.cooldowns.admit(&key, now, deadline, ticket);
+        self.admitted(index, admission)
+    }
+
+    /// The step after key `index`'s cooldown said what the request may do.
+    fn admitted(
+        &mut self,
+        index: usize,
+        admission: Admission,
+    ) -> Result<State<S::Future>, Instant> {
+        let deadline = self.logical.deadline();
         // Any wait starts the pass over, holding no probe role meanwhile:
         // a request must not keep others of one key waiting while it waits
         // for another.
-        let wait = match self.shared.cooldowns.admit(&key, now, deadline, ticket) {
+        let wait = match admission {
             Admission::Go => return Ok(State::Admit { index: index + 1 }),
             Admission::Probe(guard) => {
                 self.probes[index] = Some(guard);

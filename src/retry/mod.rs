@@ -14,7 +14,9 @@
 //!   goes first; after its success the waiters are released one
 //!   `release_spacing` apart. See the rules in the docs of [`Cooldowns`],
 //!   the handle a layer's clones share and that several stacks can share
-//!   ([`RetryLayer::with_cooldowns`]).
+//!   ([`RetryLayer::with_cooldowns`]); with the `redis` feature, several
+//!   processes too (`CooldownsBuilder::redis`, see the crate's `fleet`
+//!   module).
 //! - **Limits** (defaults and why): deadline 20 s per logical request
 //!   (Microsoft's SDK's retry window); 5 attempts; no single wait over 60 s
 //!   (the SDK's cap), a longer hint is handed back at once; a retry budget

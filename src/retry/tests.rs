@@ -227,3 +227,28 @@ async fn a_retry_waits_for_readiness_no_longer_than_the_deadline() {
     );
     assert_eq!(log.lock().unwrap().len(), 2);
 }
+
+/// With a shared store that never answers, cooldowns fall back to the
+/// process's own: a 503's `Retry-After` still holds back the next request.
+#[cfg(feature = "redis")]
+#[tokio::test(start_paused = true)]
+async fn with_redis_unreachable_the_processs_own_cooldown_holds() {
+    let store = crate::fleet::RedisStore::open("redis://127.0.0.1:1/").unwrap();
+    let cooldowns = super::Cooldowns::builder().redis(store.clone()).build();
+    let t0 = Instant::now();
+    let (svc, log) = server(t0, vec![(503, Some("2"), 0)]);
+    let client = ServiceBuilder::new()
+        .layer(LogicalLayer::new(Duration::from_secs(20), 1))
+        .layer(RetryLayer::new().with_cooldowns(cooldowns))
+        .service(svc);
+    let first = client.clone().oneshot(get("u")).await.unwrap();
+    assert_eq!(first.status(), 503, "one attempt: handed back");
+    let went_at = log.lock().unwrap()[0].0;
+    let second = client.clone().oneshot(get("v")).await.unwrap();
+    assert_eq!(second.status(), 200);
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].0 - went_at, Duration::from_secs(2), "{log:?}");
+    assert!(!store.is_shared());
+    assert_eq!(store.fallbacks(), 1, "one warning for the transition");
+}

@@ -1,0 +1,80 @@
+//! A fleet sharing cooldowns and pacing through Redis, in real time (Redis's
+//! `TIME` is real time), against the simulator on loopback with its windows
+//! scaled down to 10 per 1 s and 40 per 5 s. Starts its own `redis-server`.
+//!
+//! ```text
+//! cargo bench --features redis --bench fleet
+//! ```
+//!
+//! Scenarios, each with 4 stacks of 4 callers, each stack with its own
+//! in-process state:
+//! - `throttle_shared`: one user hammered for 10 s by the 4 stacks and a
+//!   member process (this bench started again), sharing Redis;
+//!   `throttle_local`: the 4 stacks without Redis (the baseline). 429s
+//!   counted at the simulator; `throughput_ratio` is the requests admitted
+//!   within the run over what the windows admit.
+//! - `overload_shared`: a 503 with `Retry-After: 2` answered to one
+//!   stack: `early` requests before it ended, `probes` after it,
+//!   `amplification` the requests in the first 100 ms after the first,
+//!   `first_second` those in the first second (the spaced release);
+//!   `overload_local`: the same without Redis (the baseline).
+//! - `redis_down`: Redis killed 2 s into a 6 s run, restarted 2 s later:
+//!   requests `failed`, and the 99th percentile latency.
+//!
+//! Goals: shared 429s=0, throughput_ratio >= 0.95, probes=1, early=0,
+//! redis_down failed=0.
+
+#[path = "../tests/support/fleet.rs"]
+mod fleet;
+
+use std::process::Command;
+
+/// The first argument that makes this bench a member process.
+const MEMBER: &str = "--fleet-member";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // The bench starts itself again as the fleet's member process
+    // (`cargo bench` builds no examples).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(MEMBER) {
+        fleet::member_main(&args[1..])
+            .await
+            .expect("the member runs");
+        return;
+    }
+    let Some(mut redis) = fleet::RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    for (name, store) in [
+        ("throttle_shared", Some(url.as_str())),
+        ("throttle_local", None),
+    ] {
+        let child = store.map(|_| {
+            let mut member = Command::new(std::env::current_exe().unwrap());
+            member.arg(MEMBER);
+            member
+        });
+        let got = fleet::throttle(store, child, 10.0).await;
+        println!(
+            "summary: fleet/{name} 429s={} throughput_ratio={:.3}",
+            got.throttled, got.ratio
+        );
+    }
+    for (name, store) in [
+        ("overload_shared", Some(url.as_str())),
+        ("overload_local", None),
+    ] {
+        let got = fleet::overload(store).await;
+        println!(
+            "summary: fleet/{name} amplification={} probes={} early={} first_second={}",
+            got.amplification, got.probes, got.early, got.first_second
+        );
+    }
+    let got = fleet::redis_down(&mut redis).await;
+    println!(
+        "summary: fleet/redis_down failed={} p99_ms={:.1}",
+        got.failed, got.p99_ms
+    );
+}

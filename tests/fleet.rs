@@ -1,0 +1,222 @@
+//! A fleet of stacks sharing cooldowns and pacing through a real
+//! `redis-server`, against the simulator over real TCP. Redis's `TIME` is
+//! real time, so these run in real time (a few seconds each) and assert
+//! counts and orderings, not exact timings.
+#![cfg(feature = "redis")]
+
+#[path = "support/fleet.rs"]
+mod fleet;
+
+use std::process::Command;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleet::RedisServer;
+use http::{Request, Response};
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower_mpsd::fleet::RedisStore;
+use tower_mpsd::logical::LogicalLayer;
+use tower_mpsd::retry::{Cooldowns, RetryLayer};
+
+/// The `fleet_member` example, built by `cargo test` beside this test.
+fn member_exe() -> Command {
+    let deps = std::env::current_exe().unwrap();
+    let exe = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/fleet_member");
+    assert!(exe.exists(), "{} is built by cargo test", exe.display());
+    Command::new(exe)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_sharing_redis_stays_within_the_windows() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let got = fleet::throttle(Some(&redis.url()), Some(member_exe()), 6.0).await;
+    eprintln!("{got:?}");
+    assert_eq!(got.throttled, 0, "{got:?}");
+    assert!(got.ratio >= 0.95, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_same_fleet_is_throttled() {
+    // The baseline: what sharing fixes (and proof the scenario can fail).
+    let got = fleet::throttle(None, None, 6.0).await;
+    eprintln!("{got:?}");
+    assert!(got.throttled > 0, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_seen_by_one_member_holds_back_the_fleet_for_one_probe() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let got = fleet::overload(Some(&redis.url())).await;
+    eprintln!("{got:?}");
+    assert_eq!((got.early, got.probes), (0, 1), "{got:?}");
+    assert_eq!(got.amplification, 1, "the release is spaced: {got:?}");
+    // One probe, then one request per 100 ms spacing at most.
+    assert!(got.first_second <= 12, "the release is spaced: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_falls_back_then_shares_again() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let got = fleet::redis_down(&mut redis).await;
+    eprintln!("{got:?}");
+    assert_eq!(got.failed, 0, "{got:?}");
+    assert!(got.ok > 100, "requests kept flowing: {got:?}");
+    assert_eq!(got.fell_back, fleet::MEMBERS, "{got:?}");
+    assert_eq!(got.shared_after, fleet::MEMBERS, "{got:?}");
+    // Bounded added latency: a failed call costs at most the 100 ms timeout.
+    assert!(got.p99_ms < 500.0, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_for_one_user_does_not_hold_back_another() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let got = fleet::one_user_throttled(&redis.url()).await;
+    eprintln!("{got:?}");
+    assert_eq!(got.throttled_user_early, 0, "{got:?}");
+    assert!(got.other_user_meanwhile > 10, "{got:?}");
+}
+
+type Arrivals = Arc<Mutex<Vec<(&'static str, Instant)>>>;
+
+/// A process of the fleet over a mocked server: its answer to its `n`-th
+/// request (counted over the whole fleet's arrivals) is `answer(n)`,
+/// `None` for never.
+fn process(
+    redis: &str,
+    lease: Duration,
+    name: &'static str,
+    arrivals: &Arrivals,
+    answer: fn(&str, usize) -> Option<u16>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = tower_mpsd::BoxError,
+    Future = impl Send,
+> + Clone {
+    let store = RedisStore::builder(redis)
+        .probe_lease(lease)
+        .build()
+        .unwrap();
+    let cooldowns = Cooldowns::builder().redis(store).build();
+    let arrivals = arrivals.clone();
+    let server = service_fn(move |_req: Request<Full<Bytes>>| {
+        let n = {
+            let mut log = arrivals.lock().unwrap();
+            log.push((name, Instant::now()));
+            log.len()
+        };
+        async move {
+            let Some(status) = answer(name, n) else {
+                return std::future::pending().await;
+            };
+            let res = Response::builder()
+                .status(status)
+                .header("retry-after", "1");
+            Ok::<_, std::convert::Infallible>(res.body(Full::<Bytes>::default()).unwrap())
+        }
+    });
+    ServiceBuilder::new()
+        .layer(LogicalLayer::new(Duration::from_secs(10), 1))
+        .layer(RetryLayer::new().with_cooldowns(cooldowns))
+        .service(server)
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://mpsd.test/handles/h1")
+        .header("authorization", "XBL3.0 x=1234;token")
+        .body(Full::<Bytes>::default())
+        .unwrap()
+}
+
+/// A process that dies holding the probe lease (its future leaked, so
+/// nothing hands the lease back) holds the fleet only until the lease
+/// expires; then another process probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_lease_whose_holder_died_passes_on_when_it_expires() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let lease = Duration::from_millis(400);
+    let arrivals = Arrivals::default();
+    // The first answer is a 503 for a second; the probe after it never
+    // gets one.
+    let answer = |name: &str, n| match (name, n) {
+        ("a", 1) => Some(503),
+        ("a", _) => None,
+        _ => Some(200),
+    };
+    let a = process(&redis.url(), lease, "a", &arrivals, answer);
+    let b = process(&redis.url(), lease, "b", &arrivals, answer);
+    assert_eq!(a.clone().oneshot(get()).await.unwrap().status(), 503);
+    // Let the close reach Redis, then wait out the cooldown.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut probe = Box::pin(a.clone().oneshot(get()));
+    tokio::select! {
+        _ = &mut probe => panic!("the probe never gets an answer"),
+        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+    }
+    // Process "a" dies: its probe's future is never dropped nor polled.
+    std::mem::forget(probe);
+    let b_answer = b.clone().oneshot(get()).await.unwrap();
+    assert_eq!(b_answer.status(), 200);
+    let log = arrivals.lock().unwrap().clone();
+    let names: Vec<&str> = log.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["a", "a", "b"], "one probe at a time");
+    let held = log[2].1 - log[1].1;
+    assert!(
+        held >= lease - Duration::from_millis(100),
+        "b waited for the lease: {held:?}"
+    );
+    assert!(
+        held < Duration::from_secs(2),
+        "and not much longer: {held:?}"
+    );
+}
+
+/// A probe told to wait again closes the cooldown fleet-wide before it
+/// hands its lease back: the other process waits for the new end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_told_to_wait_again_holds_the_fleet_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let arrivals = Arrivals::default();
+    let answer = |name: &str, _| Some(if name == "a" { 503 } else { 200 });
+    let lease = Duration::from_secs(5);
+    let a = process(&redis.url(), lease, "a", &arrivals, answer);
+    let b = process(&redis.url(), lease, "b", &arrivals, answer);
+    assert_eq!(a.clone().oneshot(get()).await.unwrap().status(), 503);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // "a" probes and is told 503, Retry-After: 1 again; "b" asks meanwhile.
+    let (probe, b_answer) = tokio::join!(a.clone().oneshot(get()), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.clone().oneshot(get()).await
+    });
+    assert_eq!(probe.unwrap().status(), 503);
+    assert_eq!(b_answer.unwrap().status(), 200);
+    let log = arrivals.lock().unwrap().clone();
+    let names: Vec<&str> = log.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["a", "a", "b"]);
+    let waited = log[2].1 - log[1].1;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "b waited for the new end: {waited:?}"
+    );
+}

@@ -1,0 +1,564 @@
+//! A fleet against the simulator, shared by `tests/fleet.rs`,
+//! `benches/fleet.rs` and `examples/fleet_member.rs`: a real `redis-server`
+//! started and stopped here, a member's stack over a hyper-util client, and
+//! the scenarios the tests assert on and the bench prints.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt};
+use tower_mpsd::fleet::RedisStore;
+use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
+use tower_mpsd::retry::{Cooldowns, RetryLayer};
+use tower_mpsd::{BoxError, MpsdLayer};
+
+/// A `redis-server` of its own on a free loopback port, without
+/// persistence; stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING. `None` (with a line on
+    /// stderr saying how to install it) when `redis-server` is missing,
+    /// unless `CI=true`, where that panics.
+    pub fn start() -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            let how = "install it with `apt-get install -y redis-server`";
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("redis-server is missing: {how}");
+            }
+            eprintln!("SKIPPED: redis-server is missing; {how} to run the fleet tests");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self { child: None, port };
+        server.restart();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port, empty, and waits for PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        for _ in 0..500 {
+            if ping(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not answer PING within 5 s");
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut buf = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut buf).is_ok()
+        && &buf == b"+PONG\r\n"
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The simulator's windows in the fleet scenarios: MPSD's two windows
+/// scaled down, as in the measurements (10 per 1 s, 40 per 5 s).
+pub fn sim_windows() -> mpsd_sim::RateLimits {
+    let w = |max, secs| mpsd_sim::Window {
+        max,
+        period: Duration::from_secs(secs),
+    };
+    mpsd_sim::RateLimits {
+        burst: w(10, 1),
+        sustain: w(40, 5),
+    }
+}
+
+/// Windows the scenarios without a rate limit never reach.
+pub fn roomy() -> Limits {
+    Limits::new(
+        Window::new(100_000, Duration::from_secs(1)),
+        Window::new(100_000, Duration::from_secs(1)),
+    )
+}
+
+/// The same windows for the pace layer.
+pub fn pace_limits() -> Limits {
+    let sim = sim_windows();
+    Limits::new(
+        Window::new(sim.burst.max, sim.burst.period),
+        Window::new(sim.sustain.max, sim.sustain.period),
+    )
+}
+
+/// How many requests the windows admit in `d` from an empty start: the
+/// greedy schedule (each send at the earliest instant), which no other
+/// beats.
+pub fn limit_in(d: Duration) -> usize {
+    let sim = sim_windows();
+    let mut sends: Vec<Duration> = Vec::new();
+    loop {
+        let mut next = sends.last().copied().unwrap_or_default();
+        for w in [sim.burst, sim.sustain] {
+            if let Some(i) = sends.len().checked_sub(w.max as usize) {
+                next = next.max(sends[i] + w.period);
+            }
+        }
+        if next >= d {
+            return sends.len();
+        }
+        sends.push(next);
+    }
+}
+
+/// One member's client: answers' statuses, or the stack's error.
+pub type Member = BoxCloneService<Request<Full<Bytes>>, StatusCode, BoxError>;
+
+/// A member of the fleet: the crate's stack with its own cooldowns and
+/// pace table, shared through Redis when given a URL.
+pub struct MemberState {
+    pub client: Member,
+    pub cooldowns: Cooldowns,
+    pub table: PaceTable,
+    pub store: Option<RedisStore>,
+}
+
+pub fn member(redis: Option<&str>, limits: Limits) -> MemberState {
+    let store = redis.map(|url| RedisStore::open(url).expect("a Redis URL"));
+    let mut table = PaceTable::builder().limits(limits).no_routes();
+    let mut cooldowns = Cooldowns::builder().release_spacing(RELEASE_SPACING);
+    if let Some(store) = &store {
+        table = table.redis(store.clone());
+        cooldowns = cooldowns.redis(store.clone());
+    }
+    let (table, cooldowns) = (table.build(), cooldowns.build());
+    let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let stack = MpsdLayer::new()
+        .retry(RetryLayer::new().with_cooldowns(cooldowns.clone()))
+        .pace(PaceLayer::with_table(table.clone()));
+    let client = stack
+        .layer(http)
+        .map_response(|res| res.status())
+        .map_err(Into::into);
+    MemberState {
+        client: BoxCloneService::new(client),
+        cooldowns,
+        table,
+        store,
+    }
+}
+
+/// How far apart a cooldown's waiters are released in the scenarios.
+pub const RELEASE_SPACING: Duration = Duration::from_millis(100);
+
+/// A GET of `user`'s session, as that user.
+pub fn get(base: &str, user: &str) -> Request<Full<Bytes>> {
+    Request::get(format!(
+        "{base}/serviceconfigs/00000000-0000-0000-0000-00006a0b1c2d/sessionTemplates/LobbySession/sessions/{user}-lobby"
+    ))
+    .header(header::AUTHORIZATION, format!("XBL3.0 x={user};token"))
+    .header("x-xbl-contract-version", "107")
+    .body(Full::default())
+    .unwrap()
+}
+
+/// What `callers` callers of one member did, each sending for `user` one
+/// request after another until `until`, pausing `think` between.
+#[derive(Debug, Default, Clone)]
+pub struct Sent {
+    pub ok: usize,
+    pub failed: usize,
+    pub latencies: Vec<Duration>,
+}
+
+pub async fn run_callers(
+    client: &Member,
+    base: &str,
+    users: &[&str],
+    callers: usize,
+    until: Instant,
+    think: Duration,
+) -> Sent {
+    let mut tasks = Vec::new();
+    for i in 0..callers {
+        let client = client.clone();
+        let base = base.to_owned();
+        let user = users[i % users.len()].to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = Sent::default();
+            while Instant::now() < until {
+                let start = Instant::now();
+                match client.clone().oneshot(get(&base, &user)).await {
+                    Ok(_) => sent.ok += 1,
+                    Err(_) => sent.failed += 1,
+                }
+                sent.latencies.push(start.elapsed());
+                tokio::time::sleep(think).await;
+            }
+            sent
+        }));
+    }
+    let mut all = Sent::default();
+    for task in tasks {
+        let sent = task.await.unwrap();
+        all.ok += sent.ok;
+        all.failed += sent.failed;
+        all.latencies.extend(sent.latencies);
+    }
+    all
+}
+
+/// The 99th percentile, in milliseconds.
+pub fn p99_ms(latencies: &mut [Duration]) -> f64 {
+    latencies.sort_unstable();
+    let i = (latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1));
+    latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Starts a member process: `member` is its program (and any leading
+/// arguments); the base URI, Redis URL, user and seconds follow.
+pub fn spawn_child(mut member: Command, base: &str, redis: &str, user: &str, secs: f64) -> Child {
+    member
+        .args([base, redis, user, &secs.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the member process runs")
+}
+
+/// A member process's whole life: `args` are the base URI, the Redis URL,
+/// the user and the seconds to run; sends GETs of the user's session from
+/// four callers, then prints `ok=<answers> failed=<errors>`.
+pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
+    let [base, redis, user, secs] = args else {
+        return Err("usage: BASE_URI REDIS_URL USER SECONDS".into());
+    };
+    let member = member(Some(redis), pace_limits());
+    let until = Instant::now() + Duration::from_secs_f64(secs.parse()?);
+    let sent = run_callers(
+        &member.client,
+        base,
+        &[user],
+        CALLERS,
+        until,
+        Duration::ZERO,
+    )
+    .await;
+    println!("ok={} failed={}", sent.ok, sent.failed);
+    Ok(())
+}
+
+/// The fleet's members in process, each with state of its own.
+pub const MEMBERS: usize = 4;
+/// Callers per member.
+pub const CALLERS: usize = 4;
+
+/// What a throttle run shows at the simulator.
+#[derive(Debug)]
+pub struct Throttle {
+    /// Requests answered 429.
+    pub throttled: usize,
+    /// Requests admitted (not 429) that arrived within the run.
+    pub admitted: usize,
+    /// `admitted` over what the windows admit in the run.
+    pub ratio: f64,
+}
+
+/// `MEMBERS` stacks (and the child process, when given) hammer one user
+/// for `secs` against the simulator's scaled-down windows.
+pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) -> Throttle {
+    let sim = mpsd_sim::Simulator::builder()
+        .rate_limit(sim_windows())
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(redis, pace_limits())).collect();
+    let run = Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let child = child.map(|member| {
+        spawn_child(
+            member,
+            &base,
+            redis.expect("a child shares Redis"),
+            "fleet",
+            secs,
+        )
+    });
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &["fleet"],
+            CALLERS,
+            t0 + run,
+            Duration::ZERO,
+        )
+    });
+    futures_util::future::join_all(runs).await;
+    if let Some(child) = child {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the child member failed");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok="));
+    }
+    let log = sim.log();
+    let throttled = log
+        .iter()
+        .filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let admitted = log
+        .iter()
+        .filter(|e| e.status != StatusCode::TOO_MANY_REQUESTS && e.at < t0 + run)
+        .count();
+    Throttle {
+        throttled,
+        admitted,
+        ratio: admitted as f64 / limit_in(run) as f64,
+    }
+}
+
+/// What the fleet sent around a 503 with `Retry-After: 2`.
+#[derive(Debug)]
+pub struct Overload {
+    /// Requests arriving after the 503 (plus 20 ms for those already in
+    /// flight) and before its `Retry-After` ended.
+    pub early: usize,
+    /// Requests arriving within half a release spacing of the first one
+    /// after the cooldown: the probes.
+    pub probes: usize,
+    /// Requests arriving in the first 100 ms from the first one after the
+    /// cooldown: what the recovering service gets at once.
+    pub amplification: usize,
+    /// Requests arriving in the first second from the first one after the
+    /// cooldown: the probe and the spaced release.
+    pub first_second: usize,
+}
+
+pub async fn overload(redis: Option<&str>) -> Overload {
+    use http::{header::RETRY_AFTER, HeaderValue};
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(redis, roomy())).collect();
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(5);
+    let fault = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            sim.script(
+                mpsd_sim::Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header(RETRY_AFTER, HeaderValue::from_static("2")),
+            );
+        })
+    };
+    let users: Vec<String> = (0..CALLERS).map(|i| format!("u{i}")).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &users,
+            CALLERS,
+            until,
+            Duration::from_millis(20),
+        )
+    });
+    futures_util::future::join_all(runs).await;
+    fault.await.unwrap();
+    let log = sim.log();
+    let at_503 = log
+        .iter()
+        .find(|e| e.status == StatusCode::SERVICE_UNAVAILABLE)
+        .expect("the 503 was answered")
+        .at;
+    let end = at_503 + Duration::from_secs(2);
+    let early = log
+        .iter()
+        .filter(|e| e.at > at_503 + Duration::from_millis(20) && e.at < end)
+        .count();
+    let first = log
+        .iter()
+        .map(|e| e.at)
+        .filter(|&at| at >= end)
+        .min()
+        .expect("requests after");
+    let probes = log
+        .iter()
+        .filter(|e| e.at >= first && e.at < first + RELEASE_SPACING / 2)
+        .count();
+    let amplification = log
+        .iter()
+        .filter(|e| e.at >= first && e.at < first + Duration::from_millis(100))
+        .count();
+    let first_second = log
+        .iter()
+        .filter(|e| e.at >= first && e.at < first + Duration::from_secs(1))
+        .count();
+    Overload {
+        early,
+        probes,
+        amplification,
+        first_second,
+    }
+}
+
+/// What the fleet saw with Redis killed for two seconds mid-run.
+#[derive(Debug)]
+pub struct RedisDown {
+    pub ok: usize,
+    pub failed: usize,
+    pub p99_ms: f64,
+    /// Members that fell back to their own state.
+    pub fell_back: usize,
+    /// Members sharing state again at the end.
+    pub shared_after: usize,
+}
+
+pub async fn redis_down(redis: &mut RedisServer) -> RedisDown {
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let url = redis.url();
+    let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(Some(&url), roomy())).collect();
+    let t0 = Instant::now();
+    let users: Vec<String> = (0..CALLERS).map(|i| format!("d{i}")).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &users,
+            CALLERS,
+            t0 + Duration::from_secs(6),
+            Duration::from_millis(10),
+        )
+    });
+    let all = futures_util::future::join_all(runs);
+    let chaos = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.restart();
+    };
+    let (sent, ()) = tokio::join!(all, chaos);
+    let mut latencies: Vec<Duration> = sent.iter().flat_map(|s| s.latencies.clone()).collect();
+    let stores: Vec<&RedisStore> = members.iter().filter_map(|m| m.store.as_ref()).collect();
+    RedisDown {
+        ok: sent.iter().map(|s| s.ok).sum(),
+        failed: sent.iter().map(|s| s.failed).sum(),
+        p99_ms: p99_ms(&mut latencies),
+        fell_back: stores.iter().filter(|s| s.fallbacks() > 0).count(),
+        shared_after: stores.iter().filter(|s| s.is_shared()).count(),
+    }
+}
+
+/// Requests of two users while one of them is throttled.
+#[derive(Debug)]
+pub struct OneUser {
+    /// Requests of the throttled user arriving within its `Retry-After`
+    /// (after 20 ms for those in flight).
+    pub throttled_user_early: usize,
+    /// Requests of the other user arriving meanwhile.
+    pub other_user_meanwhile: usize,
+}
+
+/// Two members send for `alice` and `bob`; one of alice's requests is
+/// answered 429 with `Retry-After: 2`.
+pub async fn one_user_throttled(redis: &str) -> OneUser {
+    use http::{header::RETRY_AFTER, HeaderValue};
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let members: Vec<MemberState> = (0..2).map(|_| member(Some(redis), roomy())).collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let fault = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sim.script(
+                mpsd_sim::Fault::status(StatusCode::TOO_MANY_REQUESTS)
+                    .path_contains("/alice-")
+                    .header(RETRY_AFTER, HeaderValue::from_static("2")),
+            );
+        })
+    };
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &["alice", "bob"],
+            4,
+            until,
+            Duration::from_millis(20),
+        )
+    });
+    futures_util::future::join_all(runs).await;
+    fault.await.unwrap();
+    let log = sim.log();
+    let at = log
+        .iter()
+        .find(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+        .expect("the 429 was answered")
+        .at;
+    let within = |e: &&mpsd_sim::LogEntry, user: &str| {
+        e.user.as_deref() == Some(user)
+            && e.at > at + Duration::from_millis(20)
+            && e.at < at + Duration::from_secs(2)
+    };
+    OneUser {
+        throttled_user_early: log.iter().filter(|e| within(e, "alice")).count(),
+        other_user_meanwhile: log.iter().filter(|e| within(e, "bob")).count(),
+    }
+}
