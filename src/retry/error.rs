@@ -79,6 +79,32 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
+/// Whether `error` proves the server did not process the request: an
+/// [`h2::Error`] anywhere in its source chain that is a `RST_STREAM` from
+/// the server with `REFUSED_STREAM` (RFC 9113 §8.7: "the stream was closed
+/// prior to any processing"). hyper 1 reports it as a `hyper::Error`
+/// whose source is that `h2::Error`; hyper-util's legacy client wraps that
+/// in its own error (`SendRequest`).
+///
+/// A `GOAWAY` is not enough: h2 hands its error to the streams it
+/// excluded and, when the connection then closes, to the ones it did not
+/// answer yet alike, so a request that sees it may have been applied.
+/// (Requests hyper had not yet handed to h2 when the `GOAWAY` came are
+/// given back to hyper-util's legacy client, which sends them again on a
+/// new connection by itself when the old one had been used before.)
+pub(crate) fn never_processed(error: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_reset()
+                && h2.is_remote()
+                && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// A logical request ended in an error of the inner service (a connection
 /// refused or reset, a body the client could not send), after the attempts
 /// in [`history`](Self::history).
@@ -149,6 +175,17 @@ mod tests {
     use super::*;
     use crate::error::{Refused, RefusedBy};
     use crate::logical::{Attempt, Purpose};
+
+    #[test]
+    fn only_a_refused_stream_reset_by_the_server_proves_nothing_was_processed() {
+        // Made here, not received from the server: no proof.
+        let local: BoxError = h2::Error::from(h2::Reason::REFUSED_STREAM).into();
+        assert!(!never_processed(&*local));
+        let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert!(!never_processed(&*io));
+        // The received case is tested over a real HTTP/2 connection in
+        // tests/tls.rs: h2 makes remote resets only from frames.
+    }
 
     #[test]
     fn only_absolute_uris_pass() {
