@@ -59,6 +59,9 @@
 //!    instead of answering ([`Fault::reset`]) or cut its body short
 //!    ([`Fault::truncate`]), refuse an HTTP/2 stream
 //!    ([`Fault::refuse_stream`]) or send a `GOAWAY` ([`Fault::go_away`]).
+//!    A [`GoAway`] ([`SimHandle::script_go_away`]) takes a whole `h2`
+//!    connection instead: its first request gets a `GOAWAY` that excludes
+//!    or includes it, and nothing on it is processed.
 //! 2. **Overload** ([`SimBuilder::overload`]): fixed windows counted from
 //!    the server's start; the first `capacity` requests of a window are
 //!    served, the rest get 503 `text/plain`, no body, and `Retry-After` =
@@ -258,6 +261,7 @@ mod auth;
 mod faults;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
+mod go_away;
 mod limits;
 mod route;
 mod server;
@@ -265,6 +269,7 @@ mod store;
 mod tls;
 
 pub use faults::Fault;
+pub use go_away::{GoAway, GoAwaySent};
 pub use limits::{Overload, RateLimits, Window};
 pub use server::{LogEntry, SimBuilder, SimHandle, Simulator};
 

@@ -32,6 +32,7 @@ use tokio_rustls::rustls::RootCertStore;
 
 use crate::auth::{credentials, Tokens};
 use crate::faults::{Breakage, Fault, Faults};
+use crate::go_away::{self, GoAway, GoAwaySent};
 use crate::limits::{Overload, RateLimiter, RateLimits, Shedder};
 use crate::store::{self, Reply, Store, JSON, TEXT};
 use crate::tls::Tls;
@@ -155,6 +156,8 @@ impl SimBuilder {
             state: Mutex::new(State {
                 store: Store::new(&self.templates),
                 faults: Faults::default(),
+                go_aways: VecDeque::new(),
+                go_aways_sent: Vec::new(),
                 shedder: Shedder::new(Instant::now(), self.overload),
                 limiter: self.rate_limit.map(RateLimiter::new),
                 tokens: Tokens::default(),
@@ -297,6 +300,17 @@ impl SimHandle {
         self.inner.shared.lock().faults.push(fault);
     }
 
+    /// Queues a [`GoAway`] for a coming `h2` connection, after those
+    /// already queued: each takes the next connection that negotiates `h2`.
+    pub fn script_go_away(&self, go_away: GoAway) {
+        self.inner.shared.lock().go_aways.push_back(go_away);
+    }
+
+    /// The scripted `GOAWAY`s sent so far, oldest first.
+    pub fn go_aways(&self) -> Vec<GoAwaySent> {
+        self.inner.shared.lock().go_aways_sent.clone()
+    }
+
     /// Turns overload shedding on or off; the current window counts afresh.
     pub fn set_overload(&self, overload: Option<Overload>) {
         self.inner.shared.lock().shedder.set(overload);
@@ -372,6 +386,9 @@ impl Shared {
 struct State {
     store: Store,
     faults: Faults,
+    /// Scripted `GOAWAY`s for coming `h2` connections, and those sent.
+    go_aways: VecDeque<GoAway>,
+    go_aways_sent: Vec<GoAwaySent>,
     shedder: Shedder,
     limiter: Option<RateLimiter>,
     /// The tokens issued.
@@ -568,10 +585,41 @@ async fn tls_connection(
             }
         },
     };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let scripted = h2.then(|| service.shared.lock().go_aways.pop_front());
+    if let Some(go_away) = scripted.flatten() {
+        return scripted_go_away(stream, go_away, &service.shared, conn.id, &mut stop).await;
+    }
     // No hyper timers here either: no keep-alive pings, no header timeout.
     let builder = auto::Builder::new(TokioExecutor::new());
     let served = builder.serve_connection(TokioIo::new(stream), service);
     drive(served, |c| c.graceful_shutdown(), &mut stop, &conn.go_away).await;
+}
+
+/// An `h2` connection taken by a scripted [`GoAway`]: not served, only
+/// answered with the `GOAWAY`, then read until the client closes it.
+async fn scripted_go_away(
+    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
+    go_away: GoAway,
+    shared: &Shared,
+    connection: u64,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let sent = tokio::select! {
+        () = stopped(stop) => return,
+        sent = go_away::send(&mut stream, go_away, connection) => sent,
+    };
+    match sent {
+        Ok(sent) => shared.lock().go_aways_sent.push(sent),
+        Err(error) => {
+            tracing::debug!(%error, "mpsd sim: no request came for the scripted GOAWAY");
+            return;
+        }
+    }
+    tokio::select! {
+        () = stopped(stop) => {}
+        () = go_away::drain(&mut stream) => {}
+    }
 }
 
 /// The simulator's service on one connection. Its future is boxed: the
