@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{https_client, https_sim, request, retry_after, SCID};
 use futures_util::future::join_all;
 use http::{Method, StatusCode, Version};
-use mpsd_sim::{Fault, LogEntry, RateLimits, Simulator, Window};
+use mpsd_sim::{Fault, GoAway, GoAwaySent, LogEntry, RateLimits, Simulator, Window};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::error::RequestFailed;
@@ -286,6 +286,108 @@ async fn after_a_goaway_every_write_goes_once_on_a_new_connection() {
     );
     assert_eq!(puts.len(), 8, "each write once");
     assert!(puts.iter().all(|e| e.connection != log[0].connection));
+}
+
+/// The `h2::Error` in `error`'s source chain, if any.
+fn h2_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The scripted `GOAWAY` sent for the first request, on connection 0.
+fn only_go_away(sim: &mpsd_sim::SimHandle) -> GoAwaySent {
+    let sent = sim.go_aways();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].connection, sent[0].stream), (0, 1), "{sent:?}");
+    sent[0]
+}
+
+/// A PUT answered with `go_away` in flight: its result and the log.
+async fn put_under(
+    go_away: GoAway,
+    name: &str,
+) -> (
+    mpsd_sim::SimHandle,
+    Result<http::Response<hyper::body::Incoming>, tower_mpsd::BoxError>,
+) {
+    let sim = https_sim().await;
+    sim.script_go_away(go_away);
+    let client = ServiceBuilder::new()
+        .mpsd()
+        .service(https_client(&sim, true));
+    let uri = sim.session_uri(SCID, "LobbySession", name);
+    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
+    let res = client.oneshot(put.build()).await;
+    (sim, res)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_a_goaway_excludes_is_sent_again_at_once_on_a_new_connection() {
+    let t0 = Instant::now();
+    let (sim, res) = put_under(GoAway::excluding(h2::Reason::NO_ERROR), "excluded").await;
+    let res = res.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let sent = only_go_away(&sim);
+    assert_eq!(sent.last_stream_id, 0, "the PUT, in flight, was excluded");
+    let log = sim.log();
+    let seen: Vec<(Method, u16, u64, Duration)> = log
+        .iter()
+        .map(|e| (e.method.clone(), e.status.as_u16(), e.connection, e.at - t0))
+        .collect();
+    println!("GOAWAY {sent:?}, then: {seen:?}");
+    assert_eq!(
+        seen,
+        [(Method::PUT, 201, 1, Duration::ZERO)],
+        "applied once, at once, on a new connection"
+    );
+    assert!(sim.session(SCID, "LobbySession", "excluded").is_some());
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
+    assert_eq!(
+        purposes,
+        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_an_error_coded_goaway_cuts_off_is_not_sent_again() {
+    let (sim, res) = put_under(GoAway::excluding(h2::Reason::INTERNAL_ERROR), "failed").await;
+    let err = res.unwrap_err();
+    let failed = err
+        .downcast_ref::<RequestFailed>()
+        .expect("a RequestFailed");
+    assert_eq!(failed.history().attempts().len(), 1);
+    // The caller sees the server's GOAWAY and its code.
+    let h2 = h2_error(failed).expect("an h2 error in the chain");
+    assert!(h2.is_go_away() && h2.is_remote(), "{h2:?}");
+    assert_eq!(h2.reason(), Some(h2::Reason::INTERNAL_ERROR));
+    assert_eq!(only_go_away(&sim).last_stream_id, 0);
+    assert!(sim.log().is_empty());
+    assert!(sim.session(SCID, "LobbySession", "failed").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_a_goaway_includes_but_leaves_unanswered_is_not_sent_again() {
+    for reason in [h2::Reason::NO_ERROR, h2::Reason::INTERNAL_ERROR] {
+        let (sim, res) = put_under(GoAway::including(reason), "included").await;
+        let err = res.unwrap_err();
+        let failed = err
+            .downcast_ref::<RequestFailed>()
+            .expect("a RequestFailed");
+        assert_eq!(failed.history().attempts().len(), 1, "{reason:?}");
+        // Whatever the code, h2 fails an included stream the connection
+        // closes under with an I/O error (`BrokenPipe`), not the GOAWAY's.
+        println!("{reason:?} GOAWAY including the PUT: {err:?}");
+        assert!(h2_error(failed).is_none(), "{err:?}");
+        assert_eq!(only_go_away(&sim).last_stream_id, 1);
+        assert!(sim.log().is_empty());
+    }
 }
 
 #[tokio::test(start_paused = true)]
