@@ -15,8 +15,17 @@
 //! simulator, the callers and hyper's connection tasks share it, as they
 //! would share a small machine.
 //!
+//! Then the same at 64 callers over HTTPS (the simulator's self-signed
+//! certificate trusted by a hyper-rustls client, TCP_NODELAY on): once
+//! with ALPN offering only `http/1.1` (`tls_h1_c64`, a pool of
+//! connections) and once offering `h2` (`tls_h2_c64`, every caller
+//! multiplexed on one connection). The bare client there is the same TLS
+//! client, so `ratio` is what the stack costs over TLS.
+//!
 //! `cargo bench --bench loopback` prints one `summary:`
-//! line per concurrency.
+//! line per scenario: `c1`, `c64`, `tls_h1_c64`, `tls_h2_c64`;
+//! `cargo bench --bench loopback -- tls` runs only the scenarios whose
+//! name contains `tls`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +34,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use mpsd_sim::Simulator;
 use serde_json::json;
@@ -85,6 +95,86 @@ where
     count
 }
 
+/// Bare client and stack in turns, and the `summary:` line.
+async fn compare<S>(label: &str, client: S, uri: &str, concurrency: usize)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send + Sync + 'static,
+    S::Future: Send,
+{
+    let stack = ServiceBuilder::new().mpsd().service(client.clone());
+    run(client.clone(), uri, concurrency, WARM_UP).await;
+    run(stack.clone(), uri, concurrency, WARM_UP).await;
+    let (mut bare, mut stacked) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let secs = ROUND.as_secs_f64();
+        let (b, s) = if round % 2 == 0 {
+            let b = run(client.clone(), uri, concurrency, ROUND).await;
+            (b, run(stack.clone(), uri, concurrency, ROUND).await)
+        } else {
+            let s = run(stack.clone(), uri, concurrency, ROUND).await;
+            (run(client.clone(), uri, concurrency, ROUND).await, s)
+        };
+        println!("loopback {label} round {round}: bare {b} stack {s} in {secs} s");
+        bare.push(b as f64 / secs);
+        stacked.push(s as f64 / secs);
+    }
+    let (rps_bare, rps_stack) = (median(bare), median(stacked));
+    println!(
+        "summary: loopback/{label} rps_bare={rps_bare:.0} rps_stack={rps_stack:.0} ratio={:.3}",
+        rps_stack / rps_bare
+    );
+}
+
+/// A hyper-rustls client trusting only `sim`, offering `h2` or not.
+fn https_client(
+    sim: &mpsd_sim::SimHandle,
+    h2: bool,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let ring = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(ring)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(sim.root_store().expect("an HTTPS simulator"))
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let connector = if h2 {
+        https.enable_all_versions().wrap_connector(tcp)
+    } else {
+        https.enable_http1().wrap_connector(tcp)
+    };
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// A simulator holding the one session every request reads.
+async fn sim_with_session<S>(
+    builder: mpsd_sim::SimBuilder,
+    client: impl FnOnce(&mpsd_sim::SimHandle) -> S,
+) -> (mpsd_sim::SimHandle, S, String)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let sim = builder
+        .no_rate_limit()
+        .start()
+        .await
+        .expect("the simulator");
+    let uri = sim.session_uri(SCID, "LobbySession", "loopback");
+    let client = client(&sim);
+    let mut create = get(&uri);
+    *create.method_mut() = Method::PUT;
+    *create.body_mut() = Full::from(json!({"members": {"me": {}}}).to_string());
+    let res = client.clone().oneshot(create).await.expect("created");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    (sim, client, uri)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -95,40 +185,28 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    // `cargo bench` passes `--bench`; anything else names scenarios.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |label: &str| only.as_deref().map_or(true, |o| label.contains(o));
     rt.block_on(async {
-        let sim = Simulator::builder().no_rate_limit().start().await.expect("the simulator");
-        let uri = sim.session_uri(SCID, "LobbySession", "loopback");
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let mut create = get(&uri);
-        *create.method_mut() = Method::PUT;
-        *create.body_mut() = Full::from(json!({"members": {"me": {}}}).to_string());
-        let res = client.request(create).await.expect("created");
-        assert_eq!(res.status(), StatusCode::CREATED);
-
-        let stack = ServiceBuilder::new().mpsd().service(client.clone());
+        let plain = |_: &mpsd_sim::SimHandle| {
+            Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
+        };
+        let (sim, client, uri) = sim_with_session(Simulator::builder(), plain).await;
         for concurrency in [1, 64] {
-            run(client.clone(), &uri, concurrency, WARM_UP).await;
-            run(stack.clone(), &uri, concurrency, WARM_UP).await;
-            let (mut bare, mut stacked) = (Vec::new(), Vec::new());
-            for round in 0..ROUNDS {
-                let secs = ROUND.as_secs_f64();
-                let (b, s) = if round % 2 == 0 {
-                    let b = run(client.clone(), &uri, concurrency, ROUND).await;
-                    (b, run(stack.clone(), &uri, concurrency, ROUND).await)
-                } else {
-                    let s = run(stack.clone(), &uri, concurrency, ROUND).await;
-                    (run(client.clone(), &uri, concurrency, ROUND).await, s)
-                };
-                println!("loopback c={concurrency} round {round}: bare {b} stack {s} in {secs} s");
-                bare.push(b as f64 / secs);
-                stacked.push(s as f64 / secs);
+            let label = format!("c{concurrency}");
+            if wanted(&label) {
+                compare(&label, client.clone(), &uri, concurrency).await;
             }
-            let (rps_bare, rps_stack) = (median(bare), median(stacked));
-            println!(
-                "summary: loopback/c{concurrency} rps_bare={rps_bare:.0} rps_stack={rps_stack:.0} ratio={:.3}",
-                rps_stack / rps_bare
-            );
         }
         sim.shutdown().await;
+
+        let tls = [("tls_h1_c64", false), ("tls_h2_c64", true)];
+        for (label, h2) in tls.into_iter().filter(|(label, _)| wanted(label)) {
+            let https = |sim: &mpsd_sim::SimHandle| https_client(sim, h2);
+            let (sim, client, uri) = sim_with_session(Simulator::builder().https(), https).await;
+            compare(label, client, &uri, 64).await;
+            sim.shutdown().await;
+        }
     });
 }

@@ -6,15 +6,25 @@
 //! virtual time (the demo runs on tokio's paused clock, so waits are exact
 //! and instant).
 //!
+//! Everything runs over HTTPS, as MPSD is served: the simulator presents
+//! a self-signed certificate that the client (hyper-util with
+//! hyper-rustls) trusts, and the demo runs twice, once offering only
+//! `http/1.1` by ALPN and once offering `h2` too, which the server picks.
+//! Each answer's HTTP version is checked against the one negotiated.
+//!
 //! Run it with `cargo run --example demo`. It exits non-zero
 //! if any row was not produced, or the stack did not end as expected.
+//! `tests/tls.rs` runs the same code as a test.
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request};
+use http::{header, Method, Request, Version};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use mpsd_sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
 use serde_json::json;
@@ -32,7 +42,7 @@ type BoxError = tower_mpsd::BoxError;
 
 /// The rows of the table, by status and split, with the outcome each must
 /// produce, in the order printed.
-const ROWS: [(&str, &str); 18] = [
+pub const ROWS: [(&str, &str); 18] = [
     ("200 read/updated", "ok"),
     ("201 created", "created"),
     ("202 accepted", "accepted"),
@@ -53,9 +63,41 @@ const ROWS: [(&str, &str); 18] = [
     ("503 service unavailable", "service_unavailable"),
 ];
 
+/// A hyper-util client over HTTPS, as a user builds one.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client that trusts `sim`'s certificate only and offers, by ALPN,
+/// `http/1.1` alone or (`h2`) both `h2` and `http/1.1`.
+pub fn https_client(sim: &SimHandle, h2: bool) -> Result<HttpsClient, BoxError> {
+    let roots = sim.root_store().ok_or("the simulator serves plain HTTP")?;
+    let ring = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(ring)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    // Small writes go out at once: with Nagle's algorithm an HTTP/2
+    // request's HEADERS and DATA frames wait out the server's delayed ACK.
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let connector = if h2 {
+        https.enable_all_versions().wrap_connector(tcp)
+    } else {
+        https.enable_http1().wrap_connector(tcp)
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
 struct Demo {
     base: String,
+    client: HttpsClient,
+    version: Version,
     covered: Vec<bool>,
+    /// Answers that came in another HTTP version than negotiated.
+    wrong_version: usize,
 }
 
 impl Demo {
@@ -87,8 +129,9 @@ impl Demo {
 
         let client = ServiceBuilder::new()
             .layer(ClassifyLayer::new())
-            .service(Client::builder(TokioExecutor::new()).build_http());
+            .service(self.client.clone());
         let res = client.oneshot(req).await?;
+        self.wrong_version += usize::from(res.version() != self.version);
         let status = res.status();
         let call = res.extensions().get::<Call>().ok_or("no call")?.clone();
         let etag = res
@@ -134,6 +177,7 @@ fn action(outcome: Outcome) -> String {
 
 /// Sends one request through the recommended stack and prints its sends.
 async fn through_stack(
+    https: &HttpsClient,
     label: &str,
     method: Method,
     uri: &str,
@@ -143,7 +187,7 @@ async fn through_stack(
 ) -> Result<u16, BoxError> {
     let client = ServiceBuilder::new()
         .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
-        .service(Client::builder(TokioExecutor::new()).build_http());
+        .service(https.clone());
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
@@ -176,16 +220,31 @@ async fn through_stack(
 }
 
 /// The stack at work: each scenario and the final status it must end with.
-async fn stack_at_work(sim: &SimHandle, session: &str, stale: &str) -> Result<bool, BoxError> {
+async fn stack_at_work(
+    sim: &SimHandle,
+    https: &HttpsClient,
+    session: &str,
+    stale: &str,
+) -> Result<bool, BoxError> {
     println!("\nThe recommended stack (MpsdLayer + RebaseLayer(ResendDelta)), virtual times:");
     let no: &[(header::HeaderName, &str)] = &[];
     let retry_after = |s: &'static str| (header::RETRY_AFTER, header::HeaderValue::from_static(s));
     let (name, value) = retry_after("2");
     sim.script(Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(name, value));
-    let mut ok =
-        through_stack("503, Retry-After: 2", Method::GET, session, "heidi", no, "").await? == 200;
+    let mut ok = through_stack(
+        https,
+        "503, Retry-After: 2",
+        Method::GET,
+        session,
+        "heidi",
+        no,
+        "",
+    )
+    .await?
+        == 200;
     // frank used up his burst window above: the stack waits out the 429.
     ok &= through_stack(
+        https,
         "429 from the rate limiter",
         Method::GET,
         session,
@@ -198,6 +257,7 @@ async fn stack_at_work(sim: &SimHandle, session: &str, stale: &str) -> Result<bo
     let ready = json!({"properties": {"custom": {"ready": true}}}).to_string();
     let me = format!("{session}/members/me");
     ok &= through_stack(
+        https,
         "412: stale If-Match, rebased",
         Method::PUT,
         &me,
@@ -208,6 +268,7 @@ async fn stack_at_work(sim: &SimHandle, session: &str, stale: &str) -> Result<bo
     .await?
         == 200;
     ok &= through_stack(
+        https,
         "412: create-only, not rebased",
         Method::PUT,
         session,
@@ -220,8 +281,27 @@ async fn stack_at_work(sim: &SimHandle, session: &str, stale: &str) -> Result<bo
     Ok(ok)
 }
 
-#[tokio::main(flavor = "current_thread", start_paused = true)]
-async fn main() -> Result<(), BoxError> {
+/// What one run of the demo found.
+#[derive(Debug)]
+pub struct Report {
+    /// Rows of the table produced, of [`ROWS`]`.len()`.
+    pub covered: usize,
+    /// Whether the stack's scenarios ended as expected.
+    pub stack_ok: bool,
+    /// Answers in another HTTP version than negotiated.
+    pub wrong_version: usize,
+}
+
+impl Report {
+    /// Every row, the stack as expected, every answer in the right version.
+    pub fn passed(&self) -> bool {
+        self.covered == ROWS.len() && self.stack_ok && self.wrong_version == 0
+    }
+}
+
+/// Runs every row and the stack's scenarios against a fresh HTTPS
+/// simulator, over HTTP/2 (`h2`) or HTTP/1.1.
+pub async fn run(h2: bool) -> Result<Report, BoxError> {
     let limits = RateLimits {
         burst: Window {
             max: 6,
@@ -229,11 +309,23 @@ async fn main() -> Result<(), BoxError> {
         },
         ..RateLimits::mpsd()
     };
-    let sim = Simulator::builder().rate_limit(limits).start().await?;
-    println!("MPSD simulator on {}", sim.base_uri());
+    let sim = Simulator::builder()
+        .rate_limit(limits)
+        .https()
+        .start()
+        .await?;
+    let version = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    println!("MPSD simulator on {}, speaking {version:?}", sim.base_uri());
     let mut demo = Demo {
         base: sim.base_uri(),
+        client: https_client(&sim, h2)?,
+        version,
         covered: vec![false; ROWS.len()],
+        wrong_version: 0,
     };
     let s = demo.session("demo");
     let no: &[(header::HeaderName, &str)] = &[];
@@ -376,7 +468,7 @@ async fn main() -> Result<(), BoxError> {
     }));
     demo.row(17, Method::GET, &s, "grace", no, "").await?;
     sim.set_overload(None);
-    let stack_ok = stack_at_work(&sim, &s, &first).await?;
+    let stack_ok = stack_at_work(&sim, &demo.client, &s, &first).await?;
 
     let covered = demo.covered.iter().filter(|c| **c).count();
     for (row, _) in demo.covered.iter().enumerate().filter(|(_, c)| !**c) {
@@ -384,9 +476,27 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("rows covered: {covered}/{}", ROWS.len());
     println!("stack scenarios as expected: {stack_ok}");
-    if covered == ROWS.len() && stack_ok {
-        Ok(())
-    } else {
+    println!(
+        "answers in another version than {version:?}: {}",
+        demo.wrong_version
+    );
+    sim.shutdown().await;
+    Ok(Report {
+        covered,
+        stack_ok,
+        wrong_version: demo.wrong_version,
+    })
+}
+
+#[tokio::main(flavor = "current_thread", start_paused = true)]
+async fn main() -> Result<(), BoxError> {
+    let mut passed = true;
+    for h2 in [false, true] {
+        passed &= run(h2).await?.passed();
+        println!();
+    }
+    if !passed {
         std::process::exit(1)
     }
+    Ok(())
 }

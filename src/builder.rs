@@ -3,6 +3,7 @@
 use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
+use crate::auth::{AuthLayer, TokenSource};
 use crate::classify::ClassifyLayer;
 use crate::coalesce::CoalesceLayer;
 use crate::logical::LogicalLayer;
@@ -68,6 +69,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// [`CoalesceLayer`]: concurrent identical GETs sent once.
     fn mpsd_coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>>;
+
+    /// [`AuthLayer`]: the user's token from `source` on every request,
+    /// refreshed once on a 401. Goes before (outside) [`mpsd`](Self::mpsd).
+    fn mpsd_auth(self, source: impl TokenSource) -> ServiceBuilder<Stack<AuthLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -112,5 +117,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn mpsd_coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>> {
         self.layer(layer)
+    }
+
+    fn mpsd_auth(self, source: impl TokenSource) -> ServiceBuilder<Stack<AuthLayer, L>> {
+        self.layer(AuthLayer::new(source))
     }
 }

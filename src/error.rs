@@ -14,6 +14,7 @@
 //! | [`AttemptTimedOut`] | [`retry`](crate::retry) | no answer by the deadline; the server may have applied the request |
 //! | [`RebaseError`] | [`rebase`](crate::rebase) | after a 412, the session was deleted, or the rebase policy failed |
 //! | [`AlreadySent`] | [`replay`](crate::replay) | a body over the replay cap was polled again after it was sent (found in a body's error, or in the source chain of a [`RequestFailed`]) |
+//! | [`TokenUnavailable`] | [`auth`](crate::auth) | the token source failed; nothing was sent. Its `source()` is the source's error |
 //! | [`MpsdError`] | [`response`](crate::response) | the answer is not a success (`Status`, with the outcome and the server's message or session), its body is over the cap, or it failed |
 //!
 //! Not errors: an answer the layers gave up retrying (a 503 past the
@@ -97,6 +98,7 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::auth::TokenUnavailable;
 pub use crate::rebase::RebaseError;
 pub use crate::replay::AlreadySent;
 pub use crate::response::MpsdError;
@@ -155,6 +157,7 @@ pub(crate) fn is_own(error: &crate::BoxError) -> bool {
         || error.is::<AttemptTimedOut>()
         || error.is::<InvalidUri>()
         || error.is::<RebaseError>()
+        || error.is::<TokenUnavailable>()
 }
 
 impl fmt::Display for Refused {

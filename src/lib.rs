@@ -17,6 +17,9 @@
 //! | [`pace::PaceLayer`] | MPSD's per-user rate limits kept on the client side, so a 429 is avoided rather than waited out |
 //! | [`classify::ClassifyLayer`] | each answer classified once, exactly as the service's status table says ([`classify::Outcome`]: the four meanings of 204, the two bodies of 403 and 412, `Retry-After` on 429 and 503) |
 //!
+//! Outside it, [`auth::AuthLayer`] sets the user's XBL token on every
+//! request and refreshes it once on a 401.
+//!
 //! Beside them: [`replay::ReplayLayer`] makes any request body replayable;
 //! [`classify::TraceClassifier`] reports outcomes to tower-http's
 //! `TraceLayer`; [`response::read_response`] reads an answer into a typed
@@ -38,8 +41,9 @@
 //! # Cargo features
 //!
 //! None yet: the library needs only tokio's `time` and `sync`, and hyper's
-//! core with no features (to recognise its errors), so it fits any hyper
-//! 1.x client. Features that bring in a dependency (a shared store, TLS
+//! core and `h2` with no features (to recognise their errors: a refused
+//! HTTP/2 stream is sent again), so it fits any hyper 1.x client. It needs
+//! no TLS crate: give it a client over hyper-rustls (see the README). Features that bring in a dependency (a shared store, TLS
 //! helpers) will be listed here, and marked in these docs with the feature
 //! they need.
 //!
@@ -78,6 +82,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 mod body;
 mod builder;
 pub mod classify;

@@ -12,6 +12,10 @@
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
 //! | [`ClassifyLayer`] | innermost: each send's answer is classified once (a small 429 body read for its rate-limit fields), its attempt recorded, and its [`Outcome`](crate::classify::Outcome) put in its extensions for the layers above and the caller |
 //!
+//! Outside it goes [`AuthLayer`](crate::auth::AuthLayer), when the stack
+//! should set and refresh the user's token: every layer here then reads the
+//! user from the `Authorization` it set.
+//!
 //! Defaults: a 20 s deadline (the retry window of Microsoft's SDK) and 5
 //! sends per logical request, or 8 with a rebase policy (the first write,
 //! three conflict rounds of re-read and write, and one retry).

@@ -10,6 +10,7 @@ use common::{http_client, request, SCID};
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use mpsd_sim::{Fault, Simulator};
 use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::auth::{AuthLayer, Token, TokenFuture, TokenSource};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::logical::AttemptHistory;
 use tower_mpsd::pace::PaceLayer;
@@ -79,6 +80,41 @@ async fn logs_never_hold_authorization_or_bodies() {
     let err = client.oneshot(hanging.build()).await.unwrap_err();
     shown += &format!("{err} {err:?}");
 
+    // The auth layer: a token the simulator revokes, refreshed on the 401;
+    // then a sign-in that fails. Neither token may show anywhere.
+    let checked = Simulator::builder()
+        .no_rate_limit()
+        .check_tokens()
+        .start()
+        .await
+        .unwrap();
+    let auth = AuthLayer::new(SimSignIn(checked.clone()));
+    shown += &format!("{auth:?}");
+    let client = ServiceBuilder::new()
+        .layer(auth)
+        .mpsd()
+        .service(http_client());
+    let uri = checked.session_uri(SCID, "LobbySession", "secret");
+    let get = || request(Method::GET, &uri).user(None).build();
+    client.clone().oneshot(get()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let res = client.oneshot(get()).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "refreshed after the 401"
+    );
+    assert!(checked
+        .log()
+        .iter()
+        .any(|e| e.status == StatusCode::UNAUTHORIZED));
+    let failing = ServiceBuilder::new()
+        .layer(AuthLayer::new(FailingSignIn))
+        .mpsd()
+        .service(http_client());
+    let err = failing.oneshot(get()).await.unwrap_err();
+    shown += &format!("{err} {err:?}");
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("mpsd retry: waiting"),
@@ -88,11 +124,43 @@ async fn logs_never_hold_authorization_or_bodies() {
         logs.contains("mpsd rebase"),
         "the rebase was logged: {logs}"
     );
-    for secret in ["token-of-alice", "XBL3.0", "hunter2", "password"] {
+    assert!(
+        logs.contains("mpsd auth: 401, sending again"),
+        "the refresh was logged: {logs}"
+    );
+    for secret in [
+        "token-of-alice",
+        "XBL3.0",
+        "hunter2",
+        "password",
+        "sim-token-",
+    ] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
         assert!(
             !shown.contains(secret),
             "{secret} leaked into what the caller sees: {shown}"
         );
+    }
+}
+
+/// Signs in at the simulator; each token is honoured for one second.
+struct SimSignIn(mpsd_sim::SimHandle);
+
+impl TokenSource for SimSignIn {
+    fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+        let token = Token::new(
+            "alice",
+            &self.0.issue_token("alice", Duration::from_secs(1)),
+        );
+        Box::pin(async move { Ok(token?) })
+    }
+}
+
+/// A sign-in whose token is never handed over: it fails.
+struct FailingSignIn;
+
+impl TokenSource for FailingSignIn {
+    fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+        Box::pin(async { Err("sign-in failed".into()) })
     }
 }

@@ -49,6 +49,10 @@ pub(crate) enum Breakage {
     Reset,
     /// Announce the whole body, send this many bytes of it, then close.
     Truncate(usize),
+    /// HTTP/2: reset the stream with `REFUSED_STREAM` (not processed).
+    Refuse,
+    /// Answer, then shut the connection down gracefully (HTTP/2: `GOAWAY`).
+    GoAway,
 }
 
 impl Fault {
@@ -119,6 +123,26 @@ impl Fault {
     /// goes out and the connection is still closed after it.
     pub fn truncate(mut self, n: usize) -> Self {
         self.breakage = Some(Breakage::Truncate(n));
+        self
+    }
+
+    /// HTTP/2: resets the request's stream with `REFUSED_STREAM`, which
+    /// tells the client the request was not processed, so that it may send
+    /// it again, even a write. The status is only logged, with `broken`
+    /// set. Over HTTP/1.1, which has no such answer, the connection is
+    /// closed as with [`reset`](Self::reset).
+    pub fn refuse_stream(mut self) -> Self {
+        self.breakage = Some(Breakage::Refuse);
+        self
+    }
+
+    /// Answers, then shuts the connection down gracefully, as a server
+    /// being drained or redeployed does: over HTTP/2 a `GOAWAY` (hyper's:
+    /// first with the highest stream id, then, a round trip later, with
+    /// the last stream it processed), after which the client opens a new
+    /// connection; over HTTP/1.1 the connection closes after this answer.
+    pub fn go_away(mut self) -> Self {
+        self.breakage = Some(Breakage::GoAway);
         self
     }
 

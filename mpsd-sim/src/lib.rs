@@ -41,19 +41,36 @@
 //! # }
 //! ```
 //!
+//! # HTTPS and HTTP/2
+//!
+//! [`SimBuilder::https`] serves TLS instead of plain HTTP, with a
+//! self-signed certificate made at start (trusted through
+//! [`SimHandle::root_store`] or [`SimHandle::certificate_der`]) and ALPN
+//! offering `h2` then `http/1.1`: a client offering both speaks HTTP/2,
+//! every request multiplexed on one connection. The log records each
+//! request's [`version`](LogEntry::version) and
+//! [`connection`](LogEntry::connection).
+//!
 //! # Each request, in order
 //!
 //! 1. **Scripted faults** ([`SimHandle::script`]): the first queued
 //!    [`Fault`] that matches answers, and nothing below runs. A fault can
 //!    also hold its answer back ([`Fault::delay`]), close the connection
 //!    instead of answering ([`Fault::reset`]) or cut its body short
-//!    ([`Fault::truncate`]).
+//!    ([`Fault::truncate`]), refuse an HTTP/2 stream
+//!    ([`Fault::refuse_stream`]) or send a `GOAWAY` ([`Fault::go_away`]).
+//!    A [`GoAway`] ([`SimHandle::script_go_away`]) takes a whole `h2`
+//!    connection instead: its first request gets a `GOAWAY` that excludes
+//!    or includes it, and nothing on it is processed.
 //! 2. **Overload** ([`SimBuilder::overload`]): fixed windows counted from
 //!    the server's start; the first `capacity` requests of a window are
 //!    served, the rest get 503 `text/plain`, no body, and `Retry-After` =
 //!    seconds until the window ends (rounded up, at least 1).
 //! 3. **Authorization**: without an `Authorization: XBL3.0 x=<userhash>;<token>`
 //!    header, 403 `text/plain`. The user hash is the caller's identity.
+//!    With [`SimBuilder::check_tokens`], a token the simulator did not
+//!    issue ([`SimHandle::issue_token`]) to that user, or one that
+//!    expired, gets 401 `text/plain` with `WWW-Authenticate: XBL3.0`.
 //! 4. **Rate limits** ([`RateLimits`]), per user hash, over a burst and a
 //!    sustain window at once, both sliding (a request counts while it is
 //!    strictly younger than the period). Default: MPSD's 30 per 15 s and
@@ -244,12 +261,15 @@ mod auth;
 mod faults;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz_checks;
+mod go_away;
 mod limits;
 mod route;
 mod server;
 mod store;
+mod tls;
 
 pub use faults::Fault;
+pub use go_away::{GoAway, GoAwaySent};
 pub use limits::{Overload, RateLimits, Window};
 pub use server::{LogEntry, SimBuilder, SimHandle, Simulator};
 

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -12,25 +13,29 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, ETAG, IF_MATCH,
-    IF_NONE_MATCH, LOCATION, RETRY_AFTER,
+    IF_NONE_MATCH, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::RootCertStore;
 
-use crate::auth::caller;
+use crate::auth::{credentials, Tokens};
 use crate::faults::{Breakage, Fault, Faults};
+use crate::go_away::{self, GoAway, GoAwaySent};
 use crate::limits::{Overload, RateLimiter, RateLimits, Shedder};
 use crate::store::{self, Reply, Store, JSON, TEXT};
+use crate::tls::Tls;
 use crate::BoxError;
 
 /// The log keeps this many most recent entries.
@@ -62,6 +67,8 @@ pub struct SimBuilder {
     overload: Option<Overload>,
     templates: Vec<String>,
     max_body_bytes: usize,
+    https: bool,
+    check_tokens: bool,
 }
 
 impl Default for SimBuilder {
@@ -73,6 +80,8 @@ impl Default for SimBuilder {
             templates: vec!["LobbySession".into(), "GameSession".into()],
             // Far above any real session document; small enough to test 413.
             max_body_bytes: 1024 * 1024,
+            https: false,
+            check_tokens: false,
         }
     }
 }
@@ -113,6 +122,25 @@ impl SimBuilder {
         self
     }
 
+    /// Serves HTTPS instead of plain HTTP: TLS with a self-signed
+    /// certificate made at start (trust it through
+    /// [`SimHandle::root_store`]), and ALPN offering `h2` then `http/1.1`,
+    /// so a client that offers both speaks HTTP/2. The URIs the handle
+    /// gives are `https://127.0.0.1:{port}/...`.
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
+    /// Accepts only tokens it issued ([`SimHandle::issue_token`]), for
+    /// their user and until they expire; any other token is answered 401
+    /// `text/plain` with `WWW-Authenticate: XBL3.0`, as MPSD answers an
+    /// expired or unknown XBL token. Default: any non-empty token passes.
+    pub fn check_tokens(mut self) -> Self {
+        self.check_tokens = true;
+        self
+    }
+
     /// Starts the simulator on `127.0.0.1` and a free port.
     pub async fn start(self) -> io::Result<SimHandle> {
         self.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
@@ -121,14 +149,19 @@ impl SimBuilder {
     /// Starts the simulator on `addr`. Its tasks run on the current tokio
     /// runtime.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<SimHandle> {
+        let tls = if self.https { Some(Tls::new()?) } else { None };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 store: Store::new(&self.templates),
                 faults: Faults::default(),
+                go_aways: VecDeque::new(),
+                go_aways_sent: Vec::new(),
                 shedder: Shedder::new(Instant::now(), self.overload),
                 limiter: self.rate_limit.map(RateLimiter::new),
+                tokens: Tokens::default(),
+                check_tokens: self.check_tokens,
                 log: VecDeque::new(),
             }),
             max_body_bytes: self.max_body_bytes,
@@ -138,11 +171,18 @@ impl SimBuilder {
             },
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            acceptor,
+            stopped,
+        ));
         Ok(SimHandle {
             inner: Arc::new(Inner {
                 shared,
                 addr,
+                certificate: tls.map(|tls| tls.certificate),
                 stop,
                 task: Mutex::new(Some(task)),
             }),
@@ -171,8 +211,14 @@ pub struct LogEntry {
     /// The length of the response body sent.
     pub response_bytes: usize,
     /// Whether a scripted fault broke the connection instead of answering
-    /// ([`Fault::reset`], [`Fault::truncate`]).
+    /// ([`Fault::reset`], [`Fault::truncate`], [`Fault::refuse_stream`]).
     pub broken: bool,
+    /// Which connection the request came on: connections are numbered
+    /// from 0 in the order they were accepted.
+    pub connection: u64,
+    /// The HTTP version the request came in (`HTTP_2` when a client
+    /// negotiated `h2` with an [`https`](SimBuilder::https) simulator).
+    pub version: Version,
 }
 
 /// A running simulator. Clones are cheap and share it; it stops on
@@ -185,6 +231,8 @@ pub struct SimHandle {
 struct Inner {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The self-signed certificate, when serving HTTPS.
+    certificate: Option<CertificateDer<'static>>,
     /// Dropping it (with the last handle) stops the server too.
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -204,9 +252,29 @@ impl SimHandle {
         self.inner.addr
     }
 
-    /// `http://{addr}`.
+    /// `http://{addr}`, or `https://{addr}` when serving HTTPS.
     pub fn base_uri(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        let scheme = if self.inner.certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.inner.addr)
+    }
+
+    /// The DER of the self-signed certificate an
+    /// [`https`](SimBuilder::https) simulator presents (`None` for plain
+    /// HTTP). It names `localhost` and `127.0.0.1`.
+    pub fn certificate_der(&self) -> Option<CertificateDer<'static>> {
+        self.inner.certificate.clone()
+    }
+
+    /// Roots that trust this simulator and nothing else, for a rustls
+    /// `ClientConfig` (`None` for plain HTTP).
+    pub fn root_store(&self) -> Option<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.certificate_der()?).ok()?;
+        Some(roots)
     }
 
     /// The URI of a session.
@@ -232,6 +300,17 @@ impl SimHandle {
         self.inner.shared.lock().faults.push(fault);
     }
 
+    /// Queues a [`GoAway`] for a coming `h2` connection, after those
+    /// already queued: each takes the next connection that negotiates `h2`.
+    pub fn script_go_away(&self, go_away: GoAway) {
+        self.inner.shared.lock().go_aways.push_back(go_away);
+    }
+
+    /// The scripted `GOAWAY`s sent so far, oldest first.
+    pub fn go_aways(&self) -> Vec<GoAwaySent> {
+        self.inner.shared.lock().go_aways_sent.clone()
+    }
+
     /// Turns overload shedding on or off; the current window counts afresh.
     pub fn set_overload(&self, overload: Option<Overload>) {
         self.inner.shared.lock().shedder.set(overload);
@@ -245,6 +324,14 @@ impl SimHandle {
             (Some(limiter), Some(limits)) => limiter.set_limits(limits),
             (_, limits) => *limiter = limits.map(RateLimiter::new),
         }
+    }
+
+    /// Issues a token for `user` (a user hash) that expires `ttl` from now
+    /// (on `tokio::time`), for a simulator that
+    /// [checks tokens](SimBuilder::check_tokens).
+    pub fn issue_token(&self, user: &str, ttl: Duration) -> String {
+        let now = Instant::now();
+        self.inner.shared.lock().tokens.issue(user, ttl, now)
     }
 
     /// A session's current document, for assertions.
@@ -299,8 +386,15 @@ impl Shared {
 struct State {
     store: Store,
     faults: Faults,
+    /// Scripted `GOAWAY`s for coming `h2` connections, and those sent.
+    go_aways: VecDeque<GoAway>,
+    go_aways_sent: Vec<GoAwaySent>,
     shedder: Shedder,
     limiter: Option<RateLimiter>,
+    /// The tokens issued.
+    tokens: Tokens,
+    /// Whether only they are accepted.
+    check_tokens: bool,
     log: VecDeque<LogEntry>,
 }
 
@@ -309,13 +403,21 @@ struct Meta {
     at: Instant,
     method: Method,
     uri: Uri,
+    version: Version,
+    connection: u64,
     user: Option<String>,
+    /// Checked, never logged.
+    token: Option<String>,
     if_match: Option<String>,
     if_none_match: Option<String>,
 }
 
 impl Meta {
-    fn of(req: &Request<Incoming>) -> Self {
+    fn of(req: &Request<Incoming>, connection: u64) -> Self {
+        let credentials = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| credentials(value.as_bytes()));
         let header = |name| {
             req.headers()
                 .get(name)
@@ -325,10 +427,10 @@ impl Meta {
             at: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            user: req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|value| caller(value.as_bytes())),
+            version: req.version(),
+            connection,
+            user: credentials.as_ref().map(|(hash, _)| hash.clone()),
+            token: credentials.map(|(_, token)| token),
             if_match: header(IF_MATCH),
             if_none_match: header(IF_NONE_MATCH),
         }
@@ -349,6 +451,8 @@ impl Meta {
             status,
             response_bytes,
             broken,
+            version: self.version,
+            connection: self.connection,
         }
     }
 }
@@ -369,6 +473,14 @@ impl State {
             let message = "missing or invalid `Authorization: XBL3.0 x=<userhash>;<token>`";
             return Some(respond(StatusCode::FORBIDDEN, Some(TEXT), message.into()));
         };
+        let token = meta.token.as_deref().unwrap_or_default();
+        if self.check_tokens && !self.tokens.valid(user, token, meta.at) {
+            let message = "the XBL token is expired or unknown";
+            let mut res = respond(StatusCode::UNAUTHORIZED, Some(TEXT), message.into());
+            res.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("XBL3.0"));
+            return Some(res);
+        }
         let throttled = self.limiter.as_mut()?.check(user, meta.at).err()?;
         let mut res = respond(
             StatusCode::TOO_MANY_REQUESTS,
@@ -388,7 +500,13 @@ impl State {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ids = 0..;
     loop {
         let accepted = tokio::select! {
             () = stopped(&mut stop) => return,
@@ -396,7 +514,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         };
         match accepted {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, Arc::clone(&shared), stop.clone()));
+                let conn = Arc::new(Conn {
+                    id: ids.next().unwrap_or_default(),
+                    go_away: Notify::new(),
+                });
+                let service = SimService {
+                    shared: Arc::clone(&shared),
+                    conn: Arc::clone(&conn),
+                };
+                let stop = stop.clone();
+                match tls.clone() {
+                    None => tokio::spawn(connection(stream, service, conn, stop)),
+                    Some(tls) => tokio::spawn(tls_connection(stream, tls, service, conn, stop)),
+                };
             }
             Err(error) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -413,19 +543,127 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// One accepted connection.
+struct Conn {
+    id: u64,
+    /// Woken by a [`Fault::go_away`] answered on it.
+    go_away: Notify,
+}
+
+async fn connection(
+    stream: TcpStream,
+    service: SimService,
+    conn: Arc<Conn>,
+    mut stop: watch::Receiver<bool>,
+) {
     // Small responses go out at once; timings in tests and benches stay honest.
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| serve(Arc::clone(&shared), req));
     // No hyper timers: tests run on a paused clock.
-    let conn = http1::Builder::new()
+    let served = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
+    drive(served, |c| c.graceful_shutdown(), &mut stop, &conn.go_away).await;
+}
+
+/// An HTTPS connection: the TLS handshake, then HTTP/1.1 or HTTP/2, as
+/// the client's first bytes say (ALPN has offered both).
+async fn tls_connection(
+    stream: TcpStream,
+    tls: tokio_rustls::TlsAcceptor,
+    service: SimService,
+    conn: Arc<Conn>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let stream = tokio::select! {
+        () = stopped(&mut stop) => return,
+        accepted = tls.accept(stream) => match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "mpsd sim: TLS handshake failed");
+                return;
+            }
+        },
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let scripted = h2.then(|| service.shared.lock().go_aways.pop_front());
+    if let Some(go_away) = scripted.flatten() {
+        return scripted_go_away(stream, go_away, &service.shared, conn.id, &mut stop).await;
+    }
+    // No hyper timers here either: no keep-alive pings, no header timeout.
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    drive(served, |c| c.graceful_shutdown(), &mut stop, &conn.go_away).await;
+}
+
+/// An `h2` connection taken by a scripted [`GoAway`]: not served, only
+/// answered with the `GOAWAY`, then read until the client closes it.
+async fn scripted_go_away(
+    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
+    go_away: GoAway,
+    shared: &Shared,
+    connection: u64,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let sent = tokio::select! {
+        () = stopped(stop) => return,
+        sent = go_away::send(&mut stream, go_away, connection) => sent,
+    };
+    match sent {
+        Ok(sent) => shared.lock().go_aways_sent.push(sent),
+        Err(error) => {
+            tracing::debug!(%error, "mpsd sim: no request came for the scripted GOAWAY");
+            return;
+        }
+    }
+    tokio::select! {
+        () = stopped(stop) => {}
+        () = go_away::drain(&mut stream) => {}
+    }
+}
+
+/// The simulator's service on one connection. Its future is boxed: the
+/// pipeline is an `async fn`, and a simulator can afford the allocation.
+#[derive(Clone)]
+struct SimService {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+}
+
+type ServeFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<SimBody>, BoxError>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for SimService {
+    type Response = Response<SimBody>;
+    type Error = BoxError;
+    type Future = ServeFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(serve(Arc::clone(&self.shared), Arc::clone(&self.conn), req))
+    }
+}
+
+/// Serves `conn` until it ends; on shutdown, or when a fault asks for a
+/// GOAWAY, shuts it down gracefully (HTTP/2: `GOAWAY`; HTTP/1.1: no
+/// keep-alive) and lets it finish what it has started.
+async fn drive<C, E>(
+    conn: C,
+    shutdown: impl FnOnce(Pin<&mut C>),
+    stop: &mut watch::Receiver<bool>,
+    go_away: &Notify,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: fmt::Display,
+{
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
+        () = stopped(stop) => {
+            shutdown(conn.as_mut());
+            conn.await
+        }
+        () = go_away.notified() => {
+            shutdown(conn.as_mut());
             conn.await
         }
     };
@@ -449,8 +687,12 @@ impl fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
-async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SimBody>, Broken> {
-    let meta = Meta::of(&req);
+async fn serve(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, BoxError> {
+    let meta = Meta::of(&req, conn.id);
     let gated = shared.lock().gate(&meta);
     let mut res = match gated {
         Some(mut res) => {
@@ -464,16 +706,29 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<S
     let breakage = res.extensions_mut().remove::<Breakage>();
     let sent = match breakage {
         None => body_len(&res),
-        Some(Breakage::Reset) => 0,
+        Some(Breakage::Reset | Breakage::Refuse) => 0,
         Some(Breakage::Truncate(n)) => n.min(body_len(&res)),
+        Some(Breakage::GoAway) => body_len(&res),
     };
-    let entry = meta.entry(res.status(), sent, breakage.is_some());
+    let broken = breakage.is_some_and(|b| b != Breakage::GoAway);
+    let entry = meta.entry(res.status(), sent, broken);
     shared.lock().record(entry);
+    let whole = |res: Response<Full<Bytes>>| {
+        res.map(|body| body.map_err(|never| match never {}).boxed_unsync())
+    };
     match breakage {
-        None => Ok(res.map(|body| body.map_err(|never| match never {}).boxed_unsync())),
-        // hyper closes the connection when the service fails.
-        Some(Breakage::Reset) => Err(Broken),
+        None => Ok(whole(res)),
+        // hyper closes the connection (HTTP/1.1) or resets the stream with
+        // `INTERNAL_ERROR` (HTTP/2) when the service fails.
+        Some(Breakage::Reset) => Err(Broken.into()),
+        // hyper resets an HTTP/2 stream with the reason of an `h2::Error`
+        // in the service's error: `REFUSED_STREAM`, "not processed".
+        Some(Breakage::Refuse) => Err(h2::Error::from(h2::Reason::REFUSED_STREAM).into()),
         Some(Breakage::Truncate(n)) => Ok(truncated(res, n)),
+        Some(Breakage::GoAway) => {
+            conn.go_away.notify_one();
+            Ok(whole(res))
+        }
     }
 }
 
@@ -868,5 +1123,83 @@ mod tests {
         assert_eq!(sim.base_uri(), format!("http://{addr}"));
         sim.clone().shutdown().await;
         assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_issued_tokens_pass_when_tokens_are_checked() {
+        let sim = Simulator::builder()
+            .no_rate_limit()
+            .check_tokens()
+            .start()
+            .await
+            .unwrap();
+        let uri = sim.session_uri("scid", "LobbySession", "tokens");
+        let client = client();
+        let with =
+            |token: &str| Request::get(&uri).header(AUTHORIZATION, format!("XBL3.0 x=42;{token}"));
+        let (status, headers, _) = send(&client, with("made-up"), "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[WWW_AUTHENTICATE], "XBL3.0");
+        let token = sim.issue_token("42", Duration::from_secs(10));
+        assert_eq!(
+            send(&client, with(&token), "").await.0,
+            StatusCode::NO_CONTENT
+        );
+        let other_user = Request::get(&uri).header(AUTHORIZATION, format!("XBL3.0 x=43;{token}"));
+        assert_eq!(
+            send(&client, other_user, "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            send(&client, with(&token), "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Without checks, any token passes, issued or not.
+        let open = Simulator::builder().no_rate_limit().start().await.unwrap();
+        open.issue_token("42", Duration::from_secs(1));
+        let uri = open.session_uri("scid", "LobbySession", "open");
+        let any = Request::get(&uri).header(AUTHORIZATION, "XBL3.0 x=42;anything");
+        assert_eq!(send(&client, any, "").await.0, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn https_speaks_http2_or_http1_as_the_client_offers() {
+        use tokio_rustls::rustls;
+        let sim = Simulator::builder()
+            .no_rate_limit()
+            .https()
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(sim.base_uri(), format!("https://{}", sim.addr()));
+        let uri = sim.session_uri("scid", "LobbySession", "tls");
+        for h2 in [false, true] {
+            let ring = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(ring)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(sim.root_store().unwrap())
+                .with_no_client_auth();
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only();
+            let connector = if h2 {
+                https.enable_all_versions().build()
+            } else {
+                https.enable_http1().build()
+            };
+            let client = Client::builder(TokioExecutor::new()).build(connector);
+            let req = request(Method::GET, &uri, Some("42")).body(Full::<Bytes>::default());
+            let res = client.request(req.unwrap()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        }
+        let seen: Vec<_> = sim
+            .log()
+            .iter()
+            .map(|e| (e.version, e.connection))
+            .collect();
+        assert_eq!(seen, [(Version::HTTP_11, 0), (Version::HTTP_2, 1)]);
+        assert!(Simulator::start().await.unwrap().root_store().is_none());
     }
 }

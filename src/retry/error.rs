@@ -79,6 +79,64 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
+/// Whether `error` proves the server did not process the request: an
+/// [`h2::Error`] anywhere in its source chain that was received from the
+/// server ([`is_remote`](h2::Error::is_remote)) and is either
+///
+/// - a `RST_STREAM` with `REFUSED_STREAM` (RFC 9113 §8.7: "the stream was
+///   closed prior to any processing"), or
+/// - a `GOAWAY` with `NO_ERROR` (RFC 9113 §8.7: streams above the `GOAWAY`'s
+///   last stream id "were not processed").
+///
+/// hyper 1 reports either as a `hyper::Error` whose source is that
+/// `h2::Error`; hyper-util's legacy client wraps that in its own error
+/// (`SendRequest`) and does not send it again itself.
+///
+/// Why a remote `GOAWAY` error names only excluded requests (h2 0.4):
+/// on a `GOAWAY`, h2 fails each of its streams above the last stream id
+/// with `Error::remote_go_away(reason)`, and keeps that error to refuse new
+/// streams (`Streams::recv_go_away`), which never reach the server either.
+/// The streams it includes run on; if the connection ends before they are
+/// answered they fail with an I/O error (`BrokenPipe` from `recv_eof`, or
+/// the read's own error), never a `GOAWAY` one.
+///
+/// Why only `NO_ERROR`: a `GOAWAY` with an error code has a second use in
+/// h2, as the whole connection's result (`Connection::take_error` turns
+/// the peer's code into `remote_go_away` too), and that one speaks for the
+/// included streams as well. hyper 1.12 only logs it, but a client that
+/// handed it to the requests still open would make a processed write look
+/// excluded; `NO_ERROR` is never a connection's error (`take_error` gives
+/// `Ok` for it), so it keeps its one meaning. A server sends `NO_ERROR`
+/// when it drains or closes an idle connection, the case worth resending;
+/// a request cut off by an error-coded `GOAWAY` keeps the method rules.
+/// (With hyper 1.12 an included request gets `BrokenPipe` whatever the
+/// code, as `tests/tls.rs` checks: leaving the codes out costs only the
+/// resend of requests a failing server excluded.)
+///
+/// One narrow window is hyper's: its HTTP/2 client task checks the
+/// connection right after handing a request to h2 (`ClientTask::poll`),
+/// and gives that request the `GOAWAY`'s error if one came in between,
+/// whatever its stream id. To have been processed, the request must have
+/// been written, reached the server and been answered by that `GOAWAY`
+/// between those two calls; one with a body cannot, since hyper starts
+/// sending the body only after the check (and cancels the stream instead).
+///
+/// (Requests hyper had not yet handed to h2 when the `GOAWAY` came are
+/// given back to hyper-util's legacy client, which sends them again on a
+/// new connection by itself when the old one had been used before.)
+pub(crate) fn never_processed(error: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            let drained = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return h2.is_remote() && (refused || drained);
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// A logical request ended in an error of the inner service (a connection
 /// refused or reset, a body the client could not send), after the attempts
 /// in [`history`](Self::history).
@@ -149,6 +207,19 @@ mod tests {
     use super::*;
     use crate::error::{Refused, RefusedBy};
     use crate::logical::{Attempt, Purpose};
+
+    #[test]
+    fn only_errors_received_from_the_server_prove_nothing_was_processed() {
+        // Made here, not received from the server: no proof.
+        for reason in [h2::Reason::REFUSED_STREAM, h2::Reason::NO_ERROR] {
+            let local: BoxError = h2::Error::from(reason).into();
+            assert!(!never_processed(&*local));
+        }
+        let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert!(!never_processed(&*io));
+        // The received cases are tested over a real HTTP/2 connection in
+        // tests/tls.rs: h2 makes remote resets and GOAWAYs only from frames.
+    }
 
     #[test]
     fn only_absolute_uris_pass() {

@@ -14,7 +14,7 @@ use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, SharedAdmission, Ticket};
-use super::error::{callers_mistake, InvalidUri, RequestFailed};
+use super::error::{callers_mistake, never_processed, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
 use crate::classify::{call_of, outcome_of, Call};
@@ -596,8 +596,13 @@ where
         let config = &self.shared.config;
         // No retry mends the caller's mistake (see `callers_mistake`).
         let mended = |e: &BoxError| !callers_mistake(&**e);
+        let failed = result.as_ref().err().filter(|_| unsent.is_none());
         let wanted = match &outcome {
             Some(o) => cause(o, self.safe_to_repeat),
+            // Not processed: safe to send again, even a write.
+            None if failed.is_some_and(|e| never_processed(&**e)) => {
+                Some((Cause::Unprocessed, None))
+            }
             None if self.safe_to_repeat
                 && unsent.is_none()
                 && result.as_ref().err().is_some_and(mended) =>

@@ -95,7 +95,7 @@ impl RetryLayer {
     }
 
     /// A layer for 503 and transient failures only (408, 500, 502, 504,
-    /// errors), with a cooldown per authority. Stack it with
+    /// errors, refused HTTP/2 streams), with a cooldown per authority. Stack it with
     /// [`RetryLayer::throttled`] for the same behaviour as [`RetryLayer::new`]
     /// in two layers, sharing one deadline and attempt count.
     pub fn overloaded() -> Self {

@@ -34,6 +34,16 @@
 //!   errors of the inner service are retried only for GET, HEAD and OPTIONS
 //!   by default: an MPSD PUT is a merge the server may have applied, and a
 //!   replay could undo a write made in between. 202 is never retried.
+//! - **Unprocessed requests**: an HTTP/2 stream the server reset with
+//!   `REFUSED_STREAM`, or one a `GOAWAY` with `NO_ERROR` excluded (its
+//!   stream id is above the last one the `GOAWAY` names), was not
+//!   processed (RFC 9113 §8.7), so it is sent again at once, with no
+//!   backoff and whatever its method, as gRPC's transparent retry does; it
+//!   still counts against the attempts, the budget and the deadline. A
+//!   request a `GOAWAY` included but the connection closed before
+//!   answering, or one cut off by a `GOAWAY` with an error code, keeps the
+//!   method rules: h2 0.4 gives the first an I/O error, and uses an
+//!   error-coded `GOAWAY` error for the whole connection's end too.
 //! - **Caller's mistakes**: a URI without a scheme or an authority is
 //!   refused at once with [`InvalidUri`], sending nothing; an error that is
 //!   the caller's (a `hyper::Error` with `is_user()`, such as a request body

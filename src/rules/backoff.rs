@@ -8,6 +8,7 @@
 //! | 503 with `Retry-After: h` | `h × (1 + 0.2·r)`: never earlier than asked, spread upward like Microsoft's SDK (1.0–1.2×) |
 //! | 429 with `Retry-After: h` | `max(h, r · base · 2ⁿ)`: full jitter, never shorter than asked |
 //! | 429 or 503 without a usable header, 408/5xx | `base · 2ⁿ⁻¹ · (1 + r)`: between `base·2ⁿ⁻¹` and `base·2ⁿ`, as the SDK's 2ⁿ–2ⁿ⁺¹ s |
+//! | an HTTP/2 stream refused (`REFUSED_STREAM`) or excluded by a `GOAWAY` with `NO_ERROR` | none: at once |
 //!
 //! where `r` is uniform in `[0, 1)` and `n` counts the failed attempts so
 //! far (1 after the first). Computed backoff is capped at `max_wait`; a
@@ -41,6 +42,12 @@ pub enum Cause {
     Throttled,
     /// 408, 500, 502, 504 or a connection error.
     Transient,
+    /// The server said it did not process the request (an HTTP/2 stream
+    /// reset with `REFUSED_STREAM`, or excluded by a `GOAWAY` with
+    /// `NO_ERROR`): sent again at once, whatever its
+    /// method, as gRPC's transparent retry does. Retried by the layers that
+    /// retry [`Transient`](Self::Transient) failures.
+    Unprocessed,
 }
 
 /// Backoff settings.
@@ -93,6 +100,8 @@ impl Backoff {
         let r = if (0.0..1.0).contains(&r) { r } else { 0.0 };
         let ceiling = self.exponential(failures);
         match (cause, hint) {
+            // Nothing was processed and nothing said to wait: no backoff.
+            (Cause::Unprocessed, _) => Duration::ZERO,
             (Cause::Overloaded, Some(hint)) => hint.saturating_add(hint.mul_f64(0.2 * r)),
             (Cause::Throttled, Some(hint)) => hint.max(ceiling.mul_f64(r)),
             _ => {

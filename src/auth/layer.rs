@@ -1,0 +1,329 @@
+//! [`AuthLayer`] and its service: the token on every request, one refresh
+//! on a 401.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{header, Request, Response, StatusCode};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::token::{Token, TokenSource, TokenUnavailable};
+use crate::macros::define_inner_service_accessors;
+use crate::BoxError;
+
+/// Sets `Authorization: XBL3.0 x=<userhash>;<token>` from a
+/// [`TokenSource`] on every request (replacing any it had), and on a 401
+/// refreshes the token once and sends the request again (a 401 was not
+/// applied). See [the module](crate::auth) for where it goes.
+///
+/// Clones, and the services they make, share the source and the cached
+/// token: concurrent 401s cause one refresh.
+#[derive(Clone)]
+#[must_use]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+/// The default [`AuthLayer::token_timeout`]: 20 s, the recommended
+/// stack's deadline; a sign-in slower than that helps no request.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl AuthLayer {
+    /// Tokens from `source`, each fetch given at most 20 s.
+    pub fn new(source: impl TokenSource) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                source: Box::new(source),
+                cache: Mutex::new(Cache::default()),
+            }),
+            timeout: TOKEN_TIMEOUT,
+        }
+    }
+
+    /// How long one call of the source may take before the requests
+    /// waiting for it fail with [`TokenUnavailable`] (its source a
+    /// `tokio::time::error::Elapsed`). Default 20 s: the recommended
+    /// stack's deadline, past which a token helps no request.
+    pub fn token_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            shared: Arc::clone(&self.shared),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The token source and the cached token, shared by every clone.
+struct Shared {
+    source: Box<dyn TokenSource>,
+    /// Held across the source's `await`: whoever fetches holds it, and the
+    /// others wait for that one token instead of fetching their own.
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    token: Option<Arc<Token>>,
+    /// Bumped by every fetch: a 401 to an older token needs no new fetch.
+    generation: u64,
+}
+
+/// A token and the generation it belongs to.
+type Current = (Arc<Token>, u64);
+
+impl Shared {
+    /// The cached token, or a fresh one when there is none or it expired.
+    async fn current(&self, timeout: Duration) -> Result<Current, TokenUnavailable> {
+        let mut cache = self.cache.lock().await;
+        match &cache.token {
+            Some(token) if !token.expired(Instant::now()) => {
+                Ok((Arc::clone(token), cache.generation))
+            }
+            stale => {
+                let refresh = stale.is_some();
+                self.fetch(&mut cache, refresh, timeout).await
+            }
+        }
+    }
+
+    /// A token newer than generation `refused`: the one another request
+    /// fetched meanwhile, or a fresh one.
+    async fn refresh(&self, refused: u64, timeout: Duration) -> Result<Current, TokenUnavailable> {
+        let mut cache = self.cache.lock().await;
+        match &cache.token {
+            Some(token) if cache.generation != refused => Ok((Arc::clone(token), cache.generation)),
+            _ => self.fetch(&mut cache, true, timeout).await,
+        }
+    }
+
+    /// Asks the source, for at most `timeout`, and caches what it gives.
+    async fn fetch(
+        &self,
+        cache: &mut Cache,
+        refresh: bool,
+        timeout: Duration,
+    ) -> Result<Current, TokenUnavailable> {
+        let fetched = tokio::time::timeout(timeout, self.source.token(refresh))
+            .await
+            .map_err(|elapsed| TokenUnavailable::new(elapsed.into()))?;
+        let token = Arc::new(fetched.map_err(TokenUnavailable::new)?);
+        cache.generation += 1;
+        cache.token = Some(Arc::clone(&token));
+        tracing::debug!(user = token.user_hash(), refresh, "mpsd auth: new token");
+        Ok((token, cache.generation))
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl<S> Auth<S> {
+    define_inner_service_accessors!();
+}
+
+impl<S: fmt::Debug> fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Auth`]. Boxed: it awaits the token source (a boxed
+/// future already) and the inner service in turn, and an `async` block
+/// says that in a few lines where a hand-written state machine would take
+/// a screen.
+pub struct ResponseFuture<R> {
+    inner: Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>,
+}
+
+impl<R> fmt::Debug for ResponseFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<R> Future for ResponseFuture<R> {
+    type Output = Result<R, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// `req` again, with `token`: the head cloned, the body cloned.
+fn with_token<B: Clone>(head: &http::request::Parts, body: &B, token: &Token) -> Request<B> {
+    let mut req = Request::new(body.clone());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    *req.extensions_mut() = head.extensions.clone();
+    req.headers_mut()
+        .insert(header::AUTHORIZATION, token.header().clone());
+    req
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    ReqBody: Clone + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready service goes with the request; a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        let timeout = self.timeout;
+        let (head, body) = req.into_parts();
+        let future = async move {
+            let (token, generation) = shared.current(timeout).await?;
+            let first = with_token(&head, &body, &token);
+            let res = inner.call(first).await.map_err(Into::into)?;
+            if res.status() != StatusCode::UNAUTHORIZED {
+                return Ok(res);
+            }
+            let (fresh, _) = shared.refresh(generation, timeout).await?;
+            if fresh.header() == token.header() {
+                // The same token again (a fixed source): the 401 stands.
+                return Ok(res);
+            }
+            drop(res);
+            tracing::debug!(user = fresh.user_hash(), "mpsd auth: 401, sending again");
+            let again = with_token(&head, &body, &fresh);
+            inner.ready().await.map_err(Into::into)?;
+            inner.call(again).await.map_err(Into::into)
+        };
+        ResponseFuture {
+            inner: Box::pin(future),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+    use crate::auth::TokenFuture;
+
+    /// Token `t<n>` at the n-th call.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl TokenSource for Counting {
+        fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                Ok(Token::new("42", &format!("t{n}"))?)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_401s_to_one_token_refresh_it_once() {
+        let layer = AuthLayer::new(Counting::default());
+        let sends = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::clone(&sends);
+        // The first token is revoked; later ones pass.
+        let mpsd = service_fn(move |req: Request<Full<Bytes>>| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            let revoked = req.headers()[header::AUTHORIZATION] == "XBL3.0 x=42;t0";
+            let status = if revoked { 401 } else { 200 };
+            async move {
+                Response::builder()
+                    .status(status)
+                    .body(Full::<Bytes>::default())
+            }
+        });
+        let client = layer.layer(mpsd);
+        let calls = (0..8).map(|_| {
+            let req = Request::get("https://mpsd.test/handles/h").body(Full::default());
+            client.clone().oneshot(req.unwrap())
+        });
+        for res in futures_util::future::join_all(calls).await {
+            assert_eq!(res.unwrap().status(), StatusCode::OK);
+        }
+        let source_calls = {
+            let shared = &layer.shared;
+            shared.cache.lock().await.generation
+        };
+        assert_eq!(source_calls, 2, "one sign-in, one refresh");
+        assert_eq!(sends.load(Ordering::SeqCst), 16, "each sent twice");
+    }
+
+    /// A sign-in that never answers.
+    struct Hangs;
+
+    impl TokenSource for Hangs {
+        fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_hangs_fails_the_request_at_the_token_timeout() {
+        let sends = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::clone(&sends);
+        let mpsd = service_fn(move |_req: Request<Full<Bytes>>| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>(Response::new(Full::<Bytes>::default())) }
+        });
+        let client = AuthLayer::new(Hangs)
+            .token_timeout(Duration::from_secs(3))
+            .layer(mpsd);
+        let t0 = Instant::now();
+        let req = Request::get("https://mpsd.test/handles/h").body(Full::default());
+        let err = client.oneshot(req.unwrap()).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        let unavailable = err.downcast_ref::<TokenUnavailable>().unwrap();
+        let source = std::error::Error::source(unavailable).unwrap();
+        assert!(source.is::<tokio::time::error::Elapsed>());
+        assert_eq!(sends.load(Ordering::SeqCst), 0, "nothing sent");
+    }
+}
