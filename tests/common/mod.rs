@@ -202,7 +202,11 @@ pub fn count_delta(count: u64) -> Bytes {
 
 // HTTPS: the simulator's certificate trusted by a hyper-rustls client.
 
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+// The demo's own client: tests run what the example shows.
+#[path = "../../examples/demo/https.rs"]
+mod demo_https;
+
+pub use demo_https::HttpsClient;
 
 /// A simulator serving HTTPS, rate limits off.
 pub async fn https_sim() -> SimHandle {
@@ -214,26 +218,8 @@ pub async fn https_sim() -> SimHandle {
         .unwrap()
 }
 
-/// A hyper-util client over hyper-rustls that trusts `sim` only and offers
-/// `h2` and `http/1.1` by ALPN (`h2`), or `http/1.1` alone.
+/// The demo's client: trusts `sim` only and offers `h2` and `http/1.1`
+/// by ALPN (`h2`), or `http/1.1` alone.
 pub fn https_client(sim: &SimHandle, h2: bool) -> HttpsClient {
-    let ring = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(ring)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(sim.root_store().expect("an HTTPS simulator"))
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only();
-    // Without it, an HTTP/2 request's HEADERS and DATA wait out a delayed ACK.
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let connector = if h2 {
-        https.enable_all_versions().wrap_connector(tcp)
-    } else {
-        https.enable_http1().wrap_connector(tcp)
-    };
-    Client::builder(TokioExecutor::new()).build(connector)
+    demo_https::https_client(sim, h2).expect("an HTTPS simulator")
 }
