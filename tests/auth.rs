@@ -195,15 +195,8 @@ async fn a_failing_token_source_is_a_typed_error_and_nothing_is_sent() {
 #[tokio::test(start_paused = true)]
 async fn the_stack_keys_cooldowns_on_the_user_the_auth_layer_set() {
     // One request per user per 15 s: alice's second is throttled.
-    let limits = mpsd_sim::RateLimits {
-        burst: mpsd_sim::Window {
-            max: 1,
-            period: Duration::from_secs(15),
-        },
-        ..mpsd_sim::RateLimits::mpsd()
-    };
     let sim = Simulator::builder()
-        .rate_limit(limits)
+        .rate_limit(common::burst_limits(1))
         .https()
         .start()
         .await
