@@ -14,15 +14,16 @@ use std::time::Duration;
 
 use common::{https_client, https_sim, request, SCID};
 use futures_util::future::join_all;
-use http::{Method, StatusCode, Version};
-use mpsd_sim::{Fault, GoAway, GoAwaySent, LogEntry, Simulator};
+use http::{Method, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use mpsd_sim::{Fault, GoAway, GoAwaySent, LogEntry, SimHandle, Simulator};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::error::RequestFailed;
 use tower_mpsd::logical::{AttemptHistory, Purpose};
 use tower_mpsd::pace::PaceLayer;
 use tower_mpsd::rules::backoff::Cause;
-use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
+use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
 
 fn since(t0: Instant, log: &[LogEntry]) -> Vec<Duration> {
     log.iter().map(|e| e.at - t0).collect()
@@ -72,19 +73,12 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
-    let sim = https_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "refused");
-    sim.script(
-        Fault::status(StatusCode::OK)
-            .method(Method::PUT)
-            .refuse_stream(),
-    );
-    let client = ServiceBuilder::new()
-        .mpsd()
-        .service(https_client(&sim, true));
     let t0 = Instant::now();
-    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
-    let res = client.oneshot(put.build()).await.unwrap();
+    let refuse = Fault::status(StatusCode::OK)
+        .method(Method::PUT)
+        .refuse_stream();
+    let (sim, res) = put_after(|sim| sim.script(refuse), "refused").await;
+    let res = res.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let log = sim.log();
     let seen: Vec<(bool, u16, Duration)> = log
@@ -96,25 +90,15 @@ async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
         seen,
         [(true, 200, Duration::ZERO), (false, 201, Duration::ZERO)]
     );
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
-    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
-    assert_eq!(
-        purposes,
-        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
-    );
+    assert_sent_again_as_unprocessed(&res);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_reset_otherwise_is_not_sent_again_when_a_write() {
-    let sim = https_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "reset");
     // `INTERNAL_ERROR`: the server may have applied it.
-    sim.script(Fault::status(StatusCode::OK).method(Method::PUT).reset());
-    let client = ServiceBuilder::new()
-        .mpsd()
-        .service(https_client(&sim, true));
-    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
-    let err = client.oneshot(put.build()).await.unwrap_err();
+    let reset = Fault::status(StatusCode::OK).method(Method::PUT).reset();
+    let (sim, res) = put_after(|sim| sim.script(reset), "reset").await;
+    let err = res.unwrap_err();
     let failed = err
         .downcast_ref::<RequestFailed>()
         .expect("a RequestFailed");
@@ -168,23 +152,22 @@ fn h2_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::
 }
 
 /// The scripted `GOAWAY` sent for the first request, on connection 0.
-fn only_go_away(sim: &mpsd_sim::SimHandle) -> GoAwaySent {
+fn only_go_away(sim: &SimHandle) -> GoAwaySent {
     let sent = sim.go_aways();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!((sent[0].connection, sent[0].stream), (0, 1), "{sent:?}");
     sent[0]
 }
 
-/// A PUT answered with `go_away` in flight: its result and the log.
-async fn put_under(
-    go_away: GoAway,
+/// A PUT of session `name` through the recommended stack over HTTP/2, to
+/// a fresh HTTPS simulator that `script` has scripted: the simulator and
+/// the PUT's result.
+async fn put_after(
+    script: impl FnOnce(&SimHandle),
     name: &str,
-) -> (
-    mpsd_sim::SimHandle,
-    Result<http::Response<hyper::body::Incoming>, tower_mpsd::BoxError>,
-) {
+) -> (SimHandle, Result<Response<Incoming>, BoxError>) {
     let sim = https_sim().await;
-    sim.script_go_away(go_away);
+    script(&sim);
     let client = ServiceBuilder::new()
         .mpsd()
         .service(https_client(&sim, true));
@@ -192,6 +175,25 @@ async fn put_under(
     let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
     let res = client.oneshot(put.build()).await;
     (sim, res)
+}
+
+/// A PUT answered with `go_away` in flight.
+async fn put_under(
+    go_away: GoAway,
+    name: &str,
+) -> (SimHandle, Result<Response<Incoming>, BoxError>) {
+    put_after(|sim| sim.script_go_away(go_away), name).await
+}
+
+/// The answer came from a second send, made because the first was not
+/// processed.
+fn assert_sent_again_as_unprocessed(res: &Response<Incoming>) {
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
+    assert_eq!(
+        purposes,
+        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -214,12 +216,7 @@ async fn a_write_a_goaway_excludes_is_sent_again_at_once_on_a_new_connection() {
         "applied once, at once, on a new connection"
     );
     assert!(sim.session(SCID, "LobbySession", "excluded").is_some());
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
-    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
-    assert_eq!(
-        purposes,
-        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
-    );
+    assert_sent_again_as_unprocessed(&res);
 }
 
 #[tokio::test(start_paused = true)]
