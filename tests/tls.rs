@@ -6,8 +6,10 @@
 
 mod common;
 
+// The demo brings its client module, which `common` includes too: the
+// same code twice, for one test binary.
 #[path = "../examples/demo.rs"]
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, clippy::duplicate_mod)]
 mod demo;
 
 use std::time::Duration;

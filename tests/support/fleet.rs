@@ -328,9 +328,7 @@ impl Fleet {
     ) -> Self {
         let sim = sim.start().await.unwrap();
         let base = sim.base_uri();
-        let members = (0..members)
-            .map(|_| member(redis, limits.clone()))
-            .collect();
+        let members = (0..members).map(|_| member(redis, limits)).collect();
         Self { sim, base, members }
     }
 
