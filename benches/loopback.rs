@@ -35,12 +35,17 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mpsd_sim::Simulator;
 use serde_json::json;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::ServiceBuilderExt;
+
+// The demo's client, so the bench measures what the example shows.
+#[path = "../examples/demo/https.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod https;
 
 const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
 const ROUNDS: usize = 5;
@@ -126,31 +131,6 @@ where
     );
 }
 
-/// A hyper-rustls client trusting only `sim`, offering `h2` or not.
-fn https_client(
-    sim: &mpsd_sim::SimHandle,
-    h2: bool,
-) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
-    let ring = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(ring)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(sim.root_store().expect("an HTTPS simulator"))
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only();
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let connector = if h2 {
-        https.enable_all_versions().wrap_connector(tcp)
-    } else {
-        https.enable_http1().wrap_connector(tcp)
-    };
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
 /// A simulator holding the one session every request reads.
 async fn sim_with_session<S>(
     builder: mpsd_sim::SimBuilder,
@@ -203,7 +183,9 @@ fn main() {
 
         let tls = [("tls_h1_c64", false), ("tls_h2_c64", true)];
         for (label, h2) in tls.into_iter().filter(|(label, _)| wanted(label)) {
-            let https = |sim: &mpsd_sim::SimHandle| https_client(sim, h2);
+            let https = |sim: &mpsd_sim::SimHandle| {
+                https::https_client(sim, h2).expect("an HTTPS simulator")
+            };
             let (sim, client, uri) = sim_with_session(Simulator::builder().https(), https).await;
             compare(label, client, &uri, 64).await;
             sim.shutdown().await;

@@ -16,16 +16,16 @@
 //! if any row was not produced, or the stack did not end as expected.
 //! `tests/tls.rs` runs the same code as a test.
 
-use std::sync::Arc;
+// `demo/https.rs` from here, whether this file is the example's root or a
+// module of a test that includes it.
+#[path = "demo/https.rs"]
+pub mod https;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Version};
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use mpsd_sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
@@ -37,6 +37,8 @@ use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::response::read_response;
 use tower_mpsd::rules::backoff::{Backoff, Cause, Plan};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
+
+use https::{https_client, HttpsClient};
 
 type BoxError = tower_mpsd::BoxError;
 
@@ -62,34 +64,6 @@ pub const ROWS: [(&str, &str); 18] = [
     ("429 too many requests", "too_many_requests"),
     ("503 service unavailable", "service_unavailable"),
 ];
-
-/// A hyper-util client over HTTPS, as a user builds one.
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// A client that trusts `sim`'s certificate only and offers, by ALPN,
-/// `http/1.1` alone or (`h2`) both `h2` and `http/1.1`.
-pub fn https_client(sim: &SimHandle, h2: bool) -> Result<HttpsClient, BoxError> {
-    let roots = sim.root_store().ok_or("the simulator serves plain HTTP")?;
-    let ring = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(ring)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only();
-    // Small writes go out at once: with Nagle's algorithm an HTTP/2
-    // request's HEADERS and DATA frames wait out the server's delayed ACK.
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let connector = if h2 {
-        https.enable_all_versions().wrap_connector(tcp)
-    } else {
-        https.enable_http1().wrap_connector(tcp)
-    };
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
-}
 
 struct Demo {
     base: String,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{https_client, request, SCID};
+use common::{https_client, request, AnyStack, SCID};
 use futures_util::future::join_all;
 use http::{Method, StatusCode, Version};
 use mpsd_sim::{SimHandle, Simulator};
@@ -54,15 +54,24 @@ async fn token_checking_sim() -> SimHandle {
         .unwrap()
 }
 
+/// The recommended stack over HTTP/2 behind `AuthLayer` with a
+/// [`SimSignIn`] of `sim`, and the count of its sign-ins.
+fn signed_in(sim: &SimHandle, tell_expiry: bool) -> (AnyStack, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let source = SimSignIn {
+        sim: sim.clone(),
+        tell_expiry,
+        calls: Arc::clone(&calls),
+    };
+    let client = ServiceBuilder::new()
+        .mpsd_auth(source)
+        .mpsd()
+        .service(https_client(sim, true));
+    (AnyStack::new(client), calls)
+}
+
 /// 32 callers at once, each one GET without an `Authorization` of its own.
-async fn herd<S, B>(client: &S, uri: &str) -> Vec<StatusCode>
-where
-    S: tower::Service<
-            http::Request<http_body_util::Full<bytes::Bytes>>,
-            Response = http::Response<B>,
-            Error = tower_mpsd::BoxError,
-        > + Clone,
-{
+async fn herd(client: &AnyStack, uri: &str) -> Vec<StatusCode> {
     let calls = (0..32).map(|_| {
         let req = request(Method::GET, uri).user(None).build();
         client.clone().oneshot(req)
@@ -78,16 +87,7 @@ where
 async fn a_token_revoked_mid_run_under_32_callers_is_refreshed_once() {
     let sim = token_checking_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "refresh");
-    let calls = Arc::new(AtomicUsize::new(0));
-    let source = SimSignIn {
-        sim: sim.clone(),
-        tell_expiry: false,
-        calls: Arc::clone(&calls),
-    };
-    let client = ServiceBuilder::new()
-        .mpsd_auth(source)
-        .mpsd()
-        .service(https_client(&sim, true));
+    let (client, calls) = signed_in(&sim, false);
     let t0 = Instant::now();
     let before = herd(&client, &uri).await;
     tokio::time::sleep(TTL + Duration::from_secs(1)).await;
@@ -126,16 +126,7 @@ async fn a_token_revoked_mid_run_under_32_callers_is_refreshed_once() {
 async fn a_token_known_to_expire_is_refreshed_before_sending() {
     let sim = token_checking_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "expiry");
-    let calls = Arc::new(AtomicUsize::new(0));
-    let source = SimSignIn {
-        sim: sim.clone(),
-        tell_expiry: true,
-        calls: Arc::clone(&calls),
-    };
-    let client = ServiceBuilder::new()
-        .mpsd_auth(source)
-        .mpsd()
-        .service(https_client(&sim, true));
+    let (client, calls) = signed_in(&sim, true);
     herd(&client, &uri).await;
     tokio::time::sleep(TTL).await;
     let after = herd(&client, &uri).await;
@@ -195,15 +186,8 @@ async fn a_failing_token_source_is_a_typed_error_and_nothing_is_sent() {
 #[tokio::test(start_paused = true)]
 async fn the_stack_keys_cooldowns_on_the_user_the_auth_layer_set() {
     // One request per user per 15 s: alice's second is throttled.
-    let limits = mpsd_sim::RateLimits {
-        burst: mpsd_sim::Window {
-            max: 1,
-            period: Duration::from_secs(15),
-        },
-        ..mpsd_sim::RateLimits::mpsd()
-    };
     let sim = Simulator::builder()
-        .rate_limit(limits)
+        .rate_limit(common::burst_limits(1))
         .https()
         .start()
         .await

@@ -1,21 +1,27 @@
 //! The retry layer against the simulator over real TCP, on paused time:
-//! which requests reached the server, and at which virtual instants.
+//! which requests reached the server, and at which virtual instants. The
+//! scenarios of `Retry-After` timings and of a shared cooldown run over
+//! every transport: plain HTTP/1.1, and HTTPS on HTTP/1.1 and on HTTP/2.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http_client, quiet_sim, request, retry_after, SCID};
+use common::{
+    burst_limits, http_client, quiet_sim, request, retry_after, AnyStack, Transport, SCID,
+};
 use futures_util::future::join_all;
-use http::{HeaderValue, Method, StatusCode};
-use mpsd_sim::{Fault, LogEntry, SimHandle};
+use http::{HeaderValue, Method, StatusCode, Version};
+use mpsd_sim::{Fault, LogEntry, SimHandle, Simulator};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::error::{Refused, RefusedBy};
 use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::retry::{AttemptHistory, Cooldowns, GaveUp, RetryLayer, TpsBudget};
+use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
 fn script(sim: &SimHandle, status: StatusCode, times: usize, after: &'static str) {
@@ -44,19 +50,69 @@ macro_rules! stack {
     };
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter() {
-    let sim = quiet_sim().await;
+/// For each scenario named, one test per transport: `<scenario>::over_http1`,
+/// `::over_tls_http1` and `::over_tls_http2`.
+macro_rules! over_every_transport {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            use super::Transport;
+
+            #[tokio::test(start_paused = true)]
+            async fn over_http1() {
+                super::$scenario(Transport::Http1).await
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn over_tls_http1() {
+                super::$scenario(Transport::TlsHttp1).await
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn over_tls_http2() {
+                super::$scenario(Transport::TlsHttp2).await
+            }
+        }
+    )+};
+}
+
+over_every_transport!(
+    a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter,
+    a_429_from_the_rate_limiter_is_waited_out,
+    thirty_two_callers_of_one_throttled_user_send_one_probe,
+);
+
+/// The recommended stack, with `retry`, over `transport` to `sim`.
+fn recommended(transport: Transport, sim: &SimHandle, retry: RetryLayer) -> AnyStack {
+    AnyStack::new(
+        ServiceBuilder::new()
+            .mpsd_with(MpsdLayer::new().retry(retry))
+            .service(transport.client(sim)),
+    )
+}
+
+/// Every answer came in `transport`'s HTTP version.
+fn assert_version(transport: Transport, log: &[LogEntry]) {
+    let wrong: Vec<_> = log
+        .iter()
+        .filter(|e| e.version != transport.version())
+        .collect();
+    assert!(wrong.is_empty(), "{transport:?}: {wrong:?}");
+}
+
+async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter(transport: Transport) {
+    let sim = transport.start(Simulator::builder().no_rate_limit()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "s503");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 2, "4");
     let t0 = Instant::now();
-    let res = stack!(RetryLayer::new())
+    let res = recommended(transport, &sim, RetryLayer::new())
         .oneshot(request(Method::GET, &uri).build())
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let times = since(t0, &sim.log());
-    println!("503 attempt times: {times:?}");
+    let log = sim.log();
+    let times = since(t0, &log);
+    println!("{}503 attempt times: {times:?}", transport.label());
+    assert_version(transport, &log);
     assert_eq!(times.len(), 3);
     assert_eq!(times[0], Duration::ZERO);
     for pair in times.windows(2) {
@@ -72,11 +128,12 @@ async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter() {
     assert_eq!(history.gave_up, None);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_429_from_the_rate_limiter_is_waited_out() {
-    let sim = common::burst_limited_sim(2).await;
+async fn a_429_from_the_rate_limiter_is_waited_out(transport: Transport) {
+    let sim = transport
+        .start(Simulator::builder().rate_limit(burst_limits(2)))
+        .await;
     let uri = sim.session_uri(SCID, "LobbySession", "s429");
-    let client = stack!(RetryLayer::new());
+    let client = recommended(transport, &sim, RetryLayer::new());
     let t0 = Instant::now();
     for _ in 0..3 {
         let res = client
@@ -89,7 +146,11 @@ async fn a_429_from_the_rate_limiter_is_waited_out() {
     let log = sim.log();
     let times = since(t0, &log);
     let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
-    println!("429 attempt times: {times:?} statuses: {statuses:?}");
+    println!(
+        "{}429 attempt times: {times:?} statuses: {statuses:?}",
+        transport.label()
+    );
+    assert_version(transport, &log);
     assert_eq!(statuses, [204, 204, 429, 204]);
     // The 429 said 15 s; the retry came no earlier, and within full jitter's bound.
     let gap = times[3] - times[2];
@@ -99,9 +160,8 @@ async fn a_429_from_the_rate_limiter_is_waited_out() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn thirty_two_callers_of_one_throttled_user_send_one_probe() {
-    let sim = quiet_sim().await;
+async fn thirty_two_callers_of_one_throttled_user_send_one_probe(transport: Transport) {
+    let sim = transport.start(Simulator::builder().no_rate_limit()).await;
     let uri = sim.session_uri(SCID, "LobbySession", "herd");
     let (name, value) = retry_after("5");
     sim.script(
@@ -110,7 +170,7 @@ async fn thirty_two_callers_of_one_throttled_user_send_one_probe() {
             .body("{}"),
     );
     let layer = RetryLayer::new();
-    let client = stack!(layer.clone());
+    let client = recommended(transport, &sim, layer.clone());
     let t0 = Instant::now();
     // The first caller is throttled, and the cooldown is set ...
     let first = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
@@ -121,16 +181,22 @@ async fn thirty_two_callers_of_one_throttled_user_send_one_probe() {
     let first = first.await.unwrap();
     let log = sim.log();
     let times = since(t0, &log);
-    let during = times
-        .iter()
-        .filter(|t| **t > Duration::ZERO && **t < Duration::from_secs(5))
-        .count();
+    let connections: BTreeSet<u64> = log.iter().map(|e| e.connection).collect();
     println!(
-        "herd: {} requests, first at {:?}, last at {:?}",
+        "{}herd: {} requests on connections {connections:?}, probe at {:?}, last at {:?}",
+        transport.label(),
         times.len(),
         times[1],
         times.last().unwrap()
     );
+    assert_version(transport, &log);
+    if transport.version() == Version::HTTP_2 {
+        assert_eq!(connections, [0].into(), "all multiplexed on one");
+    }
+    let during = times[1..]
+        .iter()
+        .filter(|t| **t < Duration::from_secs(5))
+        .count();
     assert_eq!(
         during, 0,
         "nothing reaches the server before the cooldown ends"
@@ -140,7 +206,6 @@ async fn thirty_two_callers_of_one_throttled_user_send_one_probe() {
         33,
         "one 429, one probe, then the others, each once"
     );
-    assert!(times[1] >= Duration::from_secs(5));
     for res in rest.into_iter().chain([first]) {
         assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
     }

@@ -1,27 +1,32 @@
 //! The stack over HTTPS, on HTTP/1.1 and HTTP/2, as MPSD is served: the
 //! simulator with its self-signed certificate, a hyper-util client over
-//! hyper-rustls trusting it, real TCP on loopback, paused time.
+//! hyper-rustls trusting it, real TCP on loopback, paused time. The
+//! `Retry-After` timings and the shared cooldown run over HTTPS too, in
+//! `tests/retry.rs`, once per transport.
 
 mod common;
 
+// The demo brings its client module, which `common` includes too: the
+// same code twice, for one test binary.
 #[path = "../examples/demo.rs"]
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, clippy::duplicate_mod)]
 mod demo;
 
 use std::time::Duration;
 
-use common::{https_client, https_sim, request, retry_after, SCID};
+use common::{https_client, https_sim, request, SCID};
 use futures_util::future::join_all;
-use http::{Method, StatusCode, Version};
-use mpsd_sim::{Fault, GoAway, GoAwaySent, LogEntry, RateLimits, Simulator, Window};
+use http::{Method, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use mpsd_sim::{Fault, GoAway, GoAwaySent, LogEntry, SimHandle, Simulator};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::classify::ClassifyBody;
 use tower_mpsd::error::RequestFailed;
 use tower_mpsd::logical::{AttemptHistory, Purpose};
 use tower_mpsd::pace::PaceLayer;
-use tower_mpsd::retry::RetryLayer;
 use tower_mpsd::rules::backoff::Cause;
-use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
+use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
 
 fn since(t0: Instant, log: &[LogEntry]) -> Vec<Duration> {
     log.iter().map(|e| e.at - t0).collect()
@@ -70,154 +75,13 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_503_over_http2_is_retried_no_earlier_than_retry_after() {
-    let sim = https_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "h2-503");
-    let (name, value) = retry_after("4");
-    sim.script(
-        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-            .times(2)
-            .header(name, value),
-    );
-    let client = ServiceBuilder::new()
-        .mpsd()
-        .service(https_client(&sim, true));
-    let t0 = Instant::now();
-    let res = client
-        .oneshot(request(Method::GET, &uri).build())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let log = sim.log();
-    let times = since(t0, &log);
-    println!("h2 503 attempt times: {times:?}");
-    assert!(log.iter().all(|e| e.version == Version::HTTP_2));
-    assert_eq!(times.len(), 3);
-    assert_eq!(times[0], Duration::ZERO);
-    for pair in times.windows(2) {
-        let gap = pair[1] - pair[0];
-        // Retry-After × (1 + 0.2 r), and tokio rounds a timer up to 1 ms.
-        assert!(
-            gap >= Duration::from_secs(4) && gap <= Duration::from_millis(4801),
-            "{gap:?} outside [4 s, 4.8 s]"
-        );
-    }
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
-    assert_eq!(history.attempts().len(), 3);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_429_over_http2_is_waited_out() {
-    let limits = RateLimits {
-        burst: Window {
-            max: 2,
-            period: Duration::from_secs(15),
-        },
-        ..RateLimits::mpsd()
-    };
-    let sim = Simulator::builder()
-        .rate_limit(limits)
-        .https()
-        .start()
-        .await
-        .unwrap();
-    let uri = sim.session_uri(SCID, "LobbySession", "h2-429");
-    let client = ServiceBuilder::new()
-        .mpsd()
-        .service(https_client(&sim, true));
-    let t0 = Instant::now();
-    for _ in 0..3 {
-        let res = client
-            .clone()
-            .oneshot(request(Method::GET, &uri).build())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    }
-    let log = sim.log();
-    let times = since(t0, &log);
-    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
-    println!("h2 429 attempt times: {times:?} statuses: {statuses:?}");
-    assert!(log.iter().all(|e| e.version == Version::HTTP_2));
-    assert_eq!(statuses, [204, 204, 429, 204]);
-    // The simulator said 15 s (the burst window); full jitter stays within 2 s.
-    let gap = times[3] - times[2];
-    assert!(
-        gap >= Duration::from_secs(15) && gap <= Duration::from_secs(16),
-        "{gap:?}"
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn thirty_two_callers_share_one_cooldown_over_one_http2_connection() {
-    let sim = https_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "h2-herd");
-    let (name, value) = retry_after("5");
-    sim.script(
-        Fault::status(StatusCode::TOO_MANY_REQUESTS)
-            .header(name, value)
-            .body("{}"),
-    );
-    let retry = RetryLayer::new();
-    let client = ServiceBuilder::new()
-        .mpsd_with(MpsdLayer::new().retry(retry.clone()))
-        .service(https_client(&sim, true));
-    let t0 = Instant::now();
-    // The first caller is throttled, and the user's cooldown is set ...
-    let first = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    // ... then 31 more arrive during it, multiplexed on the same connection.
-    let rest =
-        join_all((0..31).map(|_| client.clone().oneshot(request(Method::GET, &uri).build()))).await;
-    let first = first.await.unwrap();
-    let log = sim.log();
-    let times = since(t0, &log);
-    println!(
-        "h2 herd: {} requests on connections {:?}, probe at {:?}, last at {:?}",
-        times.len(),
-        log.iter()
-            .map(|e| e.connection)
-            .collect::<std::collections::BTreeSet<_>>(),
-        times[1],
-        times.last().unwrap()
-    );
-    assert!(log
-        .iter()
-        .all(|e| e.version == Version::HTTP_2 && e.connection == 0));
-    assert_eq!(
-        times.len(),
-        33,
-        "one 429, one probe, then the others, once each"
-    );
-    let during = times[1..]
-        .iter()
-        .filter(|t| **t < Duration::from_secs(5))
-        .count();
-    assert_eq!(
-        during, 0,
-        "nothing reaches the server before the cooldown ends"
-    );
-    for res in rest.into_iter().chain([first]) {
-        assert_eq!(res.unwrap().status(), StatusCode::NO_CONTENT);
-    }
-    assert_eq!(retry.stats().retries_throttled(), 1);
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
-    let sim = https_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "refused");
-    sim.script(
-        Fault::status(StatusCode::OK)
-            .method(Method::PUT)
-            .refuse_stream(),
-    );
-    let client = ServiceBuilder::new()
-        .mpsd()
-        .service(https_client(&sim, true));
     let t0 = Instant::now();
-    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
-    let res = client.oneshot(put.build()).await.unwrap();
+    let refuse = Fault::status(StatusCode::OK)
+        .method(Method::PUT)
+        .refuse_stream();
+    let (sim, res) = put_after(|sim| sim.script(refuse), "refused").await;
+    let res = res.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let log = sim.log();
     let seen: Vec<(bool, u16, Duration)> = log
@@ -229,25 +93,15 @@ async fn a_refused_http2_stream_is_sent_again_at_once_even_a_write() {
         seen,
         [(true, 200, Duration::ZERO), (false, 201, Duration::ZERO)]
     );
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
-    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
-    assert_eq!(
-        purposes,
-        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
-    );
+    assert_sent_again_as_unprocessed(&res);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_reset_otherwise_is_not_sent_again_when_a_write() {
-    let sim = https_sim().await;
-    let uri = sim.session_uri(SCID, "LobbySession", "reset");
     // `INTERNAL_ERROR`: the server may have applied it.
-    sim.script(Fault::status(StatusCode::OK).method(Method::PUT).reset());
-    let client = ServiceBuilder::new()
-        .mpsd()
-        .service(https_client(&sim, true));
-    let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
-    let err = client.oneshot(put.build()).await.unwrap_err();
+    let reset = Fault::status(StatusCode::OK).method(Method::PUT).reset();
+    let (sim, res) = put_after(|sim| sim.script(reset), "reset").await;
+    let err = res.unwrap_err();
     let failed = err
         .downcast_ref::<RequestFailed>()
         .expect("a RequestFailed");
@@ -301,26 +155,25 @@ fn h2_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::
 }
 
 /// The scripted `GOAWAY` sent for the first request, on connection 0.
-fn only_go_away(sim: &mpsd_sim::SimHandle) -> GoAwaySent {
+fn only_go_away(sim: &SimHandle) -> GoAwaySent {
     let sent = sim.go_aways();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!((sent[0].connection, sent[0].stream), (0, 1), "{sent:?}");
     sent[0]
 }
 
-/// A PUT answered with `go_away` in flight: its result and the log.
-async fn put_under(
-    go_away: GoAway,
+/// A PUT of session `name` through the recommended stack over HTTP/2, to
+/// a fresh HTTPS simulator that `script` has scripted: the simulator and
+/// the PUT's result.
+async fn put_after(
+    script: impl FnOnce(&SimHandle),
     name: &str,
 ) -> (
-    mpsd_sim::SimHandle,
-    Result<
-        http::Response<tower_mpsd::classify::ClassifyBody<hyper::body::Incoming>>,
-        tower_mpsd::BoxError,
-    >,
+    SimHandle,
+    Result<Response<ClassifyBody<Incoming>>, BoxError>,
 ) {
     let sim = https_sim().await;
-    sim.script_go_away(go_away);
+    script(&sim);
     let client = ServiceBuilder::new()
         .mpsd()
         .service(https_client(&sim, true));
@@ -328,6 +181,28 @@ async fn put_under(
     let put = request(Method::PUT, &uri).json(serde_json::json!({"members": {"me": {}}}));
     let res = client.oneshot(put.build()).await;
     (sim, res)
+}
+
+/// A PUT answered with `go_away` in flight.
+async fn put_under(
+    go_away: GoAway,
+    name: &str,
+) -> (
+    SimHandle,
+    Result<Response<ClassifyBody<Incoming>>, BoxError>,
+) {
+    put_after(|sim| sim.script_go_away(go_away), name).await
+}
+
+/// The answer came from a second send, made because the first was not
+/// processed.
+fn assert_sent_again_as_unprocessed<B>(res: &Response<B>) {
+    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
+    assert_eq!(
+        purposes,
+        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -350,12 +225,7 @@ async fn a_write_a_goaway_excludes_is_sent_again_at_once_on_a_new_connection() {
         "applied once, at once, on a new connection"
     );
     assert!(sim.session(SCID, "LobbySession", "excluded").is_some());
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
-    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
-    assert_eq!(
-        purposes,
-        [Purpose::First, Purpose::Retry(Cause::Unprocessed)]
-    );
+    assert_sent_again_as_unprocessed(&res);
 }
 
 #[tokio::test(start_paused = true)]

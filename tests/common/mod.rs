@@ -152,16 +152,8 @@ pub fn overloaded(after: &str) -> Fault {
 /// A simulator whose burst window (15 s, as MPSD's) admits only `max`
 /// requests per user; the sustain window keeps MPSD's 300 per 300 s.
 pub async fn burst_limited_sim(max: u32) -> SimHandle {
-    use mpsd_sim::{RateLimits, Window};
-    let limits = RateLimits {
-        burst: Window {
-            max,
-            period: std::time::Duration::from_secs(15),
-        },
-        ..RateLimits::mpsd()
-    };
     Simulator::builder()
-        .rate_limit(limits)
+        .rate_limit(burst_limits(max))
         .start()
         .await
         .unwrap()
@@ -203,7 +195,11 @@ pub fn count_delta(count: u64) -> Bytes {
 
 // HTTPS: the simulator's certificate trusted by a hyper-rustls client.
 
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+// The demo's own client: tests run what the example shows.
+#[path = "../../examples/demo/https.rs"]
+mod demo_https;
+
+pub use demo_https::HttpsClient;
 
 /// A simulator serving HTTPS, rate limits off.
 pub async fn https_sim() -> SimHandle {
@@ -215,26 +211,82 @@ pub async fn https_sim() -> SimHandle {
         .unwrap()
 }
 
-/// A hyper-util client over hyper-rustls that trusts `sim` only and offers
-/// `h2` and `http/1.1` by ALPN (`h2`), or `http/1.1` alone.
+/// The demo's client: trusts `sim` only and offers `h2` and `http/1.1`
+/// by ALPN (`h2`), or `http/1.1` alone.
 pub fn https_client(sim: &SimHandle, h2: bool) -> HttpsClient {
-    let ring = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(ring)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(sim.root_store().expect("an HTTPS simulator"))
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only();
-    // Without it, an HTTP/2 request's HEADERS and DATA wait out a delayed ACK.
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let connector = if h2 {
-        https.enable_all_versions().wrap_connector(tcp)
-    } else {
-        https.enable_http1().wrap_connector(tcp)
-    };
-    Client::builder(TokioExecutor::new()).build(connector)
+    demo_https::https_client(sim, h2).expect("an HTTPS simulator")
+}
+
+// Transports: one scenario, run over each way a client reaches MPSD.
+
+/// How a test's client reaches the simulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP/1.1, [`http_client`].
+    Http1,
+    /// HTTPS offering only `http/1.1` by ALPN.
+    TlsHttp1,
+    /// HTTPS offering `h2`, which the simulator picks.
+    TlsHttp2,
+}
+
+/// Any of the transports' clients, boxed to one type.
+pub type AnyClient =
+    tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Incoming>, tower_mpsd::BoxError>;
+
+/// The recommended stack over any transport, boxed to one type.
+pub type AnyStack = tower::util::BoxCloneService<
+    Request<Full<Bytes>>,
+    Response<ClassifyBody<Incoming>>,
+    tower_mpsd::BoxError,
+>;
+
+impl Transport {
+    /// Starts the simulator `builder` describes, serving this transport.
+    pub async fn start(self, builder: mpsd_sim::SimBuilder) -> SimHandle {
+        let builder = match self {
+            Self::Http1 => builder,
+            Self::TlsHttp1 | Self::TlsHttp2 => builder.https(),
+        };
+        builder.start().await.unwrap()
+    }
+
+    /// A client of `sim` over this transport.
+    pub fn client(self, sim: &SimHandle) -> AnyClient {
+        match self {
+            Self::Http1 => AnyClient::new(http_client().map_err(Into::into)),
+            Self::TlsHttp1 => AnyClient::new(https_client(sim, false).map_err(Into::into)),
+            Self::TlsHttp2 => AnyClient::new(https_client(sim, true).map_err(Into::into)),
+        }
+    }
+
+    /// The HTTP version every answer comes in.
+    pub fn version(self) -> http::Version {
+        match self {
+            Self::Http1 | Self::TlsHttp1 => http::Version::HTTP_11,
+            Self::TlsHttp2 => http::Version::HTTP_2,
+        }
+    }
+
+    /// What a test's printed lines start with: nothing on plain HTTP/1.1,
+    /// as before there were other transports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Http1 => "",
+            Self::TlsHttp1 => "tls h1 ",
+            Self::TlsHttp2 => "h2 ",
+        }
+    }
+}
+
+/// Limits where the burst window (15 s, as MPSD's) admits only `max`
+/// requests per user; the sustain window keeps MPSD's 300 per 300 s.
+pub fn burst_limits(max: u32) -> mpsd_sim::RateLimits {
+    mpsd_sim::RateLimits {
+        burst: mpsd_sim::Window {
+            max,
+            period: std::time::Duration::from_secs(15),
+        },
+        ..mpsd_sim::RateLimits::mpsd()
+    }
 }

@@ -6,14 +6,18 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::ops::Range;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::header::RETRY_AFTER;
+use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use mpsd_sim::LogEntry;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
@@ -217,7 +221,7 @@ pub struct Sent {
 pub async fn run_callers(
     client: &Member,
     base: &str,
-    users: &[&str],
+    users: &[impl AsRef<str>],
     callers: usize,
     until: Instant,
     think: Duration,
@@ -226,7 +230,7 @@ pub async fn run_callers(
     for i in 0..callers {
         let client = client.clone();
         let base = base.to_owned();
-        let user = users[i % users.len()].to_owned();
+        let user = users[i % users.len()].as_ref().to_owned();
         tasks.push(tokio::spawn(async move {
             let mut sent = Sent::default();
             while Instant::now() < until {
@@ -306,44 +310,97 @@ pub struct Throttle {
     pub ratio: f64,
 }
 
+/// A scenario's simulator and the members of the fleet sending to it.
+struct Fleet {
+    sim: mpsd_sim::SimHandle,
+    base: String,
+    members: Vec<MemberState>,
+}
+
+impl Fleet {
+    /// The simulator `sim` describes and `members` members of `limits`,
+    /// sharing `redis` when given.
+    async fn start(
+        sim: mpsd_sim::SimBuilder,
+        members: usize,
+        redis: Option<&str>,
+        limits: Limits,
+    ) -> Self {
+        let sim = sim.start().await.unwrap();
+        let base = sim.base_uri();
+        let members = (0..members).map(|_| member(redis, limits)).collect();
+        Self { sim, base, members }
+    }
+
+    /// `callers` callers of each member send for `users` until `until`,
+    /// pausing `think` between requests: what each member sent.
+    async fn send(
+        &self,
+        users: &[impl AsRef<str>],
+        callers: usize,
+        until: Instant,
+        think: Duration,
+    ) -> Vec<Sent> {
+        let runs = self
+            .members
+            .iter()
+            .map(|m| run_callers(&m.client, &self.base, users, callers, until, think));
+        futures_util::future::join_all(runs).await
+    }
+
+    /// Scripts `fault` on the simulator `after` from now, in a task.
+    fn script_after(&self, after: Duration, fault: mpsd_sim::Fault) -> JoinHandle<()> {
+        let sim = self.sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            sim.script(fault);
+        })
+    }
+}
+
+/// `prefix0`, `prefix1`, … : one user per caller of a member.
+fn users(prefix: &str) -> Vec<String> {
+    (0..CALLERS).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// When the simulator first answered `status`.
+fn first_answered(log: &[LogEntry], status: StatusCode) -> Instant {
+    log.iter()
+        .find(|e| e.status == status)
+        .unwrap_or_else(|| panic!("a {status} was answered"))
+        .at
+}
+
+/// Requests arriving in `during`.
+fn arrivals(log: &[LogEntry], during: Range<Instant>) -> usize {
+    log.iter().filter(|e| during.contains(&e.at)).count()
+}
+
+/// A scripted `status` with `Retry-After: 2`.
+fn two_seconds(status: StatusCode) -> mpsd_sim::Fault {
+    mpsd_sim::Fault::status(status).header(RETRY_AFTER, HeaderValue::from_static("2"))
+}
+
 /// `MEMBERS` stacks (and the child process, when given) hammer one user
 /// for `secs` against the simulator's scaled-down windows.
 pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) -> Throttle {
-    let sim = mpsd_sim::Simulator::builder()
-        .rate_limit(sim_windows())
-        .start()
-        .await
-        .unwrap();
-    let base = sim.base_uri();
-    let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(redis, pace_limits())).collect();
+    let sim = mpsd_sim::Simulator::builder().rate_limit(sim_windows());
+    let fleet = Fleet::start(sim, MEMBERS, redis, pace_limits()).await;
     let run = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
     let child = child.map(|member| {
-        spawn_child(
-            member,
-            &base,
-            redis.expect("a child shares Redis"),
-            "fleet",
-            secs,
-        )
+        let redis = redis.expect("a child shares Redis");
+        spawn_child(member, &fleet.base, redis, "fleet", secs)
     });
-    let runs = members.iter().map(|m| {
-        run_callers(
-            &m.client,
-            &base,
-            &["fleet"],
-            CALLERS,
-            t0 + run,
-            Duration::ZERO,
-        )
-    });
-    futures_util::future::join_all(runs).await;
+    fleet
+        .send(&["fleet"], CALLERS, t0 + run, Duration::ZERO)
+        .await;
     if let Some(child) = child {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "the child member failed");
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok="));
     }
-    let log = sim.log();
+    let log = fleet.sim.log();
     let throttled = log
         .iter()
         .filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
@@ -377,74 +434,33 @@ pub struct Overload {
 }
 
 pub async fn overload(redis: Option<&str>) -> Overload {
-    use http::{header::RETRY_AFTER, HeaderValue};
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
-    let base = sim.base_uri();
-    let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(redis, roomy())).collect();
-    let t0 = Instant::now();
-    let until = t0 + Duration::from_secs(5);
-    let fault = {
-        let sim = sim.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            sim.script(
-                mpsd_sim::Fault::status(StatusCode::SERVICE_UNAVAILABLE)
-                    .header(RETRY_AFTER, HeaderValue::from_static("2")),
-            );
-        })
-    };
-    let users: Vec<String> = (0..CALLERS).map(|i| format!("u{i}")).collect();
-    let users: Vec<&str> = users.iter().map(String::as_str).collect();
-    let runs = members.iter().map(|m| {
-        run_callers(
-            &m.client,
-            &base,
-            &users,
-            CALLERS,
-            until,
-            Duration::from_millis(20),
-        )
-    });
-    futures_util::future::join_all(runs).await;
+    let sim = mpsd_sim::Simulator::builder().no_rate_limit();
+    let fleet = Fleet::start(sim, MEMBERS, redis, roomy()).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    let fault = fleet.script_after(
+        Duration::from_secs(1),
+        two_seconds(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    fleet
+        .send(&users("u"), CALLERS, until, Duration::from_millis(20))
+        .await;
     fault.await.unwrap();
-    let log = sim.log();
-    let at_503 = log
-        .iter()
-        .find(|e| e.status == StatusCode::SERVICE_UNAVAILABLE)
-        .expect("the 503 was answered")
-        .at;
+    let log = fleet.sim.log();
+    let at_503 = first_answered(&log, StatusCode::SERVICE_UNAVAILABLE);
     let end = at_503 + Duration::from_secs(2);
-    let early = log
-        .iter()
-        .filter(|e| e.at > at_503 + Duration::from_millis(20) && e.at < end)
-        .count();
+    // Those already in flight at the 503 arrive within 20 ms.
+    let in_flight = Duration::from_millis(20);
     let first = log
         .iter()
         .map(|e| e.at)
         .filter(|&at| at >= end)
         .min()
         .expect("requests after");
-    let probes = log
-        .iter()
-        .filter(|e| e.at >= first && e.at < first + RELEASE_SPACING / 2)
-        .count();
-    let amplification = log
-        .iter()
-        .filter(|e| e.at >= first && e.at < first + Duration::from_millis(100))
-        .count();
-    let first_second = log
-        .iter()
-        .filter(|e| e.at >= first && e.at < first + Duration::from_secs(1))
-        .count();
     Overload {
-        early,
-        probes,
-        amplification,
-        first_second,
+        early: arrivals(&log, at_503 + in_flight..end),
+        probes: arrivals(&log, first..first + RELEASE_SPACING / 2),
+        amplification: arrivals(&log, first..first + Duration::from_millis(100)),
+        first_second: arrivals(&log, first..first + Duration::from_secs(1)),
     }
 }
 
@@ -461,28 +477,12 @@ pub struct RedisDown {
 }
 
 pub async fn redis_down(redis: &mut RedisServer) -> RedisDown {
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
-    let base = sim.base_uri();
+    let sim = mpsd_sim::Simulator::builder().no_rate_limit();
     let url = redis.url();
-    let members: Vec<MemberState> = (0..MEMBERS).map(|_| member(Some(&url), roomy())).collect();
-    let t0 = Instant::now();
-    let users: Vec<String> = (0..CALLERS).map(|i| format!("d{i}")).collect();
-    let users: Vec<&str> = users.iter().map(String::as_str).collect();
-    let runs = members.iter().map(|m| {
-        run_callers(
-            &m.client,
-            &base,
-            &users,
-            CALLERS,
-            t0 + Duration::from_secs(6),
-            Duration::from_millis(10),
-        )
-    });
-    let all = futures_util::future::join_all(runs);
+    let fleet = Fleet::start(sim, MEMBERS, Some(&url), roomy()).await;
+    let until = Instant::now() + Duration::from_secs(6);
+    let users = users("d");
+    let all = fleet.send(&users, CALLERS, until, Duration::from_millis(10));
     let chaos = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         redis.kill();
@@ -491,7 +491,11 @@ pub async fn redis_down(redis: &mut RedisServer) -> RedisDown {
     };
     let (sent, ()) = tokio::join!(all, chaos);
     let mut latencies: Vec<Duration> = sent.iter().flat_map(|s| s.latencies.clone()).collect();
-    let stores: Vec<&RedisStore> = members.iter().filter_map(|m| m.store.as_ref()).collect();
+    let stores: Vec<&RedisStore> = fleet
+        .members
+        .iter()
+        .filter_map(|m| m.store.as_ref())
+        .collect();
     RedisDown {
         ok: sent.iter().map(|s| s.ok).sum(),
         failed: sent.iter().map(|s| s.failed).sum(),
@@ -514,45 +518,20 @@ pub struct OneUser {
 /// Two members send for `alice` and `bob`; one of alice's requests is
 /// answered 429 with `Retry-After: 2`.
 pub async fn one_user_throttled(redis: &str) -> OneUser {
-    use http::{header::RETRY_AFTER, HeaderValue};
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
-    let base = sim.base_uri();
-    let members: Vec<MemberState> = (0..2).map(|_| member(Some(redis), roomy())).collect();
+    let sim = mpsd_sim::Simulator::builder().no_rate_limit();
+    let fleet = Fleet::start(sim, 2, Some(redis), roomy()).await;
     let until = Instant::now() + Duration::from_secs(4);
-    let fault = {
-        let sim = sim.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            sim.script(
-                mpsd_sim::Fault::status(StatusCode::TOO_MANY_REQUESTS)
-                    .path_contains("/alice-")
-                    .header(RETRY_AFTER, HeaderValue::from_static("2")),
-            );
-        })
-    };
-    let runs = members.iter().map(|m| {
-        run_callers(
-            &m.client,
-            &base,
-            &["alice", "bob"],
-            4,
-            until,
-            Duration::from_millis(20),
-        )
-    });
-    futures_util::future::join_all(runs).await;
+    let fault = fleet.script_after(
+        Duration::from_millis(500),
+        two_seconds(StatusCode::TOO_MANY_REQUESTS).path_contains("/alice-"),
+    );
+    fleet
+        .send(&["alice", "bob"], 4, until, Duration::from_millis(20))
+        .await;
     fault.await.unwrap();
-    let log = sim.log();
-    let at = log
-        .iter()
-        .find(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
-        .expect("the 429 was answered")
-        .at;
-    let within = |e: &&mpsd_sim::LogEntry, user: &str| {
+    let log = fleet.sim.log();
+    let at = first_answered(&log, StatusCode::TOO_MANY_REQUESTS);
+    let within = |e: &&LogEntry, user: &str| {
         e.user.as_deref() == Some(user)
             && e.at > at + Duration::from_millis(20)
             && e.at < at + Duration::from_secs(2)
