@@ -167,15 +167,11 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The longest wait a script's answer is taken at: Redis is trusted no
-/// more than a server, and no cooldown or slot is further off than a day
-/// (the retry layer's own cap on `Retry-After`).
-const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
-
 /// A number of microseconds from a script, as a duration in
-/// `0..=MAX_WAIT`, so that adding it to an instant cannot overflow.
+/// `0..=MAX_HOLD`: Redis is trusted no more than a server, and adding it to
+/// an instant cannot overflow.
 fn from_micros(us: i64) -> Duration {
-    Duration::from_micros(us.max(0).unsigned_abs()).min(MAX_WAIT)
+    Duration::from_micros(us.max(0).unsigned_abs()).min(crate::rules::retry_after::MAX_HOLD)
 }
 
 impl RedisStore {

@@ -169,7 +169,7 @@ mod tests {
 
     use super::PaceLayer;
     use crate::classify::Outcome;
-    use crate::pace::PaceTable;
+    use crate::pace::{Limits, PaceTable, Window};
     use crate::rules::rate_limit::RateLimitInfo;
 
     fn get() -> Request<()> {
@@ -181,7 +181,10 @@ mod tests {
 
     /// A service answering the first request with `first`, then 200.
     async fn first_then_ok(first: Response<()>) -> (PaceTable, Duration) {
-        let table = PaceTable::new();
+        first_then_ok_with(PaceTable::new(), first).await
+    }
+
+    async fn first_then_ok_with(table: PaceTable, first: Response<()>) -> (PaceTable, Duration) {
         let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
         let svc = PaceLayer::with_table(table.clone()).layer(service_fn(move |_req| {
             let res = first.lock().unwrap().take().unwrap_or_default();
@@ -210,6 +213,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_retry_after_longer_than_the_windows_holds_for_all_of_it() {
+        // Limits set shorter than the service's: the 429 is what corrects
+        // them, so its `Retry-After` is not cut to the 1 s windows.
+        let second = Window::new(100, Duration::from_secs(1));
+        let table = PaceTable::builder()
+            .limits(Limits::new(second, second))
+            .build();
+        let res = Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "2")
+            .body(())
+            .unwrap();
+        let (_, elapsed) = first_then_ok_with(table, res).await;
+        assert_eq!(elapsed, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_429_body_saying_the_window_is_full_holds_it_for_the_period() {
         let info = RateLimitInfo::parse(
             br#"{"currentRequests":31,"maxRequests":30,"periodInSeconds":15}"#,
@@ -225,7 +245,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_enormous_retry_after_is_capped_at_the_longest_window() {
+    async fn an_enormous_retry_after_is_capped_at_a_day() {
         let res = Response::builder()
             .status(StatusCode::TOO_MANY_REQUESTS)
             .header("retry-after", "100000")
@@ -238,11 +258,11 @@ mod tests {
             async move { Ok::<_, std::convert::Infallible>(res) }
         }));
         svc.clone().oneshot(get()).await.unwrap();
-        // 300 s + 100 ms is past the default 20 s deadline: refused, and
-        // the refusal says when: the longest window plus the margin.
+        // A day is past the default 20 s deadline: refused at once, and the
+        // refusal says when.
         let err = svc.oneshot(get()).await.unwrap_err();
         let refused = err.downcast_ref::<crate::error::Refused>().unwrap();
-        assert_eq!(refused.retry_in, Duration::from_millis(300_100));
+        assert_eq!(refused.retry_in, crate::rules::retry_after::MAX_HOLD);
         assert_eq!(table.stats().refusals(), 1);
     }
 }

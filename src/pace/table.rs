@@ -99,8 +99,7 @@ impl PaceStats {
 ///
 /// A 429 that reaches a pace layer anyway (its limits set too high, or
 /// other clients of the same user) holds its key back: no slot before the
-/// answer's `Retry-After` (at most the longest window, the most a full
-/// window can take to drain), or, without one, before the window the 429
+/// answer's `Retry-After` (at most a day, as for cooldowns), or, without one, before the window the 429
 /// body names has passed when it says the window is full
 /// ([`RateLimitInfo::full_for`]). The body's fields come from the
 /// response's [`Outcome`], where
@@ -257,7 +256,9 @@ impl PaceTable {
         let Some(wait) = throttled_for(res) else {
             return;
         };
-        let wait = wait.min(self.inner.rules.limits.longest() + self.inner.rules.margin);
+        // Not capped at the longest window: limits set shorter than the
+        // service's are what learning is for.
+        let wait = wait.min(crate::rules::retry_after::MAX_HOLD);
         let now = Instant::now();
         self.lock().learn(key, now + wait, now);
         tracing::debug!(?wait, "mpsd pace: a 429 holds the key back");

@@ -25,10 +25,6 @@ use crate::replay::NotReplayable;
 use crate::rules::backoff::{Cause, Plan, TooLong};
 use crate::BoxError;
 
-/// The longest cooldown, whatever the server says: enormous hints must not
-/// overflow the clock or close an endpoint for the life of the process.
-const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 60 * 60);
-
 /// What every service of one layer shares, behind one `Arc`: a request
 /// takes a reference to it, not a copy of each part.
 pub(crate) struct Shared {
@@ -667,7 +663,7 @@ where
             Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
                 let backoff = &self.shared.config.backoff;
                 let hint = hint.unwrap_or_else(|| backoff.wait(c, None, 1, 0.0));
-                let until = now.get() + hint.min(MAX_COOLDOWN);
+                let until = now.get() + hint.min(crate::rules::retry_after::MAX_HOLD);
                 let key = self.keys().iter().flatten().find(|k| k.0 == c).cloned();
                 key.map(|k| (k, until))
             }

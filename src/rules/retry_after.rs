@@ -40,6 +40,12 @@ use std::time::{Duration, SystemTime};
 
 use http::{header::RETRY_AFTER, HeaderMap, HeaderValue};
 
+/// The longest hold any layer takes a hint at, whatever the server (or
+/// Redis) says: a cooldown, a learned pacing hold, a shared slot. Enormous
+/// hints must not overflow the clock or close an endpoint for the life of
+/// the process; a request that cannot wait that long is refused at once.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A parsed `Retry-After` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {
