@@ -12,10 +12,10 @@
 //! | [`logical::LogicalLayer`] | one deadline and attempt limit per logical request, the only place they are set; the [`AttemptHistory`](logical::AttemptHistory) in the response |
 //! | [`coalesce::CoalesceLayer`] (with a rebase policy) | concurrent identical GETs sent once, every caller given the same answer |
 //! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update; with a [`sequence::SessionBoard`] (the stack gives it one), conditional writes to a session go one at a time and a known-stale write is rebased before it is sent |
-//! | [`retry::RetryLayer`] | 503 and 429 retried no earlier than `Retry-After`, with jitter, a cooldown per endpoint shared by every request, a retry budget, and never past the deadline |
+//! | [`retry::RetryLayer`] | 503 and 429 retried no earlier than `Retry-After`, with jitter, a cooldown shared by every request (per authority for 503, per authority and user for 429), a retry budget, and never past the deadline |
 //! | [`revalidate::RevalidateLayer`] | polling with `If-None-Match`, a 304 answered from a bounded cache as a 200 |
 //! | [`pace::PaceLayer`] | MPSD's per-user rate limits kept on the client side, so a 429 is avoided rather than waited out |
-//! | [`classify::ClassifyLayer`] | each answer classified once, exactly as the service's status table says ([`classify::Outcome`]: the four meanings of 204, the two bodies of 403 and 412, `Retry-After` on 429 and 503) |
+//! | [`classify::ClassifyLayer`] | each answer classified once, exactly as the service's status table says ([`classify::Outcome`]: the four meanings of 204, the two bodies of 403 and 412, `Retry-After` on 429 and 503, and the rate-limit fields of a 429 body of at most [`THROTTLED_BODY_CAP`](classify::THROTTLED_BODY_CAP), read and played back) |
 //!
 //! Outside it, [`auth::AuthLayer`] sets the user's XBL token on every
 //! request and refreshes it once on a 401.
@@ -24,9 +24,13 @@
 //! [`classify::TraceClassifier`] reports outcomes to tower-http's
 //! `TraceLayer`; [`response::read_response`] reads an answer into a typed
 //! result. The state the layers share (cooldowns, pace windows, the
-//! revalidation cache) is in handles that clones share and that several
-//! stacks can be given ([`retry::Cooldowns`], [`pace::PaceTable`],
-//! [`revalidate::Cache`], [`sequence::SessionBoard`]).
+//! revalidation cache, the write queues, the GETs in flight) is in handles
+//! that clones share and that several stacks can be given
+//! ([`retry::Cooldowns`], [`pace::PaceTable`], [`revalidate::Cache`],
+//! [`sequence::SessionBoard`], and a [`coalesce::CoalesceLayer`] itself,
+//! whose clones share its flights). With the `redis` feature, the `fleet`
+//! module's `RedisStore` shares cooldowns and pace windows across
+//! processes.
 //!
 //! The pure rules the layers apply (URI targets, identities,
 //! `Retry-After`, the 429 body, backoff) are in [`rules`]. The `mpsd-sim`
@@ -40,19 +44,23 @@
 //!
 //! # Cargo features
 //!
-//! None yet: the library needs only tokio's `time` and `sync`, and hyper's
-//! core and `h2` with no features (to recognise their errors: a refused
-//! HTTP/2 stream is sent again), so it fits any hyper 1.x client. It needs
-//! no TLS crate: give it a client over hyper-rustls (see the README). Features that bring in a dependency (a shared store, TLS
-//! helpers) will be listed here, and marked in these docs with the feature
-//! they need.
+//! By default the library needs only tokio's `time` and `sync`, and
+//! hyper's core and `h2` with no features (to recognise their errors: a
+//! refused HTTP/2 stream is sent again), so it fits any hyper 1.x client.
+//! It needs no TLS crate: give it a client over hyper-rustls, as below.
+//!
+//! - **`redis`**: the `fleet` module, whose `RedisStore` shares cooldowns
+//!   and pace windows across a fleet of processes. Brings in the `redis`
+//!   crate and tokio's `rt`, and needs Rust 1.88 (the library alone needs
+//!   1.75). Items that need it are marked in these docs.
 //!
 //! # Example
 //!
 //! ```no_run
 //! use bytes::Bytes;
-//! use http::Request;
+//! use http::{HeaderValue, Request};
 //! use http_body_util::Full;
+//! use hyper_rustls::HttpsConnectorBuilder;
 //! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_http::trace::TraceLayer;
@@ -63,15 +71,23 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_mpsd::BoxError> {
+//! // MPSD is served over HTTPS; HTTP/2 when it offers it (ALPN).
+//! let https = HttpsConnectorBuilder::new()
+//!     .with_webpki_roots()
+//!     .https_only()
+//!     .enable_all_versions()
+//!     .build();
 //! let mpsd = ServiceBuilder::new()
 //!     .layer(TraceLayer::new(TraceClassifier::new()))
 //!     // Setting my own member's properties does not depend on what I read:
 //!     // on a 412, the same delta is re-sent with the fresh ETag.
 //!     .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
-//!     .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+//!     .service(Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https));
 //!
-//! let req = Request::put("http://sessiondirectory.xboxlive.com/serviceconfigs/scid/sessionTemplates/t/sessions/s/members/me")
-//!     .header("authorization", "XBL3.0 x=<userhash>;<token>")
+//! let mut authorization = HeaderValue::from_static("XBL3.0 x=<userhash>;<token>");
+//! authorization.set_sensitive(true); // kept out of logs and `Debug`
+//! let req = Request::put("https://sessiondirectory.xboxlive.com/serviceconfigs/scid/sessionTemplates/t/sessions/s/members/me")
+//!     .header("authorization", authorization)
 //!     .header("if-match", "\"<etag>\"")
 //!     .body(Full::from(r#"{"properties":{"custom":{"ready":true}}}"#))?;
 //! let session = read_response(mpsd.oneshot(req).await?, 1 << 20).await?;

@@ -251,8 +251,9 @@ async fn a_429_body_saying_the_window_is_full_holds_the_user_fleet_wide() {
             )
             .body(full),
     );
-    // Windows of 1 s and 5 s, which three requests do not fill: what a
-    // 429 teaches is capped at the longest.
+    // Windows of 1 s and 5 s, which three requests do not fill: only what
+    // the 429 teaches (its body's full 3 s window, the `Retry-After` being
+    // unusable; capped at `MAX_HOLD`, a day) holds the user's next slot.
     let (a, b) = (
         fleet::member(Some(&redis.url()), fleet::pace_limits()),
         fleet::member(Some(&redis.url()), fleet::pace_limits()),

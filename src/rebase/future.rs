@@ -455,7 +455,9 @@ impl<S, P> Rounds<S, P> {
                 read: BytesMut::new(),
             });
         }
-        // Any other answer leaves the session unknown; a 204 says it is gone.
+        // Any other answer (a 204, an error status, a session without an
+        // `ETag` or an announced length within the cap) tells nothing
+        // usable of the session as it is now: forget what was known of it.
         board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
         Step::Done(self.finish(res.map(RebaseBody::inner)))
     }

@@ -1,6 +1,7 @@
 //! Retrying 503 and 429 (and, when safe to repeat, transient failures) the way
-//! MPSD asks: not before `Retry-After`, with jitter, with one cooldown per
-//! endpoint shared by every request, and never past the deadline.
+//! MPSD asks: not before `Retry-After`, with jitter, with cooldowns shared by
+//! every request (per authority for 503, per authority and user for 429),
+//! and never past the deadline.
 //!
 //! - **503**: waits `Retry-After × [1.0, 1.2)` (never earlier than asked);
 //!   without a usable header, exponential backoff. The cooldown is shared
@@ -19,7 +20,9 @@
 //!   module).
 //! - **Limits** (defaults and why): deadline 20 s per logical request
 //!   (Microsoft's SDK's retry window); 5 attempts; no single wait over 60 s
-//!   (the SDK's cap), a longer hint is handed back at once; a retry budget
+//!   (the SDK's cap), a longer hint is handed back at once; a cooldown
+//!   holds its key at most a day, whatever the hint (the one cap shared
+//!   with pacing's learnt holds and Redis's answers); a retry budget
 //!   shared by all clones ([`TpsBudget`], 10 retries per second plus 20 % of
 //!   requests, over 10 s: tower's own defaults), or by several stacks
 //!   given one with [`RetryLayer::with_budget`].

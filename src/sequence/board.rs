@@ -18,8 +18,10 @@ use tokio::time::Instant;
 /// it).
 ///
 /// - **Queue**: one conditional write per session at a time, first come
-///   first served; the next goes when the answer to the one before has
-///   arrived (and its body has been read).
+///   first served; the next goes when the one before is done (through
+///   its rebase rounds after a 412; once its body has been read after a
+///   200 or 201 carrying the session; at once after any other answer's
+///   head).
 /// - **Snapshot**: the session document and `ETag` of the latest answer
 ///   to a sequenced write (200, 201, or a 412 and the session it carried
 ///   or a re-read found), and

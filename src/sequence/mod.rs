@@ -16,8 +16,13 @@
 //!   session, and `/handles/{id}/session` as the handle's session, which
 //!   the client cannot tell from the session's own URI) go one at a time, first come first served, through every
 //!   clone of the stack and every stack given the same board. The next
-//!   goes when the answer to the one before has arrived and its body has
-//!   been read. Writes to different sessions never wait for each other.
+//!   goes when the one before is done: a write that meets a 412 keeps its
+//!   turn through its rebase rounds; a 200 or 201 with an `ETag` and an
+//!   announced length within the rebase layer's session cap (1 MiB)
+//!   releases it once its body (the session) has been read; any other
+//!   answer, as soon as its head arrives (the board then forgets what it
+//!   knew of the session). Writes to different sessions never wait for
+//!   each other.
 //! - **Rebased before sending.** The board keeps the latest session seen
 //!   (from the answers to sequenced writes: 200, 201, and every 412,
 //!   with the session it carried or a re-read found, whether the write
