@@ -186,7 +186,9 @@ impl Session {
 /// A write's turn in its session's queue: the next write goes when it is
 /// dropped.
 #[derive(Debug)]
-pub(crate) struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
+pub(crate) struct Turn {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// What a write entering its session's queue gets.
 pub(crate) enum Entry {
@@ -266,7 +268,7 @@ impl SessionBoard {
         let entry = sessions.touch(session);
         let gate = entry.gate.clone();
         let turn = match gate.clone().try_acquire_owned() {
-            Ok(permit) => Some(Turn(permit)),
+            Ok(permit) => Some(Turn { _permit: permit }),
             Err(_) if entry.waiting >= limits.max_waiting => return Entry::Full,
             Err(_) => {
                 entry.waiting += 1;
@@ -291,7 +293,7 @@ impl SessionBoard {
         Entry::Wait(Box::pin(async move {
             let _waiter = waiter;
             match tokio::time::timeout_at(deadline, gate.acquire_owned()).await {
-                Ok(Ok(permit)) => Ok(Turn(permit)),
+                Ok(Ok(permit)) => Ok(Turn { _permit: permit }),
                 // The gate is never closed; a deadline passed.
                 _ => Err(()),
             }
