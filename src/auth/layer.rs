@@ -449,6 +449,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_call_its_requests_all_gave_up_on_is_not_joined_after_its_timeout() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = Failing {
+            calls: Arc::clone(&calls),
+            fails_after: None,
+        };
+        let mpsd = service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+        });
+        let client = AuthLayer::new(source)
+            .token_timeout(Duration::from_secs(3))
+            .layer(mpsd);
+        let req = || Request::get("https://mpsd.test/handles/h").body(Full::default());
+        // Given up after 1 s: no one polls the call any more.
+        let given_up = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.clone().oneshot(req().unwrap()),
+        );
+        assert!(given_up.await.is_err());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let t0 = Instant::now();
+        let err = client.oneshot(req().unwrap()).await.unwrap_err();
+        assert!(err.is::<TokenUnavailable>(), "{err}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(3), "a call of its own");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn requests_waiting_for_a_source_that_fails_all_get_its_error_at_once() {
         let (failed_at, calls) = eight_requests_to(Some(Duration::from_secs(1))).await;
         assert_eq!(failed_at, vec![Duration::from_secs(1); 8]);
