@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{http_client, request, SCID};
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
 use mpsd_sim::{Fault, Simulator};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::auth::{AuthLayer, Token, TokenFuture, TokenSource};
@@ -163,4 +164,51 @@ impl TokenSource for FailingSignIn {
     fn token(&self, _refresh: bool) -> TokenFuture<'_> {
         Box::pin(async { Err("sign-in failed".into()) })
     }
+}
+
+/// What a user may print of a stack: the layer and the service, while a
+/// GET (coalesced, keyed by its `Authorization`) and a conditional write
+/// (sequenced, its session's document on the board) are in flight.
+#[tokio::test(start_paused = true)]
+async fn a_busy_stack_in_debug_shows_no_token_or_session() {
+    let sim = Simulator::builder().no_rate_limit().start().await.unwrap();
+    let uri = sim.session_uri(SCID, "LobbySession", "secret");
+    let stack = MpsdLayer::new()
+        .rebase(RebaseLayer::new(ResendDelta))
+        .revalidate(RevalidateLayer::new())
+        .pace(PaceLayer::new());
+    let client = ServiceBuilder::new()
+        .mpsd_with(stack.clone())
+        .service(http_client());
+    let session = serde_json::json!({"members": {"me": {}}, "properties": {"custom": {"password": "hunter2"}}});
+    let create = request(Method::PUT, &uri)
+        .header(header::IF_NONE_MATCH, "*")
+        .json(session.clone());
+    let res = client.clone().oneshot(create.build()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+    res.into_body().collect().await.unwrap();
+
+    sim.script(
+        Fault::status(StatusCode::OK)
+            .delay(Duration::from_secs(60))
+            .times(2),
+    );
+    let get = tokio::spawn(client.clone().oneshot(request(Method::GET, &uri).build()));
+    let write = request(Method::PUT, &uri)
+        .header(header::IF_MATCH, &etag)
+        .json(session);
+    let write = tokio::spawn(client.clone().oneshot(write.build()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shown = format!("{stack:?} {client:?}");
+    get.abort();
+    write.abort();
+
+    for secret in ["token-of-alice", "XBL3.0", "hunter2", "password"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    assert!(
+        shown.contains("in_flight: 1"),
+        "the GET is in flight: {shown}"
+    );
 }

@@ -4,12 +4,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::{self, BoxFuture, FutureExt};
 use http::{header, Request, Response, StatusCode};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -22,8 +22,9 @@ use crate::BoxError;
 /// refreshes the token once and sends the request again (a 401 was not
 /// applied). See [the module](crate::auth) for where it goes.
 ///
-/// Clones, and the services they make, share the source and the cached
-/// token: concurrent 401s cause one refresh.
+/// Clones, and the services they make, share the source, the cached token
+/// and the call of the source in flight: concurrent 401s cause one
+/// refresh, and a failed call fails every request waiting for it at once.
 #[derive(Clone)]
 #[must_use]
 pub struct AuthLayer {
@@ -40,7 +41,7 @@ impl AuthLayer {
     pub fn new(source: impl TokenSource) -> Self {
         Self {
             shared: Arc::new(Shared {
-                source: Box::new(source),
+                source: Arc::new(source),
                 cache: Mutex::new(Cache::default()),
             }),
             timeout: TOKEN_TIMEOUT,
@@ -49,8 +50,9 @@ impl AuthLayer {
 
     /// How long one call of the source may take before the requests
     /// waiting for it fail with [`TokenUnavailable`] (its source a
-    /// `tokio::time::error::Elapsed`). Default 20 s: the recommended
-    /// stack's deadline, past which a token helps no request.
+    /// `tokio::time::error::Elapsed`), and the longest a request waits for
+    /// a token. Default 20 s: the recommended stack's deadline, past which
+    /// a token helps no request.
     pub fn token_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -79,9 +81,9 @@ impl<S> Layer<S> for AuthLayer {
 
 /// The token source and the cached token, shared by every clone.
 struct Shared {
-    source: Box<dyn TokenSource>,
-    /// Held across the source's `await`: whoever fetches holds it, and the
-    /// others wait for that one token instead of fetching their own.
+    source: Arc<dyn TokenSource>,
+    /// Never held across an `await`: a request needing a token takes the
+    /// cached one, or joins (or starts) the one fetch in flight.
     cache: Mutex<Cache>,
 }
 
@@ -90,52 +92,112 @@ struct Cache {
     token: Option<Arc<Token>>,
     /// Bumped by every fetch: a 401 to an older token needs no new fetch.
     generation: u64,
+    /// The call of the source in flight: the requests needing a token
+    /// meanwhile wait for it, and its token or its failure reaches them
+    /// all at once, instead of each asking the source in turn.
+    fetching: Option<Fetching>,
+}
+
+/// The fetch in flight and when it gives up.
+struct Fetching {
+    fetch: Fetch,
+    until: Instant,
 }
 
 /// A token and the generation it belongs to.
 type Current = (Arc<Token>, u64);
 
+/// One call of the source, awaited by every request needing its token.
+type Fetch = future::Shared<BoxFuture<'static, Result<Current, TokenUnavailable>>>;
+
 impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        // The cache is whole between statements: a panic elsewhere
+        // leaves nothing half-written.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The cached token, or a fresh one when there is none or it expired.
-    async fn current(&self, timeout: Duration) -> Result<Current, TokenUnavailable> {
-        let mut cache = self.cache.lock().await;
-        match &cache.token {
-            Some(token) if !token.expired(Instant::now()) => {
-                Ok((Arc::clone(token), cache.generation))
+    async fn current(self: &Arc<Self>, timeout: Duration) -> Result<Current, TokenUnavailable> {
+        let fetch = {
+            let mut cache = self.lock();
+            match &cache.token {
+                Some(token) if !token.expired(Instant::now()) => {
+                    return Ok((Arc::clone(token), cache.generation));
+                }
+                stale => {
+                    let refresh = stale.is_some();
+                    self.fetch(&mut cache, refresh, timeout)
+                }
             }
-            stale => {
-                let refresh = stale.is_some();
-                self.fetch(&mut cache, refresh, timeout).await
-            }
-        }
+        };
+        wait(fetch, timeout).await
     }
 
     /// A token newer than generation `refused`: the one another request
     /// fetched meanwhile, or a fresh one.
-    async fn refresh(&self, refused: u64, timeout: Duration) -> Result<Current, TokenUnavailable> {
-        let mut cache = self.cache.lock().await;
-        match &cache.token {
-            Some(token) if cache.generation != refused => Ok((Arc::clone(token), cache.generation)),
-            _ => self.fetch(&mut cache, true, timeout).await,
-        }
-    }
-
-    /// Asks the source, for at most `timeout`, and caches what it gives.
-    async fn fetch(
-        &self,
-        cache: &mut Cache,
-        refresh: bool,
+    async fn refresh(
+        self: &Arc<Self>,
+        refused: u64,
         timeout: Duration,
     ) -> Result<Current, TokenUnavailable> {
-        let fetched = tokio::time::timeout(timeout, self.source.token(refresh))
-            .await
-            .map_err(|elapsed| TokenUnavailable::new(elapsed.into()))?;
-        let token = Arc::new(fetched.map_err(TokenUnavailable::new)?);
-        cache.generation += 1;
-        cache.token = Some(Arc::clone(&token));
-        tracing::debug!(user = token.user_hash(), refresh, "mpsd auth: new token");
-        Ok((token, cache.generation))
+        let fetch = {
+            let mut cache = self.lock();
+            match &cache.token {
+                Some(token) if cache.generation != refused => {
+                    return Ok((Arc::clone(token), cache.generation));
+                }
+                // A fetch in flight gives a generation after `refused`.
+                _ => self.fetch(&mut cache, true, timeout),
+            }
+        };
+        wait(fetch, timeout).await
     }
+
+    /// The fetch in flight, or a new one: the source asked until
+    /// `timeout` from now, its token cached. A fetch whose deadline passed
+    /// (all its requests gave up before it ended, so no one polled it) is
+    /// not joined. The fetch holds the cache weakly: no cycle.
+    fn fetch(self: &Arc<Self>, cache: &mut Cache, refresh: bool, timeout: Duration) -> Fetch {
+        let now = Instant::now();
+        if let Some(fetching) = cache.fetching.as_ref().filter(|f| now < f.until) {
+            return fetching.fetch.clone();
+        }
+        let until = now + timeout;
+        let source = Arc::clone(&self.source);
+        let shared = Arc::downgrade(self);
+        let fetch = async move {
+            let fetched = tokio::time::timeout_at(until, source.token(refresh)).await;
+            // Whoever awaits this holds the layer: it is there.
+            let dropped = || TokenUnavailable::new("the auth layer was dropped".into());
+            let shared = shared.upgrade().ok_or_else(dropped)?;
+            let mut cache = shared.lock();
+            if cache.fetching.as_ref().is_some_and(|f| f.until == until) {
+                cache.fetching = None;
+            }
+            let fetched = fetched.map_err(|elapsed| TokenUnavailable::new(elapsed.into()))?;
+            let token = Arc::new(fetched.map_err(TokenUnavailable::new)?);
+            cache.generation += 1;
+            cache.token = Some(Arc::clone(&token));
+            tracing::debug!(user = token.user_hash(), refresh, "mpsd auth: new token");
+            Ok((token, cache.generation))
+        }
+        .boxed()
+        .shared();
+        cache.fetching = Some(Fetching {
+            fetch: fetch.clone(),
+            until,
+        });
+        fetch
+    }
+}
+
+/// What `fetch` gives, waited for at most `timeout`: a request joining a
+/// fetch started by a layer with a longer timeout still fails in time.
+async fn wait(fetch: Fetch, timeout: Duration) -> Result<Current, TokenUnavailable> {
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|elapsed| TokenUnavailable::new(elapsed.into()))?
 }
 
 /// The service of [`AuthLayer`].
@@ -270,12 +332,18 @@ mod tests {
         let layer = AuthLayer::new(Counting::default());
         let sends = Arc::new(AtomicUsize::new(0));
         let sent = Arc::clone(&sends);
-        // The first token is revoked; later ones pass.
+        // The first token is revoked; later ones pass. The 401s are
+        // answered once all eight requests got one: they are concurrent.
+        let all_sent = Arc::new(tokio::sync::Barrier::new(8));
         let mpsd = service_fn(move |req: Request<Full<Bytes>>| {
             sent.fetch_add(1, Ordering::SeqCst);
             let revoked = req.headers()[header::AUTHORIZATION] == "XBL3.0 x=42;t0";
             let status = if revoked { 401 } else { 200 };
+            let all_sent = Arc::clone(&all_sent);
             async move {
+                if revoked {
+                    all_sent.wait().await;
+                }
                 Response::builder()
                     .status(status)
                     .body(Full::<Bytes>::default())
@@ -289,10 +357,7 @@ mod tests {
         for res in futures_util::future::join_all(calls).await {
             assert_eq!(res.unwrap().status(), StatusCode::OK);
         }
-        let source_calls = {
-            let shared = &layer.shared;
-            shared.cache.lock().await.generation
-        };
+        let source_calls = layer.shared.lock().generation;
         assert_eq!(source_calls, 2, "one sign-in, one refresh");
         assert_eq!(sends.load(Ordering::SeqCst), 16, "each sent twice");
     }
@@ -325,5 +390,96 @@ mod tests {
         let source = std::error::Error::source(unavailable).unwrap();
         assert!(source.is::<tokio::time::error::Elapsed>());
         assert_eq!(sends.load(Ordering::SeqCst), 0, "nothing sent");
+    }
+
+    /// Counts its calls; each fails after `fails_after`, or never answers.
+    struct Failing {
+        calls: Arc<AtomicUsize>,
+        /// `None`: never answers; `Some(d)`: fails after `d`.
+        fails_after: Option<Duration>,
+    }
+
+    impl TokenSource for Failing {
+        fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let fails_after = self.fails_after;
+            Box::pin(async move {
+                match fails_after {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+                Err("sign-in refused".into())
+            })
+        }
+    }
+
+    /// Eight requests at once to a layer whose source fails as `source`
+    /// says: the instant each one failed, and how often the source was called.
+    async fn eight_requests_to(fails_after: Option<Duration>) -> (Vec<Duration>, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = Failing {
+            calls: Arc::clone(&calls),
+            fails_after,
+        };
+        let mpsd = service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+        });
+        let client = AuthLayer::new(source)
+            .token_timeout(Duration::from_secs(3))
+            .layer(mpsd);
+        let t0 = Instant::now();
+        let requests = (0..8).map(|_| {
+            let req = Request::get("https://mpsd.test/handles/h").body(Full::default());
+            let client = client.clone();
+            async move {
+                let err = client.oneshot(req.unwrap()).await.unwrap_err();
+                assert!(err.is::<TokenUnavailable>(), "{err}");
+                t0.elapsed()
+            }
+        });
+        let failed_at = futures_util::future::join_all(requests).await;
+        (failed_at, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_waiting_for_a_source_that_hangs_all_fail_at_the_token_timeout() {
+        let (failed_at, calls) = eight_requests_to(None).await;
+        assert_eq!(failed_at, vec![Duration::from_secs(3); 8]);
+        assert_eq!(calls, 1, "one call shared by all");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_its_requests_all_gave_up_on_is_not_joined_after_its_timeout() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = Failing {
+            calls: Arc::clone(&calls),
+            fails_after: None,
+        };
+        let mpsd = service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+        });
+        let client = AuthLayer::new(source)
+            .token_timeout(Duration::from_secs(3))
+            .layer(mpsd);
+        let req = || Request::get("https://mpsd.test/handles/h").body(Full::default());
+        // Given up after 1 s: no one polls the call any more.
+        let given_up = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.clone().oneshot(req().unwrap()),
+        );
+        assert!(given_up.await.is_err());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let t0 = Instant::now();
+        let err = client.oneshot(req().unwrap()).await.unwrap_err();
+        assert!(err.is::<TokenUnavailable>(), "{err}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(3), "a call of its own");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_waiting_for_a_source_that_fails_all_get_its_error_at_once() {
+        let (failed_at, calls) = eight_requests_to(Some(Duration::from_secs(1))).await;
+        assert_eq!(failed_at, vec![Duration::from_secs(1); 8]);
+        assert_eq!(calls, 1, "one call shared by all");
     }
 }

@@ -6,12 +6,13 @@
 //! service answers 401 (the token expired early or was revoked: the
 //! request was not applied), it asks the source once for a fresh token
 //! and sends the request again; when the answer is 401 again, or the
-//! source gives the same token, the 401 is handed back. Concurrent 401s
-//! cause one refresh: whoever fetches holds the cache, and the others take
-//! the token it got. When the source fails, or takes longer than
-//! [`token_timeout`](AuthLayer::token_timeout) (20 s, the stack's
-//! deadline), the request fails with [`TokenUnavailable`] and nothing is
-//! sent.
+//! source gives the same token, the 401 is handed back. The source is
+//! called once at a time: the requests needing a token meanwhile
+//! (concurrent 401s among them) wait for that one call, so concurrent 401s
+//! cause one refresh. When the call fails, every request waiting for it
+//! fails at once with [`TokenUnavailable`], and nothing is sent; none
+//! waits longer than [`token_timeout`](AuthLayer::token_timeout) (20 s,
+//! the stack's deadline) for a token.
 //!
 //! # Where it goes
 //!

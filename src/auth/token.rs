@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -157,14 +158,19 @@ impl TokenSource for FixedToken {
 /// The token source failed: nothing was sent, since MPSD refuses any
 /// request without a token. The source's error is the
 /// [`source`](std::error::Error::source).
-#[derive(Debug)]
+///
+/// Every request waiting for the same call of the source gets the same
+/// error: cloning it shares the source's.
+#[derive(Debug, Clone)]
 pub struct TokenUnavailable {
-    source: BoxError,
+    source: Arc<dyn std::error::Error + Send + Sync>,
 }
 
 impl TokenUnavailable {
     pub(crate) fn new(source: BoxError) -> Self {
-        Self { source }
+        Self {
+            source: Arc::from(source),
+        }
     }
 }
 

@@ -21,13 +21,22 @@ use crate::retry::AttemptTimedOut;
 use crate::BoxError;
 
 /// An answer shared by the callers of one flight: its head and its body.
-#[derive(Debug)]
 pub(crate) struct Answer {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
     extensions: Extensions,
     body: Bytes,
+}
+
+/// The status and the body's length: the body is a session document.
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Answer {

@@ -55,7 +55,6 @@ impl CoalesceStats {
 }
 
 /// The GETs in flight, by what makes them identical.
-#[derive(Debug)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<Arc<Key>, Option<Sender>>>,
     pub(crate) stats: CoalesceStats,
@@ -84,10 +83,19 @@ const KEYED: [HeaderName; KEYED_LEN] = [
 ];
 
 /// What makes two GETs identical: the URI and the [`KEYED`] headers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     uri: Uri,
     headers: [Option<HeaderValue>; KEYED_LEN],
+}
+
+/// The URI only: the headers hold the caller's `Authorization`.
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Key {
@@ -142,6 +150,19 @@ impl Drop for Flight {
         if let Some(key) = self.key.take() {
             self.flights.lock().remove(&key);
         }
+    }
+}
+
+/// How many GETs are in flight, not which: their keys hold the callers'
+/// `Authorization`.
+impl fmt::Debug for Flights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Flights");
+        // Never waits: a `Debug` inside a holder of the lock would hang.
+        if let Ok(map) = self.map.try_lock() {
+            debug.field("in_flight", &map.len());
+        }
+        debug.field("stats", &self.stats).finish_non_exhaustive()
     }
 }
 

@@ -56,13 +56,24 @@ impl fmt::Debug for RedisStore {
 }
 
 /// Builds a [`RedisStore`]; from [`RedisStore::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     timeout: Duration,
     probe_lease: Duration,
+}
+
+/// Without the URL: it may carry a password (`redis://:password@host/`).
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_lease", &self.probe_lease)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisStoreBuilder {
@@ -414,6 +425,19 @@ mod tests {
     async fn a_bad_url_is_an_error() {
         assert!(RedisStore::open("http://example.test/").is_err());
         assert!(RedisStore::open("redis://127.0.0.1:1/").is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_password_in_the_url_never_shows_in_debug() {
+        for url in [
+            "redis://:hunter2@127.0.0.1:1/3",
+            "redis://me:hunter2@127.0.0.1:1/",
+        ] {
+            let builder = RedisStore::builder(url);
+            let store = builder.clone().build().unwrap();
+            let shown = format!("{builder:?} {store:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 
     #[tokio::test]

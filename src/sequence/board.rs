@@ -2,6 +2,7 @@
 //! latest session seen, in a map bounded by sessions and by bytes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,9 +40,27 @@ use tokio::time::Instant;
 /// kept per session are as many as the writes that may wait
 /// (`max_waiting`): a waiting write read its session at most about that
 /// many writes ago.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionBoard {
     shared: Arc<Shared>,
+}
+
+/// Bounds and counts only: the board holds session documents, which may
+/// carry what no log should.
+impl fmt::Debug for SessionBoard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("SessionBoard");
+        debug.field("limits", &self.shared.limits);
+        // Never waits: a `Debug` inside a holder of the lock would hang.
+        if let Ok(sessions) = self.shared.sessions.try_lock() {
+            debug
+                .field("sessions", &sessions.map.len())
+                .field("bytes", &sessions.bytes);
+        }
+        debug
+            .field("stats", &self.shared.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a [`SessionBoard`] with other bounds.
@@ -58,7 +77,6 @@ struct Limits {
     max_waiting: usize,
 }
 
-#[derive(Debug)]
 struct Shared {
     limits: Limits,
     sessions: Mutex<Sessions>,
@@ -101,7 +119,7 @@ pub(crate) enum Count {
     Refused,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Sessions {
     map: HashMap<Uri, Session>,
     /// Sessions by last use, oldest first.
@@ -110,7 +128,6 @@ struct Sessions {
     bytes: usize,
 }
 
-#[derive(Debug)]
 struct Session {
     gate: Arc<Semaphore>,
     waiting: usize,
@@ -121,10 +138,20 @@ struct Session {
 }
 
 /// The latest session seen: its `ETag` and document.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Snapshot {
     pub(crate) etag: HeaderValue,
     pub(crate) body: Bytes,
+}
+
+/// The `ETag` and the document's length, not the document.
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("etag", &self.etag)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Session {
@@ -161,7 +188,9 @@ impl Session {
 /// A write's turn in its session's queue: the next write goes when it is
 /// dropped.
 #[derive(Debug)]
-pub(crate) struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
+pub(crate) struct Turn {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// What a write entering its session's queue gets.
 pub(crate) enum Entry {
@@ -241,7 +270,7 @@ impl SessionBoard {
         let entry = sessions.touch(session);
         let gate = entry.gate.clone();
         let turn = match gate.clone().try_acquire_owned() {
-            Ok(permit) => Some(Turn(permit)),
+            Ok(permit) => Some(Turn { _permit: permit }),
             Err(_) if entry.waiting >= limits.max_waiting => return Entry::Full,
             Err(_) => {
                 entry.waiting += 1;
@@ -266,7 +295,7 @@ impl SessionBoard {
         Entry::Wait(Box::pin(async move {
             let _waiter = waiter;
             match tokio::time::timeout_at(deadline, gate.acquire_owned()).await {
-                Ok(Ok(permit)) => Ok(Turn(permit)),
+                Ok(Ok(permit)) => Ok(Turn { _permit: permit }),
                 // The gate is never closed; a deadline passed.
                 _ => Err(()),
             }
