@@ -166,6 +166,7 @@ fn ended<B>(result: Result<http::Response<B>, tower_mpsd::BoxError>) -> String {
     match e.downcast_ref::<Refused>().map(|r| r.by) {
         Some(RefusedBy::Cooldown) => "CoolingDown".into(),
         Some(RefusedBy::Pace) => "PaceExceeded".into(),
+        Some(RefusedBy::Queue) => "QueueRefused".into(),
         _ if e.is::<AttemptTimedOut>() => "AttemptTimedOut".into(),
         _ if e.is::<RebaseError>() => "RebaseError".into(),
         _ => panic!("an untyped error: {e}"),
