@@ -1,6 +1,6 @@
 //! Request and response bodies the layers hold: reading one up to a cap,
-//! and playing back what was read, shared by the replay and revalidate
-//! layers.
+//! playing back what was read, and [`Held`], the one response body behind
+//! every layer's public body type.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -8,8 +8,141 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 
 use crate::BoxError;
+
+pin_project! {
+    /// A response body as a layer hands it on: the inner service's body as
+    /// it comes, or what the layer read of it. Nothing read is lost: a body
+    /// read in part plays the part, then the rest; one whose reading failed
+    /// plays the part, then the error. Each layer's public body type
+    /// (`ClassifyBody`, `RebaseBody`, ...) wraps one, named by
+    /// [`held_body!`](crate::macros::held_body).
+    #[project = HeldProj]
+    pub(crate) enum Held<B> {
+        Inner {
+            #[pin]
+            body: B,
+        },
+        Whole {
+            whole: Buffered,
+        },
+        Partial {
+            prefix: Option<Bytes>,
+            rest: Pin<Box<B>>,
+        },
+        Failed {
+            prefix: Option<Bytes>,
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<B> Held<B> {
+    /// The inner service's body, passed on.
+    pub(crate) fn inner(body: B) -> Self {
+        Self::Inner { body }
+    }
+
+    /// A body read whole: its bytes, then its trailers.
+    pub(crate) fn whole(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self::Whole {
+            whole: Buffered::new(data, trailers),
+        }
+    }
+
+    /// A body read up to a cap: `prefix`, then the `rest` as it comes.
+    pub(crate) fn partial(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
+        Self::Partial {
+            prefix: Some(prefix).filter(|d| !d.is_empty()),
+            rest,
+        }
+    }
+
+    /// A body whose reading failed: `prefix`, then `error`.
+    pub(crate) fn failed(prefix: Bytes, error: BoxError) -> Self {
+        Self::Failed {
+            prefix: Some(prefix).filter(|d| !d.is_empty()),
+            error: Some(error),
+        }
+    }
+
+    /// Which of the four it is, for `Debug`; `whole` names a body read whole.
+    pub(crate) fn kind(&self, whole: &'static str) -> &'static str {
+        match self {
+            Self::Inner { .. } => "inner",
+            Self::Whole { .. } => whole,
+            Self::Partial { .. } => "partial",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// An empty body, whatever `B` is, so layers that answer on their own
+/// (tower-http's `TimeoutLayer`) can wrap a stack over a body without a
+/// `Default`, such as hyper's `Incoming`.
+impl<B> Default for Held<B> {
+    fn default() -> Self {
+        Self::whole(Bytes::new(), None)
+    }
+}
+
+impl<B> Body for Held<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            HeldProj::Inner { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
+            }
+            HeldProj::Whole { whole } => Poll::Ready(whole.next_frame().map(Ok)),
+            HeldProj::Partial { prefix, rest } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                let frame = ready!(rest.as_mut().poll_frame(cx));
+                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
+            }
+            HeldProj::Failed { prefix, error } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                Poll::Ready(error.take().map(Err))
+            }
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Inner { body } => body.is_end_stream(),
+            Self::Whole { whole } => whole.is_end_stream(),
+            Self::Partial { .. } => false,
+            Self::Failed { prefix, error } => prefix.is_none() && error.is_none(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Inner { body } => body.size_hint(),
+            Self::Whole { whole } => whole.size_hint(),
+            Self::Partial { prefix, rest } => hint_after(prefix.as_ref(), rest.size_hint()),
+            Self::Failed { .. } => SizeHint::default(),
+        }
+    }
+}
 
 /// What reading a body up to a cap found.
 pub(crate) enum Read {

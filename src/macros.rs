@@ -41,13 +41,15 @@ macro_rules! counter_getters {
 
 pub(crate) use counter_getters;
 
-/// A public response body type `$name<B>`: the inner service's body `B` as
-/// it comes, or bytes the layer read and hands back, as tower-http's
-/// `opaque_body!`. The layers that read some answers whole (rebase,
-/// coalesce) each name their own body with it, so that one implementation
-/// serves both.
-macro_rules! inner_or_read_body {
-    ($(#[$doc:meta])* $name:ident) => {
+/// A public response body type `$name<B>` over the crate's one held body
+/// ([`Held`](crate::body::Held)): the inner service's body `B` as it
+/// comes, or what the layer read of it, as tower-http's `opaque_body!`.
+/// Every layer that reads some answers (classify, rebase, coalesce,
+/// revalidate) names its own body with it, so that one implementation
+/// serves them all; each adds the constructors it uses over
+/// `$name::held`. `$whole` is how `Debug` names a body read whole.
+macro_rules! held_body {
+    ($(#[$doc:meta])* $name:ident, whole: $whole:literal) => {
         pin_project_lite::pin_project! {
             $(#[$doc])*
             ///
@@ -57,47 +59,39 @@ macro_rules! inner_or_read_body {
             /// `Incoming`.
             pub struct $name<B> {
                 #[pin]
-                inner: http_body_util::Either<B, http_body_util::Full<bytes::Bytes>>,
+                held: crate::body::Held<B>,
             }
         }
 
         impl<B> $name<B> {
             /// The inner service's body, passed on.
             pub(crate) fn inner(body: B) -> Self {
-                Self {
-                    inner: http_body_util::Either::Left(body),
-                }
+                Self::held(crate::body::Held::inner(body))
             }
 
-            /// Bytes the layer read.
-            pub(crate) fn read(bytes: bytes::Bytes) -> Self {
-                Self {
-                    inner: http_body_util::Either::Right(http_body_util::Full::new(bytes)),
-                }
+            /// What the layer holds of the body.
+            pub(crate) fn held(held: crate::body::Held<B>) -> Self {
+                Self { held }
             }
         }
 
         impl<B> Default for $name<B> {
             fn default() -> Self {
-                Self::read(bytes::Bytes::new())
+                Self::held(crate::body::Held::default())
             }
         }
 
         impl<B> std::fmt::Debug for $name<B> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                let kind = match self.inner {
-                    http_body_util::Either::Left(_) => "inner",
-                    http_body_util::Either::Right(_) => "read",
-                };
                 f.debug_struct(stringify!($name))
-                    .field("kind", &kind)
+                    .field("kind", &self.held.kind($whole))
                     .finish_non_exhaustive()
             }
         }
 
         impl<B> http_body::Body for $name<B>
         where
-            B: http_body::Body<Data = bytes::Bytes>,
+            B: http_body::Body,
             B::Error: Into<crate::BoxError>,
         {
             type Data = bytes::Bytes;
@@ -108,20 +102,20 @@ macro_rules! inner_or_read_body {
                 self: std::pin::Pin<&mut Self>,
                 cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::BoxError>>> {
-                self.project().inner.poll_frame(cx)
+                self.project().held.poll_frame(cx)
             }
 
             #[inline]
             fn is_end_stream(&self) -> bool {
-                self.inner.is_end_stream()
+                self.held.is_end_stream()
             }
 
             #[inline]
             fn size_hint(&self) -> http_body::SizeHint {
-                self.inner.size_hint()
+                self.held.size_hint()
             }
         }
     };
 }
 
-pub(crate) use inner_or_read_body;
+pub(crate) use held_body;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::body::ClassifyBody;
 use super::outcome::{classify, Call, Outcome};
-use crate::body::{read_within, Buffered, Read};
+use crate::body::{read_within, Held, Read};
 use crate::logical::LogicalRequest;
 use crate::response::content_length;
 use crate::BoxError;
@@ -247,12 +247,13 @@ fn learn_body<B>(head: &mut Parts, read: Result<Read, BoxError>, bytes: Bytes) -
                 *outcome = outcome.with_body(&bytes);
             }
             head.extensions.insert(BodyLearnt);
-            ClassifyBody::read(Buffered::new(bytes, trailers))
+            ClassifyBody::held(Held::whole(bytes, trailers))
         }
         Ok(Read::OverCap) => {
-            ClassifyBody::failed("the body is longer than its Content-Length announced".into())
+            let error = "the body is longer than its Content-Length announced".into();
+            ClassifyBody::held(Held::failed(Bytes::new(), error))
         }
-        Err(e) => ClassifyBody::failed(e),
+        Err(e) => ClassifyBody::held(Held::failed(Bytes::new(), e)),
     }
 }
 

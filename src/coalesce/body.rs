@@ -1,8 +1,15 @@
-crate::macros::inner_or_read_body! {
+crate::macros::held_body! {
     /// The response body of [`Coalesce`](super::Coalesce): the inner
     /// service's body as it comes, or the bytes of an answer shared by
     /// several callers.
-    CoalesceBody
+    CoalesceBody, whole: "read"
+}
+
+impl<B> CoalesceBody<B> {
+    /// Bytes the layer read whole.
+    pub(crate) fn read(bytes: bytes::Bytes) -> Self {
+        Self::held(crate::body::Held::whole(bytes, None))
+    }
 }
 
 #[cfg(test)]

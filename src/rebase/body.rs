@@ -1,9 +1,16 @@
-crate::macros::inner_or_read_body! {
+crate::macros::held_body! {
     /// The response body of [`Rebase`](super::Rebase): the inner service's
     /// body as it comes, or the bytes of a 412 (or, with a
     /// [`SessionBoard`](crate::sequence::SessionBoard), of a write's answer)
     /// the layer read to find the session in it, handed back.
-    RebaseBody
+    RebaseBody, whole: "read"
+}
+
+impl<B> RebaseBody<B> {
+    /// Bytes the layer read whole.
+    pub(crate) fn read(bytes: bytes::Bytes) -> Self {
+        Self::held(crate::body::Held::whole(bytes, None))
+    }
 }
 
 #[cfg(test)]

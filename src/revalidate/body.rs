@@ -1,154 +1,33 @@
-use std::fmt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 
-use crate::body::{hint_after, to_bytes, Buffered};
+use crate::body::Held;
 use crate::BoxError;
 
-pin_project! {
+crate::macros::held_body! {
     /// The response body of [`Revalidate`](super::Revalidate): the inner
     /// service's body as it comes, or bytes the layer holds (a cached body
     /// served for a 304, or a body it read to cache it). Nothing is lost or
     /// cut: a body over the cap streams what was read, then the rest.
-    pub struct RevalidateBody<B> {
-        #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Inner {
-            #[pin]
-            body: B,
-        },
-        Whole {
-            whole: Buffered,
-        },
-        Partial {
-            prefix: Option<Bytes>,
-            rest: Pin<Box<B>>,
-        },
-        Failed {
-            prefix: Option<Bytes>,
-            error: Option<BoxError>,
-        },
-    }
+    RevalidateBody, whole: "whole"
 }
 
 impl<B> RevalidateBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
-        Self {
-            kind: Kind::Inner { body },
-        }
-    }
-
+    /// A body read whole, or served from the cache.
     pub(crate) fn whole(data: Bytes, trailers: Option<HeaderMap>) -> Self {
-        Self {
-            kind: Kind::Whole {
-                whole: Buffered::new(data, trailers),
-            },
-        }
+        Self::held(Held::whole(data, trailers))
     }
 
+    /// A body over the cap: what was read, then the rest.
     pub(crate) fn partial(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
-        Self {
-            kind: Kind::Partial {
-                prefix: Some(prefix).filter(|d| !d.is_empty()),
-                rest,
-            },
-        }
+        Self::held(Held::partial(prefix, rest))
     }
 
+    /// A body whose reading failed: what was read, then the error.
     pub(crate) fn failed(prefix: Bytes, error: BoxError) -> Self {
-        Self {
-            kind: Kind::Failed {
-                prefix: Some(prefix).filter(|d| !d.is_empty()),
-                error: Some(error),
-            },
-        }
-    }
-}
-
-/// An empty body, whatever `B` is, so layers that answer on their own
-/// (tower-http's `TimeoutLayer`) can wrap a stack over a body without a
-/// `Default`, such as hyper's `Incoming`.
-impl<B> Default for RevalidateBody<B> {
-    fn default() -> Self {
-        Self::whole(Bytes::new(), None)
-    }
-}
-
-impl<B> fmt::Debug for RevalidateBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Whole { .. } => "whole",
-            Kind::Partial { .. } => "partial",
-            Kind::Failed { .. } => "failed",
-        };
-        f.debug_struct("RevalidateBody")
-            .field("kind", &kind)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B> Body for RevalidateBody<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => {
-                let frame = ready!(body.poll_frame(cx));
-                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
-            }
-            KindProj::Whole { whole } => Poll::Ready(whole.next_frame().map(Ok)),
-            KindProj::Partial { prefix, rest } => {
-                if let Some(prefix) = prefix.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
-                }
-                let frame = ready!(rest.as_mut().poll_frame(cx));
-                Poll::Ready(frame.map(|f| f.map(to_bytes).map_err(Into::into)))
-            }
-            KindProj::Failed { prefix, error } => {
-                if let Some(prefix) = prefix.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
-                }
-                Poll::Ready(error.take().map(Err))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Whole { whole } => whole.is_end_stream(),
-            Kind::Partial { .. } => false,
-            Kind::Failed { prefix, error } => prefix.is_none() && error.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Whole { whole } => whole.size_hint(),
-            Kind::Partial { prefix, rest } => hint_after(prefix.as_ref(), rest.size_hint()),
-            Kind::Failed { .. } => SizeHint::default(),
-        }
+        Self::held(Held::failed(prefix, error))
     }
 }
 
@@ -157,6 +36,7 @@ mod tests {
     use super::*;
     use crate::body::{read_within, Read};
     use bytes::BytesMut;
+    use http_body::{Body, Frame};
     use http_body_util::{BodyExt, Full, StreamBody};
 
     fn chunks(
