@@ -113,6 +113,7 @@ pub mod logical;
 mod macros;
 pub mod pace;
 pub mod rebase;
+mod ready;
 pub mod replay;
 pub mod response;
 pub mod retry;
