@@ -255,7 +255,7 @@ impl LogicalRequest {
 /// deadline or an attempt limit of its own.
 /// [`MpsdLayer`](crate::stack::MpsdLayer) puts one on top (its `deadline`
 /// and `max_attempts` set it). A retry or rebase layer used without one
-/// starts a logical request with [`LogicalLayer::default`]'s limits (8
+/// starts a logical request with [`LogicalLayer::default`]'s limits (20
 /// sends for a rebase layer, see [`RebaseLayer`](crate::rebase::RebaseLayer));
 /// pacing without one waits at most the default deadline.
 #[derive(Debug, Clone, Copy)]
@@ -277,14 +277,18 @@ impl Default for LogicalLayer {
 /// window of Microsoft's SDK.
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);
 
+/// The sends of a logical request that may be rebased: the first write,
+/// the rebase layer's default 16 conflict rounds of one write each (MPSD's
+/// 412 carries the session: no re-read), and three retries.
+pub(crate) const REBASE_SENDS: u32 = 20;
+
 impl LogicalLayer {
     /// The limits a rebase layer used alone starts a logical request with:
-    /// the default deadline and 8 sends (the first write, three conflict
-    /// rounds of re-read and write, and one retry).
+    /// the default deadline and [`REBASE_SENDS`] sends.
     pub(crate) const fn for_rebase() -> Self {
         Self {
             deadline: DEFAULT_DEADLINE,
-            max_attempts: 8,
+            max_attempts: REBASE_SENDS,
         }
     }
 

@@ -18,7 +18,7 @@ use super::body::RebaseBody;
 use super::layer::Config;
 use super::policy::{Decision, LostRace, RebasePolicy};
 use super::rules::{
-    current_session, rebase_head, reread, reread_session, reread_status, spread, Condition, Reread,
+    current_session, pause, rebase_head, reread, reread_session, reread_status, Condition, Reread,
 };
 use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
@@ -730,15 +730,11 @@ impl<S, P> Rounds<S, P> {
             Ok(Decision::Retry(next)) => next,
             Ok(Decision::GiveUp) => return Step::Done(self.stop(GaveUp::PolicyDeclined)),
         };
-        let pause = spread(self.config.spread, self.round).mul_f64(self.rng.next_f64());
-        if pause
-            > self
-                .logical
-                .deadline()
-                .saturating_duration_since(Instant::now())
-        {
-            return Step::Done(self.stop(GaveUp::Deadline { wait: pause }));
-        }
+        let left = self.logical.deadline().saturating_duration_since(Instant::now());
+        let pause = match pause(self.config.spread, self.round, self.rng.next_f64(), left) {
+            Ok(pause) => pause,
+            Err(why) => return Step::Done(self.stop(why)),
+        };
         if !self.logical.take_send(Purpose::Rebased) {
             return Step::Done(self.stop(GaveUp::MaxAttempts));
         }
