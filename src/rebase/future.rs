@@ -98,7 +98,7 @@ pin_project! {
             body: Option<B>,
         },
         // Waiting for its turn in the session's queue (sequenced writes).
-        Queued { wait: Waiting, body: Option<B> },
+        Queued { wait: Waiting, since: Instant, body: Option<B> },
         // Waiting for the service to be ready for the send `next`.
         Ready { next: Next<B> },
         // A send in flight.
@@ -282,8 +282,9 @@ where
                     let body = body.take().expect("the write's body goes once");
                     me.enter(body)
                 }
-                StateProj::Queued { wait, body } => {
+                StateProj::Queued { wait, since, body } => {
                     let turn = ready!(wait.as_mut().poll(cx));
+                    me.logical.queued(since.elapsed());
                     let body = body.take().expect("the write's body goes once");
                     match turn {
                         Ok(turn) => {
@@ -367,6 +368,7 @@ impl<S, P> Rounds<S, P> {
                 self.svc.release();
                 Step::Go(State::Queued {
                     wait,
+                    since: Instant::now(),
                     body: Some(body),
                 })
             }
@@ -427,6 +429,7 @@ impl<S, P> Rounds<S, P> {
         };
         tracing::debug!("mpsd rebase: a stale write rebased before it was sent");
         board.count(Count::RebasedBeforeSending);
+        self.logical.rebased_before_sending();
         self.condition = rebase_head(&mut self.write, &etag);
         self.body = Some(next.clone());
         Ok(Some(next))
