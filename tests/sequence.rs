@@ -210,7 +210,8 @@ fn put(uri: &str, etag: &str, count: u64) -> Request<Full<Bytes>> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_history_says_how_long_a_write_queued_that_it_was_rebased_before_sending_and_its_round() {
+async fn the_history_says_how_long_a_write_queued_that_it_was_rebased_before_sending_and_its_round()
+{
     let sim = quiet_sim().await;
     let uri = sim.session_uri(SCID, "LobbySession", "h");
     let etag = create(&uri, "host", json!({})).await;
@@ -221,8 +222,14 @@ async fn the_history_says_how_long_a_write_queued_that_it_was_rebased_before_sen
     let answer = json!({"properties": {"custom": {"count": 7}}}).to_string();
     sim.script(
         slow_put("h", Duration::from_secs(2))
-            .header(header::ETAG, http::HeaderValue::from_static("\"elsewhere\""))
-            .header(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))
+            .header(
+                header::ETAG,
+                http::HeaderValue::from_static("\"elsewhere\""),
+            )
+            .header(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )
             .body(answer),
     );
     let (board, coalesce) = (SessionBoard::new(), CoalesceLayer::new());
@@ -237,18 +244,28 @@ async fn the_history_says_how_long_a_write_queued_that_it_was_rebased_before_sen
     let (first, second) = (history(&first), history(&second));
     let steps = |h: &AttemptHistory| -> Vec<_> {
         let steps = h.attempts().iter();
-        steps.map(|a| (a.purpose, a.queued, a.outcome.map(|o| o.status().as_u16()))).collect()
+        steps
+            .map(|a| (a.purpose, a.queued, a.outcome.map(|o| o.status().as_u16())))
+            .collect()
     };
     assert_eq!(steps(&first), [(Purpose::First, Duration::ZERO, Some(200))]);
     assert_eq!(first.won_in_round(), Some(0));
     assert_eq!(
         steps(&second),
         [
-            (Purpose::RebasedBeforeSending, Duration::from_secs(2), Some(412)),
+            (
+                Purpose::RebasedBeforeSending,
+                Duration::from_secs(2),
+                Some(412)
+            ),
             (Purpose::Rebased, Duration::ZERO, Some(200)),
         ]
     );
-    assert_eq!(second.attempts()[0].waited, Duration::from_secs(2), "all of it queued");
+    assert_eq!(
+        second.attempts()[0].waited,
+        Duration::from_secs(2),
+        "all of it queued"
+    );
     assert_eq!(second.won_in_round(), Some(1));
     let puts = puts(&sim);
     assert_eq!(puts.len(), 3);

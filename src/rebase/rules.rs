@@ -117,7 +117,12 @@ pub(crate) fn reread_session(
 /// `spread`, doubled each round up to 32×, so that writers who keep
 /// meeting spread further apart (full jitter). `Err` with the pause when it
 /// would end past the deadline.
-pub(crate) fn pause(spread: Duration, round: u32, r: f64, left: Duration) -> Result<Duration, GaveUp> {
+pub(crate) fn pause(
+    spread: Duration,
+    round: u32,
+    r: f64,
+    left: Duration,
+) -> Result<Duration, GaveUp> {
     let window = spread.saturating_mul(1 << round.saturating_sub(1).min(5));
     // Within the window however `r` rounds, and no panic for a window too
     // large for `f64` to carry back.
@@ -308,7 +313,11 @@ mod tests {
         assert_eq!(windows, [50, 50, 100, 200, 400, 800, 1600, 1600, 1600]);
         assert_eq!(pause(base, 3, 0.0, far), Ok(Duration::ZERO));
         assert_eq!(pause(base, 3, 0.25, far), Ok(Duration::from_millis(50)));
-        assert_eq!(pause(Duration::MAX, 3, 1.0, far), Ok(Duration::MAX), "saturates");
+        assert_eq!(
+            pause(Duration::MAX, 3, 1.0, far),
+            Ok(Duration::MAX),
+            "saturates"
+        );
     }
 
     #[test]
@@ -318,7 +327,9 @@ mod tests {
         assert_eq!(pause(base, 1, 0.8, left), Ok(left), "ends at the deadline");
         assert_eq!(
             pause(base, 1, 0.9, left),
-            Err(GaveUp::Deadline { wait: Duration::from_millis(45) })
+            Err(GaveUp::Deadline {
+                wait: Duration::from_millis(45)
+            })
         );
         assert_eq!(pause(base, 1, 0.0, Duration::ZERO), Ok(Duration::ZERO));
     }
