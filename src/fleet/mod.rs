@@ -24,6 +24,13 @@
 //!   lease (it expires after [`probe_lease`](RedisStoreBuilder::probe_lease),
 //!   so a dead holder hands it on); after the probe's success the waiters
 //!   of every process are released one `release_spacing` apart.
+//! - **Writes to one session**: given to a
+//!   [`SessionBoard`](crate::sequence::SessionBoard)
+//!   ([`SessionBoardBuilder::redis`](crate::sequence::SessionBoardBuilder::redis)),
+//!   the store holds each session's write order (a ticket queue and a turn
+//!   lease of 5 s, renewed by a live holder, so a dead one hands it on)
+//!   and the session as the last write left it; see
+//!   [`crate::sequence`]'s "A fleet".
 //!
 //! # Example
 //!
@@ -65,7 +72,10 @@
 //!
 //! Nothing in Redis grows without bound: each sorted set is trimmed to the
 //! larger `max` of its windows and expires when its newest reservation
-//! leaves the longest window; a cooldown expires a minute after it ends.
+//! leaves the longest window; a cooldown expires a minute after it ends; a
+//! session's write queue and document expire a minute after its last
+//! write, the document is kept only up to 64 KiB, and its superseded
+//! `ETag`s up to 128.
 //!
 //! # Redis Cluster
 //!
@@ -79,9 +89,11 @@
 //! writing, which needs effects replication, the default since Redis 5);
 //! tested with Redis 7.0.
 
+mod board;
 mod scripts;
 mod store;
 
+pub(crate) use board::{FleetBoard, FleetTurn, Known, Learnt};
 pub(crate) use store::{CooldownAdmission, PaceReservation};
 pub use store::{RedisStore, RedisStoreBuilder};
 

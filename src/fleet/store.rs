@@ -25,6 +25,8 @@ pub struct RedisStore {
 
 struct Inner {
     conn: ConnectionManager,
+    /// For connections of their own: the session board's subscription.
+    client: redis::Client,
     prefix: String,
     timeout: Duration,
     probe_lease: Duration,
@@ -123,10 +125,11 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
+                client,
                 prefix: self.prefix,
                 timeout: self.timeout,
                 probe_lease: self.probe_lease,
@@ -264,6 +267,29 @@ impl RedisStore {
                 None
             }
         }
+    }
+
+    /// What the session board ([`super::board`]) uses of the store: its
+    /// key of `session` and `part` (one hash tag per session), a script
+    /// call, the channel it announces turns on, and the client for its
+    /// subscription.
+    pub(super) fn board_key(&self, session: &str, part: &str) -> String {
+        self.key("board", session, part)
+    }
+
+    pub(super) async fn board_run<T: FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Option<T> {
+        self.run(invocation).await
+    }
+
+    pub(super) fn board_channel(&self) -> String {
+        format!("{}board:turns", self.inner.prefix)
+    }
+
+    pub(super) fn board_client(&self) -> &redis::Client {
+        &self.inner.client
     }
 
     fn next_try(&self) -> std::sync::MutexGuard<'_, Instant> {

@@ -451,9 +451,9 @@ impl<S, P> Rounds<S, P> {
     where
         R: Body,
     {
-        let Some(board) = &self.board else {
+        if self.board.is_none() {
             return Step::Done(self.finish(res.map(RebaseBody::inner)));
-        };
+        }
         let within = |n: u64| n <= self.config.session_limit as u64;
         let session = matches!(res.status(), StatusCode::OK | StatusCode::CREATED)
             && res.headers().contains_key(header::ETAG)
@@ -469,7 +469,7 @@ impl<S, P> Rounds<S, P> {
         // Any other answer (a 204, an error status, a session without an
         // `ETag` or an announced length within the cap) tells nothing
         // usable of the session as it is now: forget what was known of it.
-        board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
+        self.note(Seen::Gone);
         Step::Done(self.finish(res.map(RebaseBody::inner)))
     }
 
@@ -487,9 +487,7 @@ impl<S, P> Rounds<S, P> {
                 Step::Done(self.finish(Response::from_parts(head, RebaseBody::read(body))))
             }
             Err(failure) => {
-                if let Some(board) = &self.board {
-                    board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
-                }
+                self.note(Seen::Gone);
                 Step::Done(Err(match failure {
                     ReadFailure::Body(e) => e,
                     ReadFailure::TooLarge => "the answer is longer than it announced".into(),
@@ -500,10 +498,7 @@ impl<S, P> Rounds<S, P> {
 
     /// Notes on the board, if any, an answer carrying `body` at `etag`: the
     /// session as it is now when `body` is a JSON object.
-    fn saw(&self, etag: &HeaderValue, body: &Bytes) {
-        let Some(board) = &self.board else {
-            return;
-        };
+    fn saw(&mut self, etag: &HeaderValue, body: &Bytes) {
         let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         let seen = if object {
             Seen::Session(Snapshot {
@@ -513,16 +508,24 @@ impl<S, P> Rounds<S, P> {
         } else {
             Seen::Gone
         };
-        board.record(&self.session_uri, self.sent_etags(), seen);
+        self.note(seen);
     }
 
-    /// The `If-Match` values the write carried: as the caller sent it, and
-    /// as last sent.
-    fn sent_etags(&self) -> [Option<&HeaderValue>; 2] {
-        [
+    /// Notes `seen` on the board, if any, and on the write's turn (for the
+    /// fleet), as superseding the `If-Match` values the write carried: as
+    /// the caller sent it, and as last sent.
+    fn note(&mut self, seen: Seen) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        let sent = [
             self.first_if_match.as_ref(),
             self.write.headers.get(header::IF_MATCH),
-        ]
+        ];
+        if let Some(turn) = &mut self.turn {
+            turn.saw(&seen, sent);
+        }
+        board.record(&self.session_uri, sent, seen);
     }
 
     /// Sends the write for the first time: at once with the service the
@@ -540,7 +543,10 @@ impl<S, P> Rounds<S, P> {
         B: From<Bytes>,
     {
         let (sending, req) = match next {
-            Next::First(body) => (Sending::Write, Request::from_parts(self.write.clone(), body)),
+            Next::First(body) => (
+                Sending::Write,
+                Request::from_parts(self.write.clone(), body),
+            ),
             Next::Reread => {
                 let mut get = reread::<B>(&self.write, self.session_uri.clone());
                 // Its own call, not the logical request's: the layers below
@@ -733,7 +739,10 @@ impl<S, P> Rounds<S, P> {
             Ok(Decision::Retry(next)) => next,
             Ok(Decision::GiveUp) => return Step::Done(self.stop(GaveUp::PolicyDeclined)),
         };
-        let left = self.logical.deadline().saturating_duration_since(Instant::now());
+        let left = self
+            .logical
+            .deadline()
+            .saturating_duration_since(Instant::now());
         let pause = match pause(self.config.spread, self.round, self.rng.next_f64(), left) {
             Ok(pause) => pause,
             Err(why) => return Step::Done(self.stop(why)),
