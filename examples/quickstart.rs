@@ -1,0 +1,113 @@
+//! The quickstart: the recommended stack over a hyper-util client, talking
+//! to the MPSD simulator on 127.0.0.1. Run it with
+//! `cargo run --example quickstart`.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mpsd_sim::Simulator;
+use serde_json::{json, Value};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::logical::AttemptHistory;
+use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
+use tower_mpsd::response::read_response;
+use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
+
+const SCID: &str = "00000000-0000-0000-0000-00007a3c1d5e";
+
+/// A request as the user `xuid`, with the headers MPSD expects.
+fn request(
+    method: Method,
+    uri: &str,
+    xuid: &str,
+    body: Value,
+) -> Result<Request<Full<Bytes>>, BoxError> {
+    let mut authorization = HeaderValue::from_str(&format!("XBL3.0 x={xuid};token"))?;
+    authorization.set_sensitive(true); // kept out of logs and `Debug`
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, authorization)
+        .header("x-xbl-contract-version", "107")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::from(body.to_string()))?;
+    Ok(request)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // An MPSD simulator on 127.0.0.1, serving plain HTTP.
+    let sim = Simulator::start().await?;
+
+    // Plain HTTP, as the simulator serves. For MPSD itself, build the
+    // client over HTTPS with hyper-rustls (features "http1", "http2",
+    // "ring", "tls12", "webpki-tokio"):
+    //     let https = hyper_rustls::HttpsConnectorBuilder::new()
+    //         .with_webpki_roots()
+    //         .https_only()
+    //         .enable_all_versions()
+    //         .build();
+    //     let client = Client::builder(TokioExecutor::new()).build(https);
+    let client = Client::builder(TokioExecutor::new()).build_http();
+
+    // The recommended stack. The rebase policy says what to do when a
+    // write loses a race (412): `ResendDelta` sends the same delta again
+    // with the session's fresh ETag, right for "set my own properties".
+    let mpsd = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
+        .service(client.clone());
+
+    let lobby = sim.session_uri(SCID, "LobbySession", "quickstart");
+
+    // Alice creates the lobby by joining it: 201, the session and its ETag.
+    let join = request(Method::PUT, &lobby, "1001", json!({"members": {"me": {}}}))?;
+    let joined = read_response(mpsd.clone().oneshot(join).await?, 1 << 20).await?;
+    let etag = joined.etag.ok_or("the session came without an ETag")?;
+    println!("alice joined: {}, ETag {}", joined.outcome, etag.to_str()?);
+
+    // Bob joins through a client of his own, as another process would:
+    // the session's ETag moves on, and the one alice holds is stale.
+    let bob = request(Method::PUT, &lobby, "1002", json!({"members": {"me": {}}}))?;
+    println!("bob joined: {}", client.request(bob).await?.status());
+
+    // Alice sets a property of her own member, if the session is as she
+    // read it (`If-Match`). MPSD answers 412 with the session as it is
+    // now; the stack sends the delta again with that session's ETag.
+    let uri = format!("{lobby}/members/me");
+    let mut ready = request(
+        Method::PUT,
+        &uri,
+        "1001",
+        json!({"properties": {"custom": {"ready": true}}}),
+    )?;
+    ready.headers_mut().insert(header::IF_MATCH, etag);
+    let response = mpsd.oneshot(ready).await?;
+    let history = response
+        .extensions()
+        .get::<AttemptHistory>()
+        .cloned()
+        .unwrap_or_default();
+    let ready = read_response(response, 1 << 20).await?;
+    println!("alice is ready: {}", ready.outcome);
+    for attempt in history.attempts() {
+        let answer = attempt
+            .outcome
+            .map_or("no answer".to_owned(), |outcome| outcome.to_string());
+        println!(
+            "  sent at {:?} ({:?}): {answer}",
+            attempt.sent_after, attempt.purpose
+        );
+    }
+
+    // Print a field or two, never a whole session: it holds every member.
+    let session = ready.payload.json().transpose()?.unwrap_or_default();
+    println!(
+        "members: {}, alice ready: {}",
+        session["membersInfo"]["count"], session["members"]["0"]["properties"]["custom"]["ready"]
+    );
+
+    sim.shutdown().await;
+    Ok(())
+}
