@@ -268,6 +268,11 @@ mod server;
 mod store;
 mod tls;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use faults::Fault;
 pub use go_away::{GoAway, GoAwaySent};
 pub use limits::{Overload, RateLimits, Window};
