@@ -20,7 +20,11 @@ fn the_readme_shows_the_quickstart_verbatim() {
 
 #[test]
 fn the_first_rust_block_is_found_and_ends_at_its_fence() {
-    let markdown = "text\n```toml\na = 1\n```\n```rust,no_run\nfn main() {}\n```\n```rust\nlater\n```\n";
-    assert_eq!(first_rust_block(markdown).as_deref(), Some("fn main() {}\n"));
+    let markdown =
+        "text\n```toml\na = 1\n```\n```rust,no_run\nfn main() {}\n```\n```rust\nlater\n```\n";
+    assert_eq!(
+        first_rust_block(markdown).as_deref(),
+        Some("fn main() {}\n")
+    );
     assert_eq!(first_rust_block("no code here"), None);
 }
