@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 /// post-quantum key exchange, which a test double on loopback does not
 /// need; *ring* keeps the build to a C compiler.
 #[allow(deprecated)]
-fn ring_provider() -> CryptoProvider {
+pub(crate) fn ring_provider() -> CryptoProvider {
     ring::default_provider()
 }
 
