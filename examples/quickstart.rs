@@ -33,10 +33,12 @@ fn request(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let sim = Simulator::start().await?; // MPSD's contract, on 127.0.0.1
-                                         // Plain HTTP, as the simulator serves. For MPSD itself, HTTPS through
-                                         // hyper-rustls (its "webpki-tokio" feature): `.build(HttpsConnectorBuilder::new()
-                                         // .with_webpki_roots().https_only().enable_all_versions().build())`.
+    // The simulator: MPSD's contract on 127.0.0.1, over plain HTTP.
+    let sim = Simulator::start().await?;
+    // A client for plain HTTP, as the simulator serves. For MPSD itself,
+    // HTTPS through hyper-rustls (its "webpki-tokio" feature):
+    //     Client::builder(TokioExecutor::new()).build(HttpsConnectorBuilder::new()
+    //         .with_webpki_roots().https_only().enable_all_versions().build())
     let client = Client::builder(TokioExecutor::new()).build_http();
 
     // The recommended stack. The rebase policy says what to do when a
