@@ -59,6 +59,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::classify::{Call, Outcome};
+use crate::retry::InvalidUri;
 use crate::rules::backoff::Cause;
 use crate::rules::identity::user_hash;
 use crate::rules::target::Target;
@@ -84,6 +85,7 @@ struct Inner {
     max_attempts: u32,
     /// The caller's request, parsed once for every layer.
     call: Call,
+    invalid_uri: Option<InvalidUri>,
     /// Its path and `Authorization`, shared with the request (no copy of
     /// their bytes), so that the session and the user are parsed only when
     /// a layer asks, and once.
@@ -119,6 +121,7 @@ impl LogicalRequest {
             deadline: at_most(start, deadline),
             max_attempts,
             call: Call::of(req),
+            invalid_uri: InvalidUri::check(req.uri()).err(),
             path: req.uri().path_and_query().cloned(),
             authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
                 // Its token must never show, not even in `Debug`.
@@ -146,6 +149,13 @@ impl LogicalRequest {
     /// names, parsed once when the logical request began.
     pub fn call(&self) -> &Call {
         &self.0.call
+    }
+
+    /// Why the request's URI cannot be sent (no authority, or a scheme
+    /// other than `http` or `https`), checked once when the logical
+    /// request began; the retry layer refuses it.
+    pub(crate) fn invalid_uri(&self) -> Option<&InvalidUri> {
+        self.0.invalid_uri.as_ref()
     }
 
     /// The path that reads the whole session the request names or lives
@@ -439,6 +449,11 @@ pub enum GaveUp {
     /// The failure may have been applied and the request is not safe to
     /// repeat.
     NotSafeToRepeat,
+    /// The error says no attempt can succeed: the caller's mistake (a
+    /// request body that failed, a header not allowed) or the client's
+    /// configuration (a scheme its connector does not serve). See
+    /// [`crate::error`] for the rule.
+    CannotSucceed,
     /// The request's body could not be kept for a replay (over the byte
     /// cap, or marked [`NotReplayable`](crate::replay::NotReplayable)): it
     /// was sent once, and a 412 is handed back unrebased.
