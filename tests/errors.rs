@@ -451,3 +451,62 @@ async fn a_put_cut_off_after_it_was_sent_is_not_repeated_and_says_why() {
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert_eq!(sim.log().len(), 1, "it reached the server");
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_happened_is_kept_after_reading_the_answer() {
+    use tower_mpsd::response::read_response;
+
+    let sim = quiet_sim().await;
+    let client = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().max_attempts(2))
+        .service(http_client());
+    let uri = sim.base_uri() + "/handles/h1";
+    let t0 = Instant::now();
+
+    // One 503, then the answer: no handle h1, a 404.
+    sim.script(common::overloaded("2").times(1));
+    let res = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    let read = read_response(res, 1 << 16).await;
+    // Read as an error that keeps its history.
+    let err = read.unwrap_err();
+    let history = err.history().expect("the history, after reading");
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
+    assert_eq!(
+        purposes,
+        [Purpose::First, Purpose::Retry(Cause::Overloaded)]
+    );
+    assert!(history.attempts()[1].waited >= Duration::from_secs(2));
+    assert_eq!(history.total, t0.elapsed());
+    assert_eq!(history.gave_up, None, "a 404 is an answer, not giving up");
+    println!("404 after a 503: {err}; {:?}", history.attempts());
+
+    // 503 twice: the attempts run out, and the read error says why.
+    let t1 = Instant::now();
+    sim.script(common::overloaded("1").times(2));
+    let res = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    let err = read_response(res, 1 << 16).await.unwrap_err();
+    let history = err.history().expect("the history, after reading");
+    assert_eq!(history.attempts().len(), 2);
+    assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
+    assert_eq!(history.total, t1.elapsed());
+
+    // A success at once: one attempt, nothing given up.
+    let session = sim.session_uri(SCID, "LobbySession", "read");
+    common::create(&session, "alice", serde_json::json!({})).await;
+    let res = client
+        .oneshot(request(Method::GET, &session).build())
+        .await
+        .unwrap();
+    let ok = read_response(res, 1 << 16).await.unwrap();
+    let history = ok.history.expect("the history, after reading");
+    assert_eq!(history.attempts().len(), 1);
+    assert_eq!(history.gave_up, None);
+}
