@@ -161,6 +161,7 @@ pub enum RefusedBy {
 
 impl Refused {
     pub(crate) fn new(by: RefusedBy, retry_in: Duration, attempts: usize) -> Self {
+        crate::metrics::refused(by);
         Self {
             by,
             retry_in,

@@ -52,8 +52,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Response};
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -90,6 +90,8 @@ struct Inner {
     /// their bytes), so that the session and the user are parsed only when
     /// a layer asks, and once.
     path: Option<PathAndQuery>,
+    /// Its host, for the metrics' `server.address`.
+    authority: Option<Authority>,
     authorization: Option<HeaderValue>,
     session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
@@ -123,6 +125,7 @@ impl LogicalRequest {
             call: Call::of(req),
             invalid_uri: InvalidUri::check(req.uri()).err(),
             path: req.uri().path_and_query().cloned(),
+            authority: req.uri().authority().cloned(),
             authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
                 // Its token must never show, not even in `Debug`.
                 let mut value = value.clone();
@@ -217,6 +220,8 @@ impl LogicalRequest {
         if state.history.attempts().len() >= state.sends as usize {
             return;
         }
+        let host = self.0.authority.as_ref().map(Authority::host);
+        crate::metrics::send_done(&self.0.call.method, host, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.0.start,
@@ -242,10 +247,13 @@ impl LogicalRequest {
     }
 
     /// The history, moved out with its total time: for the layer that
-    /// made the logical request, once it is over.
-    pub(crate) fn take_history(&self) -> AttemptHistory {
+    /// made the logical request, once it is over with `status`, or an
+    /// error (`None`).
+    pub(crate) fn take_history(&self, status: Option<StatusCode>) -> AttemptHistory {
         let mut history = std::mem::take(&mut self.state().history);
         history.total = self.0.start.elapsed();
+        let (method, sends) = (&self.0.call.method, history.attempts().len());
+        crate::metrics::logical_done(method, status, sends, history.total);
         history
     }
 
@@ -381,11 +389,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = ready!(this.inner.poll(cx))?;
+        let mut result = ready!(this.inner.poll(cx));
         if let Some(logical) = this.owned.take() {
-            res.extensions_mut().insert(logical.take_history());
+            let status = result.as_ref().ok().map(Response::status);
+            let history = logical.take_history(status);
+            if let Ok(res) = &mut result {
+                res.extensions_mut().insert(history);
+            }
         }
-        Poll::Ready(Ok(res))
+        Poll::Ready(result)
     }
 }
 

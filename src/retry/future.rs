@@ -502,6 +502,7 @@ where
                 Cause::Throttled => &stats.retries_throttled,
                 _ => &stats.retries_transient,
             });
+            crate::metrics::retry(why);
             return Ok(());
         };
         // A retry is planned only after an answer, which is kept till now.
@@ -709,7 +710,9 @@ where
     fn finish(&self, result: Finished<R>) -> Finished<R> {
         let mut res = result.map_err(|e| self.with_history(e))?;
         if self.owner {
-            res.extensions_mut().insert(self.logical.take_history());
+            let status = res.status();
+            res.extensions_mut()
+                .insert(self.logical.take_history(Some(status)));
         }
         Ok(res)
     }
@@ -719,7 +722,7 @@ where
     fn with_history(&self, error: BoxError) -> BoxError {
         RequestFailed::wrap(error, || {
             if self.owner {
-                self.logical.take_history()
+                self.logical.take_history(None)
             } else {
                 self.logical.history()
             }
