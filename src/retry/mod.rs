@@ -34,9 +34,10 @@
 //!   the deadline too: past it, the last answer is handed back.
 //! - **Method safety**: 429 and 503 are retried for any method (the service
 //!   refused the request without applying it). 408, 500, 502, 504 and
-//!   errors of the inner service are retried only for GET, HEAD and OPTIONS
-//!   by default: an MPSD PUT is a merge the server may have applied, and a
-//!   replay could undo a write made in between. 202 is never retried.
+//!   errors of the inner service (but a connection never made, below) are
+//!   retried only for GET, HEAD and OPTIONS by default: an MPSD PUT is a
+//!   merge the server may have applied, and a replay could undo a write
+//!   made in between. 202 is never retried.
 //! - **Unprocessed requests**: an HTTP/2 stream the server reset with
 //!   `REFUSED_STREAM`, or one a `GOAWAY` with `NO_ERROR` excluded (its
 //!   stream id is above the last one the `GOAWAY` names), was not
