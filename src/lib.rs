@@ -53,6 +53,11 @@
 //!   and pace windows across a fleet of processes. Brings in the `redis`
 //!   crate and tokio's `rt`, and needs Rust 1.88 (the library alone needs
 //!   1.75). Items that need it are marked in these docs.
+//! - **`metrics`**: counters and histograms of every layer (outcomes,
+//!   retries, refusals, cooldowns, pace waits, rebases, coalesced reads,
+//!   Redis fallbacks, request durations and attempts) through the
+//!   `metrics` crate's facade, for any recorder; [`metrics`] lists
+//!   them. Without it the calls compile to nothing.
 //!
 //! # Example
 //!
@@ -244,6 +249,7 @@ pub mod fleet;
 pub mod fuzz_checks;
 pub mod logical;
 mod macros;
+pub mod metrics;
 pub mod pace;
 pub mod rebase;
 pub mod replay;

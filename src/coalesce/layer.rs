@@ -46,6 +46,7 @@ crate::macros::counter_getters!(
 
 impl CoalesceStats {
     pub(crate) fn coalesced(&self) {
+        crate::metrics::coalesced_read();
         self.reads_coalesced.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -278,6 +278,7 @@ impl RedisStore {
         *self.next_try() = Instant::now() + RETRY_AFTER_FAILURE;
         if self.inner.shared.swap(false, Ordering::Relaxed) {
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::redis_fallback();
             tracing::warn!(%error, "mpsd fleet: Redis failed; using this process's own state");
         }
     }

@@ -158,10 +158,13 @@ where
                         Ok(slot) if slot <= now => State::Calling {
                             future: service.call(req),
                         },
-                        Ok(slot) => State::Waiting {
-                            sleep: sleep_until(slot),
-                            call: Some((service, req)),
-                        },
+                        Ok(slot) => {
+                            crate::metrics::pace_wait();
+                            State::Waiting {
+                                sleep: sleep_until(slot),
+                                call: Some((service, req)),
+                            }
+                        }
                         Err(slot) => State::Failed {
                             error: Some(Refused::new(RefusedBy::Pace, slot - now, *attempts)),
                         },

@@ -142,6 +142,7 @@ where
             Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req), learn),
             Ok(slot) => {
                 tracing::debug!(wait = ?(slot - now), "mpsd pace: waiting for a slot");
+                crate::metrics::pace_wait();
                 ResponseFuture::waiting(slot, self.take_ready(), req, learn)
             }
             Err(slot) => {
