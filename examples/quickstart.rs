@@ -70,11 +70,11 @@ async fn main() -> Result<(), BoxError> {
     let delta = json!({"properties": {"custom": {"ready": true}}});
     let mut ready = request(Method::PUT, &me, "1001", delta)?;
     ready.headers_mut().insert(header::IF_MATCH, etag);
-    let response = mpsd.oneshot(ready).await?;
-    let history = response.extensions().get::<AttemptHistory>().cloned();
-    let ready = read_response(response, 1 << 20).await?;
+    // What the stack sent on the way is kept in the answer's history.
+    let ready = read_response(mpsd.oneshot(ready).await?, 1 << 20).await?;
     println!("alice is ready: {}", ready.outcome);
-    for sent in history.as_ref().map_or(&[][..], AttemptHistory::attempts) {
+    let history = ready.history.as_ref();
+    for sent in history.map_or(&[][..], AttemptHistory::attempts) {
         let (at, why) = (sent.sent_after, sent.purpose);
         let answer = sent.outcome.map_or("no answer".into(), |o| o.to_string());
         println!("  sent at {at:?} ({why:?}): {answer}");
