@@ -537,7 +537,10 @@ impl<S, P> Rounds<S, P> {
         B: From<Bytes>,
     {
         let (sending, req) = match next {
-            Next::First(body) => (Sending::Write, Request::from_parts(self.write.clone(), body)),
+            Next::First(body) => (
+                Sending::Write,
+                Request::from_parts(self.write.clone(), body),
+            ),
             Next::Reread => {
                 let mut get = reread::<B>(&self.write, self.session_uri.clone());
                 // Its own call, not the logical request's: the layers below
