@@ -37,6 +37,22 @@
 //! crate beside this one is an MPSD simulator on loopback for tests and
 //! demos.
 //!
+//! # Readiness
+//!
+//! Readiness may reserve something below: a `ConcurrencyLimit` permit, a
+//! `Buffer` slot. So no layer here holds it across a wait. Each layer's
+//! `poll_ready` passes the inner service's through, as tower's contract
+//! expects (a caller that saw `Ready` may call at once); a request that
+//! can go at once is sent with the service the caller made ready. A
+//! request that must wait first (for a pace slot, a token, its turn in a
+//! session's write queue, a coalesced leader's answer, a slow body, a
+//! cooldown or a retry's backoff) drops that ready service before it
+//! waits, a clone taking its place, and drives the clone to readiness
+//! only when it is about to send, as tower's retry does for its re-calls.
+//! One user's throttled requests then never hold up another's. A new
+//! layer that waits before it sends does the same, and gets a test with a
+//! `tower::limit::ConcurrencyLimit` of 1 below it.
+//!
 //! # Errors
 //!
 //! The services return [`BoxError`]; [`error`] lists every error it can
@@ -251,6 +267,7 @@ pub mod logical;
 mod macros;
 pub mod metrics;
 pub mod pace;
+mod ready;
 pub mod rebase;
 pub mod replay;
 pub mod response;

@@ -59,6 +59,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{hint_after, read_within, to_bytes, Buffered, Read};
+use crate::ready::{self, Held};
 use crate::BoxError;
 
 /// Buffers request bodies up to `limit` bytes so they can be replayed.
@@ -142,9 +143,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The ready service waits for the body; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // A body read at once is sent with the ready service; one that
+        // keeps the request waiting lets that readiness go meanwhile.
+        let inner = ready::take(&mut self.inner);
         let (parts, body) = req.into_parts();
         ResponseFuture {
             state: State::Reading {
@@ -158,7 +159,9 @@ where
 }
 
 pin_project! {
-    /// The future of [`Replay`]: reads the body, then calls the inner service.
+    /// The future of [`Replay`]: reads the body, then calls the inner
+    /// service. A body that keeps it waiting lets the readiness the caller
+    /// drove go meanwhile; the service is driven ready again once it is read.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
@@ -177,10 +180,12 @@ pin_project! {
         Reading {
             // Boxed so that, over the cap, it moves into the body sent once.
             body: Option<Pin<Box<B>>>,
-            head: Option<(http::request::Parts, S)>,
+            head: Option<(http::request::Parts, Held<S>)>,
             read: BytesMut,
             limit: usize,
         },
+        // The body read: waiting for the service to be ready.
+        Ready { req: Option<Request<ReplayBody<B>>>, inner: Held<S> },
         Calling {
             #[pin]
             future: S::Future,
@@ -199,7 +204,7 @@ where
 
 impl<S, B> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<ReplayBody<B>>>,
+    S: Service<Request<ReplayBody<B>>> + Clone,
     S::Error: Into<BoxError>,
     B: Body,
     B::Error: Into<BoxError>,
@@ -218,8 +223,16 @@ where
                     limit,
                 } => {
                     let rest = body.as_mut().expect("polled after completion");
-                    let read_so_far = ready!(read_within(rest.as_mut(), read, *limit, cx))?;
-                    let (mut parts, mut inner) = head.take().expect("polled after completion");
+                    let read_so_far = match read_within(rest.as_mut(), read, *limit, cx) {
+                        Poll::Ready(read_so_far) => read_so_far?,
+                        Poll::Pending => {
+                            if let Some((_, inner)) = head {
+                                inner.release();
+                            }
+                            return Poll::Pending;
+                        }
+                    };
+                    let (mut parts, inner) = head.take().expect("polled after completion");
                     let prefix = std::mem::take(read).freeze();
                     let body = match read_so_far {
                         Read::Whole(trailers) => ReplayBody::whole(prefix, trailers),
@@ -229,7 +242,14 @@ where
                             ReplayBody::once(prefix, body.take().expect("checked above"))
                         }
                     };
-                    let future = inner.call(Request::from_parts(parts, body));
+                    State::Ready {
+                        req: Some(Request::from_parts(parts, body)),
+                        inner,
+                    }
+                }
+                StateProj::Ready { req, inner } => {
+                    ready!(inner.poll_ready(cx)).map_err(Into::into)?;
+                    let future = inner.call(req.take().expect("polled after completion"));
                     State::Calling { future }
                 }
             };
@@ -464,5 +484,61 @@ mod tests {
         let collected = body.clone().collect().await.unwrap();
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(body.size_hint().exact(), Some(1));
+    }
+}
+
+/// No readiness held across a slow body.
+#[cfg(test)]
+mod readiness {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::{stream, Stream, StreamExt};
+    use http::Request;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use tokio::time::Instant;
+    use tower::limit::ConcurrencyLimitLayer;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::{ReplayBody, ReplayLayer};
+    use crate::ready::test_support::{at, upstream, when};
+
+    type Chunks = Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
+
+    /// A PUT by `user` whose body arrives `after` from now.
+    fn put(user: &str, after: Duration) -> Request<StreamBody<Chunks>> {
+        let chunk = stream::once(async move {
+            tokio::time::sleep(after).await;
+            Ok(Frame::data(Bytes::from_static(b"{}")))
+        });
+        Request::put("http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s")
+            .header("authorization", format!("XBL3.0 x={user};token"))
+            .body(StreamBody::new(chunk.boxed()))
+            .unwrap()
+    }
+
+    /// u's body takes 5 s to come; v's request, sent meanwhile through the
+    /// one permit of a `ConcurrencyLimit` below, goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_with_a_slow_body_holds_no_readiness_below() {
+        let t0 = Instant::now();
+        let (svc, log) = upstream::<ReplayBody<StreamBody<Chunks>>>(t0);
+        let client = ServiceBuilder::new()
+            .layer(ReplayLayer::default())
+            .layer(ConcurrencyLimitLayer::new(1))
+            .service(svc);
+        let slow = tokio::spawn(client.clone().oneshot(put("u", Duration::from_secs(5))));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        client
+            .clone()
+            .oneshot(put("v", Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(1), "v waited");
+        slow.await.unwrap().unwrap();
+        assert_eq!(when(&log), at(&[(1, "v"), (5, "u")]));
     }
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use http::{header, Request, Response, StatusCode};
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::token::{Token, TokenSource, TokenUnavailable};
 use crate::macros::define_inner_service_accessors;
+use crate::ready;
 use crate::BoxError;
 
 /// Sets `Authorization: XBL3.0 x=<userhash>;<token>` from a
@@ -117,8 +118,17 @@ impl Shared {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The cached token, or a fresh one when there is none or it expired.
-    async fn current(self: &Arc<Self>, timeout: Duration) -> Result<Current, TokenUnavailable> {
+    /// The cached token, when there is one and it has not expired.
+    fn cached(&self) -> Option<Current> {
+        let cache = self.lock();
+        let token = cache.token.as_ref()?;
+        let fresh = !token.expired(Instant::now());
+        fresh.then(|| (Arc::clone(token), cache.generation))
+    }
+
+    /// A fresh token, the cached one being gone or expired: the one a
+    /// request fetched meanwhile, or one from the source.
+    async fn fetched(self: &Arc<Self>, timeout: Duration) -> Result<Current, TokenUnavailable> {
         let fetch = {
             let mut cache = self.lock();
             match &cache.token {
@@ -272,15 +282,24 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The ready service goes with the request; a clone stays.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // With the token cached, the request goes with the ready service;
+        // one that waits for a token lets that readiness go meanwhile.
+        let mut inner = ready::take(&mut self.inner);
         let shared = Arc::clone(&self.shared);
         let timeout = self.timeout;
         let (head, body) = req.into_parts();
         let future = async move {
-            let (token, generation) = shared.current(timeout).await?;
+            let (token, generation) = match shared.cached() {
+                Some(current) => current,
+                None => {
+                    inner.release();
+                    shared.fetched(timeout).await?
+                }
+            };
             let first = with_token(&head, &body, &token);
+            future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
             let res = inner.call(first).await.map_err(Into::into)?;
             if res.status() != StatusCode::UNAUTHORIZED {
                 return Ok(res);
@@ -293,7 +312,9 @@ where
             drop(res);
             tracing::debug!(user = fresh.user_hash(), "mpsd auth: 401, sending again");
             let again = with_token(&head, &body, &fresh);
-            inner.ready().await.map_err(Into::into)?;
+            future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
             inner.call(again).await.map_err(Into::into)
         };
         ResponseFuture {
@@ -481,5 +502,58 @@ mod tests {
         let (failed_at, calls) = eight_requests_to(Some(Duration::from_secs(1))).await;
         assert_eq!(failed_at, vec![Duration::from_secs(1); 8]);
         assert_eq!(calls, 1, "one call shared by all");
+    }
+}
+
+/// No readiness held across a wait for a token.
+#[cfg(test)]
+mod readiness {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::Full;
+    use tokio::time::Instant;
+    use tower::limit::ConcurrencyLimitLayer;
+    use tower::{Layer, ServiceExt};
+
+    use super::AuthLayer;
+    use crate::auth::{FixedToken, Token, TokenFuture, TokenSource};
+    use crate::ready::test_support::{at, upstream, when};
+
+    /// Signs user u in, in 5 s.
+    struct SlowSignIn;
+
+    impl TokenSource for SlowSignIn {
+        fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(Token::new("u", "token")?)
+            })
+        }
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        Request::get("http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s")
+            .body(Full::default())
+            .unwrap()
+    }
+
+    /// u's request waits 5 s for u's token; v's, sent meanwhile through
+    /// the one permit of a `ConcurrencyLimit` below both, goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_a_token_holds_no_readiness_below() {
+        let t0 = Instant::now();
+        let (svc, log) = upstream(t0);
+        let limited = ConcurrencyLimitLayer::new(1).layer(svc);
+        let u = AuthLayer::new(SlowSignIn).layer(limited.clone());
+        let v_token = FixedToken::new(Token::new("v", "token").unwrap());
+        let v = AuthLayer::new(v_token).layer(limited);
+        let waiting = tokio::spawn(u.oneshot(get()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        v.oneshot(get()).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(1), "v waited");
+        waiting.await.unwrap().unwrap();
+        assert_eq!(when(&log), at(&[(1, "v"), (5, "u")]));
     }
 }

@@ -17,6 +17,7 @@ use super::body::CoalesceBody;
 use super::layer::{Flight, Flights, Key, Receiver, Role, Sender};
 use crate::body::{read_within, Read};
 use crate::logical::{at_most, LogicalRequest};
+use crate::ready::Held;
 use crate::retry::AttemptTimedOut;
 use crate::BoxError;
 
@@ -107,7 +108,7 @@ pin_project! {
         // A follower waiting for the leader's answer.
         Following {
             wait: Waiting,
-            svc: Option<S>,
+            svc: Option<Held<S>>,
             req: Option<Request<B>>,
             rejoin: Rejoin,
             since: Instant,
@@ -115,7 +116,7 @@ pin_project! {
         },
         // A follower that must send its own (as the new leader of its
         // flight, if it has one), waiting for the service.
-        Alone { svc: S, req: Option<Request<B>>, flight: Option<Flight>, limit: usize },
+        Alone { svc: Held<S>, req: Option<Request<B>>, flight: Option<Flight>, limit: usize },
         Done,
     }
 }
@@ -145,7 +146,7 @@ where
     /// A follower: waits for `answer` until its logical request's
     /// deadline, if it has one.
     pub(crate) fn following(
-        svc: S,
+        svc: Held<S>,
         req: Request<B>,
         answer: Receiver,
         rejoin: Rejoin,

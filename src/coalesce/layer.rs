@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 
 use super::body::CoalesceBody;
 use super::future::{Answer, ResponseFuture};
+use crate::ready;
 use crate::BoxError;
 
 /// Sends concurrent identical GETs once and gives every caller the same
@@ -280,8 +281,9 @@ where
                 ResponseFuture::leading(self.inner.call(req), flight, self.max_body)
             }
             Role::Follower(answer) => {
-                // It may have to send its own; a clone waits for that.
-                let svc = self.inner.clone();
+                // It waits for the leader, holding no readiness meanwhile;
+                // a clone is driven ready if it has to send its own.
+                let svc = ready::release(&mut self.inner);
                 let flights = self.flights.clone();
                 ResponseFuture::following(svc, req, answer, (flights, key), self.max_body)
             }
@@ -451,5 +453,61 @@ mod tests {
         };
         assert_eq!(user("1"), user("1"), "other headers are not compared");
         assert_ne!(user("1"), user("2"));
+    }
+}
+
+/// No readiness held by a follower waiting for its leader.
+#[cfg(test)]
+mod readiness {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tower::limit::ConcurrencyLimitLayer;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    use super::CoalesceLayer;
+    use crate::ready::test_support::{at, request, upstream, when};
+
+    /// Two clients coalescing through one layer, each over the one permit
+    /// of its own `ConcurrencyLimit`. u's GET through the second follows
+    /// the first's, which takes 5 s; the second client's caller keeps its
+    /// service meanwhile, as a long-lived client does. v's GET of another
+    /// session through the second goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_holds_no_readiness_below() {
+        let t0 = Instant::now();
+        let (svc, log) = upstream(t0);
+        let coalesce = CoalesceLayer::new();
+        let client = || {
+            ServiceBuilder::new()
+                .layer(coalesce.clone())
+                .layer(ConcurrencyLimitLayer::new(1))
+                .service(svc.clone())
+        };
+        let (first, second) = (client(), client());
+        let session = |s| format!("/serviceconfigs/c/sessionTemplates/t/sessions/{s}");
+        let leader = tokio::spawn(first.oneshot(request("GET", &session("s"), "u", 5000)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut kept = second.clone();
+        let follower = kept
+            .ready()
+            .await
+            .unwrap()
+            .call(request("GET", &session("s"), "u", 0));
+        let follower = tokio::spawn(async move {
+            let res = follower.await;
+            drop(kept);
+            res
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        second
+            .oneshot(request("GET", &session("r"), "v", 0))
+            .await
+            .unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(2), "v waited");
+        leader.await.unwrap().unwrap();
+        follower.await.unwrap().unwrap();
+        assert_eq!(when(&log), at(&[(0, "u"), (2, "v")]));
+        assert_eq!(coalesce.stats().reads_coalesced(), 1);
     }
 }

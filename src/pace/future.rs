@@ -10,6 +10,7 @@ use tower::Service;
 
 use super::table::PaceTable;
 use crate::error::{Refused, RefusedBy};
+use crate::ready::Held;
 use crate::BoxError;
 
 /// A reservation made in a shared store: `Ok(slot)` or `Err(slot)` as
@@ -21,7 +22,8 @@ pub(crate) type Learn = Option<(PaceTable, String)>;
 
 pin_project! {
     /// The future of [`Pace`](super::Pace): waits for the request's slot if
-    /// it has to, then calls the inner service.
+    /// it has to, holding no readiness meanwhile, then drives the inner
+    /// service to readiness and calls it.
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -43,12 +45,16 @@ pin_project! {
         Reserving {
             reservation: Reservation,
             attempts: usize,
-            call: Option<(S, Request<ReqBody>)>,
+            call: Option<(Held<S>, Request<ReqBody>)>,
         },
         Waiting {
             #[pin]
             sleep: Sleep,
-            call: Option<(S, Request<ReqBody>)>,
+            call: Option<(Held<S>, Request<ReqBody>)>,
+        },
+        // The slot has come: waiting for the service to be ready.
+        Ready {
+            call: Option<(Held<S>, Request<ReqBody>)>,
         },
         Calling {
             #[pin]
@@ -71,7 +77,12 @@ where
         }
     }
 
-    pub(crate) fn waiting(slot: Instant, service: S, req: Request<ReqBody>, learn: Learn) -> Self {
+    pub(crate) fn waiting(
+        slot: Instant,
+        service: Held<S>,
+        req: Request<ReqBody>,
+        learn: Learn,
+    ) -> Self {
         Self {
             state: State::Waiting {
                 sleep: sleep_until(slot),
@@ -85,7 +96,7 @@ where
     pub(crate) fn reserving(
         reservation: Reservation,
         attempts: usize,
-        service: S,
+        service: Held<S>,
         req: Request<ReqBody>,
         learn: Learn,
     ) -> Self {
@@ -115,6 +126,7 @@ where
         let state = match self.state {
             State::Reserving { .. } => "reserving",
             State::Waiting { .. } => "waiting",
+            State::Ready { .. } => "ready",
             State::Calling { .. } => "calling",
             State::Failed { .. } => "failed",
         };
@@ -152,17 +164,15 @@ where
                     call,
                 } => {
                     let reserved = ready!(reservation.as_mut().poll(cx));
-                    let (mut service, req) = call.take().expect("polled after completion");
+                    let call = call.take();
                     let now = Instant::now();
                     match reserved {
-                        Ok(slot) if slot <= now => State::Calling {
-                            future: service.call(req),
-                        },
+                        Ok(slot) if slot <= now => State::Ready { call },
                         Ok(slot) => {
                             crate::metrics::pace_wait();
                             State::Waiting {
                                 sleep: sleep_until(slot),
-                                call: Some((service, req)),
+                                call,
                             }
                         }
                         Err(slot) => State::Failed {
@@ -172,7 +182,14 @@ where
                 }
                 StateProj::Waiting { sleep, call } => {
                     ready!(sleep.poll(cx));
-                    let (mut service, req) = call.take().expect("polled after completion");
+                    State::Ready { call: call.take() }
+                }
+                StateProj::Ready { call } => {
+                    let (service, _) = call.as_mut().expect("polled after completion");
+                    if let Err(e) = ready!(service.poll_ready::<Request<ReqBody>>(cx)) {
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    let (mut service, req) = call.take().expect("checked above");
                     State::Calling {
                         future: service.call(req),
                     }

@@ -9,6 +9,7 @@ use super::future::ResponseFuture;
 use super::table::PaceTable;
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{at_most, LogicalRequest, DEFAULT_DEADLINE};
+use crate::ready;
 use crate::BoxError;
 
 /// Adds [`Pace`] to a stack. Clones share its [`PaceTable`] (what is
@@ -129,7 +130,7 @@ where
             return ResponseFuture::reserving(
                 Box::pin(reservation),
                 attempts,
-                self.take_ready(),
+                ready::release(&mut self.inner),
                 req,
                 learn,
             );
@@ -143,20 +144,12 @@ where
             Ok(slot) => {
                 tracing::debug!(wait = ?(slot - now), "mpsd pace: waiting for a slot");
                 crate::metrics::pace_wait();
-                ResponseFuture::waiting(slot, self.take_ready(), req, learn)
+                ResponseFuture::waiting(slot, ready::release(&mut self.inner), req, learn)
             }
             Err(slot) => {
                 ResponseFuture::failed(Refused::new(RefusedBy::Pace, slot - now, attempts))
             }
         }
-    }
-}
-
-impl<S: Clone> Pace<S> {
-    /// The ready service, to wait with the request; a clone takes its place.
-    fn take_ready(&mut self) -> S {
-        let clone = self.inner.clone();
-        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -316,5 +309,44 @@ mod fallback {
         assert_eq!(after, [secs(0), secs(0), secs(0), secs(10)]);
         assert_eq!((store.fallbacks(), store.is_shared()), (1, false));
         assert_eq!(table.stats().waits(), 1);
+    }
+}
+
+/// No readiness held across a wait for a slot.
+#[cfg(test)]
+mod readiness {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tower::limit::ConcurrencyLimitLayer;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::PaceLayer;
+    use crate::pace::{Limits, PaceTable, Window};
+    use crate::ready::test_support::{at, request, upstream, when};
+
+    /// u's second request waits 10 s for its slot; v's, sent meanwhile
+    /// through the one permit of a `ConcurrencyLimit` below, goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_its_slot_holds_no_readiness_below() {
+        let window = Window::new(1, Duration::from_secs(10));
+        let table = PaceTable::builder()
+            .limits(Limits::new(window, window))
+            .margin(Duration::ZERO)
+            .build();
+        let t0 = Instant::now();
+        let (svc, log) = upstream(t0);
+        let client = ServiceBuilder::new()
+            .layer(PaceLayer::with_table(table))
+            .layer(ConcurrencyLimitLayer::new(1))
+            .service(svc);
+        let get = |user| request("GET", "/handles/h1", user, 0);
+        client.clone().oneshot(get("u")).await.unwrap();
+        let waiting = tokio::spawn(client.clone().oneshot(get("u")));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        client.clone().oneshot(get("v")).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(1), "v waited");
+        waiting.await.unwrap().unwrap();
+        assert_eq!(when(&log), at(&[(0, "u"), (1, "v"), (10, "u")]));
     }
 }

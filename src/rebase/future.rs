@@ -25,6 +25,7 @@ use crate::classify::outcome_of;
 use crate::classify::{Call, Outcome};
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, NoSession, Purpose};
+use crate::ready::Held;
 use crate::replay::NotReplayable;
 use crate::response::{announced_over, ReadFailure};
 use crate::sequence::{Count, Entry, Seen, SessionBoard, Snapshot, Turn};
@@ -89,7 +90,7 @@ pin_project! {
     enum State<F, B, R> {
         // Reading a copy of the write's body to keep it (none when the body
         // may not be kept), then sending the write with the service the
-        // caller made ready.
+        // caller made ready, unless the read or a queue kept it waiting.
         Keeping {
             #[pin]
             copy: Option<B>,
@@ -98,8 +99,8 @@ pin_project! {
         },
         // Waiting for its turn in the session's queue (sequenced writes).
         Queued { wait: Waiting, body: Option<B> },
-        // Waiting for the service to be ready for a further send.
-        Ready { next: Next },
+        // Waiting for the service to be ready for the send `next`.
+        Ready { next: Next<B> },
         // A send in flight.
         Calling { sending: Sending, #[pin] future: F },
         // Reading the body of a 412 or of a re-read's 200.
@@ -115,8 +116,10 @@ pin_project! {
 /// A wait for a turn in a session's queue, over at the deadline.
 type Waiting = Pin<Box<dyn Future<Output = Result<Turn, ()>> + Send>>;
 
-/// A further send, once the service is ready.
-enum Next {
+/// A send, once the service is ready.
+enum Next<B> {
+    /// The write as the caller gave it, after a wait.
+    First(B),
     Reread,
     /// The rebased write, with this body.
     Rebased(Bytes),
@@ -140,7 +143,7 @@ enum Of {
 
 /// Everything of a rebasing [`ResponseFuture`] but its state.
 struct Rounds<S, P> {
-    svc: S,
+    svc: Held<S>,
     policy: P,
     config: Config,
     logical: LogicalRequest,
@@ -188,7 +191,7 @@ where
     /// Starts the rounds of `req`, a conditional write, with `svc`, which
     /// the caller made ready.
     pub(crate) fn rebasing(
-        svc: S,
+        svc: Held<S>,
         policy: P,
         mut req: Request<B>,
         (condition, session_uri): (Condition, Uri),
@@ -247,7 +250,7 @@ where
 
 impl<S, P, B, R> Future for ResponseFuture<S, P, B, R>
 where
-    S: Service<Request<B>, Response = Response<R>>,
+    S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     P: RebasePolicy,
     B: Body + From<Bytes>,
@@ -269,7 +272,11 @@ where
             let step = match state.as_mut().project() {
                 StateProj::Keeping { copy, read, body } => {
                     if let Some(copy) = copy.as_pin_mut() {
-                        let kept = ready!(read_within(copy, read, me.config.body_limit, cx));
+                        let limit = me.config.body_limit;
+                        let Poll::Ready(kept) = read_within(copy, read, limit, cx) else {
+                            me.svc.release();
+                            return Poll::Pending;
+                        };
                         me.body = kept_body(kept, read);
                     }
                     let body = body.take().expect("the write's body goes once");
@@ -287,7 +294,7 @@ where
                     }
                 }
                 StateProj::Ready { next } => match ready!(me.svc.poll_ready(cx)) {
-                    Ok(()) => Step::Go(me.send(next)),
+                    Ok(()) => Step::Go(me.send(std::mem::replace(next, Next::Reread))),
                     // Not sent, so not recorded; otherwise a failed send.
                     Err(e) => me.failed(matches!(next, Next::Reread), e.into()),
                 },
@@ -343,7 +350,7 @@ impl<S, P> Rounds<S, P> {
     /// sends it.
     fn enter<F, B, R>(&mut self, body: B) -> Step<F, B, R>
     where
-        S: Service<Request<B>, Future = F>,
+        S: Service<Request<B>, Future = F> + Clone,
         P: RebasePolicy,
         B: From<Bytes>,
     {
@@ -357,6 +364,7 @@ impl<S, P> Rounds<S, P> {
             }
             Entry::Wait(wait) => {
                 board.count(Count::Waited);
+                self.svc.release();
                 Step::Go(State::Queued {
                     wait,
                     body: Some(body),
@@ -515,27 +523,25 @@ impl<S, P> Rounds<S, P> {
         ]
     }
 
-    /// Sends the write for the first time, with the service the caller
-    /// made ready.
-    fn send_first<B, F, R>(&mut self, body: B) -> State<F, B, R>
-    where
-        S: Service<Request<B>, Future = F>,
-    {
-        let req = Request::from_parts(self.write.clone(), body);
-        self.sent = Instant::now();
-        State::Calling {
-            sending: Sending::Write,
-            future: self.svc.call(req),
+    /// Sends the write for the first time: at once with the service the
+    /// caller made ready, unless a wait let that readiness go.
+    fn send_first<B, F, R>(&mut self, body: B) -> State<F, B, R> {
+        State::Ready {
+            next: Next::First(body),
         }
     }
 
     /// Makes and sends `next`, the service being ready.
-    fn send<B, F, R>(&mut self, next: &mut Next) -> State<F, B, R>
+    fn send<B, F, R>(&mut self, next: Next<B>) -> State<F, B, R>
     where
         S: Service<Request<B>, Future = F>,
         B: From<Bytes>,
     {
         let (sending, req) = match next {
+            Next::First(body) => (
+                Sending::Write,
+                Request::from_parts(self.write.clone(), body),
+            ),
             Next::Reread => {
                 let mut get = reread::<B>(&self.write, self.session_uri.clone());
                 // Its own call, not the logical request's: the layers below
@@ -545,7 +551,6 @@ impl<S, P> Rounds<S, P> {
                 (Sending::Reread(call), get)
             }
             Next::Rebased(body) => {
-                let body = std::mem::take(body);
                 let req = Request::from_parts(self.write.clone(), B::from(body.clone()));
                 self.body = Some(body);
                 (Sending::Write, req)

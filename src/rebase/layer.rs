@@ -11,6 +11,7 @@ use super::body::RebaseBody;
 use super::future::ResponseFuture;
 use super::policy::RebasePolicy;
 use super::rules::conditional_write;
+use crate::ready;
 use crate::sequence::SessionBoard;
 use crate::BoxError;
 
@@ -194,9 +195,9 @@ where
         let Some(write) = conditional_write(&req) else {
             return ResponseFuture::through(self.inner.call(req));
         };
-        // The ready service goes with the first send; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // The ready service goes with the first send, unless the write
+        // waits first (for its body or its turn): then it is let go.
+        let inner = ready::take(&mut self.inner);
         let policy = self.policy.clone();
         let board = self.board.clone();
         ResponseFuture::rebasing(inner, policy, req, write, self.config, board)
