@@ -79,9 +79,11 @@
 //! writing, which needs effects replication, the default since Redis 5);
 //! tested with Redis 7.0.
 
+mod connect;
 mod scripts;
 mod store;
 
+pub use connect::Credentials;
 pub(crate) use store::{CooldownAdmission, PaceReservation};
 pub use store::{RedisStore, RedisStoreBuilder};
 
