@@ -74,17 +74,7 @@ async fn a_tls_only_server_with_a_private_ca_shares() {
     let Some(server) = TlsServer::start(false) else {
         return;
     };
-    let (sim, base, _) = simulator().await;
-    let users = ["fleet".to_owned()];
-    let ca = server.certs.ca.clone();
-    let url = server.url();
-    let members = members(|| {
-        RedisStore::builder(url.clone())
-            .root_certificates_pem(ca.clone())
-            .build()
-            .unwrap()
-    });
-    let got = shared_run(&sim, &base, &users, &members, 4.0, async {}).await;
+    let got = scenarios::tls_shared(&server, 4.0).await;
     eprintln!("{got:#?}");
     assert_eq!(got.throttled(), 0, "{got:#?}");
     assert!(got.ratio() >= SOME_THROUGHPUT, "{got:#?}");
@@ -94,7 +84,8 @@ async fn a_tls_only_server_with_a_private_ca_shares() {
         "{got:#?}"
     );
 
-    // The system's roots do not know the test's CA: no sharing.
+    // The default roots do not know the test's CA: no sharing.
+    let (_sim, base, _) = simulator().await;
     let untrusted = RedisStore::open(server.url()).unwrap();
     assert!(one_request_fails(untrusted, &base, "other").await);
 }

@@ -16,7 +16,7 @@ use super::fleet::{
     get, limit_in, member_with, pace_limits, run_callers, sim_windows, MemberState, Sent, CALLERS,
     MEMBERS,
 };
-use super::redis_servers::Cluster;
+use super::redis_servers::{Cluster, TlsServer};
 
 /// What the simulator saw of one user in a run.
 #[derive(Debug)]
@@ -166,6 +166,21 @@ pub async fn cluster_shared(cluster: &Cluster, secs: f64) -> SharedRun {
     let (sim, base, authority) = simulator().await;
     let users = user_per_master(cluster, &authority);
     let members = members(cluster_store(cluster));
+    shared_run(&sim, &base, &users, &members, secs, async {}).await
+}
+
+/// One user for `secs`, sharing through the TLS-only `server`, whose CA
+/// the stores are given.
+pub async fn tls_shared(server: &TlsServer, secs: f64) -> SharedRun {
+    let (sim, base, _) = simulator().await;
+    let (url, ca) = (server.url(), server.certs.ca.clone());
+    let members = members(|| {
+        RedisStore::builder(url.clone())
+            .root_certificates_pem(ca.clone())
+            .build()
+            .expect("a rediss:// URL and a PEM CA")
+    });
+    let users = ["fleet".to_owned()];
     shared_run(&sim, &base, &users, &members, secs, async {}).await
 }
 
