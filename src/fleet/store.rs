@@ -524,5 +524,12 @@ mod tests {
             store.key("pace", "h u{1}", ":floor"),
             "mpsd:pace:{h u_1_}:floor"
         );
+        // A prefix of `{}` would be an empty tag, which Redis ignores:
+        // the keys of one call would hash apart.
+        let store = RedisStore::builder("redis://127.0.0.1:1/")
+            .prefix("{}")
+            .build()
+            .unwrap();
+        assert_eq!(store.key("pace", "k", ""), "__pace:{k}");
     }
 }
