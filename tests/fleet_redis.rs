@@ -207,15 +207,15 @@ async fn rotated_credentials_reauthenticate_live_connections() {
     let rotation = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let before = auth_calls(port);
-        rotate_then_disconnect(port, || {
-            tx.send_replace(Credentials::new("fleet", "secret2"));
-            // Each member's live connection logs in again with the new
-            // password, before any is closed.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while auth_calls(port) < before + fleet::MEMBERS as u64 {
-                assert!(std::time::Instant::now() < deadline, "re-authenticated");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        tokio::task::block_in_place(|| {
+            rotate_then_disconnect(port, || {
+                tx.send_replace(Credentials::new("fleet", "secret2"));
+                // Each member's live connection logs in again with the new
+                // password, before any is closed.
+                servers::wait_for("re-authenticated", Duration::from_secs(5), || {
+                    auth_calls(port) >= before + fleet::MEMBERS as u64
+                });
+            })
         });
     };
     let got = shared_run(&sim, &base, &users, &members, 4.0, rotation).await;
