@@ -122,6 +122,10 @@ async fn certificates_that_are_not_pem_or_not_for_tls_are_errors() {
         .root_certificates_pem(servers::Certificates::make().ca)
         .build();
     assert!(plain.is_err(), "certificates for a redis:// URL");
+    let plain_cluster = RedisStore::cluster_builder(["redis://127.0.0.1:1/"])
+        .root_certificates_pem(servers::Certificates::make().ca)
+        .build();
+    assert!(plain_cluster.is_err(), "certificates for redis:// seeds");
     let none: [&str; 0] = [];
     assert!(
         RedisStore::open_cluster(none).is_err(),

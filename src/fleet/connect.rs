@@ -140,6 +140,14 @@ impl Target {
         if self.root_cert.is_none() && self.client_cert.is_none() {
             return Ok(None);
         }
+        let urls = match &self.nodes {
+            Nodes::Single(url) => std::slice::from_ref(url),
+            Nodes::Cluster(seeds) => seeds.as_slice(),
+        };
+        if !urls.iter().all(|url| url.starts_with("rediss://")) {
+            let what = "TLS certificates are given for rediss:// URLs only";
+            return Err((redis::ErrorKind::InvalidClientConfig, what).into());
+        }
         // The `redis` crate takes PEM holding no certificate for an empty
         // set of roots, which would refuse every server: say so instead.
         if let Some(pem) = &self.root_cert {

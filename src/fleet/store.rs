@@ -93,8 +93,9 @@ impl RedisStoreBuilder {
     }
 
     /// Trusts these certificate authorities (PEM, one or more) instead of
-    /// the system's roots, for a `rediss://` URL: a private CA, or a
-    /// self-signed server. Checked when the store is built.
+    /// the default roots (Mozilla's, compiled in), for `rediss://` URLs: a
+    /// private CA, or a self-signed server. Checked when the store is
+    /// built.
     pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.target.root_cert = Some(pem.into());
         self
