@@ -286,6 +286,25 @@ mod tests {
         assert!(stream.next().await.is_none(), "ends with its sender");
     }
 
+    #[tokio::test]
+    async fn a_store_installs_a_crypto_provider_and_shows_no_url() {
+        use crate::fleet::RedisStore;
+        let seeds = [
+            "rediss://:hunter2@127.0.0.1:1/",
+            "rediss://:hunter2@127.0.0.1:2/",
+        ];
+        let builder = RedisStore::cluster_builder(seeds);
+        let store = builder.clone().build().unwrap();
+        // Whatever else the tree builds, rustls has a provider to use.
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+        let shown = format!("{builder:?} {store:?}");
+        assert!(shown.contains("cluster of 2 seeds"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("127.0.0.1"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn credentials_never_show_the_password() {
         let shown = format!("{:?}", Credentials::new("app", "hunter2"));
