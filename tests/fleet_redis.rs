@@ -91,6 +91,26 @@ async fn a_tls_only_server_with_a_private_ca_shares() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_only_cluster_shares() {
+    let Some(cluster) = Cluster::start_with(3, 0, true) else {
+        return;
+    };
+    let got = scenarios::cluster_shared(&cluster, 4.0).await;
+    eprintln!("{got:#?}");
+    assert_eq!(got.users.len(), 3, "a user on each master");
+    assert_eq!(got.throttled(), 0, "{got:#?}");
+    assert!(got.ratio() >= SOME_THROUGHPUT, "{got:#?}");
+    assert_eq!(
+        (got.failed, got.failures, got.fallbacks),
+        (0, 0, 0),
+        "{got:#?}"
+    );
+    for port in cluster.masters() {
+        assert!(cluster.keys_on(port) > 0, "keys on the master of {port}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_needs_the_client_certificate() {
     let Some(server) = TlsServer::start(true) else {
         return;

@@ -155,10 +155,18 @@ pub fn user_per_master(cluster: &Cluster, authority: &str) -> Vec<String> {
         .collect()
 }
 
-/// A store on `cluster`, with every node's URL as a seed.
+/// A store on `cluster`, with every node's URL as a seed (and its CA when
+/// it serves TLS).
 pub fn cluster_store(cluster: &Cluster) -> impl Fn() -> RedisStore {
     let seeds = cluster.seeds();
-    move || RedisStore::open_cluster(seeds.clone()).expect("cluster seeds")
+    let ca = cluster.certs.as_ref().map(|c| c.ca.clone());
+    move || {
+        let mut builder = RedisStore::cluster_builder(seeds.clone());
+        if let Some(ca) = &ca {
+            builder = builder.root_certificates_pem(ca.clone());
+        }
+        builder.build().expect("cluster seeds")
+    }
 }
 
 /// Users on each master of `cluster`, for `secs`, sharing through it.

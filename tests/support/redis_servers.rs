@@ -173,7 +173,20 @@ pub fn command(
         Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{port}/"),
         None => format!("redis://127.0.0.1:{port}/"),
     };
-    let client = redis::Client::open(url)?;
+    query(&redis::Client::open(url)?, args)
+}
+
+/// Runs one command on a TLS-only node whose certificate `ca` signed.
+pub fn tls_command(port: u16, ca: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.as_bytes().to_vec()),
+    };
+    let url = format!("rediss://127.0.0.1:{port}/");
+    query(&redis::Client::build_with_tls(url, certs)?, args)
+}
+
+fn query(client: &redis::Client, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
     let mut cmd = redis::cmd(args[0]);
     for arg in &args[1..] {
@@ -184,7 +197,11 @@ pub fn command(
 
 /// A command's bulk string reply, or `""` on an error.
 pub fn text(port: u16, auth: Option<(&str, &str)>, args: &[&str]) -> String {
-    match command(port, auth, args) {
+    as_text(command(port, auth, args))
+}
+
+fn as_text(reply: redis::RedisResult<redis::Value>) -> String {
+    match reply {
         Ok(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Ok(redis::Value::SimpleString(s)) => s,
         Ok(redis::Value::VerbatimString { text, .. }) => text,
@@ -334,6 +351,9 @@ impl TlsServer {
 /// replicas, made with `redis-cli --cluster create`.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// With TLS only (clients, the cluster bus and replication): the
+    /// certificates.
+    pub certs: Option<Certificates>,
     _dir: Dir,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -344,15 +364,39 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 
 impl Cluster {
     pub fn start(masters: usize, replicas: usize) -> Option<Self> {
+        Self::start_with(masters, replicas, false)
+    }
+
+    /// With `tls`, every node serves TLS only, on the cluster bus and for
+    /// replication too, with a certificate signed by the cluster's CA.
+    pub fn start_with(masters: usize, replicas: usize, tls: bool) -> Option<Self> {
         if !available() {
             return None;
         }
         let guard = one_at_a_time();
         let dir = Dir::new("cluster");
+        let certs = tls.then(Certificates::make);
+        let tls_args: Vec<String> = match &certs {
+            None => Vec::new(),
+            Some(certs) => vec![
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+                "--tls-cert-file".into(),
+                dir.file("server.crt", &certs.server.0),
+                "--tls-key-file".into(),
+                dir.file("server.key", &certs.server.1),
+                "--tls-ca-cert-file".into(),
+                dir.file("ca.crt", &certs.ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
         let nodes: Vec<Node> = (0..masters * (1 + replicas))
             .map(|_| {
                 let port = free_port();
-                let args = [
+                let mut args = vec![
                     "--cluster-enabled".to_owned(),
                     "yes".into(),
                     "--cluster-config-file".into(),
@@ -366,27 +410,50 @@ impl Cluster {
                     "--cluster-replica-validity-factor".into(),
                     "0".into(),
                 ];
+                if tls {
+                    args.extend([
+                        "--port".into(),
+                        "0".into(),
+                        "--tls-port".into(),
+                        port.to_string(),
+                    ]);
+                    args.extend(tls_args.iter().cloned());
+                }
                 Node::spawn(port, &dir.0, &args)
             })
             .collect();
-        for node in &nodes {
+        let cluster = Self {
+            nodes,
+            certs,
+            _dir: dir,
+            _one_at_a_time: guard,
+        };
+        for node in &cluster.nodes {
             wait_for("a cluster node answers", Duration::from_secs(5), || {
-                text(node.port, None, &["PING"]) == "PONG"
+                cluster.text(node.port, &["PING"]) == "PONG"
             });
         }
-        let status = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(certs) = &cluster.certs {
+            create.args([
+                "--tls",
+                "--cacert",
+                &cluster._dir.file("cli-ca.crt", &certs.ca),
+            ]);
+        }
+        let status = create
             .args(["--cluster", "create"])
-            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.port)),
+            )
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .status()
             .expect("redis-cli runs");
         assert!(status.success(), "redis-cli --cluster create failed");
-        let cluster = Self {
-            nodes,
-            _dir: dir,
-            _one_at_a_time: guard,
-        };
         cluster.wait_ok(Duration::from_secs(20));
         let want = replicas.to_string();
         for port in cluster.masters() {
@@ -394,7 +461,7 @@ impl Cluster {
                 "each master has its replicas",
                 Duration::from_secs(20),
                 || {
-                    let info = text(port, None, &["INFO", "replication"]);
+                    let info = cluster.text(port, &["INFO", "replication"]);
                     field(&info, "connected_slaves").as_deref() == Some(want.as_str())
                 },
             );
@@ -402,11 +469,24 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// Runs one command on the node of `port`, over TLS when the cluster
+    /// has it.
+    pub fn command(&self, port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        match &self.certs {
+            Some(certs) => tls_command(port, &certs.ca, args),
+            None => command(port, None, args),
+        }
+    }
+
+    fn text(&self, port: u16, args: &[&str]) -> String {
+        as_text(self.command(port, args))
+    }
+
     /// Waits until every live node says `cluster_state:ok`.
     pub fn wait_ok(&self, within: Duration) {
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
             wait_for("cluster_state:ok", within, || {
-                let info = text(node.port, None, &["CLUSTER", "INFO"]);
+                let info = self.text(node.port, &["CLUSTER", "INFO"]);
                 field(&info, "cluster_state").as_deref() == Some("ok")
             });
         }
@@ -416,7 +496,14 @@ impl Cluster {
     pub fn seeds(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .map(|n| {
+                let scheme = if self.certs.is_some() {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                format!("{scheme}://127.0.0.1:{}/", n.port)
+            })
             .collect()
     }
 
@@ -441,8 +528,7 @@ impl Cluster {
             .iter()
             .find(|n| n.child.is_some())
             .expect("a live node");
-        let Ok(redis::Value::Array(ranges)) = command(live.port, None, &["CLUSTER", "SLOTS"])
-        else {
+        let Ok(redis::Value::Array(ranges)) = self.command(live.port, &["CLUSTER", "SLOTS"]) else {
             panic!("CLUSTER SLOTS answers");
         };
         ranges
@@ -471,7 +557,7 @@ impl Cluster {
             .iter()
             .find(|n| n.child.is_some())
             .expect("a live node");
-        let Ok(redis::Value::Int(slot)) = command(live.port, None, &["CLUSTER", "KEYSLOT", key])
+        let Ok(redis::Value::Int(slot)) = self.command(live.port, &["CLUSTER", "KEYSLOT", key])
         else {
             panic!("CLUSTER KEYSLOT answers");
         };
@@ -492,7 +578,7 @@ impl Cluster {
 
     /// Keys stored on the node of `port`.
     pub fn keys_on(&self, port: u16) -> i64 {
-        match command(port, None, &["DBSIZE"]) {
+        match self.command(port, &["DBSIZE"]) {
             Ok(redis::Value::Int(n)) => n,
             _ => 0,
         }
