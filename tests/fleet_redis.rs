@@ -92,7 +92,7 @@ async fn a_tls_only_server_with_a_private_ca_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_only_cluster_shares() {
-    let Some(cluster) = Cluster::start_with(3, 0, true) else {
+    let Some(cluster) = Cluster::start_with(3, 0, true, None) else {
         return;
     };
     let got = scenarios::cluster_shared(&cluster, 4.0).await;
@@ -153,11 +153,8 @@ async fn certificates_that_are_not_pem_or_not_for_tls_are_errors() {
     );
 }
 
-const ACL_USERS: [&str; 2] = [
-    "user fleet on >secret1 ~* &* +@all",
-    "user admin on >adminpw ~* &* +@all",
-];
-const ADMIN: Option<(&str, &str)> = Some(("admin", "adminpw"));
+const ACL_USERS: [&str; 1] = ["user fleet on >secret1 ~* &* +@all"];
+const ADMIN: Option<(&str, &str)> = Some(servers::ADMIN);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_and_password_in_the_url_share() {
@@ -198,18 +195,36 @@ fn acl_log_entries(port: u16) -> usize {
     }
 }
 
-/// Rotates `fleet`'s password to `secret2` (the old one stops working),
-/// then closes its connections, as a managed Redis does when a token
-/// expires.
-fn rotate_then_disconnect(port: u16, before_disconnecting: impl FnOnce()) {
-    servers::command(
-        port,
-        ADMIN,
-        &["ACL", "SETUSER", "fleet", "resetpass", ">secret2"],
-    )
-    .unwrap();
+/// Rotates `fleet`'s password to `secret2` on the nodes of `ports` (the
+/// old one stops working), then closes its connections, as a managed
+/// Redis does when a token expires.
+fn rotate_then_disconnect(ports: &[u16], before_disconnecting: impl FnOnce()) {
+    for &port in ports {
+        let rotate = ["ACL", "SETUSER", "fleet", "resetpass", ">secret2"];
+        servers::command(port, ADMIN, &rotate).unwrap();
+    }
     before_disconnecting();
-    servers::command(port, ADMIN, &["CLIENT", "KILL", "USER", "fleet"]).unwrap();
+    for &port in ports {
+        servers::command(port, ADMIN, &["CLIENT", "KILL", "USER", "fleet"]).unwrap();
+    }
+}
+
+/// Sends the new password on `tx` mid-run, waits until every node of
+/// `ports` has had an `AUTH` from each member's live connection, then
+/// rotates and disconnects.
+async fn rotation(ports: &[u16], tx: &watch::Sender<Credentials>) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before: Vec<u64> = ports.iter().map(|&port| auth_calls(port)).collect();
+    tokio::task::block_in_place(|| {
+        rotate_then_disconnect(ports, || {
+            tx.send_replace(Credentials::new("fleet", "secret2"));
+            for (&port, before) in ports.iter().zip(before) {
+                servers::wait_for("re-authenticated", Duration::from_secs(5), || {
+                    auth_calls(port) >= before + fleet::MEMBERS as u64
+                });
+            }
+        });
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,20 +243,8 @@ async fn rotated_credentials_reauthenticate_live_connections() {
             .build()
             .unwrap()
     });
-    let rotation = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let before = auth_calls(port);
-        tokio::task::block_in_place(|| {
-            rotate_then_disconnect(port, || {
-                tx.send_replace(Credentials::new("fleet", "secret2"));
-                // Each member's live connection logs in again with the new
-                // password, before any is closed.
-                servers::wait_for("re-authenticated", Duration::from_secs(5), || {
-                    auth_calls(port) >= before + fleet::MEMBERS as u64
-                });
-            })
-        });
-    };
+    let ports = [port];
+    let rotation = rotation(&ports, &tx);
     let got = shared_run(&sim, &base, &users, &members, 4.0, rotation).await;
     eprintln!("{got:#?}");
     assert_eq!(got.failed, 0, "{got:#?}");
@@ -261,10 +264,41 @@ async fn rotated_credentials_reauthenticate_live_connections() {
     .unwrap();
     let fixed = members_of_url(&server.url("fleet", "secret1"));
     assert!(shares_again(&fixed, &base, "x", Instant::now() + Duration::from_secs(5)).await);
-    rotate_then_disconnect(port, || {});
+    rotate_then_disconnect(&[port], || {});
     let soon = Instant::now() + Duration::from_secs(3);
     assert!(!shares_again(&fixed, &base, "x", soon).await);
     assert!(acl_log_entries(port) > 0, "its logins were refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_credentials_reauthenticate_every_cluster_node() {
+    let Some(cluster) = Cluster::start_with(3, 0, false, Some(&ACL_USERS)) else {
+        return;
+    };
+    let ports = cluster.masters();
+    let (sim, base, authority) = simulator().await;
+    let users = scenarios::user_per_master(&cluster, &authority);
+    let (tx, rx) = watch::channel(Credentials::new("fleet", "secret1"));
+    let seeds = cluster.seeds();
+    let members = members(|| {
+        RedisStore::cluster_builder(seeds.clone())
+            .credentials(rx.clone())
+            .build()
+            .unwrap()
+    });
+    let rotation = rotation(&ports, &tx);
+    let got = shared_run(&sim, &base, &users, &members, 4.0, rotation).await;
+    eprintln!("{got:#?}");
+    assert_eq!(got.failed, 0, "{got:#?}");
+    for &port in &ports {
+        assert_eq!(acl_log_entries(port), 0, "no login was refused");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for member in &members {
+        for user in &users {
+            assert!(shares_again(member, &base, user, deadline).await);
+        }
+    }
 }
 
 fn members_of_url(url: &str) -> fleet::MemberState {

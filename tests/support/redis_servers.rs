@@ -176,13 +176,22 @@ pub fn command(
     query(&redis::Client::open(url)?, args)
 }
 
-/// Runs one command on a TLS-only node whose certificate `ca` signed.
-pub fn tls_command(port: u16, ca: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+/// Runs one command on a TLS-only node whose certificate `ca` signed, as
+/// `user` when given.
+pub fn tls_command(
+    port: u16,
+    auth: Option<(&str, &str)>,
+    ca: &str,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
     let certs = redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(ca.as_bytes().to_vec()),
     };
-    let url = format!("rediss://127.0.0.1:{port}/");
+    let url = match auth {
+        Some((user, password)) => format!("rediss://{user}:{password}@127.0.0.1:{port}/"),
+        None => format!("rediss://127.0.0.1:{port}/"),
+    };
     query(&redis::Client::build_with_tls(url, certs)?, args)
 }
 
@@ -216,8 +225,26 @@ pub fn field(info: &str, name: &str) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
-/// A node with ACL users from an ACL file: `user default off` and the
-/// given lines.
+/// The ACL user the tests administer a server with (`ACL SETUSER`,
+/// `CLIENT KILL`), in every ACL file made here.
+pub const ADMIN: (&str, &str) = ("admin", "adminpw");
+
+/// An ACL file: `user default off`, the admin, and `users` (lines such as
+/// `user app on >secret ~* &* +@all`).
+fn acl_file(dir: &Dir, users: &[&str]) -> String {
+    let mut acl = format!(
+        "user default off\nuser {} on >{} ~* &* +@all\n",
+        ADMIN.0, ADMIN.1
+    );
+    for line in users {
+        acl.push_str(line);
+        acl.push('\n');
+    }
+    dir.file("users.acl", acl)
+}
+
+/// A node with ACL users from an ACL file: `user default off`, the
+/// [`ADMIN`] and the given lines.
 pub struct AclServer {
     pub node: Node,
     _dir: Dir,
@@ -232,12 +259,7 @@ impl AclServer {
         }
         let guard = one_at_a_time();
         let dir = Dir::new("acl");
-        let mut acl = String::from("user default off\n");
-        for line in users {
-            acl.push_str(line);
-            acl.push('\n');
-        }
-        let file = dir.file("users.acl", acl);
+        let file = acl_file(&dir, users);
         let port = free_port();
         let node = Node::spawn(port, &dir.0, &["--aclfile".into(), file]);
         wait_for("the ACL server answers", Duration::from_secs(5), || {
@@ -354,6 +376,8 @@ pub struct Cluster {
     /// With TLS only (clients, the cluster bus and replication): the
     /// certificates.
     pub certs: Option<Certificates>,
+    /// Whether the nodes have ACL users: then commands go as [`ADMIN`].
+    admin: bool,
     _dir: Dir,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -364,12 +388,20 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 
 impl Cluster {
     pub fn start(masters: usize, replicas: usize) -> Option<Self> {
-        Self::start_with(masters, replicas, false)
+        Self::start_with(masters, replicas, false, None)
     }
 
     /// With `tls`, every node serves TLS only, on the cluster bus and for
     /// replication too, with a certificate signed by the cluster's CA.
-    pub fn start_with(masters: usize, replicas: usize, tls: bool) -> Option<Self> {
+    /// With `acl` (ACL file lines), every node has those users, the
+    /// [`ADMIN`] and `user default off` (then without replicas: they
+    /// would need a user of their own).
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        tls: bool,
+        acl: Option<&[&str]>,
+    ) -> Option<Self> {
         if !available() {
             return None;
         }
@@ -393,6 +425,10 @@ impl Cluster {
                 "no".into(),
             ],
         };
+        let mut tls_args = tls_args;
+        if let Some(users) = acl {
+            tls_args.extend(["--aclfile".into(), acl_file(&dir, users)]);
+        }
         let nodes: Vec<Node> = (0..masters * (1 + replicas))
             .map(|_| {
                 let port = free_port();
@@ -417,14 +453,15 @@ impl Cluster {
                         "--tls-port".into(),
                         port.to_string(),
                     ]);
-                    args.extend(tls_args.iter().cloned());
                 }
+                args.extend(tls_args.iter().cloned());
                 Node::spawn(port, &dir.0, &args)
             })
             .collect();
         let cluster = Self {
             nodes,
             certs,
+            admin: acl.is_some(),
             _dir: dir,
             _one_at_a_time: guard,
         };
@@ -434,6 +471,13 @@ impl Cluster {
             });
         }
         let mut create = Command::new("redis-cli");
+        if cluster.admin {
+            // The password through the environment: on the command line
+            // redis-cli warns that it may be seen.
+            create
+                .args(["--user", ADMIN.0])
+                .env("REDISCLI_AUTH", ADMIN.1);
+        }
         if let Some(certs) = &cluster.certs {
             create.args([
                 "--tls",
@@ -472,9 +516,10 @@ impl Cluster {
     /// Runs one command on the node of `port`, over TLS when the cluster
     /// has it.
     pub fn command(&self, port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let auth = self.admin.then_some(ADMIN);
         match &self.certs {
-            Some(certs) => tls_command(port, &certs.ca, args),
-            None => command(port, None, args),
+            Some(certs) => tls_command(port, auth, &certs.ca, args),
+            None => command(port, auth, args),
         }
     }
 
