@@ -165,8 +165,9 @@
 //! crate needs 1.75) and Redis 5 or later (the scripts read `TIME` before
 //! writing, which needs effects replication, the default since Redis 5);
 //! ACL users need Redis 6. Tested with Redis 7.0: one node, a cluster of
-//! 3 masters (and 3 with a replica each, through a failover), TLS only
-//! (and mutual TLS), ACL users with a password rotated mid-run.
+//! 3 masters (plain, TLS only, and with ACL users), 3 masters with a
+//! replica each through a failover, a TLS-only node (and mutual TLS), ACL
+//! users with a password rotated mid-run (one node and a cluster).
 
 mod connect;
 mod scripts;
