@@ -6,14 +6,21 @@
 //! the caller). At each concurrency (1 and 64 callers, each sending its
 //! next request as soon as the last one's body is read) the bare client
 //! and the stack (`ServiceBuilder::new().mpsd()` around a clone of the
-//! same client, so both use one warm connection pool) take turns:
-//! `ROUNDS` rounds of `ROUND` seconds each, the order swapped every round,
-//! after a warm-up of each. `rps_*` is the median over rounds of requests
-//! completed per second; `ratio` is `rps_stack / rps_bare`.
+//! same client, so both use one warm connection pool) take turns, after a
+//! warm-up of each: `ROUNDS` rounds, each `RUNS` runs of `RUN` of each,
+//! taking turns (the stack first in every other round). A round's rate
+//! for each is its best run's: another process taking the CPU only ever
+//! lowers a rate, so the best run is the one it touched least, and the
+//! runs of a round, within a second, meet the same machine. Each round
+//! gives one ratio, `rps_stack / rps_bare` of those rates. `ratio` is the
+//! median of the rounds' ratios and `spread` their least and greatest, so
+//! that a change can be told from noise; `rps_*` are the medians of the
+//! rounds' rates.
 //!
-//! The runtime is tokio's multi-threaded one with one worker per core; the
-//! simulator, the callers and hyper's connection tasks share it, as they
-//! would share a small machine.
+//! The simulator has a tokio runtime of its own on one worker thread, and
+//! the client (callers and hyper's connection tasks) another on one
+//! worker thread: on a small machine the two do not take turns on one
+//! scheduler, and what the client spends is what the ratio sees.
 //!
 //! Then the same at 64 callers over HTTPS (the simulator's self-signed
 //! certificate trusted by a hyper-rustls client, TCP_NODELAY on): once
@@ -22,8 +29,8 @@
 //! multiplexed on one connection). The bare client there is the same TLS
 //! client, so `ratio` is what the stack costs over TLS.
 //!
-//! `cargo bench --bench loopback` prints one `summary:`
-//! line per scenario: `c1`, `c64`, `tls_h1_c64`, `tls_h2_c64`;
+//! `cargo bench --bench loopback` prints one `summary:` line per scenario
+//! (`c1`, `c64`, `tls_h1_c64`, `tls_h2_c64`) and takes about a minute;
 //! `cargo bench --bench loopback -- tls` runs only the scenarios whose
 //! name contains `tls`.
 
@@ -39,6 +46,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mpsd_sim::Simulator;
 use serde_json::json;
+use tokio::runtime::Runtime;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::ServiceBuilderExt;
 
@@ -48,8 +56,12 @@ use tower_mpsd::ServiceBuilderExt;
 mod https;
 
 const SCID: &str = "00000000-0000-0000-0000-00006a0b1c2d";
-const ROUNDS: usize = 5;
-const ROUND: Duration = Duration::from_secs(2);
+/// 15 rounds of three 0.15 s runs of each: under 14 s per scenario, so
+/// the four take about a minute, and 15 ratios give a median and a spread
+/// worth reading.
+const ROUNDS: usize = 15;
+const RUNS: usize = 3;
+const RUN: Duration = Duration::from_millis(150);
 const WARM_UP: Duration = Duration::from_millis(500);
 
 fn get(uri: &str) -> Request<Full<Bytes>> {
@@ -110,85 +122,96 @@ where
     let stack = ServiceBuilder::new().mpsd().service(client.clone());
     run(client.clone(), uri, concurrency, WARM_UP).await;
     run(stack.clone(), uri, concurrency, WARM_UP).await;
-    let (mut bare, mut stacked) = (Vec::new(), Vec::new());
+    let (mut bare, mut stacked, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let secs = ROUND.as_secs_f64();
-        let (b, s) = if round % 2 == 0 {
-            let b = run(client.clone(), uri, concurrency, ROUND).await;
-            (b, run(stack.clone(), uri, concurrency, ROUND).await)
-        } else {
-            let s = run(stack.clone(), uri, concurrency, ROUND).await;
-            (run(client.clone(), uri, concurrency, ROUND).await, s)
-        };
-        println!("loopback {label} round {round}: bare {b} stack {s} in {secs} s");
+        let (mut b, mut s) = (0, 0);
+        for run_of_round in 0..2 * RUNS {
+            if (round % 2 == 0) == (run_of_round % 2 == 0) {
+                b = b.max(run(client.clone(), uri, concurrency, RUN).await);
+            } else {
+                s = s.max(run(stack.clone(), uri, concurrency, RUN).await);
+            }
+        }
+        println!("loopback {label} round {round}: best runs of {RUN:?}: bare {b} stack {s}");
+        let secs = RUN.as_secs_f64();
         bare.push(b as f64 / secs);
         stacked.push(s as f64 / secs);
+        ratios.push(s as f64 / b as f64);
     }
-    let (rps_bare, rps_stack) = (median(bare), median(stacked));
+    let (rps_bare, rps_stack) = (median(&mut bare), median(&mut stacked));
+    let ratio = median(&mut ratios);
+    let (least, most) = (ratios[0], ratios[ratios.len() - 1]);
     println!(
-        "summary: loopback/{label} rps_bare={rps_bare:.0} rps_stack={rps_stack:.0} ratio={:.3}",
-        rps_stack / rps_bare
+        "summary: loopback/{label} rps_bare={rps_bare:.0} rps_stack={rps_stack:.0} ratio={ratio:.3} spread={least:.3}..{most:.3}"
     );
 }
 
-/// A simulator holding the one session every request reads.
-async fn sim_with_session<S>(
-    builder: mpsd_sim::SimBuilder,
-    client: impl FnOnce(&mpsd_sim::SimHandle) -> S,
-) -> (mpsd_sim::SimHandle, S, String)
+/// A simulator started on `sim_rt`, its own runtime.
+fn start_sim(sim_rt: &Runtime, builder: mpsd_sim::SimBuilder) -> mpsd_sim::SimHandle {
+    sim_rt
+        .block_on(builder.no_rate_limit().start())
+        .expect("the simulator")
+}
+
+/// The URI of the one session every request reads, created through
+/// `client`.
+async fn create_session<S>(sim: &mpsd_sim::SimHandle, client: &S) -> String
 where
     S: Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone,
     S::Error: std::fmt::Debug,
 {
-    let sim = builder
-        .no_rate_limit()
-        .start()
-        .await
-        .expect("the simulator");
     let uri = sim.session_uri(SCID, "LobbySession", "loopback");
-    let client = client(&sim);
     let mut create = get(&uri);
     *create.method_mut() = Method::PUT;
     *create.body_mut() = Full::from(json!({"members": {"me": {}}}).to_string());
     let res = client.clone().oneshot(create).await.expect("created");
     assert_eq!(res.status(), StatusCode::CREATED);
-    (sim, client, uri)
+    uri
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Sorts `v` and gives its median.
+fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A runtime of one worker thread, named for what it runs.
+fn runtime(name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
         .enable_all()
         .build()
-        .expect("a runtime");
+        .expect("a runtime")
+}
+
+fn main() {
+    let (sim_rt, client_rt) = (runtime("simulator"), runtime("client"));
     // `cargo bench` passes `--bench`; anything else names scenarios.
     let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let wanted = |label: &str| only.as_deref().map_or(true, |o| label.contains(o));
-    rt.block_on(async {
-        let plain = |_: &mpsd_sim::SimHandle| {
-            Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
-        };
-        let (sim, client, uri) = sim_with_session(Simulator::builder(), plain).await;
+
+    let sim = start_sim(&sim_rt, Simulator::builder());
+    client_rt.block_on(async {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let uri = create_session(&sim, &client).await;
         for concurrency in [1, 64] {
             let label = format!("c{concurrency}");
             if wanted(&label) {
                 compare(&label, client.clone(), &uri, concurrency).await;
             }
         }
-        sim.shutdown().await;
-
-        let tls = [("tls_h1_c64", false), ("tls_h2_c64", true)];
-        for (label, h2) in tls.into_iter().filter(|(label, _)| wanted(label)) {
-            let https = |sim: &mpsd_sim::SimHandle| {
-                https::https_client(sim, h2).expect("an HTTPS simulator")
-            };
-            let (sim, client, uri) = sim_with_session(Simulator::builder().https(), https).await;
-            compare(label, client, &uri, 64).await;
-            sim.shutdown().await;
-        }
     });
+    sim_rt.block_on(sim.shutdown());
+
+    let tls = [("tls_h1_c64", false), ("tls_h2_c64", true)];
+    for (label, h2) in tls.into_iter().filter(|(label, _)| wanted(label)) {
+        let sim = start_sim(&sim_rt, Simulator::builder().https());
+        client_rt.block_on(async {
+            let client = https::https_client(&sim, h2).expect("an HTTPS simulator");
+            let uri = create_session(&sim, &client).await;
+            compare(label, client, &uri, 64).await;
+        });
+        sim_rt.block_on(sim.shutdown());
+    }
 }

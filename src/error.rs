@@ -8,8 +8,8 @@
 //!
 //! | error | from | what it means |
 //! |---|---|---|
-//! | [`RequestFailed`] | [`retry`](crate::retry) | the inner service (the HTTP client) failed: connection refused or reset, a body that could not be sent. It ends the logical request after the attempts in [`history()`](RequestFailed::history); its `source()` is the client's error |
-//! | [`InvalidUri`] | [`retry`](crate::retry) | the URI has no scheme or no authority; refused at once, nothing sent |
+//! | [`RequestFailed`] | [`retry`](crate::retry) | the inner service (the HTTP client) failed: connection refused or reset, a body that could not be sent, a scheme its connector does not serve. It ends the logical request after the attempts in [`history()`](RequestFailed::history), whose `gave_up` says why; its `source()` is the client's error, and its `Display` ends with the root cause |
+//! | [`InvalidUri`] | [`retry`](crate::retry) | the URI has no authority, or a scheme other than `http` or `https`; refused at once, nothing sent |
 //! | [`Refused`] | [`retry`](crate::retry), [`pace`](crate::pace), [`rebase`](crate::rebase) with a [`sequence`](crate::sequence) board | a cooldown for the endpoint (after a 503 or 429), or MPSD's rate limit for the user, lasts past the deadline, or the session's write queue is full or would not give the write its turn in time: failed at once, nothing sent; retry in [`retry_in`](Refused::retry_in) |
 //! | [`AttemptTimedOut`] | [`retry`](crate::retry) | no answer by the deadline; the server may have applied the request |
 //! | [`RebaseError`] | [`rebase`](crate::rebase) | after a 412, the session was deleted, or the rebase policy failed |
@@ -31,9 +31,31 @@
 //! [`RebaseLayer`](crate::rebase::RebaseLayer)), the client's errors pass
 //! through unwrapped.
 //!
-//! No retry mends a caller's mistake: an [`InvalidUri`], or a
-//! `hyper::Error` in the chain with `is_user()` (the request body failed, a
-//! header is not allowed), is handed back after one attempt.
+//! # Which errors are retried
+//!
+//! The retry layer reads the inner service's error once, walking its
+//! source chain:
+//!
+//! | the chain holds | what it proves | what the retry layer does |
+//! |---|---|---|
+//! | an [`InvalidUri`], a `hyper::Error` with `is_user()` (a request body that failed, a header not allowed), a hyper-util legacy client error that is neither a connect nor a send failure (its `User…` kinds, the only ones without a source) | the caller's mistake | hands it back at once: [`GaveUp::CannotSucceed`](crate::logical::GaveUp::CannotSucceed) |
+//! | a hyper-util legacy client connect error (`is_connect()`, also under reqwest's errors) with no `io::Error` of an OS kind | the connector refused the destination itself, before touching the network | hands it back at once: `CannotSucceed` |
+//! | a connect error with an `io::Error` whose kind is not `Other` | no connection was made, nothing was sent (refused, unreachable, DNS, connect timeout, TLS handshake) | retries whatever the method: [`Cause::NotConnected`](crate::rules::backoff::Cause::NotConnected) |
+//! | an HTTP/2 `REFUSED_STREAM` or `GOAWAY` `NO_ERROR` from the server | not processed | sends again at once: `Cause::Unprocessed` |
+//! | anything else (a reset, a timeout, an unknown error) | it may have reached the server | retries only methods safe to repeat, else [`GaveUp::NotSafeToRepeat`](crate::logical::GaveUp::NotSafeToRepeat) |
+//!
+//! Why the `io::Error` kind is the line between a failed connection and a
+//! refused configuration: socket and resolver failures come from the OS
+//! and the standard library, which never use `ErrorKind::Other`; a
+//! connector that refuses a URI itself carries no `io::Error`
+//! (hyper-util's `HttpConnector` given `https`: "invalid URL, scheme is
+//! not http") or one it made with `io::Error::other` (hyper-rustls's
+//! `https_only()` given `http`: "unsupported scheme http"). The rule's
+//! limits: a connector's own timeout without an `io::Error` (reqwest's
+//! `connect_timeout`) reads as a refusal and is handed back at once; and
+//! reqwest's builder errors (`is_builder()`), which carry only reqwest's
+//! own types, read as unknown (retried for a GET): a service adapting
+//! reqwest can check `is_builder()` itself.
 //!
 //! # Example
 //!
@@ -79,6 +101,8 @@
 //! let get = Request::get("http://mpsd.test/handles/h1").body(Full::default())?;
 //! let error = client.clone().oneshot(get).await.unwrap_err();
 //! assert_eq!(explain(&error), "unreachable after 3 tries: connection refused");
+//! // Its own `Display` says as much, in one line.
+//! assert_eq!(error.to_string(), "mpsd request failed after 3 attempts: connection refused");
 //! let failed = error.downcast::<RequestFailed>().unwrap();
 //! let history = failed.history();
 //! assert_eq!(history.attempts()[0].purpose, Purpose::First);
@@ -137,6 +161,7 @@ pub enum RefusedBy {
 
 impl Refused {
     pub(crate) fn new(by: RefusedBy, retry_in: Duration, attempts: usize) -> Self {
+        crate::metrics::refused(by);
         Self {
             by,
             retry_in,

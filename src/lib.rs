@@ -69,6 +69,11 @@
 //!   and pace windows across a fleet of processes. Brings in the `redis`
 //!   crate and tokio's `rt`, and needs Rust 1.88 (the library alone needs
 //!   1.75). Items that need it are marked in these docs.
+//! - **`metrics`**: counters and histograms of every layer (outcomes,
+//!   retries, refusals, cooldowns, pace waits, rebases, coalesced reads,
+//!   Redis fallbacks, request durations and attempts) through the
+//!   `metrics` crate's facade, for any recorder; [`metrics`] lists
+//!   them. Without it the calls compile to nothing.
 //!
 //! # Example
 //!
@@ -111,6 +116,139 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # In an application
+//!
+//! A service that talks to MPSD from many tasks names the stack's type
+//! once, boxed, and clones it into each task:
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http::{header, HeaderValue, Request, Response};
+//! use http_body_util::{combinators::BoxBody, BodyExt, Full};
+//! use tower::util::BoxCloneSyncService;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_http::trace::TraceLayer;
+//! use tower_mpsd::classify::{Outcome, TraceClassifier};
+//! use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
+//! use tower_mpsd::response::{read_response, MpsdError};
+//! use tower_mpsd::{BoxError, MpsdLayer, ServiceBuilderExt};
+//!
+//! /// Stored in the application's state and cloned into every task.
+//! type Mpsd = BoxCloneSyncService<Request<Full<Bytes>>, Response<BoxBody<Bytes, BoxError>>, BoxError>;
+//!
+//! fn mpsd(user_hash: &str, token: &str) -> Result<Mpsd, BoxError> {
+//!     let mut authorization = HeaderValue::from_str(&format!("XBL3.0 x={user_hash};{token}"))?;
+//!     authorization.set_sensitive(true);
+//!     let stack = ServiceBuilder::new()
+//!         // Above the stack, so that every layer in it sees the user.
+//!         .map_request(move |mut req: Request<Full<Bytes>>| {
+//!             req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
+//!             req.headers_mut().insert("x-xbl-contract-version", HeaderValue::from_static("107"));
+//!             req
+//!         })
+//!         .layer(TraceLayer::new(TraceClassifier::new()))
+//!         .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
+//!         .service(https_client())
+//!         // One body type, whatever the layers wrap it in.
+//!         .map_response(|res| res.map(|body| body.map_err(Into::into).boxed()));
+//!     Ok(BoxCloneSyncService::new(stack))
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), BoxError> {
+//! let mpsd = mpsd("<userhash>", "<token>")?;
+//! let uri = "https://sessiondirectory.xboxlive.com/serviceconfigs/{scid}/sessionTemplates/LobbySession/sessions/lobby1/members/me";
+//! let task = tokio::spawn(async move {
+//!     let req = Request::put(uri).body(Full::from(r#"{"properties":{"custom":{"ready":true}}}"#))?;
+//!     Ok::<_, BoxError>(read_response(mpsd.oneshot(req).await?, 1 << 20).await)
+//! });
+//! // Outer errors: the task panicked, or no answer came (connection,
+//! // deadline, a refusal before sending); inner: what MPSD answered.
+//! match task.await?? {
+//!     Ok(ok) if ok.outcome == Outcome::ElementGone => println!("the session is gone"),
+//!     Ok(ok) => println!("joined: {}", ok.outcome),
+//!     // The message of a plain-text answer, never a session body.
+//!     Err(e @ MpsdError::Status { .. }) => println!("MPSD said {e}"),
+//!     Err(e) => println!("could not read the answer: {e}"),
+//! }
+//! # Ok(())
+//! # }
+//! # fn https_client() -> hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>> {
+//! #     let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_only().enable_all_versions().build();
+//! #     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
+//! # }
+//! ```
+//!
+//! - **Boxing and spawning**: the stack is `Clone + Send + Sync` when the
+//!   client and the rebase policy are (a `rebase_fn` closure included).
+//! - **The response body** is the client's, wrapped by each layer that may
+//!   read it: [`ClassifyBody`](classify::ClassifyBody), then
+//!   [`RevalidateBody`](revalidate::RevalidateBody) with `.revalidate(..)`,
+//!   then [`CoalesceBody`](coalesce::CoalesceBody)`<`[`RebaseBody`](rebase::RebaseBody)`<..>>`
+//!   with a rebase policy. Each has `BoxError` as its error; mapping to a
+//!   `BoxBody`, as above, gives them one name.
+//! - **Bodies that are not `Clone`** (streams, `BoxBody`): put
+//!   `.mpsd_replay(limit)` above the stack and build the client for what it
+//!   passes down: `Client::builder(..).build::<_, ReplayBody<YourBody>>(https)`.
+//! - **`Authorization`** is set before the stack: in the request, by a
+//!   layer above it as here, or by [`auth::AuthLayer`], which also
+//!   refreshes the token. Pacing and the 429 cooldowns key on the user it
+//!   names.
+//! - **Logs**: the layers emit `tracing` events (retries, cooldowns,
+//!   rebases) and never log a token or a body;
+//!   `TraceLayer::new(TraceClassifier::new())` adds tower-http's request
+//!   spans with MPSD's failure classes.
+//!
+//! # Any hyper-based client
+//!
+//! The stack wraps any inner service `S` that satisfies what its layers
+//! use (`ReqBody` and `ResBody` are the request's and response's bodies):
+//!
+//! - `S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone`:
+//!   the layers read and set headers and extensions on `http`'s types, and
+//!   clone the service to send again (a retry, a re-read, a rebased write).
+//! - `S::Error: Into<BoxError>`: the stack's error is [`BoxError`].
+//! - `ReqBody: Clone`, to send the request again (`Full<Bytes>` is; for any
+//!   other body, [`replay::ReplayLayer`] above the stack); with a rebase
+//!   policy also `ReqBody: http_body::Body + From<Bytes>` (the rebased
+//!   write's body), its error `Into<BoxError>`.
+//! - `ResBody: http_body::Body`, its error `Into<BoxError>`: a 429's small
+//!   body is read for its rate-limit fields; with a rebase policy also
+//!   `Data = Bytes`, for the 412's session and the answers coalesced reads
+//!   share.
+//! - To spawn or box the stack: `S`, its future and both bodies `Send +
+//!   'static` (and `S: Sync` for `BoxCloneSyncService`).
+//!
+//! hyper-util's client satisfies them all. `reqwest::Client` does not: it
+//! is a `Service<reqwest::Request>` answering `reqwest::Response`, not
+//! `http`'s types, so the stack built on it implements no `Service`:
+//! calling it fails with E0599 ("the method `oneshot` exists for struct
+//! `Logical<..>`, but its trait bounds were not satisfied"), which names
+//! only the outermost layer's `Service<_>`, not what the client lacks. A `service_fn`
+//! converting one into the other is the whole adapter
+//! (`examples/reqwest.rs`, and `tests/reqwest.rs` over real TCP):
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, BoxError, ServiceBuilder};
+//! use tower_mpsd::ServiceBuilderExt;
+//!
+//! let client = reqwest::Client::new();
+//! let reqwest_service = service_fn(move |req: Request<Full<Bytes>>| {
+//!     let client = client.clone();
+//!     async move {
+//!         let (parts, body) = req.into_parts();
+//!         let body = body.collect().await?.to_bytes(); // `Full`: at once
+//!         let res = client.execute(reqwest::Request::try_from(Request::from_parts(parts, body))?).await?;
+//!         Ok::<_, BoxError>(Response::<reqwest::Body>::from(res))
+//!     }
+//! });
+//! let mpsd = ServiceBuilder::new().mpsd().service(reqwest_service);
+//! # drop(mpsd);
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -127,9 +265,10 @@ pub mod fleet;
 pub mod fuzz_checks;
 pub mod logical;
 mod macros;
+pub mod metrics;
 pub mod pace;
-pub mod rebase;
 mod ready;
+pub mod rebase;
 pub mod replay;
 pub mod response;
 pub mod retry;

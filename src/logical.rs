@@ -52,13 +52,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Response};
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::classify::{Call, Outcome};
+use crate::retry::InvalidUri;
 use crate::rules::backoff::Cause;
 use crate::rules::identity::user_hash;
 use crate::rules::target::Target;
@@ -84,10 +85,13 @@ struct Inner {
     max_attempts: u32,
     /// The caller's request, parsed once for every layer.
     call: Call,
+    invalid_uri: Option<InvalidUri>,
     /// Its path and `Authorization`, shared with the request (no copy of
     /// their bytes), so that the session and the user are parsed only when
     /// a layer asks, and once.
     path: Option<PathAndQuery>,
+    /// Its host, for the metrics' `server.address`.
+    authority: Option<Authority>,
     authorization: Option<HeaderValue>,
     session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
@@ -122,7 +126,9 @@ impl LogicalRequest {
             deadline: at_most(start, deadline),
             max_attempts,
             call: Call::of(req),
+            invalid_uri: InvalidUri::check(req.uri()).err(),
             path: req.uri().path_and_query().cloned(),
+            authority: req.uri().authority().cloned(),
             authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
                 // Its token must never show, not even in `Debug`.
                 let mut value = value.clone();
@@ -150,6 +156,13 @@ impl LogicalRequest {
     /// names, parsed once when the logical request began.
     pub fn call(&self) -> &Call {
         &self.0.call
+    }
+
+    /// Why the request's URI cannot be sent (no authority, or a scheme
+    /// other than `http` or `https`), checked once when the logical
+    /// request began; the retry layer refuses it.
+    pub(crate) fn invalid_uri(&self) -> Option<&InvalidUri> {
+        self.0.invalid_uri.as_ref()
     }
 
     /// The path that reads the whole session the request names or lives
@@ -211,6 +224,8 @@ impl LogicalRequest {
         if state.history.attempts().len() >= state.sends as usize {
             return;
         }
+        let host = self.0.authority.as_ref().map(Authority::host);
+        crate::metrics::send_done(&self.0.call.method, host, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.0.start,
@@ -253,10 +268,13 @@ impl LogicalRequest {
     }
 
     /// The history, moved out with its total time: for the layer that
-    /// made the logical request, once it is over.
-    pub(crate) fn take_history(&self) -> AttemptHistory {
+    /// made the logical request, once it is over with `status`, or an
+    /// error (`None`).
+    pub(crate) fn take_history(&self, status: Option<StatusCode>) -> AttemptHistory {
         let mut history = std::mem::take(&mut self.state().history);
         history.total = self.0.start.elapsed();
+        let (method, sends) = (&self.0.call.method, history.attempts().len());
+        crate::metrics::logical_done(method, status, sends, history.total);
         history
     }
 
@@ -396,11 +414,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = ready!(this.inner.poll(cx))?;
+        let mut result = ready!(this.inner.poll(cx));
         if let Some(logical) = this.owned.take() {
-            res.extensions_mut().insert(logical.take_history());
+            let status = result.as_ref().ok().map(Response::status);
+            let history = logical.take_history(status);
+            if let Ok(res) = &mut result {
+                res.extensions_mut().insert(history);
+            }
         }
-        Poll::Ready(Ok(res))
+        Poll::Ready(result)
     }
 }
 
@@ -473,6 +495,11 @@ pub enum GaveUp {
     /// The failure may have been applied and the request is not safe to
     /// repeat.
     NotSafeToRepeat,
+    /// The error says no attempt can succeed: the caller's mistake (a
+    /// request body that failed, a header not allowed) or the client's
+    /// configuration (a scheme its connector does not serve). See
+    /// [`crate::error`] for the rule.
+    CannotSucceed,
     /// The request's body could not be kept for a replay (over the byte
     /// cap, or marked [`NotReplayable`](crate::replay::NotReplayable)): it
     /// was sent once, and a 412 is handed back unrebased.

@@ -134,7 +134,12 @@ pub(crate) mod test_support {
 
     /// A request of `method` to `path` by `user`, asking the upstream to
     /// take `delay_ms` to answer.
-    pub(crate) fn request(method: &str, path: &str, user: &str, delay_ms: u64) -> Request<Full<Bytes>> {
+    pub(crate) fn request(
+        method: &str,
+        path: &str,
+        user: &str,
+        delay_ms: u64,
+    ) -> Request<Full<Bytes>> {
         Request::builder()
             .method(method)
             .uri(format!("http://mpsd.test{path}"))

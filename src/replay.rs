@@ -532,7 +532,11 @@ mod readiness {
             .service(svc);
         let slow = tokio::spawn(client.clone().oneshot(put("u", Duration::from_secs(5))));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        client.clone().oneshot(put("v", Duration::ZERO)).await.unwrap();
+        client
+            .clone()
+            .oneshot(put("v", Duration::ZERO))
+            .await
+            .unwrap();
         assert_eq!(t0.elapsed(), Duration::from_secs(1), "v waited");
         slow.await.unwrap().unwrap();
         assert_eq!(when(&log), at(&[(1, "v"), (5, "u")]));

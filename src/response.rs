@@ -8,6 +8,11 @@
 //! status and headers alone, which cannot tell the four 204s apart
 //! (they all read as [`Outcome::NoContent`]).
 //!
+//! The response's [`AttemptHistory`] (what the layers did: every send, the
+//! waits, why they gave up) is taken out of its extensions before the body
+//! is read, and kept in the success ([`MpsdSuccess::history`]) or the
+//! error ([`MpsdError::history`]), so reading loses nothing.
+//!
 //! # Example
 //!
 //! ```
@@ -41,6 +46,7 @@ use http_body::Body;
 
 use crate::body::{read_within, Read};
 use crate::classify::{classify, BodyKind, BodyLearnt, Call, Outcome};
+use crate::logical::AttemptHistory;
 use crate::rules::target::TargetKind;
 use crate::BoxError;
 
@@ -89,6 +95,10 @@ pub struct MpsdSuccess {
     pub etag: Option<HeaderValue>,
     /// The body.
     pub payload: Payload,
+    /// What the layers did to get it, taken from the response's
+    /// extensions; `None` when the response came through none of this
+    /// crate's stacks.
+    pub history: Option<AttemptHistory>,
 }
 
 /// Why an MPSD call did not succeed.
@@ -109,6 +119,8 @@ pub enum MpsdError {
         etag: Option<HeaderValue>,
         /// The message or the whole session.
         payload: Payload,
+        /// What the layers did; see [`MpsdError::history`].
+        history: Option<AttemptHistory>,
     },
     /// The body is larger than the cap; it was not read.
     BodyTooLarge {
@@ -116,6 +128,8 @@ pub enum MpsdError {
         outcome: Outcome,
         /// The cap in bytes.
         limit: usize,
+        /// What the layers did; see [`MpsdError::history`].
+        history: Option<AttemptHistory>,
     },
     /// Reading the body failed.
     Body {
@@ -123,6 +137,8 @@ pub enum MpsdError {
         outcome: Outcome,
         /// The body's error.
         source: BoxError,
+        /// What the layers did; see [`MpsdError::history`].
+        history: Option<AttemptHistory>,
     },
 }
 
@@ -133,6 +149,19 @@ impl MpsdError {
             Self::Status { outcome, .. }
             | Self::BodyTooLarge { outcome, .. }
             | Self::Body { outcome, .. } => *outcome,
+        }
+    }
+
+    /// What the layers did to get the response (every send, the waits,
+    /// why they gave up: a 503 past the deadline says
+    /// [`GaveUp::Deadline`](crate::logical::GaveUp::Deadline)), taken from
+    /// its extensions; `None` when it came through none of this crate's
+    /// stacks.
+    pub fn history(&self) -> Option<&AttemptHistory> {
+        match self {
+            Self::Status { history, .. }
+            | Self::BodyTooLarge { history, .. }
+            | Self::Body { history, .. } => history.as_ref(),
         }
     }
 }
@@ -185,7 +214,7 @@ impl fmt::Display for MpsdError {
                 f.write_str("\"")
             }
             Self::Status { outcome, .. } => write!(f, "mpsd answered {outcome}"),
-            Self::BodyTooLarge { outcome, limit } => {
+            Self::BodyTooLarge { outcome, limit, .. } => {
                 write!(f, "mpsd answered {outcome} with a body over {limit} bytes")
             }
             Self::Body { outcome, .. } => write!(f, "mpsd answered {outcome} but its body failed"),
@@ -202,12 +231,16 @@ impl std::error::Error for MpsdError {
     }
 }
 
-/// Reads `response` (its body up to `limit` bytes) into a typed result.
+/// Reads `response` (its body up to `limit` bytes) into a typed result,
+/// which keeps the response's [`AttemptHistory`].
 ///
 /// A body announced or found to be larger than `limit` is
 /// [`MpsdError::BodyTooLarge`], whatever the status: at most `limit` bytes
 /// (plus one frame) are ever buffered.
-pub async fn read_response<B>(response: Response<B>, limit: usize) -> Result<MpsdSuccess, MpsdError>
+pub async fn read_response<B>(
+    mut response: Response<B>,
+    limit: usize,
+) -> Result<MpsdSuccess, MpsdError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -221,9 +254,11 @@ where
     let learnt = response.extensions().get::<BodyLearnt>().is_some();
     let etag = response.headers().get(header::ETAG).cloned();
     let kind = outcome.body_kind(response.extensions().get::<Call>().unwrap_or(&unknown));
-    let bytes = read_capped(response, limit)
-        .await
-        .map_err(|failure| failure.into_error(outcome, limit))?;
+    let history = response.extensions_mut().remove::<AttemptHistory>();
+    let bytes = match read_capped(response, limit).await {
+        Ok(bytes) => bytes,
+        Err(failure) => return Err(failure.into_error(outcome, limit, history)),
+    };
     // Parsed here only if `ClassifyLayer` has not already.
     let outcome = if learnt {
         outcome
@@ -236,12 +271,14 @@ where
             outcome,
             etag,
             payload,
+            history,
         })
     } else {
         Err(MpsdError::Status {
             outcome,
             etag,
             payload,
+            history,
         })
     }
 }
@@ -253,10 +290,23 @@ pub(crate) enum ReadFailure {
 }
 
 impl ReadFailure {
-    fn into_error(self, outcome: Outcome, limit: usize) -> MpsdError {
+    fn into_error(
+        self,
+        outcome: Outcome,
+        limit: usize,
+        history: Option<AttemptHistory>,
+    ) -> MpsdError {
         match self {
-            Self::TooLarge => MpsdError::BodyTooLarge { outcome, limit },
-            Self::Body(source) => MpsdError::Body { outcome, source },
+            Self::TooLarge => MpsdError::BodyTooLarge {
+                outcome,
+                limit,
+                history,
+            },
+            Self::Body(source) => MpsdError::Body {
+                outcome,
+                source,
+                history,
+            },
         }
     }
 }
@@ -374,7 +424,9 @@ mod tests {
                 outcome,
                 etag,
                 payload,
+                history,
             }) => {
+                assert_eq!(history, None, "no stack, no history");
                 assert_eq!(outcome, Outcome::SessionChanged);
                 assert_eq!(etag.unwrap(), "\"e2\"");
                 assert_eq!(payload, Payload::Session(Bytes::from_static(b"{}")));
@@ -438,6 +490,7 @@ mod tests {
             outcome,
             etag: None,
             payload,
+            history: None,
         }
     }
 

@@ -5,8 +5,8 @@
 //! | layer | why there |
 //! |---|---|
 //! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
-//! | [`CoalesceLayer`] (when a rebase policy is given) | identical concurrent GETs sent once; each caller keeps its own deadline, and the one GET sent is retried, paced and revalidated below |
-//! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`]), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
+//! | [`CoalesceLayer`] (when a rebase policy is given, unless [`without_coalescing`](MpsdLayer::without_coalescing)) | identical concurrent GETs sent once; each caller keeps its own deadline, and the one GET sent is retried, paced and revalidated below |
+//! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`], unless [`unsequenced`](RebaseLayer::unsequenced)), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
@@ -95,7 +95,7 @@ use tower::layer::util::Identity;
 use tower::Layer;
 
 use crate::classify::{Classify, ClassifyLayer};
-use crate::coalesce::{Coalesce, CoalesceLayer};
+use crate::coalesce::CoalesceLayer;
 use crate::logical::{Logical, LogicalLayer};
 use crate::pace::PaceLayer;
 use crate::rebase::{Rebase, RebaseLayer};
@@ -134,15 +134,36 @@ impl MpsdLayer {
 }
 
 impl<V, P> MpsdLayer<Identity, V, P> {
-    /// Retries conflicting writes through `rebase`, and sequences them per
-    /// session with a new [`SessionBoard`](crate::sequence::SessionBoard)
-    /// (see [`crate::sequence`]) unless the layer was given one
-    /// ([`RebaseLayer::sequence`], to share it or read its counters) or
-    /// told not to ([`RebaseLayer::unsequenced`]).
+    /// Retries conflicting writes (412) through `rebase`'s policy, and
+    /// turns on two more things that a stack which writes sessions wants,
+    /// each of which can be turned off on its own:
     ///
-    /// Concurrent identical GETs are then sent once
-    /// ([`crate::coalesce`]), by a new [`CoalesceLayer`] unless given one
-    /// with [`coalesce`](MpsdLayer::coalesce).
+    /// - **Sequencing** of conditional writes per session, through a new
+    ///   [`SessionBoard`](crate::sequence::SessionBoard) (see
+    ///   [`crate::sequence`]): writes to one session go one at a time, and
+    ///   one the board knows to be stale is rebased before it is sent.
+    ///   The layer's own board is used if it was given one
+    ///   ([`RebaseLayer::sequence`], to share it or read its counters);
+    ///   off with [`RebaseLayer::unsequenced`].
+    /// - **Coalescing** of identical concurrent GETs, sent once
+    ///   ([`crate::coalesce`]), by a new [`CoalesceLayer`]; give your own
+    ///   with [`coalesce`](MpsdLayer::coalesce), or turn it off with
+    ///   [`without_coalescing`](MpsdLayer::without_coalescing).
+    ///
+    /// It also raises the default attempt limit from 5 to 8 (the first
+    /// write, three conflict rounds of re-read and write, and one retry),
+    /// unless [`max_attempts`](Self::max_attempts) set one.
+    ///
+    /// ```
+    /// use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
+    /// use tower_mpsd::MpsdLayer;
+    ///
+    /// // Rebasing alone: no write queue, every GET sent by its caller.
+    /// let stack = MpsdLayer::new()
+    ///     .rebase(RebaseLayer::new(ResendDelta).unsequenced())
+    ///     .without_coalescing();
+    /// # drop(stack);
+    /// ```
     pub fn rebase<Policy>(self, rebase: RebaseLayer<Policy>) -> MpsdLayer<Rebasing<Policy>, V, P> {
         MpsdLayer {
             deadline: self.deadline,
@@ -160,28 +181,57 @@ impl<V, P> MpsdLayer<Identity, V, P> {
 }
 
 /// The part of [`MpsdLayer`] a rebase policy brings: coalescing of
-/// identical GETs ([`CoalesceLayer`]) over the rebase layer, which
-/// sequences conditional writes.
+/// identical GETs (`C`: a [`CoalesceLayer`], or [`Identity`] after
+/// [`without_coalescing`](MpsdLayer::without_coalescing)) over the rebase
+/// layer, which sequences conditional writes unless told not to.
 #[derive(Debug, Clone)]
-pub struct Rebasing<Policy> {
-    coalesce: CoalesceLayer,
+pub struct Rebasing<Policy, C = CoalesceLayer> {
+    coalesce: C,
     rebase: RebaseLayer<Policy>,
 }
 
-impl<S, Policy: Clone> Layer<S> for Rebasing<Policy> {
-    type Service = Coalesce<Rebase<S, Policy>>;
+impl<S, Policy: Clone, C> Layer<S> for Rebasing<Policy, C>
+where
+    C: Layer<Rebase<S, Policy>>,
+{
+    type Service = C::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         self.coalesce.layer(self.rebase.layer(inner))
     }
 }
 
-impl<Policy, V, P> MpsdLayer<Rebasing<Policy>, V, P> {
+impl<Policy, C, V, P> MpsdLayer<Rebasing<Policy, C>, V, P> {
     /// Coalesces identical GETs with `coalesce` (its cap, and counters you
-    /// keep a handle to) instead of a new [`CoalesceLayer`].
-    pub fn coalesce(mut self, coalesce: CoalesceLayer) -> Self {
-        self.rebase.coalesce = coalesce;
-        self
+    /// keep a handle to) instead of a new [`CoalesceLayer`]; after
+    /// [`without_coalescing`](Self::without_coalescing), turns it back on.
+    pub fn coalesce(self, coalesce: CoalesceLayer) -> MpsdLayer<Rebasing<Policy>, V, P> {
+        self.with_coalescing(coalesce)
+    }
+
+    /// Sends every GET as its caller asked, never sharing one answer
+    /// between identical concurrent GETs. Coalescing is on by default with
+    /// a rebase policy because a burst of callers reading one session (a
+    /// lobby polled by its members) otherwise spends a send each against
+    /// MPSD's per-user rate limit; turn it off when each caller must see
+    /// its own answer (its own timing, its own 304).
+    pub fn without_coalescing(self) -> MpsdLayer<Rebasing<Policy, Identity>, V, P> {
+        self.with_coalescing(Identity::new())
+    }
+
+    fn with_coalescing<C2>(self, coalesce: C2) -> MpsdLayer<Rebasing<Policy, C2>, V, P> {
+        MpsdLayer {
+            deadline: self.deadline,
+            max_attempts: self.max_attempts,
+            default_attempts: self.default_attempts,
+            rebase: Rebasing {
+                coalesce,
+                rebase: self.rebase.rebase,
+            },
+            retry: self.retry,
+            revalidate: self.revalidate,
+            pace: self.pace,
+        }
     }
 }
 

@@ -446,10 +446,16 @@ async fn a_surfaced_412_reads_as_the_session_it_carries_and_its_message_shows_no
         outcome,
         etag,
         payload,
+        history,
     } = err
     else {
         panic!("a status error: {shown}");
     };
+    // What the layers did is kept through the read.
+    let history = history.expect("the stack's history");
+    let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
+    assert_eq!(purposes, [Purpose::First, Purpose::Reread]);
+    assert_eq!(history.gave_up, Some(GaveUp::PolicyDeclined));
     assert_eq!(outcome, Outcome::SessionChanged);
     assert!(etag.is_some(), "with its ETag");
     let Payload::Session(session) = payload else {

@@ -463,3 +463,50 @@ async fn an_element_write_queues_with_its_session_and_other_sessions_do_not_wait
         "after its element's write"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_coalescing_two_identical_reads_are_both_sent() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "apart");
+    create(&uri, "host", json!({})).await;
+    let rebase = || RebaseLayer::new(rebase_fn(increment));
+    let coalescing = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().rebase(rebase()))
+        .service(http_client());
+    let apart = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().rebase(rebase()).without_coalescing())
+        .service(http_client());
+    // The server is slow enough that both GETs are in flight together.
+    let slow = || Fault::status(StatusCode::OK).delay(Duration::from_millis(100));
+
+    for (name, expected) in [("coalescing", 1), ("without_coalescing", 2)] {
+        sim.clear_log();
+        sim.script(slow().times(expected));
+        let get = || {
+            use futures_util::FutureExt;
+            let req = request(Method::GET, &uri).build();
+            match name {
+                "coalescing" => coalescing
+                    .clone()
+                    .oneshot(req)
+                    .map(|r| r.unwrap().status())
+                    .boxed(),
+                _ => apart
+                    .clone()
+                    .oneshot(req)
+                    .map(|r| r.unwrap().status())
+                    .boxed(),
+            }
+        };
+        let t0 = Instant::now();
+        let answers = join_all([get(), get()]).await;
+        assert_eq!(answers, [StatusCode::OK; 2]);
+        println!(
+            "{name}: {} sent, over at {:?}",
+            sim.log().len(),
+            t0.elapsed()
+        );
+        assert_eq!(sim.log().len(), expected, "{name}");
+        assert_eq!(t0.elapsed(), Duration::from_millis(100), "{name}: together");
+    }
+}

@@ -56,6 +56,10 @@ async fn row_201_created() {
 #[tokio::test]
 async fn row_202_accepted() {
     let sim = sim().await;
+    // MPSD's table allows 202 (`text/plain`, no body) without saying which
+    // call answers it; the simulator answers it only when scripted.
+    let text = HeaderValue::from_static("text/plain");
+    sim.script(Fault::status(StatusCode::ACCEPTED).header(header::CONTENT_TYPE, text));
     let uri = format!("{}/serviceconfigs/{SCID}/hoppers/ranked", sim.base_uri());
     let a = send(request(Method::POST, uri).json(json!({"ticket": {}}))).await;
     assert_eq!(a.outcome, Outcome::Accepted);

@@ -207,8 +207,13 @@
 //!   An invite (`"type":"invite"`) also has `invitedXuid` (from the
 //!   request; 400 if missing), `inviteAttributes` (as sent, default `{}`),
 //!   `senderXuid` (the caller) and `expiration`: its creation plus one hour
-//!   (*choice:* the docs do not give the lifetime). Handles never expire
-//!   or vanish on their own.
+//!   (*choice:* the docs do not give the lifetime). A transfer
+//!   (`"type":"transfer"`, a lobby's members moved to the game session of
+//!   `sessionRef`) must carry `originSessionRef`, the session they come
+//!   from (400 without it; *choice:* it need not exist any more), and has
+//!   it. A search handle (`"type":"search"`) has `searchAttributes` (an
+//!   object, as sent, default `{}`). Handles never expire or vanish on
+//!   their own.
 //! - `GET /handles/{id}` (200 or 404), `DELETE /handles/{id}` (204 or 404).
 //! - `/handles/{id}/session` is the session the handle points at, read and
 //!   written as through the session's own URI: GET answers 200 with the
@@ -243,9 +248,11 @@
 //!   (filters are ignored).
 //! - `POST .../batch`: 200 `{"results":{}}`.
 //! - `POST /serviceconfigs/{scid}/hoppers/{hopper}` (submit a matchmaking
-//!   ticket) is MPSD's one asynchronous operation: 202 `text/plain` with no
-//!   body, the ticket "completes later". The simulator only counts
-//!   tickets, so `.../hoppers/{hopper}/tickets/{id}` is always 404.
+//!   ticket): 201 `{"ticketId":"<GUID>","waitTime":30}`, the shape
+//!   Microsoft's SDK reads (the wait is the hopper's, below). The
+//!   simulator only counts tickets and matches nobody, so
+//!   `.../hoppers/{hopper}/tickets/{id}` is always 404. No route answers
+//!   202 by itself: script it with a [`Fault`].
 //! - `GET .../hoppers/{hopper}/stats`: 200 with the hopper's name, as
 //!   `name` and `hopperName`, its wait time in seconds, as `waitTime` and
 //!   `estimatedWaitTime` (*choice:* a fixed 30, the docs' sample value:
@@ -267,6 +274,11 @@ mod route;
 mod server;
 mod store;
 mod tls;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use faults::Fault;
 pub use go_away::{GoAway, GoAwaySent};

@@ -1175,7 +1175,7 @@ mod tests {
         assert_eq!(sim.base_uri(), format!("https://{}", sim.addr()));
         let uri = sim.session_uri("scid", "LobbySession", "tls");
         for h2 in [false, true] {
-            let ring = Arc::new(rustls::crypto::ring::default_provider());
+            let ring = Arc::new(crate::tls::ring_provider());
             let tls = rustls::ClientConfig::builder_with_provider(ring)
                 .with_safe_default_protocol_versions()
                 .unwrap()

@@ -8,9 +8,20 @@
 use std::io;
 use std::sync::Arc;
 
+use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::{crypto::ring, ServerConfig};
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
+
+/// *ring*'s crypto provider, named here rather than taken from the
+/// process default, so that the simulator works whichever providers its
+/// user's build enables. rustls 0.23.48 deprecates it for lacking
+/// post-quantum key exchange, which a test double on loopback does not
+/// need; *ring* keeps the build to a C compiler.
+#[allow(deprecated)]
+pub(crate) fn ring_provider() -> CryptoProvider {
+    ring::default_provider()
+}
 
 /// The simulator's certificate and the acceptor that presents it.
 #[derive(Clone)]
@@ -27,7 +38,7 @@ impl Tls {
         let made = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
         let certificate = made.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring_provider()))
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?
             .with_no_client_auth()

@@ -1,7 +1,8 @@
 //! The request shapes Microsoft's SDK sends, over real TCP: sessions read
 //! and written through a handle, reservations, roles, non-object custom
-//! values, the fields the service fills, handles and their queries, and
-//! hopper statistics.
+//! values, the fields the service fills, handles (transfer and search
+//! handles too) and their queries, and matchmaking tickets and hopper
+//! statistics.
 
 use std::time::Duration;
 
@@ -402,6 +403,57 @@ async fn handles_and_their_queries() {
     c.sim.shutdown().await;
 }
 
+/// The session shapes Microsoft's SDK sends with a transfer handle (a
+/// lobby's members moved to a game) and with a search handle.
+#[tokio::test]
+async fn transfer_and_search_handles() {
+    let c = Caller::start().await;
+    c.put(SESSION_PATH, "alice", json!({"members": {"me": {}}}))
+        .await;
+    let lobby = json!({"scid": SCID, "templateName": "samplelobbytemplate107", "name": "bd6c41c3"});
+    let mut transfer = activity("transfer");
+    transfer["originSessionRef"] = lobby.clone();
+    let transfer = c.create_handle("alice", transfer).await;
+    assert_eq!(transfer["type"], "transfer");
+    assert_eq!(transfer["originSessionRef"], lobby);
+    assert_eq!(transfer["sessionRef"]["name"], "lobby");
+    let read = c
+        .get(
+            &format!("/handles/{}", transfer["id"].as_str().unwrap()),
+            "alice",
+        )
+        .await;
+    assert_eq!(read.json(), transfer, "the handle is stored as answered");
+
+    // A transfer without its origin, or with half of one, is refused.
+    for origin in [None, Some(json!({"scid": SCID, "name": "bd6c41c3"}))] {
+        let mut body = activity("transfer");
+        if let Some(origin) = origin {
+            body["originSessionRef"] = origin;
+        }
+        let refused = c
+            .send(Method::POST, "/handles", "alice", &[], &body.to_string())
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    let attributes =
+        json!({"tags": ["PlayerSkillNoQoS"], "strings": {"mode": "ffa"}, "numbers": {"level": 7}});
+    let mut search = activity("search");
+    search["searchAttributes"] = attributes.clone();
+    let search = c.create_handle("alice", search).await;
+    assert_eq!(search["searchAttributes"], attributes);
+    let bare = c.create_handle("alice", activity("search")).await;
+    assert_eq!(bare["searchAttributes"], json!({}));
+    let mut wrong = activity("search");
+    wrong["searchAttributes"] = json!(["tags"]);
+    let refused = c
+        .send(Method::POST, "/handles", "alice", &[], &wrong.to_string())
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    c.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn hopper_statistics() {
     let c = Caller::start().await;
@@ -423,8 +475,13 @@ async fn hopper_statistics() {
             &ticket.to_string(),
         )
         .await;
-    assert_eq!(submitted.status, StatusCode::ACCEPTED);
-    assert!(submitted.body.is_empty());
+    // MPSD's answer, as Microsoft's SDK reads it: 201 with the ticket's id
+    // and its expected wait, the hopper's.
+    assert_eq!(submitted.status, StatusCode::CREATED);
+    let submitted = submitted.json();
+    assert_eq!(submitted["waitTime"], 30);
+    let id = submitted["ticketId"].as_str().unwrap();
+    assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a GUID: {id}");
     assert_eq!(c.get(&stats, "alice").await.json()["population"], 1);
     c.sim.shutdown().await;
 }

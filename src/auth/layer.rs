@@ -297,7 +297,9 @@ where
                 }
             };
             let first = with_token(&head, &body, &token);
-            future::poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
+            future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
             let res = inner.call(first).await.map_err(Into::into)?;
             if res.status() != StatusCode::UNAUTHORIZED {
                 return Ok(res);
@@ -310,7 +312,9 @@ where
             drop(res);
             tracing::debug!(user = fresh.user_hash(), "mpsd auth: 401, sending again");
             let again = with_token(&head, &body, &fresh);
-            future::poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
+            future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
             inner.call(again).await.map_err(Into::into)
         };
         ResponseFuture {

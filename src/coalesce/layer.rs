@@ -47,6 +47,7 @@ crate::macros::counter_getters!(
 
 impl CoalesceStats {
     pub(crate) fn coalesced(&self) {
+        crate::metrics::coalesced_read();
         self.reads_coalesced.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -488,14 +489,21 @@ mod readiness {
         let leader = tokio::spawn(first.oneshot(request("GET", &session("s"), "u", 5000)));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut kept = second.clone();
-        let follower = kept.ready().await.unwrap().call(request("GET", &session("s"), "u", 0));
+        let follower = kept
+            .ready()
+            .await
+            .unwrap()
+            .call(request("GET", &session("s"), "u", 0));
         let follower = tokio::spawn(async move {
             let res = follower.await;
             drop(kept);
             res
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        second.oneshot(request("GET", &session("r"), "v", 0)).await.unwrap();
+        second
+            .oneshot(request("GET", &session("r"), "v", 0))
+            .await
+            .unwrap();
         assert_eq!(t0.elapsed(), Duration::from_secs(2), "v waited");
         leader.await.unwrap().unwrap();
         follower.await.unwrap().unwrap();

@@ -396,7 +396,11 @@ impl FleetBoard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (client, channel) = (self.store.board_client().clone(), self.channel());
+        // Without a client, waiters learn of their turn by asking.
+        let Some(client) = self.store.board_subscriber().cloned() else {
+            return;
+        };
+        let channel = self.channel();
         let waiters = Arc::downgrade(&self.waiters);
         *listener = Some(runtime.spawn(announced(client, channel, waiters)));
     }

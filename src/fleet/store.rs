@@ -6,27 +6,32 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::util::rng::{HasherRng, Rng};
 
+use super::connect::{Connection, Credentials, Nodes, Target};
 use super::scripts;
 use crate::pace::Limits;
 
-/// A Redis server that several processes share their cooldowns and pace
-/// windows through; see [the module](crate::fleet). A cheap handle: clones
-/// share one connection (a [`ConnectionManager`], which reconnects on its
-/// own), and one record of whether Redis answers.
+/// A Redis server or cluster that several processes share their cooldowns
+/// and pace windows through; see [the module](crate::fleet). A cheap
+/// handle: clones share one connection (which reconnects on its own, and
+/// in a cluster follows its topology), and one record of whether Redis
+/// answers.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    /// For connections of their own: the session board's subscription.
-    client: redis::Client,
+    conn: Connection,
+    /// For the session board's subscription: a client of one node (for a
+    /// cluster, its first seed: a node hears every node's messages).
+    subscriber: Option<redis::Client>,
+    /// What kind of Redis, for `Debug` (never a URL).
+    target: String,
     prefix: String,
     timeout: Duration,
     probe_lease: Duration,
@@ -49,6 +54,7 @@ struct Inner {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("target", &self.inner.target)
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .field("probe_lease", &self.inner.probe_lease)
@@ -57,22 +63,23 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-/// Builds a [`RedisStore`]; from [`RedisStore::builder`].
+/// Builds a [`RedisStore`]; from [`RedisStore::builder`] (one node) or
+/// [`RedisStore::cluster_builder`].
 #[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
-    timeout: Duration,
     probe_lease: Duration,
 }
 
-/// Without the URL: it may carry a password (`redis://:password@host/`).
+/// Without the URLs: they may carry a password (`redis://:password@host/`).
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
+            .field("target", &self.target.describe())
             .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.target.timeout)
             .field("probe_lease", &self.probe_lease)
             .finish_non_exhaustive()
     }
@@ -80,9 +87,49 @@ impl fmt::Debug for RedisStoreBuilder {
 
 impl RedisStoreBuilder {
     /// Prefix of every key written. Default `"mpsd:"`. Fleets sharing one
-    /// Redis for different services give each its own.
+    /// Redis for different services give each its own. Braces become `_`:
+    /// in a cluster they would change the keys' hash tag, and the keys of
+    /// one call must share a slot.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.prefix = prefix.into().replace(['{', '}'], "_");
+        self
+    }
+
+    /// Trusts these certificate authorities (PEM, one or more) instead of
+    /// the default roots (Mozilla's, compiled in), for `rediss://` URLs: a
+    /// private CA, or a self-signed server. Checked when the store is
+    /// built.
+    pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.target.root_cert = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate chain and private key (PEM) to the
+    /// server, for a `rediss://` URL to a server that asks for one
+    /// (mutual TLS, `tls-auth-clients yes`). Checked when the store is
+    /// built.
+    pub fn client_certificate_pem(
+        mut self,
+        chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.target.client_cert = Some((chain.into(), private_key.into()));
+        self
+    }
+
+    /// Takes the user name and password from `credentials` instead of the
+    /// URL, and follows it: each value sent re-authenticates every live
+    /// connection (`AUTH`), and new connections use the latest. For
+    /// passwords that rotate: Azure's Entra ID tokens, AWS's IAM tokens
+    /// (valid 15 minutes), a secret store's rotation. Send the new value
+    /// before the old one stops working.
+    ///
+    /// A `watch` channel because it always holds a current value, which a
+    /// connection needs at once to log in, and a value sent replaces any
+    /// not yet read; the `redis` crate's `StreamingCredentialsProvider`
+    /// does the re-authentication.
+    pub fn credentials(mut self, credentials: watch::Receiver<Credentials>) -> Self {
+        self.target.credentials = Some(credentials);
         self
     }
 
@@ -92,7 +139,7 @@ impl RedisStoreBuilder {
     /// windows (15 s) and `Retry-After`s (seconds), so a slow Redis costs a
     /// request at most that much.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.target.timeout = timeout;
         self
     }
 
@@ -110,28 +157,26 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// When the URL is not a Redis URL, or when called outside a tokio
-    /// runtime (the connection's task needs one).
+    /// When a URL is not a Redis URL, a cluster has no seed, its seeds
+    /// disagree (user, password, TLS), a certificate or key is not PEM,
+    /// certificates are given for a URL that is not `rediss://`, or when
+    /// called outside a tokio runtime (the connection's task needs one).
     pub fn build(self) -> Result<RedisStore, redis::RedisError> {
         if tokio::runtime::Handle::try_current().is_err() {
             let outside = "a RedisStore is built inside a tokio runtime";
             return Err((redis::ErrorKind::Client, outside).into());
         }
-        let client = redis::Client::open(self.url.as_str())?;
-        // One try per call: the store falls back at once rather than wait
-        // for a reconnection, which the manager makes in the background.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let target = self.target.describe();
+        let timeout = self.target.timeout;
+        let subscriber = self.target.subscriber();
+        let conn = self.target.connect()?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
-                client,
+                subscriber,
+                target,
                 prefix: self.prefix,
-                timeout: self.timeout,
+                timeout,
                 probe_lease: self.probe_lease,
                 instance: HasherRng::new().next_u64(),
                 sequence: AtomicU64::new(0),
@@ -189,25 +234,60 @@ fn from_micros(us: i64) -> Duration {
 }
 
 impl RedisStore {
-    /// A builder for a store at `url` (`redis://host:port/db`, or
+    /// A builder for a store on one Redis node at `url`
+    /// (`redis://[user:password@]host:port/db`, `rediss://` for TLS, or
     /// `redis+unix:///path`), with the defaults: prefix `"mpsd:"`, a
     /// 100 ms timeout, a 5 s probe lease.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::builder_for(Nodes::Single(url.into()))
+    }
+
+    /// A builder for a store on a Redis Cluster reached first through
+    /// `seeds` (node URLs as for [`builder`](Self::builder); one is
+    /// enough, more survive a seed being down; all with the same user,
+    /// password and scheme), with the same defaults. The connection learns
+    /// the other nodes from the cluster and follows its topology
+    /// (`MOVED`/`ASK`, failovers).
+    pub fn cluster_builder<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+    ) -> RedisStoreBuilder {
+        Self::builder_for(Nodes::Cluster(seeds.into_iter().map(Into::into).collect()))
+    }
+
+    fn builder_for(nodes: Nodes) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target: Target {
+                nodes,
+                timeout: Duration::from_millis(100),
+                root_cert: None,
+                client_cert: None,
+                credentials: None,
+            },
             prefix: "mpsd:".to_owned(),
-            timeout: Duration::from_millis(100),
             probe_lease: Duration::from_secs(5),
         }
     }
 
-    /// A store at `url` with the defaults; see [`builder`](Self::builder).
+    /// A store on one node at `url` with the defaults; see
+    /// [`builder`](Self::builder).
     ///
     /// # Errors
     ///
     /// As [`RedisStoreBuilder::build`].
     pub fn open(url: impl Into<String>) -> Result<Self, redis::RedisError> {
         Self::builder(url).build()
+    }
+
+    /// A store on the Redis Cluster reached through `seeds` with the
+    /// defaults; see [`cluster_builder`](Self::cluster_builder).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStoreBuilder::build`].
+    pub fn open_cluster<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+    ) -> Result<Self, redis::RedisError> {
+        Self::cluster_builder(seeds).build()
     }
 
     /// Whether the last call to Redis succeeded: state is shared. `false`
@@ -271,7 +351,7 @@ impl RedisStore {
 
     /// What the session board ([`super::board`]) uses of the store: its
     /// key of `session` and `part` (one hash tag per session), a script
-    /// call, the channel it announces turns on, and the client for its
+    /// call, the channel it announces turns on, and a client for its
     /// subscription.
     pub(super) fn board_key(&self, session: &str, part: &str) -> String {
         self.key("board", session, part)
@@ -288,8 +368,8 @@ impl RedisStore {
         format!("{}board:turns", self.inner.prefix)
     }
 
-    pub(super) fn board_client(&self) -> &redis::Client {
-        &self.inner.client
+    pub(super) fn board_subscriber(&self) -> Option<&redis::Client> {
+        self.inner.subscriber.as_ref()
     }
 
     fn next_try(&self) -> std::sync::MutexGuard<'_, Instant> {
@@ -304,6 +384,7 @@ impl RedisStore {
         *self.next_try() = Instant::now() + RETRY_AFTER_FAILURE;
         if self.inner.shared.swap(false, Ordering::Relaxed) {
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::redis_fallback();
             tracing::warn!(%error, "mpsd fleet: Redis failed; using this process's own state");
         }
     }
@@ -473,5 +554,12 @@ mod tests {
             store.key("pace", "h u{1}", ":floor"),
             "mpsd:pace:{h u_1_}:floor"
         );
+        // A prefix of `{}` would be an empty tag, which Redis ignores:
+        // the keys of one call would hash apart.
+        let store = RedisStore::builder("redis://127.0.0.1:1/")
+            .prefix("{}")
+            .build()
+            .unwrap();
+        assert_eq!(store.key("pace", "k", ""), "__pace:{k}");
     }
 }

@@ -168,10 +168,13 @@ where
                     let now = Instant::now();
                     match reserved {
                         Ok(slot) if slot <= now => State::Ready { call },
-                        Ok(slot) => State::Waiting {
-                            sleep: sleep_until(slot),
-                            call,
-                        },
+                        Ok(slot) => {
+                            crate::metrics::pace_wait();
+                            State::Waiting {
+                                sleep: sleep_until(slot),
+                                call,
+                            }
+                        }
                         Err(slot) => State::Failed {
                             error: Some(Refused::new(RefusedBy::Pace, slot - now, *attempts)),
                         },

@@ -143,6 +143,7 @@ where
             Ok(slot) if slot <= now => ResponseFuture::calling(self.inner.call(req), learn),
             Ok(slot) => {
                 tracing::debug!(wait = ?(slot - now), "mpsd pace: waiting for a slot");
+                crate::metrics::pace_wait();
                 ResponseFuture::waiting(slot, ready::release(&mut self.inner), req, learn)
             }
             Err(slot) => {

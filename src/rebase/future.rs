@@ -430,6 +430,7 @@ impl<S, P> Rounds<S, P> {
         tracing::debug!("mpsd rebase: a stale write rebased before it was sent");
         board.count(Count::RebasedBeforeSending);
         self.logical.rebased_before_sending();
+        crate::metrics::rebased(true);
         self.condition = rebase_head(&mut self.write, &etag);
         self.body = Some(next.clone());
         Ok(Some(next))
@@ -750,6 +751,7 @@ impl<S, P> Rounds<S, P> {
         if !self.logical.take_send(Purpose::Rebased) {
             return Step::Done(self.stop(GaveUp::MaxAttempts));
         }
+        crate::metrics::rebased(false);
         Step::Go(State::Pausing {
             etag,
             body: next,
@@ -772,7 +774,9 @@ impl<S, P> Rounds<S, P> {
     /// history in it.
     fn finish<R>(&self, mut res: Response<RebaseBody<R>>) -> Finished<R> {
         if self.owner {
-            res.extensions_mut().insert(self.logical.take_history());
+            let status = res.status();
+            res.extensions_mut()
+                .insert(self.logical.take_history(Some(status)));
         }
         Ok(res)
     }

@@ -368,3 +368,81 @@ async fn a_write_waiting_for_its_turn_holds_no_readiness_below() {
     assert_eq!(when(&log), at(&[(0, "u"), (2, "v"), (5, "u")]));
     assert_eq!(board.stats().waited(), 1);
 }
+
+/// A body whose one chunk comes at `at`, as does every clone's.
+struct SlowBody {
+    at: tokio::time::Instant,
+    data: Option<Bytes>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Clone for SlowBody {
+    fn clone(&self) -> Self {
+        Self {
+            at: self.at,
+            data: self.data.clone(),
+            sleep: None,
+        }
+    }
+}
+
+impl From<Bytes> for SlowBody {
+    fn from(data: Bytes) -> Self {
+        Self {
+            at: tokio::time::Instant::now(),
+            data: Some(data),
+            sleep: None,
+        }
+    }
+}
+
+impl http_body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let at = self.at;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+}
+
+/// A write whose body is slow to come (the layer reads a copy to keep it)
+/// holds no readiness below meanwhile: u's write waits 5 s for its body;
+/// v's, sent through the one permit of a `ConcurrencyLimit` below, goes
+/// at once.
+#[tokio::test(start_paused = true)]
+async fn a_write_with_a_slow_body_holds_no_readiness_below() {
+    use tokio::time::Instant;
+    use tower::limit::ConcurrencyLimitLayer;
+
+    use crate::ready::test_support::{at, upstream, when};
+
+    let t0 = Instant::now();
+    let (svc, log) = upstream::<SlowBody>(t0);
+    let client = ServiceBuilder::new()
+        .layer(RebaseLayer::new(super::policy::ResendDelta))
+        .layer(ConcurrencyLimitLayer::new(1))
+        .service(svc);
+    let write = |user: &str, after| {
+        let mut body = SlowBody::from(Bytes::from_static(b"{}"));
+        body.at += after;
+        Request::put(URI)
+            .header(header::AUTHORIZATION, format!("XBL3.0 x={user};token"))
+            .header(header::IF_MATCH, "\"e1\"")
+            .body(body)
+            .unwrap()
+    };
+    let slow = tokio::spawn(client.clone().oneshot(write("u", Duration::from_secs(5))));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.oneshot(write("v", Duration::ZERO)).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(1), "v waited");
+    slow.await.unwrap().unwrap();
+    assert_eq!(when(&log), at(&[(1, "v"), (5, "u")]));
+}

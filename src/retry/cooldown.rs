@@ -412,6 +412,10 @@ impl Cooldowns {
                 return;
             }
         }
+        #[cfg(feature = "metrics")]
+        if gates.get(&key).map_or(true, |g| g.until <= Instant::now()) {
+            crate::metrics::cooldown_started(key.0);
+        }
         let gate = gates.entry(key).or_insert_with(|| Gate {
             until,
             probing: false,

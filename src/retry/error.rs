@@ -3,30 +3,35 @@
 //! caller's mistake, and which errors carry the attempt history.
 
 use std::error::Error;
-use std::fmt;
+use std::{fmt, io};
 
 use http::Uri;
 
 use crate::logical::AttemptHistory;
 use crate::BoxError;
 
-/// A request was refused before anything was sent: its URI has no scheme
-/// or no authority (`/serviceconfigs/…` instead of
+/// A request was refused before anything was sent: its URI has no
+/// authority, or a scheme other than `http` or `https`
+/// (`/serviceconfigs/…` or `htp://…` instead of
 /// `https://sessiondirectory.xboxlive.com/serviceconfigs/…`).
 ///
-/// No client can send it (hyper-util's fails with `UserAbsoluteUriRequired`),
-/// and the cooldowns are keyed by the authority, so retrying it would only
-/// wait out the deadline. A layer that completes relative URIs goes outside
-/// the retry layer.
+/// No client can send it (hyper-util's fails with `UserAbsoluteUriRequired`,
+/// its connectors with "unsupported scheme"), and the cooldowns are keyed
+/// by the authority, so retrying it would only wait out the deadline. It is
+/// checked once, when the [logical request](crate::logical) is parsed, and
+/// refused by the retry layer. A layer that completes relative URIs goes
+/// outside the retry layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidUri {
     uri: Uri,
 }
 
 impl InvalidUri {
-    /// `Err` when `uri` lacks a scheme or an authority.
+    /// `Err` when `uri` lacks an authority, or its scheme is not `http` or
+    /// `https`.
     pub(crate) fn check(uri: &Uri) -> Result<(), Self> {
-        if uri.scheme().is_some() && uri.authority().is_some() {
+        let http = matches!(uri.scheme_str(), Some("http" | "https"));
+        if http && uri.authority().is_some() {
             Ok(())
         } else {
             Err(Self { uri: uri.clone() })
@@ -41,46 +46,118 @@ impl InvalidUri {
 
 impl fmt::Display for InvalidUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let missing = match (self.uri.scheme(), self.uri.authority()) {
-            (None, None) => "a scheme and an authority",
-            (None, Some(_)) => "a scheme",
-            _ => "an authority",
-        };
         // The path only: a query is the caller's to show.
-        write!(
-            f,
-            "request URI {:?} lacks {missing}: an absolute URI (https://host/path) is needed",
-            self.uri.path()
-        )
+        let path = self.uri.path();
+        let needed = "an absolute URI (https://host/path) is needed";
+        match (self.uri.scheme_str(), self.uri.authority()) {
+            (None, None) => write!(
+                f,
+                "request URI {path:?} lacks a scheme and an authority: {needed}"
+            ),
+            (None, Some(_)) => write!(f, "request URI {path:?} lacks a scheme: {needed}"),
+            (Some(scheme @ ("http" | "https")), None) => write!(
+                f,
+                "request URI {path:?} lacks an authority after {scheme}: {needed}"
+            ),
+            // A scheme is short and names no secret; shown to say which.
+            (Some(scheme), _) => write!(
+                f,
+                "request URI {path:?} has scheme {scheme:?}: only http and https can be sent"
+            ),
+        }
     }
 }
 
 impl Error for InvalidUri {}
 
-/// Whether `error` is the caller's mistake, which no retry can mend: a
-/// [`hyper::Error`] anywhere in its source chain with
-/// [`is_user()`](hyper::Error::is_user) (the request body failed, a header
-/// is not allowed, the connection task is gone), or an [`InvalidUri`].
+/// What an error of the inner service says about its request: the one
+/// reading of the error that the retry layer acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No attempt can succeed: the caller's mistake or the client's
+    /// configuration. Handed back at once.
+    Permanent,
+    /// The server said it did not process the request (see
+    /// [`never_processed`]): sent again at once, whatever the method.
+    Unprocessed,
+    /// No connection was established: nothing was sent, so it may be sent
+    /// again whatever the method, after a backoff.
+    NotConnected,
+    /// It may have reached the server: retried only when safe to repeat.
+    Unknown,
+}
+
+/// Reads `error`'s source chain, outermost first:
 ///
-/// hyper-util's legacy client reports some mistakes in its own error kinds
-/// (`UserUnsupportedVersion`, `UserUnsupportedRequestMethod`), which it
-/// does not expose; they are retried like any other error.
-pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
+/// - **Permanent**: an [`InvalidUri`]; a [`hyper::Error`] with
+///   [`is_user()`](hyper::Error::is_user) (the request body failed, a
+///   header is not allowed); one of hyper-util's legacy client errors
+///   that is neither a connect nor a send failure (its `User…` kinds, such
+///   as an unsupported HTTP version, are the only ones without a source);
+///   or a connect failure that carries no `io::Error` of an OS kind (see
+///   below).
+/// - **Not connected**: a connect failure of hyper-util's legacy client
+///   ([`is_connect()`](hyper_util::client::legacy::Error::is_connect),
+///   also what reqwest wraps) with an [`io::Error`] in its chain whose
+///   kind is not [`Other`](io::ErrorKind::Other): the socket or the
+///   resolver failed (refused, unreachable, DNS, connect timeout, a TLS
+///   handshake), before any byte of the request was written.
+/// - **Unprocessed**: see [`never_processed`].
+/// - **Unknown**: anything else, as before this reading existed.
+///
+/// Why the `io::Error` kind tells a failed connection from a refused
+/// configuration: every socket and resolver failure comes from the OS or
+/// the standard library, which never use `ErrorKind::Other`; a connector
+/// that refuses the URI itself, before touching the network, carries
+/// either no `io::Error` at all (hyper-util's `HttpConnector` given an
+/// `https` URI: "invalid URL, scheme is not http") or one it made with
+/// `io::Error::other` (hyper-rustls's `https_only()` given `http`:
+/// "unsupported scheme http"; rustls refusing a host that is no DNS name
+/// carries none). The limit of the rule: a connector's own timeout that
+/// carries no `io::Error` (reqwest's `connect_timeout` gives its own
+/// `TimedOut`) reads as permanent, and is handed back at once.
+///
+/// reqwest's builder errors (`is_builder()`) carry only reqwest's own
+/// types, which this crate does not depend on: they read as unknown.
+pub(crate) fn failure(error: &(dyn Error + 'static)) -> Failure {
+    let mut connect = false;
+    let mut os_io = false;
     let mut next = Some(error);
     while let Some(e) = next {
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-            || e.is::<InvalidUri>()
+        if e.is::<InvalidUri>()
+            || e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_user)
         {
-            return true;
+            return Failure::Permanent;
+        }
+        if e.is::<h2::Error>() {
+            return if never_processed(e) {
+                Failure::Unprocessed
+            } else {
+                Failure::Unknown
+            };
+        }
+        if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if client.is_connect() {
+                connect = true;
+            } else if client.source().is_none() {
+                return Failure::Permanent;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            os_io |= io.kind() != io::ErrorKind::Other;
         }
         next = e.source();
     }
-    false
+    match (connect, os_io) {
+        (true, true) => Failure::NotConnected,
+        (true, false) => Failure::Permanent,
+        (false, _) => Failure::Unknown,
+    }
 }
 
-/// Whether `error` proves the server did not process the request: an
-/// [`h2::Error`] anywhere in its source chain that was received from the
+/// Whether `error`, an [`h2::Error`] (the first one in a source chain),
+/// proves the server did not process the request: it was received from the
 /// server ([`is_remote`](h2::Error::is_remote)) and is either
 ///
 /// - a `RST_STREAM` with `REFUSED_STREAM` (RFC 9113 §8.7: "the stream was
@@ -124,17 +201,13 @@ pub(crate) fn callers_mistake(error: &(dyn Error + 'static)) -> bool {
 /// (Requests hyper had not yet handed to h2 when the `GOAWAY` came are
 /// given back to hyper-util's legacy client, which sends them again on a
 /// new connection by itself when the old one had been used before.)
-pub(crate) fn never_processed(error: &(dyn Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-            let drained = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
-            return h2.is_remote() && (refused || drained);
-        }
-        next = e.source();
-    }
-    false
+fn never_processed(error: &(dyn Error + 'static)) -> bool {
+    let Some(h2) = error.downcast_ref::<h2::Error>() else {
+        return false;
+    };
+    let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+    let drained = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+    h2.is_remote() && (refused || drained)
 }
 
 /// A logical request ended in an error of the inner service (a connection
@@ -148,8 +221,11 @@ pub(crate) fn never_processed(error: &(dyn Error + 'static)) -> bool {
 /// [`InvalidUri`], [`RebaseError`](crate::rebase::RebaseError)) are not wrapped: they
 /// say what happened themselves, and downcast directly.
 ///
-/// `Display` does not repeat the source's message: walk
-/// [`source`](Error::source) (or print with `anyhow`'s `{:#}`) for it.
+/// `Display` is one line, the attempt count and the root cause (the last
+/// error of the [`source`](Error::source) chain): `mpsd request failed
+/// after 5 attempts: Connection refused (os error 111)`. `Debug` shows the
+/// whole chain and history; neither shows the request's `Authorization`
+/// or a body, which are not kept here.
 #[derive(Debug)]
 pub struct RequestFailed {
     source: BoxError,
@@ -190,7 +266,11 @@ impl fmt::Display for RequestFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.history.attempts().len();
         let s = if n == 1 { "" } else { "s" };
-        write!(f, "mpsd request failed after {n} attempt{s}")
+        let mut root: &(dyn Error + 'static) = &*self.source;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        write!(f, "mpsd request failed after {n} attempt{s}: {root}")
     }
 }
 
@@ -213,17 +293,21 @@ mod tests {
         // Made here, not received from the server: no proof.
         for reason in [h2::Reason::REFUSED_STREAM, h2::Reason::NO_ERROR] {
             let local: BoxError = h2::Error::from(reason).into();
-            assert!(!never_processed(&*local));
+            assert_eq!(failure(&*local), Failure::Unknown);
         }
         let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
-        assert!(!never_processed(&*io));
+        assert_eq!(failure(&*io), Failure::Unknown);
         // The received cases are tested over a real HTTP/2 connection in
         // tests/tls.rs: h2 makes remote resets and GOAWAYs only from frames.
     }
 
     #[test]
     fn only_absolute_uris_pass() {
-        for ok in ["http://mpsd.test/handles/h1", "https://a:8443/"] {
+        for ok in [
+            "http://mpsd.test/handles/h1",
+            "https://a:8443/",
+            "HTTPS://a/",
+        ] {
             assert_eq!(InvalidUri::check(&ok.parse().unwrap()), Ok(()), "{ok}");
         }
         let refused = |uri: &str| InvalidUri::check(&uri.parse().unwrap()).unwrap_err();
@@ -240,6 +324,14 @@ mod tests {
         assert!(refused("*")
             .to_string()
             .contains("lacks a scheme and an authority"));
+        assert_eq!(
+            refused("htp://mpsd.test/handles/h1").to_string(),
+            "request URI \"/handles/h1\" has scheme \"htp\": only http and https can be sent"
+        );
+        assert_eq!(
+            refused("ftp://mpsd.test/").to_string(),
+            "request URI \"/\" has scheme \"ftp\": only http and https can be sent"
+        );
     }
 
     #[derive(Debug)]
@@ -260,13 +352,16 @@ mod tests {
         let invalid: BoxError = InvalidUri::check(&"/x".parse().unwrap())
             .unwrap_err()
             .into();
-        assert!(callers_mistake(&*invalid));
+        assert_eq!(failure(&*invalid), Failure::Permanent);
         let nested: BoxError = Box::new(Outer(Box::new(Outer(invalid))));
-        assert!(callers_mistake(&*nested));
-        let reset: BoxError = Box::new(Outer(Box::new(std::io::Error::from(
-            std::io::ErrorKind::ConnectionReset,
-        ))));
-        assert!(!callers_mistake(&*reset));
+        assert_eq!(failure(&*nested), Failure::Permanent);
+        // Without a connect failure of the client, an error may have been
+        // sent, whatever its io::Error: the connect cases need hyper-util's
+        // own errors, made over real sockets in tests/errors.rs.
+        for kind in [io::ErrorKind::ConnectionReset, io::ErrorKind::Other] {
+            let io: BoxError = Box::new(Outer(Box::new(io::Error::from(kind))));
+            assert_eq!(failure(&*io), Failure::Unknown, "{kind:?}");
+        }
     }
 
     fn history(n: usize) -> AttemptHistory {
@@ -291,7 +386,18 @@ mod tests {
         let twice = RequestFailed::wrap(once, || history(2));
         let failed = twice.downcast_ref::<RequestFailed>().unwrap();
         assert_eq!(failed.history().attempts().len(), 2, "the newer history");
-        assert_eq!(failed.to_string(), "mpsd request failed after 2 attempts");
+        assert_eq!(
+            failed.to_string(),
+            "mpsd request failed after 2 attempts: connection refused",
+            "one line, with the root cause"
+        );
+        let deep = RequestFailed::wrap(Box::new(Outer(Box::new(Outer("the root".into())))), || {
+            history(1)
+        });
+        assert_eq!(
+            deep.to_string(),
+            "mpsd request failed after 1 attempt: the root"
+        );
         let source = failed.source().unwrap();
         assert!(
             source.is::<std::io::Error>(),

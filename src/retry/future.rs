@@ -14,7 +14,7 @@ use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, SharedAdmission, Ticket};
-use super::error::{callers_mistake, never_processed, InvalidUri, RequestFailed};
+use super::error::{failure, Failure, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
 use crate::classify::{call_of, outcome_of, Call};
@@ -220,7 +220,7 @@ where
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();
-        let invalid = InvalidUri::check(req.uri()).err();
+        let invalid = logical.invalid_uri().cloned();
         if invalid.is_none() {
             shared.budget.deposit();
         }
@@ -502,6 +502,7 @@ where
                 Cause::Throttled => &stats.retries_throttled,
                 _ => &stats.retries_transient,
             });
+            crate::metrics::retry(why);
             return Ok(());
         };
         // A retry is planned only after an answer, which is kept till now.
@@ -590,31 +591,26 @@ where
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
         let config = &self.shared.config;
-        // No retry mends the caller's mistake (see `callers_mistake`).
-        let mended = |e: &BoxError| !callers_mistake(&**e);
-        let failed = result.as_ref().err().filter(|_| unsent.is_none());
-        let wanted = match &outcome {
-            Some(o) => cause(o, self.safe_to_repeat),
-            // Not processed: safe to send again, even a write.
-            None if failed.is_some_and(|e| never_processed(&**e)) => {
-                Some((Cause::Unprocessed, None))
-            }
-            None if self.safe_to_repeat
-                && unsent.is_none()
-                && result.as_ref().err().is_some_and(mended) =>
-            {
-                Some((Cause::Transient, None))
-            }
-            None => None,
+        let failure = result
+            .as_ref()
+            .err()
+            .filter(|_| unsent.is_none())
+            .map(|e| failure(&**e));
+        let wanted = match (&outcome, failure) {
+            (Some(o), _) => cause(o, self.safe_to_repeat),
+            // Not processed, or not even connected: safe to send again,
+            // even a write.
+            (None, Some(Failure::Unprocessed)) => Some((Cause::Unprocessed, None)),
+            (None, Some(Failure::NotConnected)) => Some((Cause::NotConnected, None)),
+            (None, Some(Failure::Unknown)) if self.safe_to_repeat => Some((Cause::Transient, None)),
+            _ => None,
         }
         .filter(|(c, _)| config.handles(*c));
         self.report_to_cooldowns(wanted, outcome.is_some(), &mut now);
 
         let Some((why, hint)) = wanted else {
-            let transient =
-                outcome.is_some_and(|o| matches!(o.retryable(), Retryable::IfSafeToRepeat));
-            if transient && !self.safe_to_repeat && self.shared.config.handles(Cause::Transient) {
-                self.give_up(GaveUp::NotSafeToRepeat);
+            if let Some(reason) = self.not_retried(outcome.as_ref(), failure) {
+                self.give_up(reason);
             }
             return Err(self.finish(result));
         };
@@ -684,6 +680,24 @@ where
         }
     }
 
+    /// Why an answer or error no retry is wanted for stops the logical
+    /// request short of a success, if it does: a final answer (a 404, a
+    /// 412 for the rebase layer) is no giving up, nor is a cause this
+    /// layer leaves to another.
+    fn not_retried(&self, outcome: Option<&Outcome>, failure: Option<Failure>) -> Option<GaveUp> {
+        let transient = self.shared.config.handles(Cause::Transient);
+        match (outcome, failure) {
+            (_, Some(Failure::Permanent)) => Some(GaveUp::CannotSucceed),
+            (Some(o), _) if matches!(o.retryable(), Retryable::IfSafeToRepeat) && transient => {
+                Some(GaveUp::NotSafeToRepeat)
+            }
+            // Only a request not safe to repeat gets here with an error
+            // that may have been sent.
+            (None, Some(Failure::Unknown)) if transient => Some(GaveUp::NotSafeToRepeat),
+            _ => None,
+        }
+    }
+
     fn give_up(&self, reason: GaveUp) {
         bump(&self.shared.stats.give_ups);
         tracing::debug!(?reason, "mpsd retry: giving up");
@@ -696,7 +710,9 @@ where
     fn finish(&self, result: Finished<R>) -> Finished<R> {
         let mut res = result.map_err(|e| self.with_history(e))?;
         if self.owner {
-            res.extensions_mut().insert(self.logical.take_history());
+            let status = res.status();
+            res.extensions_mut()
+                .insert(self.logical.take_history(Some(status)));
         }
         Ok(res)
     }
@@ -706,7 +722,7 @@ where
     fn with_history(&self, error: BoxError) -> BoxError {
         RequestFailed::wrap(error, || {
             if self.owner {
-                self.logical.take_history()
+                self.logical.take_history(None)
             } else {
                 self.logical.history()
             }

@@ -34,9 +34,10 @@
 //!   the deadline too: past it, the last answer is handed back.
 //! - **Method safety**: 429 and 503 are retried for any method (the service
 //!   refused the request without applying it). 408, 500, 502, 504 and
-//!   errors of the inner service are retried only for GET, HEAD and OPTIONS
-//!   by default: an MPSD PUT is a merge the server may have applied, and a
-//!   replay could undo a write made in between. 202 is never retried.
+//!   errors of the inner service (but a connection never made, below) are
+//!   retried only for GET, HEAD and OPTIONS by default: an MPSD PUT is a
+//!   merge the server may have applied, and a replay could undo a write
+//!   made in between. 202 is never retried.
 //! - **Unprocessed requests**: an HTTP/2 stream the server reset with
 //!   `REFUSED_STREAM`, or one a `GOAWAY` with `NO_ERROR` excluded (its
 //!   stream id is above the last one the `GOAWAY` names), was not
@@ -47,13 +48,28 @@
 //!   answering, or one cut off by a `GOAWAY` with an error code, keeps the
 //!   method rules: h2 0.4 gives the first an I/O error, and uses an
 //!   error-coded `GOAWAY` error for the whole connection's end too.
-//! - **Caller's mistakes**: a URI without a scheme or an authority is
-//!   refused at once with [`InvalidUri`], sending nothing; an error that is
-//!   the caller's (a `hyper::Error` with `is_user()`, such as a request body
-//!   that failed) is handed back, never retried.
+//! - **Connections never made**: an error of the client that shows no
+//!   connection was established (hyper-util's legacy client's
+//!   `is_connect()` with an OS `io::Error` in its chain: refused,
+//!   unreachable, DNS, connect timeout, TLS handshake) proves nothing was
+//!   sent, so it is retried whatever the method, with the backoff of a
+//!   transient failure, within the deadline and the attempts; the history
+//!   marks those retries [`Cause::NotConnected`](crate::rules::backoff::Cause::NotConnected).
+//! - **Requests that can never succeed** fail at once, never retried: a
+//!   URI without an authority or with a scheme other than `http` or
+//!   `https` is refused with [`InvalidUri`] before anything is sent (it is
+//!   checked once, when the [logical request](crate::logical) is parsed);
+//!   an error that is the caller's (a `hyper::Error` with `is_user()`, such
+//!   as a request body that failed) or the client's configuration (a
+//!   connector that refuses the scheme, such as hyper-rustls's
+//!   `https_only()` given `http`; an HTTP version hyper-util cannot speak)
+//!   is handed back after one attempt, with
+//!   [`GaveUp::CannotSucceed`]. The rule that tells them from a failed
+//!   connection is in [`crate::error`].
 //! - **Errors**: an error of the inner service that ends the logical
-//!   request comes back as [`RequestFailed`], with the [`AttemptHistory`];
-//!   this crate's own errors are not wrapped. [`crate::error`] lists them
+//!   request comes back as [`RequestFailed`], with the [`AttemptHistory`]
+//!   (whose `gave_up` always says why it stopped) and a one-line `Display`
+//!   naming the root cause; this crate's own errors are not wrapped. [`crate::error`] lists them
 //!   all.
 //! - **Bodies**: the request body must be `Clone` (e.g.
 //!   `http_body_util::Full<Bytes>`) to be replayed; put a

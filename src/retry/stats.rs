@@ -20,7 +20,7 @@ crate::macros::counter_getters!(
     /// Retries after a 429.
     retries_throttled,
     /// Retries after 408, 500, 502, 504 or an error (a refused HTTP/2
-    /// stream, sent again at once, included).
+    /// stream, sent again at once, and a connection never made included).
     retries_transient,
     /// Requests failed at once by a cooldown, without touching the network.
     fail_fasts,

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | 503 with `Retry-After: h` | `h × (1 + 0.2·r)`: never earlier than asked, spread upward like Microsoft's SDK (1.0–1.2×) |
 //! | 429 with `Retry-After: h` | `max(h, r · base · 2ⁿ)`: full jitter, never shorter than asked |
-//! | 429 or 503 without a usable header, 408/5xx | `base · 2ⁿ⁻¹ · (1 + r)`: between `base·2ⁿ⁻¹` and `base·2ⁿ`, as the SDK's 2ⁿ–2ⁿ⁺¹ s |
+//! | 429 or 503 without a usable header, 408/5xx, an error, a connection never established | `base · 2ⁿ⁻¹ · (1 + r)`: between `base·2ⁿ⁻¹` and `base·2ⁿ`, as the SDK's 2ⁿ–2ⁿ⁺¹ s |
 //! | an HTTP/2 stream refused (`REFUSED_STREAM`) or excluded by a `GOAWAY` with `NO_ERROR` | none: at once |
 //!
 //! where `r` is uniform in `[0, 1)` and `n` counts the failed attempts so
@@ -40,7 +40,8 @@ pub enum Cause {
     Overloaded,
     /// 429: this caller is throttled.
     Throttled,
-    /// 408, 500, 502, 504 or a connection error.
+    /// 408, 500, 502, 504 or an error of the client after which the
+    /// request may have reached the server.
     Transient,
     /// The server said it did not process the request (an HTTP/2 stream
     /// reset with `REFUSED_STREAM`, or excluded by a `GOAWAY` with
@@ -48,6 +49,13 @@ pub enum Cause {
     /// method, as gRPC's transparent retry does. Retried by the layers that
     /// retry [`Transient`](Self::Transient) failures.
     Unprocessed,
+    /// The client never established a connection (refused, unreachable, a
+    /// DNS failure, a connect timeout, a TLS handshake that failed):
+    /// nothing was sent, so it is sent again whatever its method, after
+    /// the backoff of a [`Transient`](Self::Transient) failure (a closed
+    /// port is not open a moment later). Retried by the layers that retry
+    /// transient failures.
+    NotConnected,
 }
 
 /// Backoff settings.

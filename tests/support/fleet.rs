@@ -186,6 +186,11 @@ pub struct MemberState {
 
 pub fn member(redis: Option<&str>, limits: Limits) -> MemberState {
     let store = redis.map(|url| RedisStore::open(url).expect("a Redis URL"));
+    member_with(store, limits)
+}
+
+/// A member sharing through `store` when given (any kind of Redis).
+pub fn member_with(store: Option<RedisStore>, limits: Limits) -> MemberState {
     let mut table = PaceTable::builder().limits(limits).no_routes();
     let mut cooldowns = Cooldowns::builder().release_spacing(RELEASE_SPACING);
     if let Some(store) = &store {

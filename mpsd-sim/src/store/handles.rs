@@ -70,7 +70,9 @@ impl Store {
     /// 201 with the handle and `Location: /handles/{id}`. Every handle
     /// carries `ownerXuid` (the caller), `createTime` and `titleId`; an
     /// invite also `invitedXuid` (required), `inviteAttributes` (as sent,
-    /// default `{}`), `senderXuid` (the caller) and `expiration`.
+    /// default `{}`), `senderXuid` (the caller) and `expiration`; a
+    /// transfer `originSessionRef` (required); a search `searchAttributes`
+    /// (as sent, default `{}`).
     fn create_handle(&mut self, req: &Request<'_>) -> Reply {
         let request = match parse_object(req.body) {
             Ok(request) => request,
@@ -97,19 +99,17 @@ impl Store {
             "createTime": rfc3339(req.now),
             "titleId": TITLE_ID,
         });
-        if kind == "invite" {
-            let Some(invited) = request.get("invitedXuid").and_then(Value::as_str) else {
-                return Reply::bad_request("an invite handle needs a string `invitedXuid`");
-            };
-            let attributes = match request.get("inviteAttributes") {
-                None => json!({}),
-                Some(attributes @ Value::Object(_)) => attributes.clone(),
-                Some(_) => return Reply::bad_request("`inviteAttributes` must be an object"),
-            };
-            handle["invitedXuid"] = invited.into();
-            handle["inviteAttributes"] = attributes;
-            handle["senderXuid"] = req.user.into();
-            handle["expiration"] = rfc3339(req.now + INVITE_LIFETIME).into();
+        let by_kind = match kind {
+            "invite" => invite_fields(&request, req),
+            "transfer" => transfer_fields(&request),
+            "search" => search_fields(&request),
+            _ => Ok(Vec::new()),
+        };
+        match by_kind {
+            Ok(fields) => fields
+                .into_iter()
+                .for_each(|(name, value)| handle[name] = value),
+            Err(reply) => return reply,
         }
         self.handles.insert(id.clone(), handle.clone());
         Reply {
@@ -265,6 +265,62 @@ impl Include {
             }
         }
         include
+    }
+}
+
+/// The fields a handle of one type adds, or the 400 for a body without
+/// what that type needs.
+type KindFields = Result<Vec<(&'static str, Value)>, Reply>;
+
+/// An invite: `invitedXuid` (required), `inviteAttributes` (an object, as
+/// sent, default `{}`), `senderXuid` (the caller) and `expiration`.
+fn invite_fields(request: &Object, req: &Request<'_>) -> KindFields {
+    let Some(invited) = request.get("invitedXuid").and_then(Value::as_str) else {
+        return Err(Reply::bad_request(
+            "an invite handle needs a string `invitedXuid`",
+        ));
+    };
+    Ok(vec![
+        ("invitedXuid", invited.into()),
+        (
+            "inviteAttributes",
+            object_or_empty(request, "inviteAttributes")?,
+        ),
+        ("senderXuid", req.user.into()),
+        ("expiration", rfc3339(req.now + INVITE_LIFETIME).into()),
+    ])
+}
+
+/// A transfer (a lobby's members moved to a game session, `sessionRef`):
+/// `originSessionRef`, the session they come from, is required, as
+/// Microsoft's SDK always sends it. *Choice:* that session need not exist
+/// any more (its members may all have left for the game).
+fn transfer_fields(request: &Object) -> KindFields {
+    let Some((scid, template, name)) = session_ref(request.get("originSessionRef")) else {
+        return Err(Reply::bad_request(
+            "a transfer handle needs `originSessionRef` with `scid`, `templateName` and `name`",
+        ));
+    };
+    let origin = json!({"scid": scid, "templateName": template, "name": name});
+    Ok(vec![("originSessionRef", origin)])
+}
+
+/// A search handle: `searchAttributes` (an object, as sent, default
+/// `{}`; MPSD's has `tags`, `strings` and `numbers`, kept as they come).
+fn search_fields(request: &Object) -> KindFields {
+    Ok(vec![(
+        "searchAttributes",
+        object_or_empty(request, "searchAttributes")?,
+    )])
+}
+
+/// The object at `name` in `request`, `{}` when absent, 400 when it is
+/// not an object.
+fn object_or_empty(request: &Object, name: &str) -> Result<Value, Reply> {
+    match request.get(name) {
+        None => Ok(json!({})),
+        Some(value @ Value::Object(_)) => Ok(value.clone()),
+        Some(_) => Err(Reply::bad_request(format!("`{name}` must be an object"))),
     }
 }
 

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::{Reply, Request, Store, TEXT};
+use super::{Reply, Request, Store};
 
 /// The `waitTime` a hopper reports, in seconds. The simulator matches
 /// nobody, so it has no measured average: it reports the sample value of
@@ -12,9 +12,11 @@ use super::{Reply, Request, Store, TEXT};
 pub(crate) const HOPPER_WAIT_SECS: u64 = 30;
 
 impl Store {
-    /// Submitting a matchmaking ticket is MPSD's one asynchronous
-    /// operation: 202, the ticket "completes later". The simulator only
-    /// counts tickets, per hopper; none ever completes.
+    /// Submitting a matchmaking ticket: 201 with the ticket's `ticketId`
+    /// (a GUID) and its `waitTime` in seconds, as MPSD answers (the shape
+    /// Microsoft's SDK reads). The simulator only counts tickets, per
+    /// hopper; none is ever matched, and the wait is the hopper's
+    /// [`HOPPER_WAIT_SECS`].
     pub(super) fn on_hopper(&mut self, scid: &str, hopper: &str, req: &Request<'_>) -> Reply {
         match req.method.as_str() {
             "POST" => {
@@ -22,10 +24,8 @@ impl Store {
                     .tickets
                     .entry((scid.to_owned(), hopper.to_owned()))
                     .or_default() += 1;
-                Reply {
-                    content_type: Some(TEXT),
-                    ..Reply::empty(StatusCode::ACCEPTED)
-                }
+                let ticket = json!({"ticketId": self.next_guid(), "waitTime": HOPPER_WAIT_SECS});
+                Reply::json(StatusCode::CREATED, &ticket)
             }
             _ => Reply::not_allowed("POST"),
         }
@@ -81,7 +81,7 @@ mod tests {
                 "a",
                 "{}",
             );
-            assert_eq!(ticket.status, StatusCode::ACCEPTED);
+            assert_eq!(ticket.status, StatusCode::CREATED);
         }
         call(
             &mut s,

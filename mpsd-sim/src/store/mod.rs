@@ -267,7 +267,6 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::testing::*;
-    use super::*;
 
     #[test]
     fn wrong_verbs_are_405_with_allow() {
@@ -350,9 +349,19 @@ mod tests {
         let batch = call(&mut s, "POST", "/serviceconfigs/scid/batch", "a", "{}");
         assert_eq!(body(&batch), json!({"results": {}}));
         let ticket = call(&mut s, "POST", "/serviceconfigs/scid/hoppers/h", "a", "{}");
-        assert_eq!(ticket.status, StatusCode::ACCEPTED);
-        assert_eq!(ticket.content_type, Some(TEXT));
-        assert!(ticket.body.is_empty());
+        assert_eq!(ticket.status, StatusCode::CREATED);
+        let ticket = body(&ticket);
+        assert_eq!(ticket["waitTime"], 30);
+        let id = ticket["ticketId"].as_str().unwrap();
+        assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a GUID: {id}");
+        let again = body(&call(
+            &mut s,
+            "POST",
+            "/serviceconfigs/scid/hoppers/h",
+            "a",
+            "{}",
+        ));
+        assert_ne!(again["ticketId"], id, "every ticket has its own id");
         assert_text(
             &call(
                 &mut s,
