@@ -356,6 +356,10 @@ impl SessionBoard {
             return;
         }
         let seen = Seen::Session(Snapshot { etag, body });
+        // Redis lists the newest first; the board keeps them oldest first,
+        // and forgets from the front.
+        let mut superseded = superseded;
+        superseded.reverse();
         self.record_superseding(session, &superseded, seen);
     }
 
@@ -647,6 +651,28 @@ mod tests {
             drop(turn);
         }
         assert_eq!(board.sessions(), 2);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn of_the_etags_the_fleet_saw_superseded_the_newest_are_kept() {
+        let board = SessionBoard::builder().max_waiting(3).build();
+        let s = uri("s");
+        let e = |i: u32| HeaderValue::from_str(&format!("\"{i}\"")).unwrap();
+        // Redis lists them newest first.
+        let known = crate::fleet::Known {
+            etag: e(6),
+            body: Bytes::from_static(b"{}"),
+            superseded: (1..6).rev().map(e).collect(),
+        };
+        board.adopt(&s, known);
+        for old in [3, 4, 5] {
+            assert_eq!(board.stale(&s, Some(&e(old))).unwrap().etag, e(6));
+        }
+        assert!(
+            board.stale(&s, Some(&e(2))).is_none(),
+            "the oldest forgotten"
+        );
     }
 
     #[tokio::test(start_paused = true)]
