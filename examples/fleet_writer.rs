@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `WRITERS` writers each make `WRITES` read-modify-writes of the session's
-//! `properties.custom.count`, then it prints `ok=<n> failed=<n>`.
+//! `properties.custom.count`, then it prints `ok=<n> failed=<n>
+//! fallbacks=<n>` (times its store found Redis failing).
 
 #[path = "../tests/support/fleet_writes.rs"]
 mod fleet_writes;

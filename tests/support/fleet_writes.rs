@@ -84,14 +84,26 @@ pub fn stack_within(
     ServiceBuilder::new().mpsd_with(layer).service(http)
 }
 
-/// A board of its own, shared through `redis` when given.
-pub fn board(redis: Option<&str>) -> SessionBoard {
-    let mut board = SessionBoard::builder();
-    if let Some(url) = redis {
-        board = board.redis(RedisStore::open(url).expect("a Redis URL"));
-    }
-    board.build()
+/// A board of its own, shared through `redis` when given (its store
+/// too).
+pub fn board(redis: Option<&str>) -> (SessionBoard, Option<RedisStore>) {
+    let Some(url) = redis else {
+        return (SessionBoard::new(), None);
+    };
+    let store = RedisStore::builder(url)
+        .timeout(REDIS_TIMEOUT)
+        .build()
+        .expect("a Redis URL");
+    (
+        SessionBoard::builder().redis(store.clone()).build(),
+        Some(store),
+    )
 }
+
+/// How long a call to Redis may take here: the runs share two cores with
+/// the simulator and a writer process, so the default 100 ms would fall
+/// back now and then for no fault of Redis.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request as `user`, tagged `tag` in its query (the simulator ignores
 /// it and logs it).
@@ -110,12 +122,15 @@ fn request(method: Method, uri: &str, user: &str, tag: &str) -> Request<Full<Byt
 pub struct Wrote {
     pub ok: usize,
     pub failed: usize,
+    /// Times a process's store found Redis failing (and fell back).
+    pub fallbacks: u64,
 }
 
 impl std::ops::AddAssign for Wrote {
     fn add_assign(&mut self, other: Self) {
         self.ok += other.ok;
         self.failed += other.failed;
+        self.fallbacks += other.fallbacks;
     }
 }
 
@@ -257,11 +272,33 @@ where
     F: FnOnce(SimHandle) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let child = child.map(|c| (c, redis.unwrap_or_default().to_owned()));
+    contention_of(|| board(redis), child, meanwhile).await
+}
+
+/// [`contention`], each stack with a board (and its store) `boards` makes
+/// (e.g. shared through a Redis Cluster), no writer process.
+pub async fn contention_on(boards: impl Fn() -> (SessionBoard, Option<RedisStore>)) -> Contention {
+    contention_of(boards, None, |_| async {}).await
+}
+
+/// The run of [`contention_with`]: boards from `boards`, and `child` given
+/// its Redis URL.
+async fn contention_of<F, Fut>(
+    boards: impl Fn() -> (SessionBoard, Option<RedisStore>),
+    child: Option<(Command, String)>,
+    meanwhile: F,
+) -> Contention
+where
+    F: FnOnce(SimHandle) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let (sim, uri) = counter_session("counter").await;
     let t0 = Instant::now();
-    let child = child.map(|c| spawn_writer(c, &uri, redis.unwrap_or(""), WRITERS, WRITES));
-    let stacks = (0..STACKS).map(|s| {
-        let (svc, uri) = (stack(board(redis)), uri.clone());
+    let child = child.map(|(c, redis)| spawn_writer(c, &uri, &redis, WRITERS, WRITES));
+    let (boards, stores): (Vec<_>, Vec<_>) = (0..STACKS).map(|_| boards()).unzip();
+    let stacks = boards.into_iter().enumerate().map(|(s, board)| {
+        let (svc, uri) = (stack(board), uri.clone());
         async move { run_writers(&svc, &uri, &format!("s{s}"), WRITERS, WRITES).await }
     });
     let (wrote, ()) = tokio::join!(join_all(stacks), meanwhile(sim.clone()));
@@ -276,6 +313,11 @@ where
         writes += WRITERS * WRITES;
     }
     let elapsed = t0.elapsed();
+    total.fallbacks += stores
+        .iter()
+        .flatten()
+        .map(RedisStore::fallbacks)
+        .sum::<u64>();
     let puts = sim.log().iter().filter(|e| e.method == Method::PUT).count();
     let lost_updates = total.ok as i64 - counter(&sim, "counter") as i64;
     sim.shutdown().await;
@@ -304,7 +346,7 @@ pub fn spawn_writer(
         .expect("the writer process runs")
 }
 
-/// What a writer process printed: `ok=<n> failed=<n>`.
+/// What a writer process printed: `ok=<n> failed=<n> fallbacks=<n>`.
 pub fn child_wrote(child: Child) -> Wrote {
     let out = child.wait_with_output().expect("the writer process ends");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -316,17 +358,24 @@ pub fn child_wrote(child: Child) -> Wrote {
     Wrote {
         ok: field("ok="),
         failed: field("failed="),
+        fallbacks: field("fallbacks=") as u64,
     }
 }
 
 /// A writer process's whole life: `args` are the session's URI, the Redis
-/// URL, the writers and the writes each; prints `ok=<n> failed=<n>`.
+/// URL, the writers and the writes each; prints `ok=<n> failed=<n>
+/// fallbacks=<n>`.
 pub async fn writer_main(args: &[String]) -> Result<(), BoxError> {
     let [uri, redis, writers, writes] = args else {
         return Err("usage: SESSION_URI REDIS_URL WRITERS WRITES".into());
     };
-    let svc = stack(board(Some(redis)));
+    let (board, store) = board(Some(redis));
+    let svc = stack(board);
     let wrote = run_writers(&svc, uri, "child", writers.parse()?, writes.parse()?).await;
-    println!("ok={} failed={}", wrote.ok, wrote.failed);
+    let fallbacks = store.map_or(0, |s| s.fallbacks());
+    println!(
+        "ok={} failed={} fallbacks={fallbacks}",
+        wrote.ok, wrote.failed
+    );
     Ok(())
 }
