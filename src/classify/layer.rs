@@ -154,13 +154,18 @@ pin_project! {
             #[pin]
             inner: F,
         },
-        // A 429's small body, read for its rate-limit fields.
-        Reading {
-            head: Option<Parts>,
-            #[pin]
-            body: B,
-            read: BytesMut,
-        },
+        // A 429's small body, read for its rate-limit fields: boxed, so
+        // that every other answer's future is the smaller for it.
+        Reading { reading: Pin<Box<Reading<B>>> },
+    }
+}
+
+pin_project! {
+    struct Reading<B> {
+        head: Option<Parts>,
+        #[pin]
+        body: B,
+        read: BytesMut,
     }
 }
 
@@ -208,13 +213,16 @@ where
                         break (res.map(ClassifyBody::inner), outcome, new);
                     }
                     let (head, body) = res.into_parts();
-                    this.state.set(State::Reading {
+                    let reading = Box::pin(Reading {
                         head: Some(head),
                         body,
                         read: BytesMut::new(),
                     });
+                    this.state.set(State::Reading { reading });
                 }
-                StateProj::Reading { head, body, read } => {
+                StateProj::Reading { reading } => {
+                    let reading = reading.as_mut().project();
+                    let (head, body, read) = (reading.head, reading.body, reading.read);
                     let read_whole = ready!(read_within(body, read, THROTTLED_BODY_CAP, cx));
                     let mut head = head.take().expect("polled after completion");
                     let body = learn_body(&mut head, read_whole, read.split().freeze());

@@ -146,20 +146,47 @@ where
     call: Call,
     safe_to_repeat: bool,
     replayable: bool,
+    first: bool,
+    /// Why the next send is made.
+    purpose: Purpose,
+    sent: Instant,
+    /// What only a cooldown or a retry needs, made the first time one
+    /// does: a first-try success with no cooldown in force neither
+    /// allocates it nor moves it with the future.
+    waits: Option<Box<Waits<S::Response>>>,
+}
+
+/// The part of [`Attempts`] that only cooldowns and retries use.
+struct Waits<Res> {
     keys: Option<Keys>,
     probes: [Option<ProbeGuard>; 2],
     /// Slots in a spaced release, per key, for this attempt.
     tickets: [Option<Ticket>; 2],
     rng: HasherRng,
-    first: bool,
-    /// Why the next send is made.
-    purpose: Purpose,
-    sent: Instant,
     /// The last answer (or error), kept while a retry is pending: it is
     /// what the caller gets if the retry cannot go before the deadline.
     /// Over hyper, an answer kept with its body unread holds its
     /// connection until then.
-    last: Option<Result<S::Response, BoxError>>,
+    last: Option<Result<Res, BoxError>>,
+}
+
+impl<Res> Waits<Res> {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            keys: None,
+            probes: [None, None],
+            tickets: [None, None],
+            rng: HasherRng::new(),
+            last: None,
+        })
+    }
+
+    /// Lets any probe role go.
+    fn drop_probes(waits: &mut Option<Box<Self>>) {
+        if let Some(waits) = waits {
+            waits.probes = [None, None];
+        }
+    }
 }
 
 pin_project! {
@@ -232,14 +259,10 @@ where
             call,
             safe_to_repeat,
             replayable,
-            keys: None,
-            probes: [None, None],
-            tickets: [None, None],
-            rng: HasherRng::new(),
             first: true,
             purpose: Purpose::First,
             sent: start,
-            last: None,
+            waits: None,
             shared,
         };
         Self {
@@ -380,11 +403,19 @@ where
     S::Error: Into<BoxError>,
     B: Clone,
 {
+    fn waits(&mut self) -> &mut Waits<Response<R>> {
+        self.waits.get_or_insert_with(Waits::new)
+    }
+
     /// The cooldown keys, worked out on first use.
-    fn keys(&mut self) -> &Keys {
+    fn keys<'a>(&'a mut self) -> &'a Keys
+    where
+        R: 'a,
+    {
         let config = &self.shared.config;
         let req = &self.req.head;
-        self.keys.get_or_insert_with(|| {
+        let waits = self.waits.get_or_insert_with(Waits::new);
+        waits.keys.get_or_insert_with(|| {
             [Cause::Overloaded, Cause::Throttled].map(|c| {
                 let handled = config.handles(c);
                 let key = handled.then(|| (config.key)(c, &req.uri, &req.headers));
@@ -400,7 +431,7 @@ where
         let Some(key) = self.keys()[index].clone() else {
             return Ok(State::Admit { index: index + 1 });
         };
-        let ticket = self.tickets[index];
+        let ticket = self.waits().tickets[index];
         #[cfg(feature = "redis")]
         if let Some(answer) = self.shared.cooldowns.admit_shared(&key, deadline, ticket) {
             return Ok(State::AdmitShared { index, answer });
@@ -423,12 +454,12 @@ where
         let wait = match admission {
             Admission::Go => return Ok(State::Admit { index: index + 1 }),
             Admission::Probe(guard) => {
-                self.probes[index] = Some(guard);
+                self.waits().probes[index] = Some(guard);
                 return Ok(State::Admit { index: index + 1 });
             }
             Admission::FailFast(until) => return Err(until),
             Admission::GoAt(at, ticket) => {
-                self.tickets[index] = Some(ticket);
+                self.waits().tickets[index] = Some(ticket);
                 State::Sleep {
                     then_admit: 0,
                     sleep: sleep_until(at),
@@ -444,7 +475,7 @@ where
                 deadline: sleep_until(deadline),
             },
         };
-        self.probes = [None, None];
+        Waits::drop_probes(&mut self.waits);
         self.unready();
         Ok(wait)
     }
@@ -463,7 +494,7 @@ where
     /// else [`Refused`] by the cooldown.
     fn fail_fast(&mut self, until: Instant) -> Finished<R> {
         bump(&self.shared.stats.fail_fasts);
-        self.probes = [None, None];
+        Waits::drop_probes(&mut self.waits);
         let retry_in = until.saturating_duration_since(Instant::now());
         tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
         if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {
@@ -512,8 +543,10 @@ where
     }
 
     fn call_state(&mut self) -> State<S::Future> {
-        self.last = None;
-        self.tickets = [None, None];
+        if let Some(waits) = &mut self.waits {
+            waits.last = None;
+            waits.tickets = [None, None];
+        }
         self.sent = Instant::now();
         let floor = at_most(self.sent, self.shared.config.min_attempt_time);
         State::Calling {
@@ -533,7 +566,7 @@ where
         if let Some(done) = self.hand_back_last(reason) {
             return done;
         }
-        self.probes = [None, None];
+        Waits::drop_probes(&mut self.waits);
         self.give_up(reason);
         Err(AttemptTimedOut {
             after: Duration::ZERO,
@@ -546,8 +579,8 @@ where
     /// says why, and hands back the answer kept for this; `None` when there
     /// is none.
     fn hand_back_last(&mut self, reason: GaveUp) -> Option<Finished<R>> {
-        let last = self.last.take()?;
-        self.probes = [None, None];
+        let last = self.waits.as_mut()?.last.take()?;
+        Waits::drop_probes(&mut self.waits);
         self.give_up(reason);
         Some(self.finish(last))
     }
@@ -624,7 +657,7 @@ where
         }
         let failures = self.logical.sends();
         let left = self.logical.deadline().saturating_duration_since(now.get());
-        let r = self.rng.next_f64();
+        let r = self.waits().rng.next_f64();
         let wait = match self
             .shared
             .config
@@ -641,7 +674,7 @@ where
             }
         };
         self.purpose = Purpose::Retry(why);
-        self.last = Some(result);
+        self.waits().last = Some(result);
         self.unready();
         tracing::debug!(?wait, cause = ?why, "mpsd retry: waiting");
         Ok(wait)
@@ -668,9 +701,12 @@ where
         if let Some((key, until)) = &closed {
             self.shared.cooldowns.close(key.clone(), *until);
         }
-        for (index, probe) in self.probes.iter_mut().enumerate() {
+        let Some(waits) = &mut self.waits else {
+            return;
+        };
+        for (index, probe) in waits.probes.iter_mut().enumerate() {
             let Some(probe) = probe.take() else { continue };
-            let probed = self.keys.as_ref().and_then(|k| k[index].as_ref());
+            let probed = waits.keys.as_ref().and_then(|k| k[index].as_ref());
             match &closed {
                 Some((key, until)) if probed == Some(key) => probe.closed_again(*until),
                 _ if answered => probe.opened(now.get()),
