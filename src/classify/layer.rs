@@ -126,7 +126,10 @@ where
         let logical = req.extensions().get::<LogicalRequest>().cloned();
         let call = call_of(&req, logical.as_ref());
         // Only a logical request keeps a history to record the send in.
-        let sent = logical.map(|logical| (logical, Instant::now()));
+        let sent = logical.map(|logical| {
+            let now = logical.now();
+            (logical, now)
+        });
         ResponseFuture {
             state: State::Calling {
                 inner: self.inner.call(req),
@@ -203,7 +206,7 @@ where
                         // every layer that refuses before sending.
                         Err(e) => {
                             if let Some((logical, sent)) = this.sent.take() {
-                                logical.record(sent, None, Instant::now());
+                                logical.record(sent, None, logical.now());
                             }
                             return Poll::Ready(Err(e));
                         }
@@ -232,7 +235,7 @@ where
             }
         };
         if let (Some((logical, sent)), true) = (this.sent.take(), new) {
-            logical.record(sent, Some(outcome), Instant::now());
+            logical.record(sent, Some(outcome), logical.now());
         }
         Poll::Ready(Ok(res))
     }

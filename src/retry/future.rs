@@ -63,12 +63,12 @@ fn cause(outcome: &Outcome, safe_to_repeat: bool) -> Option<(Cause, Option<Durat
     }
 }
 
-/// The clock, read once, the first time it is asked for.
+/// The logical request's clock, asked once, the first time it is needed.
 struct LazyNow(Option<Instant>);
 
 impl LazyNow {
-    fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(Instant::now)
+    fn get(&mut self, logical: &LogicalRequest) -> Instant {
+        *self.0.get_or_insert_with(|| logical.now())
     }
 }
 
@@ -243,6 +243,9 @@ where
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        if owner {
+            logical.track_yields();
+        }
         let call = call_of(&req, Some(&logical));
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
@@ -284,13 +287,33 @@ where
     type Output = Result<Response<R>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let me = this.attempts;
+        let this = self.project();
+        let polled = this.attempts.poll_states(this.state, cx);
+        if polled.is_pending() && this.attempts.owner {
+            this.attempts.logical.yielded();
+        }
+        polled
+    }
+}
+
+impl<S, B, R> Attempts<S, B>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+{
+    /// Drives the state machine as far as it goes in this poll.
+    fn poll_states(
+        &mut self,
+        mut state: Pin<&mut State<S::Future>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Finished<R>> {
+        let me = self;
         loop {
-            let next = match this.state.as_mut().project() {
+            let next = match state.as_mut().project() {
                 StateProj::Invalid { error } => {
                     let error = error.clone();
-                    this.state.set(State::Done);
+                    state.set(State::Done);
                     tracing::debug!(%error, "mpsd retry: refused before sending");
                     return Poll::Ready(Err(error.into()));
                 }
@@ -302,7 +325,7 @@ where
                         match me.admit(index) {
                             Ok(next) => next,
                             Err(until) => {
-                                this.state.set(State::Done);
+                                state.set(State::Done);
                                 return Poll::Ready(me.fail_fast(until));
                             }
                         }
@@ -313,7 +336,7 @@ where
                     match me.admitted(*index, admission) {
                         Ok(next) => next,
                         Err(until) => {
-                            this.state.set(State::Done);
+                            state.set(State::Done);
                             return Poll::Ready(me.fail_fast(until));
                         }
                     }
@@ -331,7 +354,7 @@ where
                         State::Admit { index: *index }
                     } else if deadline.poll(cx).is_ready() {
                         // The cooldown is over; its probe's answer is not.
-                        this.state.set(State::Done);
+                        state.set(State::Done);
                         return Poll::Ready(me.fail_fast(Instant::now()));
                     } else {
                         return Poll::Pending;
@@ -341,12 +364,12 @@ where
                     Poll::Ready(Ok(())) => match me.pay_for_send() {
                         Ok(()) => me.call_state(),
                         Err(done) => {
-                            this.state.set(State::Done);
+                            state.set(State::Done);
                             return Poll::Ready(done);
                         }
                     },
                     Poll::Ready(Err(e)) => {
-                        this.state.set(State::Done);
+                        state.set(State::Done);
                         return Poll::Ready(Err(me.with_history(e.into())));
                     }
                     Poll::Pending => {
@@ -356,7 +379,7 @@ where
                         if let Some(deadline) = deadline.as_pin_mut() {
                             ready!(deadline.poll(cx));
                         }
-                        this.state.set(State::Done);
+                        state.set(State::Done);
                         return Poll::Ready(me.unready_by_deadline());
                     }
                 },
@@ -383,14 +406,14 @@ where
                             sleep: tokio::time::sleep(wait),
                         },
                         Err(done) => {
-                            this.state.set(State::Done);
+                            state.set(State::Done);
                             return Poll::Ready(done);
                         }
                     }
                 }
                 StateProj::Done => panic!("retry future polled after completion"),
             };
-            this.state.set(next);
+            state.set(next);
         }
     }
 }
@@ -547,7 +570,7 @@ where
             waits.last = None;
             waits.tickets = [None, None];
         }
-        self.sent = Instant::now();
+        self.sent = self.logical.now();
         let floor = at_most(self.sent, self.shared.config.min_attempt_time);
         State::Calling {
             future: self.svc.call(self.req.next(&self.logical)),
@@ -619,7 +642,8 @@ where
                 return Err(done);
             }
         } else if record {
-            self.logical.record(self.sent, outcome, now.get());
+            self.logical
+                .record(self.sent, outcome, now.get(&self.logical));
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
@@ -656,7 +680,7 @@ where
             return Err(self.finish(result));
         }
         let failures = self.logical.sends();
-        let left = self.logical.deadline().saturating_duration_since(now.get());
+        let left = (self.logical.deadline()).saturating_duration_since(now.get(&self.logical));
         let r = self.waits().rng.next_f64();
         let wait = match self
             .shared
@@ -692,7 +716,7 @@ where
             Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
                 let backoff = &self.shared.config.backoff;
                 let hint = hint.unwrap_or_else(|| backoff.wait(c, None, 1, 0.0));
-                let until = now.get() + hint.min(crate::rules::retry_after::MAX_HOLD);
+                let until = now.get(&self.logical) + hint.min(crate::rules::retry_after::MAX_HOLD);
                 let key = self.keys().iter().flatten().find(|k| k.0 == c).cloned();
                 key.map(|k| (k, until))
             }
@@ -701,7 +725,7 @@ where
         if let Some((key, until)) = &closed {
             self.shared.cooldowns.close(key.clone(), *until);
         }
-        let Some(waits) = &mut self.waits else {
+        let (Some(waits), logical) = (&mut self.waits, &self.logical) else {
             return;
         };
         for (index, probe) in waits.probes.iter_mut().enumerate() {
@@ -709,7 +733,7 @@ where
             let probed = waits.keys.as_ref().and_then(|k| k[index].as_ref());
             match &closed {
                 Some((key, until)) if probed == Some(key) => probe.closed_again(*until),
-                _ if answered => probe.opened(now.get()),
+                _ if answered => probe.opened(now.get(logical)),
                 // An error drops the guard: the probe role passes on.
                 _ => {}
             }
