@@ -108,6 +108,21 @@ struct State {
     clock: Clock,
 }
 
+impl State {
+    /// See [`LogicalRequest::now`].
+    fn now(&mut self) -> Instant {
+        match self.clock {
+            Clock::Read(now) => now,
+            Clock::Unread => {
+                let now = Instant::now();
+                self.clock = Clock::Read(now);
+                now
+            }
+            Clock::Untracked => Instant::now(),
+        }
+    }
+}
+
 /// The clock of a logical request: read at most once per poll of its
 /// owner's future, when that future says when it yields.
 #[derive(Debug, Clone, Copy)]
@@ -167,16 +182,7 @@ impl LogicalRequest {
     /// owner of the request says when it does ([`yielded`](Self::yielded)).
     /// Without an owner that does, every call reads the clock.
     pub(crate) fn now(&self) -> Instant {
-        let mut state = self.state();
-        match state.clock {
-            Clock::Read(now) => now,
-            Clock::Unread => {
-                let now = Instant::now();
-                state.clock = Clock::Read(now);
-                now
-            }
-            Clock::Untracked => Instant::now(),
-        }
+        self.state().now()
     }
 
     /// For the owner of the request, whose future sees every poll of the
@@ -267,7 +273,17 @@ impl LogicalRequest {
     /// service), sent at `sent` and received at `now`, unless an inner layer
     /// already did.
     pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>, now: Instant) {
+        self.record_in(&mut self.state(), sent, outcome, now);
+    }
+
+    /// [`record`](Self::record)s an answer received [`now`](Self::now).
+    pub(crate) fn record_answer(&self, sent: Instant, outcome: Option<Outcome>) {
         let mut state = self.state();
+        let now = state.now();
+        self.record_in(&mut state, sent, outcome, now);
+    }
+
+    fn record_in(&self, state: &mut State, sent: Instant, outcome: Option<Outcome>, now: Instant) {
         if state.history.attempts().len() >= state.sends as usize {
             return;
         }
@@ -301,9 +317,13 @@ impl LogicalRequest {
     /// made the logical request, once it is over with `status`, or an
     /// error (`None`).
     pub(crate) fn take_history(&self, status: Option<StatusCode>) -> AttemptHistory {
-        let now = self.now();
-        let mut history = std::mem::take(&mut self.state().history);
-        history.total = now - self.0.start;
+        let history = {
+            let mut state = self.state();
+            let now = state.now();
+            let mut history = std::mem::take(&mut state.history);
+            history.total = now - self.0.start;
+            history
+        };
         let (method, sends) = (&self.0.call.method, history.attempts().len());
         crate::metrics::logical_done(method, status, sends, history.total);
         history
@@ -311,8 +331,9 @@ impl LogicalRequest {
 
     /// The history so far, with its total time.
     pub fn history(&self) -> AttemptHistory {
-        let now = self.now();
-        let mut history = self.state().history.clone();
+        let mut state = self.state();
+        let now = state.now();
+        let mut history = state.history.clone();
         history.total = now - self.0.start;
         history
     }

@@ -201,7 +201,7 @@ where
                         // every layer that refuses before sending.
                         Err(e) => {
                             if let Some((logical, sent)) = this.sent.take() {
-                                logical.record(sent, None, logical.now());
+                                logical.record_answer(sent, None);
                             }
                             return Poll::Ready(Err(e));
                         }
@@ -231,7 +231,7 @@ where
             }
         };
         if let (Some((logical, sent)), true) = (this.sent.take(), new) {
-            logical.record(sent, Some(outcome), logical.now());
+            logical.record_answer(sent, Some(outcome));
         }
         Poll::Ready(Ok(res))
     }
