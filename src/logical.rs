@@ -287,8 +287,8 @@ impl LogicalRequest {
         if state.history.attempts().len() >= state.sends as usize {
             return;
         }
-        let host = self.0.authority.as_ref().map(Authority::host);
-        crate::metrics::send_done(&self.0.call.method, host, outcome.as_ref(), now - sent);
+        let authority = self.0.authority.as_ref();
+        crate::metrics::send_done(&self.0.call.method, authority, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.0.start,
