@@ -3,7 +3,7 @@
 //! message or the whole session), reading the body under a size cap.
 //!
 //! The [`Outcome`] comes from the response's extensions
-//! ([`Classified`](crate::classify::Classified)), where
+//! ([`Classified`]), where
 //! [`ClassifyLayer`](crate::classify::ClassifyLayer) (and every stack this
 //! crate builds) puts it. Without it the response is classified from its
 //! status and headers alone, which cannot tell the four 204s apart
