@@ -46,6 +46,10 @@
 //! is the one it touched least. The line gives the median of the rounds'
 //! ratios and, as `spread`, their least and greatest.
 //!
+//! `future_bytes`, on the lines of `tower_retry` and `stack`, is the size
+//! of the service's response future (`size_of::<S::Future>()`), which
+//! every call builds and moves from layer to layer.
+//!
 //! `cargo bench --bench overhead` prints one `summary:` line per service
 //! and takes about a minute; each layer's line adds `added_ns` and
 //! `added_allocs` over `bare`.
@@ -190,6 +194,12 @@ where
     ratios
 }
 
+/// The size of `svc`'s response future: what every call builds and moves
+/// from layer to layer.
+fn future_bytes<S: Service<Request<Full<Bytes>>>>(_svc: &S) -> usize {
+    std::mem::size_of::<S::Future>()
+}
+
 struct Figures {
     name: &'static str,
     ns_per_req: f64,
@@ -300,11 +310,13 @@ fn main() {
         measure(&mut c, "pace", unreached_pace().layer(bare())),
         measure(&mut c, "revalidate", RevalidateLayer::new().layer(bare())),
     ];
-    let stack_f = measure(
-        &mut c,
-        "stack",
-        ServiceBuilder::new().mpsd().service(bare()),
-    );
+    let stack = ServiceBuilder::new().mpsd().service(bare());
+    let stack_bytes = future_bytes(&stack);
+    let tower_bytes = future_bytes(&tower::retry::Retry::new(
+        baseline::StatusPolicy::new(),
+        bare(),
+    ));
+    let stack_f = measure(&mut c, "stack", stack);
     c.final_summary();
 
     let ratios = paired_ratios(
@@ -321,12 +333,14 @@ fn main() {
     }
     let clone_allocs = region.change().allocations as f64 / ALLOC_CALLS as f64;
 
-    for f in [&bare_f, &retry_f] {
-        println!(
-            "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2}",
-            f.name, f.ns_per_req, f.allocs_per_req
-        );
-    }
+    println!(
+        "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2}",
+        bare_f.name, bare_f.ns_per_req, bare_f.allocs_per_req
+    );
+    println!(
+        "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2} future_bytes={tower_bytes}",
+        retry_f.name, retry_f.ns_per_req, retry_f.allocs_per_req
+    );
     for f in &layers {
         println!(
             "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2} added_ns={:.1} added_allocs={:.2}",
@@ -338,7 +352,7 @@ fn main() {
         );
     }
     println!(
-        "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2} ratio_vs_bare={:.2} ratio_vs_tower_retry={ratio_vs_tower_retry:.2} spread={least:.2}..{most:.2} added_ns={:.1} added_allocs={:.2} clone_allocs={:.2}",
+        "summary: overhead/{} ns_per_req={:.1} allocs_per_req={:.2} ratio_vs_bare={:.2} ratio_vs_tower_retry={ratio_vs_tower_retry:.2} spread={least:.2}..{most:.2} added_ns={:.1} added_allocs={:.2} clone_allocs={:.2} future_bytes={stack_bytes}",
         stack_f.name,
         stack_f.ns_per_req,
         stack_f.allocs_per_req,

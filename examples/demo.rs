@@ -30,7 +30,7 @@ use mpsd_sim::{Fault, Overload, RateLimits, SimHandle, Simulator, Window};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
-use tower_mpsd::classify::{Call, Outcome, Retryable};
+use tower_mpsd::classify::{Classified, Outcome, Retryable};
 use tower_mpsd::logical::AttemptHistory;
 use tower_mpsd::rebase::policy::ResendDelta;
 use tower_mpsd::rebase::RebaseLayer;
@@ -107,7 +107,11 @@ impl Demo {
         let res = client.oneshot(req).await?;
         self.wrong_version += usize::from(res.version() != self.version);
         let status = res.status();
-        let call = res.extensions().get::<Call>().ok_or("no call")?.clone();
+        let classified = res
+            .extensions()
+            .get::<Classified>()
+            .ok_or("not classified")?;
+        let call = classified.call.clone();
         let etag = res
             .headers()
             .get(header::ETAG)

@@ -46,7 +46,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
         stack: MpsdLayer<R, V, P>,
     ) -> ServiceBuilder<Stack<MpsdLayer<R, V, P>, L>>;
 
-    /// [`ClassifyLayer`]: the outcome of every response in its extensions.
+    /// [`ClassifyLayer`]: the outcome of every response in its extensions
+    /// ([`Classified`](crate::classify::Classified)).
     fn mpsd_classify(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;
 
     /// [`LogicalLayer`]: one deadline and attempt limit for the layers below.

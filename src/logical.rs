@@ -49,7 +49,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery};
@@ -106,6 +106,35 @@ struct State {
     next_queued: Duration,
     last_answer: Instant,
     history: AttemptHistory,
+    /// The clock as read in this poll of the stack; see
+    /// [`LogicalRequest::now`].
+    clock: Clock,
+}
+
+impl State {
+    /// See [`LogicalRequest::now`].
+    fn now(&mut self) -> Instant {
+        match self.clock {
+            Clock::Read(now) => now,
+            Clock::Unread => {
+                let now = Instant::now();
+                self.clock = Clock::Read(now);
+                now
+            }
+            Clock::Untracked => Instant::now(),
+        }
+    }
+}
+
+/// The clock of a logical request: read at most once per poll of its
+/// owner's future, when that future says when it yields.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// No owner says when the stack yields: every reading reads it.
+    Untracked,
+    /// Not read since the stack last yielded (or since the call).
+    Unread,
+    Read(Instant),
 }
 
 impl LogicalRequest {
@@ -142,10 +171,38 @@ impl LogicalRequest {
                 next_queued: Duration::ZERO,
                 last_answer: start,
                 history: AttemptHistory::default(),
+                clock: Clock::Untracked,
             }),
         }));
         req.extensions_mut().insert(logical.clone());
         (logical, true)
+    }
+
+    /// Now, as far as this logical request goes: the clock is read once
+    /// per poll of the stack, so that every layer sees one instant for the
+    /// sends and answers of that poll (a first-try success reads it twice:
+    /// when the call begins, and in the poll that sends and answers it).
+    /// Time goes on only across a wait, which makes the stack yield; the
+    /// owner of the request says when it does ([`yielded`](Self::yielded)).
+    /// Without an owner that does, every call reads the clock.
+    pub(crate) fn now(&self) -> Instant {
+        self.state().now()
+    }
+
+    /// For the owner of the request, whose future sees every poll of the
+    /// layers inside it: [`now`](Self::now) may keep what it reads until
+    /// [`yielded`](Self::yielded) is called.
+    pub(crate) fn track_yields(&self) {
+        self.state().clock = Clock::Unread;
+    }
+
+    /// For the owner of the request: the stack yielded (its future is
+    /// pending), so time may pass before the next poll.
+    pub(crate) fn yielded(&self) {
+        let mut state = self.state();
+        if let Clock::Read(_) = state.clock {
+            state.clock = Clock::Unread;
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -220,12 +277,22 @@ impl LogicalRequest {
     /// service), sent at `sent` and received at `now`, unless an inner layer
     /// already did.
     pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>, now: Instant) {
+        self.record_in(&mut self.state(), sent, outcome, now);
+    }
+
+    /// [`record`](Self::record)s an answer received [`now`](Self::now).
+    pub(crate) fn record_answer(&self, sent: Instant, outcome: Option<Outcome>) {
         let mut state = self.state();
+        let now = state.now();
+        self.record_in(&mut state, sent, outcome, now);
+    }
+
+    fn record_in(&self, state: &mut State, sent: Instant, outcome: Option<Outcome>, now: Instant) {
         if state.history.attempts().len() >= state.sends as usize {
             return;
         }
-        let host = self.0.authority.as_ref().map(Authority::host);
-        crate::metrics::send_done(&self.0.call.method, host, outcome.as_ref(), now - sent);
+        let authority = self.0.authority.as_ref();
+        crate::metrics::send_done(&self.0.call.method, authority, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.0.start,
@@ -271,8 +338,13 @@ impl LogicalRequest {
     /// made the logical request, once it is over with `status`, or an
     /// error (`None`).
     pub(crate) fn take_history(&self, status: Option<StatusCode>) -> AttemptHistory {
-        let mut history = std::mem::take(&mut self.state().history);
-        history.total = self.0.start.elapsed();
+        let history = {
+            let mut state = self.state();
+            let now = state.now();
+            let mut history = std::mem::take(&mut state.history);
+            history.total = now - self.0.start;
+            history
+        };
         let (method, sends) = (&self.0.call.method, history.attempts().len());
         crate::metrics::logical_done(method, status, sends, history.total);
         history
@@ -280,8 +352,10 @@ impl LogicalRequest {
 
     /// The history so far, with its total time.
     pub fn history(&self) -> AttemptHistory {
-        let mut history = self.state().history.clone();
-        history.total = self.0.start.elapsed();
+        let mut state = self.state();
+        let now = state.now();
+        let mut history = state.history.clone();
+        history.total = now - self.0.start;
         history
     }
 }
@@ -389,6 +463,9 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, self.layer);
+        if owner {
+            logical.track_yields();
+        }
         ResponseFuture {
             inner: self.inner.call(req),
             owned: owner.then_some(logical),
@@ -414,7 +491,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut result = ready!(this.inner.poll(cx));
+        let Poll::Ready(mut result) = this.inner.poll(cx) else {
+            if let Some(logical) = this.owned {
+                logical.yielded();
+            }
+            return Poll::Pending;
+        };
         if let Some(logical) = this.owned.take() {
             let status = result.as_ref().ok().map(Response::status);
             let history = logical.take_history(status);
@@ -629,6 +711,30 @@ mod tests {
         assert_eq!(history.attempts()[1].purpose, Purpose::Reread);
         assert_eq!(history.attempts()[1].waited, Duration::from_secs(2));
         assert_eq!(history.total, Duration::from_secs(2));
+    }
+
+    /// Within one poll the owner's layers share one reading of the clock;
+    /// after the stack yields, the next asks it again. Untracked, every
+    /// asking reads it.
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_is_read_once_per_poll_of_the_owner() {
+        let mut req = Request::new(());
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(ctx.now(), t0 + Duration::from_secs(1), "untracked: read");
+
+        ctx.track_yields();
+        let read = ctx.now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(ctx.now(), read, "no yield: the same reading");
+        assert_eq!(ctx.history().total, Duration::from_secs(1));
+        ctx.yielded();
+        assert_eq!(
+            ctx.now(),
+            t0 + Duration::from_secs(2),
+            "after a yield: read again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,6 +46,7 @@
 
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::{Method, StatusCode};
 
 use crate::classify::Outcome;
@@ -179,18 +180,20 @@ fn cause(cause: Cause) -> &'static str {
     }
 }
 
-/// One send answered (`outcome`) or failed (`None`) after `took`.
+/// One send to `authority` answered (`outcome`) or failed (`None`) after
+/// `took`. The host is taken from the authority here, only when metrics
+/// are kept: it is a parse.
 #[inline]
 pub(crate) fn send_done(
     call_method: &Method,
-    host: Option<&str>,
+    authority: Option<&Authority>,
     outcome: Option<&Outcome>,
     took: Duration,
 ) {
     #[cfg(feature = "metrics")]
     {
         let m = method(call_method);
-        let host = host.unwrap_or_default().to_owned();
+        let host = authority.map_or("", Authority::host).to_owned();
         let status = outcome.map(Outcome::status);
         let histogram = match status {
             Some(s) => {
@@ -206,7 +209,7 @@ pub(crate) fn send_done(
             .increment(1);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (call_method, host, outcome, took);
+    let _ = (call_method, authority, outcome, took);
 }
 
 /// A logical request ended with `status`, or an error (`None`), after

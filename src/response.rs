@@ -2,7 +2,8 @@
 //! its kind and the session's `ETag`) or a typed error (the outcome, the
 //! message or the whole session), reading the body under a size cap.
 //!
-//! The [`Outcome`] comes from the response's extensions, where
+//! The [`Outcome`] comes from the response's extensions
+//! ([`Classified`]), where
 //! [`ClassifyLayer`](crate::classify::ClassifyLayer) (and every stack this
 //! crate builds) puts it. Without it the response is classified from its
 //! status and headers alone, which cannot tell the four 204s apart
@@ -45,7 +46,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Response};
 use http_body::Body;
 
 use crate::body::{read_within, Read};
-use crate::classify::{classify, BodyKind, BodyLearnt, Call, Outcome};
+use crate::classify::{classify, BodyKind, Call, Classified, Outcome};
 use crate::logical::AttemptHistory;
 use crate::rules::target::TargetKind;
 use crate::BoxError;
@@ -247,13 +248,14 @@ where
 {
     // Without the request, the four 204s cannot be told apart.
     let unknown = Call::new(Method::GET, TargetKind::Other);
-    let outcome = match response.extensions().get::<Outcome>() {
-        Some(outcome) => *outcome,
-        None => classify(&unknown, response.status(), response.headers()),
-    };
-    let learnt = response.extensions().get::<BodyLearnt>().is_some();
+    let classified = response.extensions().get::<Classified>();
+    let outcome = classified.map_or_else(
+        || classify(&unknown, response.status(), response.headers()),
+        |c| c.outcome,
+    );
+    let learnt = classified.is_some_and(|c| c.body_read);
+    let kind = outcome.body_kind(classified.map_or(&unknown, |c| &c.call));
     let etag = response.headers().get(header::ETAG).cloned();
-    let kind = outcome.body_kind(response.extensions().get::<Call>().unwrap_or(&unknown));
     let history = response.extensions_mut().remove::<AttemptHistory>();
     let bytes = match read_capped(response, limit).await {
         Ok(bytes) => bytes,
@@ -400,9 +402,10 @@ mod tests {
             &[("etag", "\"e1\""), ("content-type", "application/json")],
             b"{\"a\":1}",
         );
-        res.extensions_mut().insert(Outcome::Ok);
-        res.extensions_mut()
-            .insert(Call::new(Method::GET, TargetKind::Session));
+        res.extensions_mut().insert(Classified::new(
+            Outcome::Ok,
+            Call::new(Method::GET, TargetKind::Session),
+        ));
         let ok = read_response(res, 1024).await.unwrap();
         assert_eq!(ok.etag.unwrap(), "\"e1\"");
         assert_eq!(
@@ -458,8 +461,9 @@ mod tests {
             retry_after: None,
             rate_limit: None,
         };
-        res.extensions_mut().insert(learnt);
-        res.extensions_mut().insert(BodyLearnt);
+        let mut classified = Classified::new(learnt, Call::new(Method::GET, TargetKind::Other));
+        classified.body_read = true;
+        res.extensions_mut().insert(classified);
         assert_eq!(
             read_response(res, 1024).await.unwrap_err().outcome(),
             learnt

@@ -10,7 +10,7 @@
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
-//! | [`ClassifyLayer`] | innermost: each send's answer is classified once (a small 429 body read for its rate-limit fields), its attempt recorded, and its [`Outcome`](crate::classify::Outcome) put in its extensions for the layers above and the caller |
+//! | [`ClassifyLayer`] | innermost: each send's answer is classified once (a small 429 body read for its rate-limit fields), its attempt recorded, and its [`Outcome`](crate::classify::Outcome) put in its extensions (with its call, one [`Classified`](crate::classify::Classified) entry) for the layers above and the caller |
 //!
 //! Outside it goes [`AuthLayer`](crate::auth::AuthLayer), when the stack
 //! should set and refresh the user's token: every layer here then reads the
@@ -83,7 +83,7 @@
 //! let req = Request::get("http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s")
 //!     .body(Full::default())?;
 //! let res = client.oneshot(req).await?;
-//! assert_eq!(res.extensions().get::<Outcome>(), Some(&Outcome::Ok));
+//! assert_eq!(Outcome::of(&res), Some(Outcome::Ok));
 //! assert_eq!(res.extensions().get::<AttemptHistory>().unwrap().attempts().len(), 1);
 //! # Ok(())
 //! # }

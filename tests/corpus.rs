@@ -72,7 +72,7 @@ async fn real_traffic_is_classified_per_the_table() {
             .oneshot(req)
             .await
             .unwrap();
-        let outcome = *res.extensions().get::<Outcome>().unwrap();
+        let outcome = Outcome::of(&res).unwrap();
         let body_kind = outcome.body_kind(&Call::new(method.clone(), kind));
         let etag = res.headers().get("etag").cloned();
 

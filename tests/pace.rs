@@ -447,7 +447,7 @@ async fn a_429_body_saying_the_window_is_full_holds_the_users_next_request_for_i
         .oneshot(request(Method::GET, &uri).build())
         .await
         .unwrap();
-    let outcome = *res.extensions().get::<Outcome>().unwrap();
+    let outcome = Outcome::of(&res).unwrap();
     let info = RateLimitInfo::parse(FULL_WINDOW.as_bytes());
     assert!(info.is_some());
     let expected = Outcome::TooManyRequests {
@@ -515,7 +515,7 @@ async fn a_429_body_over_the_cap_or_cut_short_leaves_pacing_to_retry_after_alone
             retry_after: None,
             rate_limit: None,
         };
-        assert_eq!(res.extensions().get::<Outcome>(), Some(&unread), "{what}");
+        assert_eq!(Outcome::of(&res), Some(unread), "{what}");
         match (what, read_response(res, 64 << 10).await) {
             // Read by the caller under its own cap: the fields are there.
             (

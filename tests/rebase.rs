@@ -436,10 +436,7 @@ async fn a_surfaced_412_reads_as_the_session_it_carries_and_its_message_shows_no
         .json(json!({}))
         .build();
     let res = client.oneshot(put).await.unwrap();
-    assert_eq!(
-        res.extensions().get::<Outcome>(),
-        Some(&Outcome::SessionChanged)
-    );
+    assert_eq!(Outcome::of(&res), Some(Outcome::SessionChanged));
     let err = read_response(res, 1 << 20).await.unwrap_err();
     let shown = err.to_string();
     let MpsdError::Status {

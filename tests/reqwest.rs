@@ -51,10 +51,7 @@ async fn a_missing_session_is_a_204_read_through_reqwest() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        res.extensions().get::<Outcome>(),
-        Some(&Outcome::SessionMissing)
-    );
+    assert_eq!(Outcome::of(&res), Some(Outcome::SessionMissing));
     let read = read_response(res, 1 << 20).await.unwrap();
     assert_eq!(read.outcome, Outcome::SessionMissing);
     let log = sim.log();

@@ -293,7 +293,7 @@ async fn an_inner_classify_layer_sees_the_304_and_the_caller_a_200() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.extensions().get::<Outcome>(), Some(&Outcome::Ok));
+        assert_eq!(Outcome::of(&res), Some(Outcome::Ok));
         assert_eq!(
             res.extensions().get::<Revalidated>().is_some(),
             expect_revalidated

@@ -55,7 +55,7 @@ async fn the_recommended_stack_rides_out_a_503_then_rebases_the_412() {
         .build();
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.extensions().get::<Outcome>(), Some(&Outcome::Ok));
+    assert_eq!(Outcome::of(&res), Some(Outcome::Ok));
     let history = res.extensions().get::<AttemptHistory>().unwrap();
     println!("stack: {:?} in {:?}", purposes(history), history.total);
     assert_eq!(

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use tokio::time::Instant;
 
 use super::body::ClassifyBody;
-use super::outcome::{classify, Call, Outcome};
+use super::outcome::{classify, Call, Classified, Outcome};
 use crate::body::{read_within, Held, Read};
 use crate::logical::LogicalRequest;
 use crate::response::content_length;
@@ -26,23 +26,17 @@ use crate::BoxError;
 /// small enough to hold for every throttled answer at once.
 pub const THROTTLED_BODY_CAP: usize = 4 * 1024;
 
-/// In a response's extensions: [`Classify`] read its body, and its
-/// [`Outcome`] already says what the body says.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BodyLearnt;
-
 /// The outcome of an answer to a send of `call`: the one a layer further
 /// in put in its extensions (`false`: that layer recorded the attempt), or
-/// else classified now and put there with the call (`true`: the caller
-/// records it).
+/// else classified now and put there with the call, so readers can tell
+/// what the body holds (`true`: the caller records it).
 pub(crate) fn outcome_of<B>(res: &mut Response<B>, call: &Call) -> (Outcome, bool) {
-    if let Some(outcome) = res.extensions().get::<Outcome>() {
-        return (*outcome, false);
+    if let Some(outcome) = Outcome::of(res) {
+        return (outcome, false);
     }
     let outcome = classify(call, res.status(), res.headers());
-    res.extensions_mut().insert(outcome);
-    // The call goes along, so readers can tell what the body holds.
-    res.extensions_mut().insert(call.clone());
+    res.extensions_mut()
+        .insert(Classified::new(outcome, call.clone()));
     (outcome, true)
 }
 
@@ -58,8 +52,9 @@ pub(crate) fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> 
     }
 }
 
-/// Adds [`Classify`] to a stack: each response gets its [`Outcome`] in its
-/// extensions.
+/// Adds [`Classify`] to a stack: each response gets its [`Outcome`], with
+/// the [`Call`] it answers, in its extensions ([`Classified`]; read it with
+/// [`Outcome::of`]).
 ///
 /// A 429 whose `Content-Length` announces a body of at most
 /// [`THROTTLED_BODY_CAP`] bytes has that body read before the response is
@@ -126,7 +121,10 @@ where
         let logical = req.extensions().get::<LogicalRequest>().cloned();
         let call = call_of(&req, logical.as_ref());
         // Only a logical request keeps a history to record the send in.
-        let sent = logical.map(|logical| (logical, Instant::now()));
+        let sent = logical.map(|logical| {
+            let now = logical.now();
+            (logical, now)
+        });
         ResponseFuture {
             state: State::Calling {
                 inner: self.inner.call(req),
@@ -154,13 +152,18 @@ pin_project! {
             #[pin]
             inner: F,
         },
-        // A 429's small body, read for its rate-limit fields.
-        Reading {
-            head: Option<Parts>,
-            #[pin]
-            body: B,
-            read: BytesMut,
-        },
+        // A 429's small body, read for its rate-limit fields: boxed, so
+        // that every other answer's future is the smaller for it.
+        Reading { reading: Pin<Box<Reading<B>>> },
+    }
+}
+
+pin_project! {
+    struct Reading<B> {
+        head: Option<Parts>,
+        #[pin]
+        body: B,
+        read: BytesMut,
     }
 }
 
@@ -198,7 +201,7 @@ where
                         // every layer that refuses before sending.
                         Err(e) => {
                             if let Some((logical, sent)) = this.sent.take() {
-                                logical.record(sent, None, Instant::now());
+                                logical.record_answer(sent, None);
                             }
                             return Poll::Ready(Err(e));
                         }
@@ -208,23 +211,27 @@ where
                         break (res.map(ClassifyBody::inner), outcome, new);
                     }
                     let (head, body) = res.into_parts();
-                    this.state.set(State::Reading {
+                    let reading = Box::pin(Reading {
                         head: Some(head),
                         body,
                         read: BytesMut::new(),
                     });
+                    this.state.set(State::Reading { reading });
                 }
-                StateProj::Reading { head, body, read } => {
+                StateProj::Reading { reading } => {
+                    let reading = reading.as_mut().project();
+                    let (head, body, read) = (reading.head, reading.body, reading.read);
                     let read_whole = ready!(read_within(body, read, THROTTLED_BODY_CAP, cx));
                     let mut head = head.take().expect("polled after completion");
                     let body = learn_body(&mut head, read_whole, read.split().freeze());
-                    let outcome = *head.extensions.get::<Outcome>().expect("classified above");
+                    let classified = head.extensions.get::<Classified>();
+                    let outcome = classified.expect("classified above").outcome;
                     break (Response::from_parts(head, body), outcome, true);
                 }
             }
         };
         if let (Some((logical, sent)), true) = (this.sent.take(), new) {
-            logical.record(sent, Some(outcome), Instant::now());
+            logical.record_answer(sent, Some(outcome));
         }
         Poll::Ready(Ok(res))
     }
@@ -243,10 +250,10 @@ fn reads_body(outcome: &Outcome, headers: &HeaderMap) -> bool {
 fn learn_body<B>(head: &mut Parts, read: Result<Read, BoxError>, bytes: Bytes) -> ClassifyBody<B> {
     match read {
         Ok(Read::Whole(trailers)) => {
-            if let Some(outcome) = head.extensions.get_mut::<Outcome>() {
-                *outcome = outcome.with_body(&bytes);
+            if let Some(classified) = head.extensions.get_mut::<Classified>() {
+                classified.outcome = classified.outcome.with_body(&bytes);
+                classified.body_read = true;
             }
-            head.extensions.insert(BodyLearnt);
             ClassifyBody::held(Held::whole(bytes, trailers))
         }
         Ok(Read::OverCap) => {
@@ -267,8 +274,8 @@ mod tests {
     use http_body_util::{BodyExt, Full, StreamBody};
     use tower::{service_fn, Layer, ServiceExt};
 
-    use super::{BodyLearnt, ClassifyLayer};
-    use crate::classify::Outcome;
+    use super::ClassifyLayer;
+    use crate::classify::{Classified, Outcome};
     use crate::rules::rate_limit::RateLimitInfo;
 
     const FULL_WINDOW: &[u8] = br#"{"currentRequests":31,"maxRequests":30,"periodInSeconds":15}"#;
@@ -294,8 +301,9 @@ mod tests {
             retry_after: None,
             rate_limit: RateLimitInfo::parse(FULL_WINDOW),
         };
-        assert_eq!(res.extensions().get::<Outcome>(), Some(&expected));
-        assert!(res.extensions().get::<BodyLearnt>().is_some());
+        let classified = res.extensions().get::<Classified>().unwrap();
+        assert_eq!(classified.outcome, expected);
+        assert!(classified.body_read);
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, FULL_WINDOW);
     }
@@ -317,8 +325,9 @@ mod tests {
             retry_after: None,
             rate_limit: None,
         };
-        assert_eq!(res.extensions().get::<Outcome>(), Some(&unread));
-        assert!(res.extensions().get::<BodyLearnt>().is_none());
+        let classified = res.extensions().get::<Classified>().unwrap();
+        assert_eq!(classified.outcome, unread);
+        assert!(!classified.body_read);
         assert_eq!(
             format!("{:?}", res.body()),
             "ClassifyBody { kind: \"inner\", .. }"

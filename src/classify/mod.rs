@@ -57,7 +57,8 @@
 //! Each answer is classified once. In [`MpsdLayer`](crate::MpsdLayer),
 //! [`Classify`] is the innermost layer: it classifies every send's answer,
 //! records the attempt in the logical request's history, and the layers
-//! above read the [`Outcome`] from the response's extensions. A layer of
+//! above read the [`Outcome`] from the response's extensions, where it
+//! sits with the [`Call`] in one [`Classified`] entry. A layer of
 //! this crate used without it classifies an answer that has no outcome
 //! yet itself, the same way. Put [`ClassifyLayer`] below every layer that
 //! may refuse a request before sending it (pacing, cooldowns), as
@@ -84,7 +85,7 @@
 //!
 //! let uri = "https://sessiondirectory.xboxlive.com/serviceconfigs/s/sessionTemplates/t/sessions/n";
 //! let res = client.oneshot(Request::get(uri).body(Full::default())?).await?;
-//! assert_eq!(res.extensions().get::<Outcome>(), Some(&Outcome::SessionMissing));
+//! assert_eq!(Outcome::of(&res), Some(Outcome::SessionMissing));
 //! # Ok(())
 //! # }
 //! ```
@@ -105,7 +106,7 @@ mod outcome;
 mod trace;
 
 pub use body::ClassifyBody;
-pub(crate) use layer::{call_of, outcome_of, BodyLearnt};
+pub(crate) use layer::{call_of, outcome_of};
 pub use layer::{Classify, ClassifyLayer, ResponseFuture, THROTTLED_BODY_CAP};
-pub use outcome::{classify, classify_at, BodyKind, Call, Outcome, Retryable};
+pub use outcome::{classify, classify_at, BodyKind, Call, Classified, Outcome, Retryable};
 pub use trace::{MpsdFailure, TraceClassifier, TraceClassifyResponse};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, Method, Request, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 
 use crate::rules::rate_limit::RateLimitInfo;
 use crate::rules::retry_after;
@@ -30,6 +30,34 @@ impl Call {
             request.method().clone(),
             Target::parse(request.uri().path()).kind(),
         )
+    }
+}
+
+/// What an answer's extensions say about it: its [`Outcome`] and the
+/// [`Call`] it answers, in one entry, put there by
+/// [`ClassifyLayer`](super::ClassifyLayer) (or by the first layer of this
+/// crate that classified it): one entry, so that the answer's extensions
+/// cost one allocation for both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Classified {
+    /// What the answer means.
+    pub outcome: Outcome,
+    /// What the request asked, by which the outcome (and what the body
+    /// holds, [`Outcome::body_kind`]) was told.
+    pub call: Call,
+    /// The body of a 429 was read, and `outcome` already says what it
+    /// says.
+    pub(crate) body_read: bool,
+}
+
+impl Classified {
+    pub(crate) fn new(outcome: Outcome, call: Call) -> Self {
+        Self {
+            outcome,
+            call,
+            body_read: false,
+        }
     }
 }
 
@@ -225,6 +253,12 @@ fn carries_json(headers: &HeaderMap) -> bool {
 }
 
 impl Outcome {
+    /// The outcome in `res`'s extensions ([`Classified`]), if a layer of
+    /// this crate classified it.
+    pub fn of<B>(res: &Response<B>) -> Option<Self> {
+        res.extensions().get::<Classified>().map(|c| c.outcome)
+    }
+
     /// The status code this outcome was classified from (for
     /// [`Unexpected`](Outcome::Unexpected), the one received).
     pub fn status(&self) -> StatusCode {

@@ -47,10 +47,8 @@ impl ClassifyResponse for TraceClassifyResponse {
         self,
         res: &Response<B>,
     ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
-        let outcome = match res.extensions().get::<Outcome>() {
-            Some(outcome) => *outcome,
-            None => classify(&self.call, res.status(), res.headers()),
-        };
+        let outcome =
+            Outcome::of(res).unwrap_or_else(|| classify(&self.call, res.status(), res.headers()));
         if outcome.is_success() {
             ClassifiedResponse::Ready(Ok(()))
         } else {

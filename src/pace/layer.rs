@@ -162,9 +162,10 @@ mod tests {
     use tower::{service_fn, Layer, ServiceExt};
 
     use super::PaceLayer;
-    use crate::classify::Outcome;
+    use crate::classify::{Call, Classified, Outcome};
     use crate::pace::{Limits, PaceTable, Window};
     use crate::rules::rate_limit::RateLimitInfo;
+    use crate::rules::target::TargetKind;
 
     fn get() -> Request<()> {
         Request::get("http://mpsd.test/handles/h1")
@@ -230,10 +231,12 @@ mod tests {
         );
         let mut res = Response::new(());
         *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        res.extensions_mut().insert(Outcome::TooManyRequests {
+        let outcome = Outcome::TooManyRequests {
             retry_after: None,
             rate_limit: info,
-        });
+        };
+        let call = Call::new(http::Method::GET, TargetKind::Session);
+        res.extensions_mut().insert(Classified::new(outcome, call));
         let (_, elapsed) = first_then_ok(res).await;
         assert_eq!(elapsed, Duration::from_secs(15));
     }

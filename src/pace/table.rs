@@ -346,9 +346,9 @@ fn bump(counter: &AtomicU64) {
 ///
 /// [`ClassifyLayer`]: crate::classify::ClassifyLayer
 fn throttled_for<B>(res: &Response<B>) -> Option<Duration> {
-    let outcome = res.extensions().get::<Outcome>();
+    let outcome = Outcome::of(res);
     let hint = outcome
-        .and_then(Outcome::retry_after)
+        .and_then(|o| o.retry_after())
         .or_else(|| retry_after::delay(res.headers(), std::time::SystemTime::now()));
     let full_window = match outcome {
         Some(Outcome::TooManyRequests {

@@ -22,7 +22,7 @@ use super::rules::{
 };
 use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
-use crate::classify::{Call, Outcome};
+use crate::classify::{Call, Classified, Outcome};
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, NoSession, Purpose};
 use crate::ready::Held;
@@ -808,8 +808,8 @@ impl Lost {
             HeaderValue::from_static("application/json"),
         );
         headers.remove(header::CONTENT_LENGTH);
-        if self.head.extensions.get::<Outcome>().is_some() {
-            self.head.extensions.insert(Outcome::SessionChanged);
+        if let Some(classified) = self.head.extensions.get_mut::<Classified>() {
+            classified.outcome = Outcome::SessionChanged;
         }
         self.body = session;
         self

@@ -63,12 +63,12 @@ fn cause(outcome: &Outcome, safe_to_repeat: bool) -> Option<(Cause, Option<Durat
     }
 }
 
-/// The clock, read once, the first time it is asked for.
+/// The logical request's clock, asked once, the first time it is needed.
 struct LazyNow(Option<Instant>);
 
 impl LazyNow {
-    fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(Instant::now)
+    fn get(&mut self, logical: &LogicalRequest) -> Instant {
+        *self.0.get_or_insert_with(|| logical.now())
     }
 }
 
@@ -146,20 +146,47 @@ where
     call: Call,
     safe_to_repeat: bool,
     replayable: bool,
+    first: bool,
+    /// Why the next send is made.
+    purpose: Purpose,
+    sent: Instant,
+    /// What only a cooldown or a retry needs, made the first time one
+    /// does: a first-try success with no cooldown in force neither
+    /// allocates it nor moves it with the future.
+    waits: Option<Box<Waits<S::Response>>>,
+}
+
+/// The part of [`Attempts`] that only cooldowns and retries use.
+struct Waits<Res> {
     keys: Option<Keys>,
     probes: [Option<ProbeGuard>; 2],
     /// Slots in a spaced release, per key, for this attempt.
     tickets: [Option<Ticket>; 2],
     rng: HasherRng,
-    first: bool,
-    /// Why the next send is made.
-    purpose: Purpose,
-    sent: Instant,
     /// The last answer (or error), kept while a retry is pending: it is
     /// what the caller gets if the retry cannot go before the deadline.
     /// Over hyper, an answer kept with its body unread holds its
     /// connection until then.
-    last: Option<Result<S::Response, BoxError>>,
+    last: Option<Result<Res, BoxError>>,
+}
+
+impl<Res> Waits<Res> {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            keys: None,
+            probes: [None, None],
+            tickets: [None, None],
+            rng: HasherRng::new(),
+            last: None,
+        })
+    }
+
+    /// Lets any probe role go.
+    fn drop_probes(waits: &mut Option<Box<Self>>) {
+        if let Some(waits) = waits {
+            waits.probes = [None, None];
+        }
+    }
 }
 
 pin_project! {
@@ -216,6 +243,9 @@ where
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        if owner {
+            logical.track_yields();
+        }
         let call = call_of(&req, Some(&logical));
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
@@ -232,14 +262,10 @@ where
             call,
             safe_to_repeat,
             replayable,
-            keys: None,
-            probes: [None, None],
-            tickets: [None, None],
-            rng: HasherRng::new(),
             first: true,
             purpose: Purpose::First,
             sent: start,
-            last: None,
+            waits: None,
             shared,
         };
         Self {
@@ -261,13 +287,33 @@ where
     type Output = Result<Response<R>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let me = this.attempts;
+        let this = self.project();
+        let polled = this.attempts.poll_states(this.state, cx);
+        if polled.is_pending() && this.attempts.owner {
+            this.attempts.logical.yielded();
+        }
+        polled
+    }
+}
+
+impl<S, B, R> Attempts<S, B>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+{
+    /// Drives the state machine as far as it goes in this poll.
+    fn poll_states(
+        &mut self,
+        mut state: Pin<&mut State<S::Future>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Finished<R>> {
+        let me = self;
         loop {
-            let next = match this.state.as_mut().project() {
+            let next = match state.as_mut().project() {
                 StateProj::Invalid { error } => {
                     let error = error.clone();
-                    this.state.set(State::Done);
+                    state.set(State::Done);
                     tracing::debug!(%error, "mpsd retry: refused before sending");
                     return Poll::Ready(Err(error.into()));
                 }
@@ -279,7 +325,7 @@ where
                         match me.admit(index) {
                             Ok(next) => next,
                             Err(until) => {
-                                this.state.set(State::Done);
+                                state.set(State::Done);
                                 return Poll::Ready(me.fail_fast(until));
                             }
                         }
@@ -290,7 +336,7 @@ where
                     match me.admitted(*index, admission) {
                         Ok(next) => next,
                         Err(until) => {
-                            this.state.set(State::Done);
+                            state.set(State::Done);
                             return Poll::Ready(me.fail_fast(until));
                         }
                     }
@@ -308,7 +354,7 @@ where
                         State::Admit { index: *index }
                     } else if deadline.poll(cx).is_ready() {
                         // The cooldown is over; its probe's answer is not.
-                        this.state.set(State::Done);
+                        state.set(State::Done);
                         return Poll::Ready(me.fail_fast(Instant::now()));
                     } else {
                         return Poll::Pending;
@@ -318,12 +364,12 @@ where
                     Poll::Ready(Ok(())) => match me.pay_for_send() {
                         Ok(()) => me.call_state(),
                         Err(done) => {
-                            this.state.set(State::Done);
+                            state.set(State::Done);
                             return Poll::Ready(done);
                         }
                     },
                     Poll::Ready(Err(e)) => {
-                        this.state.set(State::Done);
+                        state.set(State::Done);
                         return Poll::Ready(Err(me.with_history(e.into())));
                     }
                     Poll::Pending => {
@@ -333,7 +379,7 @@ where
                         if let Some(deadline) = deadline.as_pin_mut() {
                             ready!(deadline.poll(cx));
                         }
-                        this.state.set(State::Done);
+                        state.set(State::Done);
                         return Poll::Ready(me.unready_by_deadline());
                     }
                 },
@@ -360,14 +406,14 @@ where
                             sleep: tokio::time::sleep(wait),
                         },
                         Err(done) => {
-                            this.state.set(State::Done);
+                            state.set(State::Done);
                             return Poll::Ready(done);
                         }
                     }
                 }
                 StateProj::Done => panic!("retry future polled after completion"),
             };
-            this.state.set(next);
+            state.set(next);
         }
     }
 }
@@ -380,11 +426,19 @@ where
     S::Error: Into<BoxError>,
     B: Clone,
 {
+    fn waits(&mut self) -> &mut Waits<Response<R>> {
+        self.waits.get_or_insert_with(Waits::new)
+    }
+
     /// The cooldown keys, worked out on first use.
-    fn keys(&mut self) -> &Keys {
+    fn keys<'a>(&'a mut self) -> &'a Keys
+    where
+        R: 'a,
+    {
         let config = &self.shared.config;
         let req = &self.req.head;
-        self.keys.get_or_insert_with(|| {
+        let waits = self.waits.get_or_insert_with(Waits::new);
+        waits.keys.get_or_insert_with(|| {
             [Cause::Overloaded, Cause::Throttled].map(|c| {
                 let handled = config.handles(c);
                 let key = handled.then(|| (config.key)(c, &req.uri, &req.headers));
@@ -400,7 +454,7 @@ where
         let Some(key) = self.keys()[index].clone() else {
             return Ok(State::Admit { index: index + 1 });
         };
-        let ticket = self.tickets[index];
+        let ticket = self.waits().tickets[index];
         #[cfg(feature = "redis")]
         if let Some(answer) = self.shared.cooldowns.admit_shared(&key, deadline, ticket) {
             return Ok(State::AdmitShared { index, answer });
@@ -423,12 +477,12 @@ where
         let wait = match admission {
             Admission::Go => return Ok(State::Admit { index: index + 1 }),
             Admission::Probe(guard) => {
-                self.probes[index] = Some(guard);
+                self.waits().probes[index] = Some(guard);
                 return Ok(State::Admit { index: index + 1 });
             }
             Admission::FailFast(until) => return Err(until),
             Admission::GoAt(at, ticket) => {
-                self.tickets[index] = Some(ticket);
+                self.waits().tickets[index] = Some(ticket);
                 State::Sleep {
                     then_admit: 0,
                     sleep: sleep_until(at),
@@ -444,7 +498,7 @@ where
                 deadline: sleep_until(deadline),
             },
         };
-        self.probes = [None, None];
+        Waits::drop_probes(&mut self.waits);
         self.unready();
         Ok(wait)
     }
@@ -463,7 +517,7 @@ where
     /// else [`Refused`] by the cooldown.
     fn fail_fast(&mut self, until: Instant) -> Finished<R> {
         bump(&self.shared.stats.fail_fasts);
-        self.probes = [None, None];
+        Waits::drop_probes(&mut self.waits);
         let retry_in = until.saturating_duration_since(Instant::now());
         tracing::debug!(?retry_in, "mpsd cooldown: failing fast");
         if let Some(done) = self.hand_back_last(GaveUp::CoolingDown { retry_in }) {
@@ -512,9 +566,11 @@ where
     }
 
     fn call_state(&mut self) -> State<S::Future> {
-        self.last = None;
-        self.tickets = [None, None];
-        self.sent = Instant::now();
+        if let Some(waits) = &mut self.waits {
+            waits.last = None;
+            waits.tickets = [None, None];
+        }
+        self.sent = self.logical.now();
         let floor = at_most(self.sent, self.shared.config.min_attempt_time);
         State::Calling {
             future: self.svc.call(self.req.next(&self.logical)),
@@ -533,7 +589,7 @@ where
         if let Some(done) = self.hand_back_last(reason) {
             return done;
         }
-        self.probes = [None, None];
+        Waits::drop_probes(&mut self.waits);
         self.give_up(reason);
         Err(AttemptTimedOut {
             after: Duration::ZERO,
@@ -546,8 +602,8 @@ where
     /// says why, and hands back the answer kept for this; `None` when there
     /// is none.
     fn hand_back_last(&mut self, reason: GaveUp) -> Option<Finished<R>> {
-        let last = self.last.take()?;
-        self.probes = [None, None];
+        let last = self.waits.as_mut()?.last.take()?;
+        Waits::drop_probes(&mut self.waits);
         self.give_up(reason);
         Some(self.finish(last))
     }
@@ -586,7 +642,8 @@ where
                 return Err(done);
             }
         } else if record {
-            self.logical.record(self.sent, outcome, now.get());
+            self.logical
+                .record(self.sent, outcome, now.get(&self.logical));
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
@@ -623,8 +680,8 @@ where
             return Err(self.finish(result));
         }
         let failures = self.logical.sends();
-        let left = self.logical.deadline().saturating_duration_since(now.get());
-        let r = self.rng.next_f64();
+        let left = (self.logical.deadline()).saturating_duration_since(now.get(&self.logical));
+        let r = self.waits().rng.next_f64();
         let wait = match self
             .shared
             .config
@@ -641,7 +698,7 @@ where
             }
         };
         self.purpose = Purpose::Retry(why);
-        self.last = Some(result);
+        self.waits().last = Some(result);
         self.unready();
         tracing::debug!(?wait, cause = ?why, "mpsd retry: waiting");
         Ok(wait)
@@ -659,7 +716,7 @@ where
             Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
                 let backoff = &self.shared.config.backoff;
                 let hint = hint.unwrap_or_else(|| backoff.wait(c, None, 1, 0.0));
-                let until = now.get() + hint.min(crate::rules::retry_after::MAX_HOLD);
+                let until = now.get(&self.logical) + hint.min(crate::rules::retry_after::MAX_HOLD);
                 let key = self.keys().iter().flatten().find(|k| k.0 == c).cloned();
                 key.map(|k| (k, until))
             }
@@ -668,12 +725,15 @@ where
         if let Some((key, until)) = &closed {
             self.shared.cooldowns.close(key.clone(), *until);
         }
-        for (index, probe) in self.probes.iter_mut().enumerate() {
+        let (Some(waits), logical) = (&mut self.waits, &self.logical) else {
+            return;
+        };
+        for (index, probe) in waits.probes.iter_mut().enumerate() {
             let Some(probe) = probe.take() else { continue };
-            let probed = self.keys.as_ref().and_then(|k| k[index].as_ref());
+            let probed = waits.keys.as_ref().and_then(|k| k[index].as_ref());
             match &closed {
                 Some((key, until)) if probed == Some(key) => probe.closed_again(*until),
-                _ if answered => probe.opened(now.get()),
+                _ if answered => probe.opened(now.get(logical)),
                 // An error drops the guard: the probe role passes on.
                 _ => {}
             }

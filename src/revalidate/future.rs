@@ -14,7 +14,7 @@ use super::cache::Entry;
 use super::layer::Shared;
 use super::Revalidated;
 use crate::body::{read_within, Read};
-use crate::classify::{classify, Call};
+use crate::classify::{classify, Classified};
 use crate::BoxError;
 
 /// What the layer does with one request's answer.
@@ -224,9 +224,8 @@ fn from_cache<B>(res: Response<B>, entry: Entry) -> Response<RevalidateBody<B>> 
     let etag = headers.get(header::ETAG).cloned().unwrap_or(entry.etag);
     parts.status = StatusCode::OK;
     parts.headers = headers;
-    if let Some(call) = parts.extensions.get::<Call>() {
-        let outcome = classify(call, StatusCode::OK, &parts.headers);
-        parts.extensions.insert(outcome);
+    if let Some(classified) = parts.extensions.get_mut::<Classified>() {
+        classified.outcome = classify(&classified.call, StatusCode::OK, &parts.headers);
     }
     parts.extensions.insert(Revalidated { etag });
     Response::from_parts(parts, RevalidateBody::whole(entry.body, None))

@@ -39,9 +39,10 @@
 //! It works anywhere in a stack: a retried GET carries the same
 //! `If-None-Match`. [`MpsdLayer`](crate::MpsdLayer) puts it inside the
 //! retry and rebase layers, so they see the 200 it makes (a rebase's
-//! re-read is revalidated too). When a [`Call`](crate::classify::Call) is in
-//! the 304's extensions (an inner `ClassifyLayer`), the 200's
-//! [`Outcome`](crate::classify::Outcome) replaces the 304's.
+//! re-read is revalidated too). When the 304 was classified (an inner
+//! `ClassifyLayer`: a [`Classified`](crate::classify::Classified) in its
+//! extensions), the 200's [`Outcome`](crate::classify::Outcome) replaces
+//! the 304's.
 //!
 //! # Example
 //!

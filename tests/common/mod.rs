@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use mpsd_sim::{Fault, SimHandle, Simulator};
 use serde_json::json;
 use tower::{Layer, ServiceExt};
-use tower_mpsd::classify::{Call, Outcome};
+use tower_mpsd::classify::{Call, Classified, Outcome};
 use tower_mpsd::classify::{Classify, ClassifyBody, ClassifyLayer};
 use tower_mpsd::response::{read_response, MpsdError, MpsdSuccess};
 
@@ -120,8 +120,7 @@ impl Answer {
 pub async fn send(req: Req) -> Answer {
     let res: Response<ClassifyBody<Incoming>> =
         classified_client().oneshot(req.build()).await.unwrap();
-    let outcome = *res.extensions().get::<Outcome>().unwrap();
-    let call = res.extensions().get::<Call>().unwrap().clone();
+    let Classified { outcome, call, .. } = res.extensions().get::<Classified>().unwrap().clone();
     let headers = res.headers().clone();
     let result = read_response(res, 1 << 20).await;
     Answer {
