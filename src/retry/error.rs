@@ -21,9 +21,21 @@ use crate::BoxError;
 /// checked once, when the [logical request](crate::logical) is parsed, and
 /// refused by the retry layer. A layer that completes relative URIs goes
 /// outside the retry layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct InvalidUri {
     uri: Uri,
+}
+
+/// Written by hand, as `Display`: the path only, since the user-info and
+/// query may hold secrets (`?` in `main` prints `Debug`).
+impl fmt::Debug for InvalidUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidUri")
+            .field("scheme", &self.uri.scheme_str())
+            .field("host", &self.uri.host())
+            .field("path", &self.uri.path())
+            .finish()
+    }
 }
 
 impl InvalidUri {
