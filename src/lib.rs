@@ -219,6 +219,12 @@
 //!   share.
 //! - To spawn or box the stack: `S`, its future and both bodies `Send +
 //!   'static` (and `S: Sync` for `BoxCloneSyncService`).
+//! - One call, one send: `S` follows no redirects and retries nothing
+//!   itself. The stack decides what may be sent again from the error of
+//!   the call; a client that sent a write, followed a redirect and then
+//!   failed to connect would read as "never connected", and the write
+//!   would be sent twice. hyper-util's client follows no redirects;
+//!   reqwest's does by default: give it `redirect::Policy::none()`.
 //!
 //! hyper-util's client satisfies them all. `reqwest::Client` does not: it
 //! is a `Service<reqwest::Request>` answering `reqwest::Response`, not
@@ -236,7 +242,11 @@
 //! use tower::{service_fn, BoxError, ServiceBuilder};
 //! use tower_mpsd::ServiceBuilderExt;
 //!
-//! let client = reqwest::Client::new();
+//! # fn main() -> Result<(), BoxError> {
+//! // One send per call: the stack decides what is sent again.
+//! let client = reqwest::Client::builder()
+//!     .redirect(reqwest::redirect::Policy::none())
+//!     .build()?;
 //! let reqwest_service = service_fn(move |req: Request<Full<Bytes>>| {
 //!     let client = client.clone();
 //!     async move {
@@ -248,6 +258,8 @@
 //! });
 //! let mpsd = ServiceBuilder::new().mpsd().service(reqwest_service);
 //! # drop(mpsd);
+//! # Ok(())
+//! # }
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
