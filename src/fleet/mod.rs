@@ -79,11 +79,13 @@
 //! writing, which needs effects replication, the default since Redis 5);
 //! tested with Redis 7.0.
 
+mod heard;
+mod members;
 mod scripts;
 mod store;
 
 pub(crate) use store::{CooldownAdmission, PaceReservation};
-pub use store::{RedisStore, RedisStoreBuilder};
+pub use store::{RedisStore, RedisStoreBuilder, WhileAway};
 
 /// Runs a call whose answer nobody waits for (telling Redis what an answer
 /// said), on the current tokio runtime; outside one it is dropped.

@@ -3,24 +3,54 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower::util::rng::{HasherRng, Rng};
 
+use super::heard::{Ask, Heard};
+use super::members::FleetSize;
 use super::scripts;
 use crate::pace::Limits;
 
 /// A Redis server that several processes share their cooldowns and pace
 /// windows through; see [the module](crate::fleet). A cheap handle: clones
 /// share one connection (a [`ConnectionManager`], which reconnects on its
-/// own), and one record of whether Redis answers.
+/// own), one subscription to the fleet's cooldown announcements, one
+/// heartbeat, and one record of how Redis answers. The subscription and
+/// the heartbeat are tasks on the runtime the store was built in; they
+/// end when the last clone is dropped.
+///
+/// Its `Debug` shows its health (never the URL, which may hold a
+/// password): whether it [shares](Self::is_shared), its
+/// [fallbacks](Self::fallbacks) and [failures](Self::failures), whether it
+/// [hears the cooldowns](Self::is_listening) announced, and the
+/// [fleet size](Self::fleet_size) as last known.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+}
+
+/// What each process does while Redis is away; see
+/// [the module](crate::fleet#while-redis-is-away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhileAway {
+    /// Pace at this process's share of the windows: each window's `max`
+    /// divided by the fleet size last known (at least 1 per window), and
+    /// keep to that share as well for the longest window after Redis
+    /// answers again. The default: together the fleet stays within the
+    /// windows it shared.
+    #[default]
+    Share,
+    /// Pace by the whole windows, as if this process were the only one
+    /// (a fleet of K processes may send K times the windows meanwhile).
+    Alone,
 }
 
 struct Inner {
@@ -32,6 +62,17 @@ struct Inner {
     instance: u64,
     sequence: AtomicU64,
     shared: AtomicBool,
+    /// When Redis answered again after failing (see [`WhileAway::Share`]).
+    resumed_at: Mutex<Option<Instant>>,
+    while_away: WhileAway,
+    heartbeat: Duration,
+    fleet: Mutex<FleetSize>,
+    heard: Arc<Heard>,
+    /// Told when a call fails: the listener subscribes again, in case its
+    /// connection died without a word.
+    lost: Arc<Notify>,
+    /// Dropped with the store: its tasks end.
+    _stop: watch::Sender<()>,
     /// While Redis fails, it is tried again at most once a second: the
     /// others go straight to the process's own state.
     next_try: Mutex<Instant>,
@@ -42,15 +83,25 @@ struct Inner {
     cooldown_admit: Script,
     cooldown_close: Script,
     cooldown_probed: Script,
+    cooldown_list: Script,
+    cooldowns_heard: Script,
+    beat: Script,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.inner.prefix)
+            .field("shared", &self.is_shared())
+            .field("listening", &self.is_listening())
+            .field("fleet_size", &self.fleet_size())
+            .field("cooldowns_heard", &self.inner.heard.len())
+            .field("fallbacks", &self.fallbacks())
+            .field("failures", &self.failures())
+            .field("while_away", &self.inner.while_away)
             .field("timeout", &self.inner.timeout)
             .field("probe_lease", &self.inner.probe_lease)
-            .field("shared", &self.is_shared())
+            .field("heartbeat", &self.inner.heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +114,8 @@ pub struct RedisStoreBuilder {
     prefix: String,
     timeout: Duration,
     probe_lease: Duration,
+    while_away: WhileAway,
+    heartbeat: Duration,
 }
 
 /// Without the URL: it may carry a password (`redis://:password@host/`).
@@ -72,11 +125,30 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("probe_lease", &self.probe_lease)
+            .field("while_away", &self.while_away)
+            .field("heartbeat", &self.heartbeat)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStoreBuilder {
+    /// What each process does while Redis is away. Default
+    /// [`WhileAway::Share`]: the fleet stays within the windows it shared.
+    pub fn while_away(mut self, rule: WhileAway) -> Self {
+        self.while_away = rule;
+        self
+    }
+
+    /// How often this process tells Redis it is a member of the fleet; a
+    /// member counts for three of these without one. Default 5 s: the
+    /// fleet's size changes over minutes (deploys, scaling), and a beat
+    /// costs one call per process, against one per request; a process
+    /// that stopped leaves the count 15 s later.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// Prefix of every key written. Default `"mpsd:"`. Fleets sharing one
     /// Redis for different services give each its own.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -123,8 +195,9 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisStore {
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let (stop, stopped) = watch::channel(());
+        let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 prefix: self.prefix,
@@ -133,6 +206,13 @@ impl RedisStoreBuilder {
                 instance: HasherRng::new().next_u64(),
                 sequence: AtomicU64::new(0),
                 shared: AtomicBool::new(true),
+                resumed_at: Mutex::new(None),
+                while_away: self.while_away,
+                heartbeat: self.heartbeat,
+                fleet: Mutex::new(FleetSize::default()),
+                heard: Arc::default(),
+                lost: Arc::default(),
+                _stop: stop,
                 next_try: Mutex::new(Instant::now()),
                 fallbacks: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
@@ -141,8 +221,74 @@ impl RedisStoreBuilder {
                 cooldown_admit: Script::new(scripts::COOLDOWN_ADMIT),
                 cooldown_close: Script::new(scripts::COOLDOWN_CLOSE),
                 cooldown_probed: Script::new(scripts::COOLDOWN_PROBED),
+                cooldown_list: Script::new(scripts::COOLDOWN_LIST),
+                cooldowns_heard: Script::new(scripts::COOLDOWNS_HEARD),
+                beat: Script::new(scripts::HEARTBEAT),
             }),
-        })
+        };
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(listen(weak.clone(), client, stopped.clone()));
+        tokio::spawn(beat(weak, stopped));
+        Ok(store)
+    }
+}
+
+/// Until the store is dropped: subscribes to the cooldown announcements,
+/// reads the cooldowns closed before, then hears them until the
+/// connection ends or a call to Redis fails; again at once after a
+/// subscription that worked, a second later after one that did not.
+async fn listen(store: Weak<Inner>, client: redis::Client, mut stop: watch::Receiver<()>) {
+    loop {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let store = RedisStore { inner };
+        let heard = store.inner.heard.clone();
+        let lost = store.inner.lost.clone();
+        let mut lost = std::pin::pin!(lost.notified_owned());
+        lost.as_mut().enable();
+        let subscribed = store.subscribe(&client).await;
+        drop(store);
+        let Some(mut messages) = subscribed else {
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_AFTER_FAILURE) => continue,
+                _ = stop.changed() => return,
+            }
+        };
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => {
+                        let text: String = message.get_payload().unwrap_or_default();
+                        if let Some((left, name)) = Heard::parse(&text) {
+                            heard.hear(name, left, Instant::now());
+                        }
+                    }
+                    None => break,
+                },
+                () = &mut lost => break,
+                _ = stop.changed() => return,
+            }
+        }
+        heard.set_listening(false);
+    }
+}
+
+/// Until the store is dropped: a heartbeat every
+/// [`heartbeat`](RedisStoreBuilder::heartbeat).
+async fn beat(store: Weak<Inner>, mut stop: watch::Receiver<()>) {
+    loop {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let store = RedisStore { inner };
+        let every = store.inner.heartbeat;
+        store.heartbeat().await;
+        drop(store);
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -195,6 +341,8 @@ impl RedisStore {
             prefix: "mpsd:".to_owned(),
             timeout: Duration::from_millis(100),
             probe_lease: Duration::from_secs(5),
+            while_away: WhileAway::Share,
+            heartbeat: Duration::from_secs(5),
         }
     }
 
@@ -224,6 +372,106 @@ impl RedisStore {
         self.inner.failures.load(Ordering::Relaxed)
     }
 
+    /// Whether this process hears the cooldowns the fleet closes, so that
+    /// requests meeting none make no call about them. `false` before the
+    /// first subscription and while Redis is away: then each request asks.
+    pub fn is_listening(&self) -> bool {
+        self.inner.heard.is_listening()
+    }
+
+    /// How many processes share the windows, as Redis last counted them
+    /// (1 until it first answers). While Redis is away, each paces at its
+    /// share: see [`WhileAway::Share`].
+    pub fn fleet_size(&self) -> u32 {
+        self.fleet().get()
+    }
+
+    fn fleet(&self) -> MutexGuard<'_, FleetSize> {
+        self.inner.fleet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The share of the windows this process keeps to when it paces by
+    /// its own windows: 1 (the whole windows) by [`WhileAway::Alone`].
+    pub(crate) fn share(&self) -> u32 {
+        match self.inner.while_away {
+            WhileAway::Share => self.fleet_size(),
+            WhileAway::Alone => 1,
+        }
+    }
+
+    /// The share this process still keeps to while sharing again, for
+    /// `hold` (the longest window) after Redis answered again: Redis may
+    /// have lost what was sent meanwhile (a restarted server is empty).
+    pub(crate) fn share_since_resumed(&self, hold: Duration) -> Option<u32> {
+        let resumed = *self
+            .inner
+            .resumed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let recent = resumed.is_some_and(|at| Instant::now() < at + hold);
+        (recent && self.inner.while_away == WhileAway::Share).then(|| self.share())
+    }
+
+    /// Whether no request needs to ask Redis about a cooldown: this
+    /// process hears them, and has heard of none in force.
+    pub(crate) fn cooldowns_quiet(&self) -> bool {
+        self.inner.heard.is_quiet(Instant::now())
+    }
+
+    /// Whether a request of the cooldown `name` must ask Redis.
+    pub(crate) fn must_ask(&self, name: &str) -> bool {
+        self.inner.heard.ask(name) != Ask::No
+    }
+
+    /// Subscribes to the cooldown announcements on a connection of its
+    /// own, then reads the cooldowns closed before; `None` when Redis did
+    /// not answer in time.
+    async fn subscribe(&self, client: &redis::Client) -> Option<redis::aio::PubSubStream> {
+        let channel = self.channel();
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.inner.timeout, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                let mut call = self.inner.cooldowns_heard.prepare_invoke();
+                call.key(self.channel());
+                let listed: Vec<(String, i64)> = self.run(call).await?;
+                let now = Instant::now();
+                for (name, left) in listed {
+                    self.inner.heard.hear(&name, left, now);
+                }
+                self.inner.heard.set_listening(true);
+                Some(pubsub.into_on_message())
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "mpsd fleet: no subscription to the cooldowns");
+                None
+            }
+            Err(_elapsed) => None,
+        }
+    }
+
+    /// The channel cooldowns are announced on, which is also the key of
+    /// the list of recent ones.
+    fn channel(&self) -> String {
+        format!("{}cooldowns", self.inner.prefix)
+    }
+
+    /// Tells Redis this process is a member, and learns the fleet's size.
+    async fn heartbeat(&self) {
+        let ttl = self.inner.heartbeat * 3;
+        let mut call = self.inner.beat.prepare_invoke();
+        call.key(format!("{}fleet", self.inner.prefix))
+            .arg(format!("{:016x}", self.inner.instance))
+            .arg(micros(ttl));
+        if let Some(members) = self.run::<i64>(call).await {
+            let members = u32::try_from(members).unwrap_or(u32::MAX);
+            self.fleet().observe(members, Instant::now(), ttl);
+        }
+    }
+
     /// A member or token no other call of the fleet writes.
     fn unique(&self) -> String {
         let n = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
@@ -251,6 +499,11 @@ impl RedisStore {
         match result {
             Ok(Ok(value)) => {
                 if !self.inner.shared.swap(true, Ordering::Relaxed) {
+                    *self
+                        .inner
+                        .resumed_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                     tracing::info!("mpsd fleet: Redis answers again; state is shared");
                 }
                 Some(value)
@@ -276,6 +529,7 @@ impl RedisStore {
     fn failed(&self, error: &dyn fmt::Display) {
         self.inner.failures.fetch_add(1, Ordering::Relaxed);
         *self.next_try() = Instant::now() + RETRY_AFTER_FAILURE;
+        self.inner.lost.notify_waiters();
         if self.inner.shared.swap(false, Ordering::Relaxed) {
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
             crate::metrics::redis_fallback();
@@ -291,6 +545,7 @@ impl RedisStore {
         general: Limits,
         routes: &[(&str, Limits)],
         margin: Duration,
+        earliest: Duration,
         limit: Duration,
     ) -> impl Future<Output = Option<PaceReservation>> + Send + 'static {
         let store = self.clone();
@@ -306,7 +561,8 @@ impl RedisStore {
             call.key(keys)
                 .arg(micros(margin))
                 .arg(micros(limit))
-                .arg(member);
+                .arg(member)
+                .arg(micros(earliest));
             for limits in windows {
                 call.arg(limits.burst.max)
                     .arg(micros(limits.burst.period))
@@ -352,6 +608,10 @@ impl RedisStore {
         let store = self.clone();
         let redis_key = self.key("cooldown", key, "");
         let token = self.unique();
+        let asked = match self.inner.heard.ask(key) {
+            Ask::Yes(Some(number)) => Some((key.to_owned(), number)),
+            _ => None,
+        };
         async move {
             let mut call = store.inner.cooldown_admit.prepare_invoke();
             call.key(redis_key)
@@ -362,6 +622,12 @@ impl RedisStore {
                 .arg(micros(limit));
             let (kind, wait, gen): (i64, i64, i64) = store.run(call).await?;
             let (wait, gen) = (from_micros(wait), gen.max(0).unsigned_abs());
+            if (kind, gen) == (0, 0) {
+                // No cooldown in Redis (never one, or its release is over).
+                if let Some((name, number)) = asked {
+                    store.inner.heard.cleared(&name, number);
+                }
+            }
             Some(match kind {
                 1 => CooldownAdmission::Probe { token, gen },
                 2 => CooldownAdmission::Wait(wait),
@@ -372,18 +638,36 @@ impl RedisStore {
         }
     }
 
-    /// Extends the cooldown `key` to at least `after` from now.
+    /// Extends the cooldown `key` to at least `after` from now, and
+    /// announces it to the fleet: first in the list read by processes that
+    /// (re)subscribe, then closed and published in one script, so that no
+    /// process misses it (see `heard.rs`). Heard of here at once.
     pub(crate) fn cooldown_close(
         &self,
         key: &str,
         after: Duration,
     ) -> impl Future<Output = Option<()>> + Send + 'static {
+        let left = i64::try_from(micros(after)).unwrap_or(i64::MAX);
+        self.inner.heard.hear(key, left, Instant::now());
         let store = self.clone();
         let redis_key = self.key("cooldown", key, "");
+        let name = key.to_owned();
         async move {
+            let mut list = store.inner.cooldown_list.prepare_invoke();
+            list.key(store.channel()).arg(&name).arg(micros(after));
+            // Not listed, the cooldown is still closed and announced: only
+            // a process subscribing at that instant would miss it.
+            let _ = store.run::<i64>(list).await;
             let mut call = store.inner.cooldown_close.prepare_invoke();
-            call.key(redis_key).arg(micros(after));
-            store.run::<i64>(call).await.map(drop)
+            call.key(redis_key)
+                .arg(micros(after))
+                .arg(store.channel())
+                .arg(&name);
+            store.run::<i64>(call).await?;
+            // Heard of again now that Redis has it: an answer to a
+            // question asked before it landed must not forget it.
+            store.inner.heard.hear(&name, left, Instant::now());
+            Some(())
         }
     }
 

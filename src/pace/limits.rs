@@ -76,6 +76,18 @@ impl Limits {
         self.burst.max.max(self.sustain.max) as usize
     }
 
+    /// One process's share of these windows in a fleet of `members`:
+    /// each `max` divided by `members`, rounded down so that the shares
+    /// add up to no more than the whole, and at least 1 (a window of fewer
+    /// sends than members cannot be split).
+    pub(crate) fn share(&self, members: u32) -> Self {
+        let part = |w: Window| Window {
+            max: (w.max / members.max(1)).max(1),
+            period: w.period,
+        };
+        Self::new(part(self.burst), part(self.sustain))
+    }
+
     pub(crate) fn longest(&self) -> Duration {
         self.burst.period.max(self.sustain.period)
     }
@@ -254,20 +266,52 @@ impl Table {
         now: Instant,
         deadline: Instant,
     ) -> Result<Instant, Instant> {
-        let margin = self.margin;
-        let slot = match self.keys.get(key) {
-            None => now,
-            Some(h) => matched
-                .iter()
-                .filter_map(|&i| Some(h.routes.get(i)?.next_slot(self.routes.get(i)?, margin, now)))
-                .chain(h.floor)
-                .fold(h.all.next_slot(&self.limits, margin, now), Instant::max),
-        };
+        self.reserve_share(key, matched, now, deadline, 1)
+    }
+
+    /// As [`reserve`](Self::reserve), by one process's share of every
+    /// window in a fleet of `members` ([`Limits::share`]).
+    pub(crate) fn reserve_share(
+        &mut self,
+        key: &str,
+        matched: &[usize],
+        now: Instant,
+        deadline: Instant,
+        members: u32,
+    ) -> Result<Instant, Instant> {
+        let slot = self.next_slot(key, matched, now, members);
         if slot > deadline {
             return Err(slot);
         }
         self.record(key, matched, slot, now);
         Ok(slot)
+    }
+
+    /// The earliest slot for a request of `key` under the routes at
+    /// `matched`, by this process's share of the windows in a fleet of
+    /// `members`; nothing is taken.
+    pub(crate) fn next_slot(
+        &self,
+        key: &str,
+        matched: &[usize],
+        now: Instant,
+        members: u32,
+    ) -> Instant {
+        let margin = self.margin;
+        let Some(h) = self.keys.get(key) else {
+            return now;
+        };
+        matched
+            .iter()
+            .filter_map(|&i| {
+                let limits = self.routes.get(i)?.share(members);
+                Some(h.routes.get(i)?.next_slot(&limits, margin, now))
+            })
+            .chain(h.floor)
+            .fold(
+                h.all.next_slot(&self.limits.share(members), margin, now),
+                Instant::max,
+            )
     }
 
     /// Counts a send of `key` at `slot` (one taken here, or in a store

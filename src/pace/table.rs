@@ -299,13 +299,23 @@ impl PaceTable {
             })
             .collect();
         let limit = deadline.saturating_duration_since(now);
-        let call = store.pace_reserve(
-            &key,
-            self.inner.rules.limits,
-            &routes,
-            self.inner.rules.margin,
-            limit,
-        );
+        let rules = &self.inner.rules;
+        // Just back from a fallback, Redis may not know what the fleet
+        // sent meanwhile: for the longest window, keep to this process's
+        // share as well.
+        let hold = routes
+            .iter()
+            .map(|(_, l)| l.longest())
+            .fold(rules.limits.longest(), Duration::max)
+            + rules.margin;
+        let earliest = store
+            .share_since_resumed(hold)
+            .map_or(Duration::ZERO, |members| {
+                let slot = self.lock().next_slot(&key, &matched, now, members);
+                slot - now
+            });
+        let call = store.pace_reserve(&key, rules.limits, &routes, rules.margin, earliest, limit);
+        let share = store.share();
         let table = self.clone();
         async move {
             let reserved = match call.await {
@@ -316,8 +326,11 @@ impl PaceTable {
                 }
                 Some(PaceReservation::Refused(wait)) => Err(Instant::now() + wait),
                 None => {
+                    // Redis is away: this process's share of the windows.
                     let now = Instant::now();
-                    let reserved = table.lock().reserve(&key, &matched, now, deadline);
+                    let reserved = table
+                        .lock()
+                        .reserve_share(&key, &matched, now, deadline, share);
                     return table.counted(reserved, now);
                 }
             };

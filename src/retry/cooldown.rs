@@ -301,6 +301,10 @@ impl Cooldowns {
     ) -> Option<SharedAdmission> {
         let store = self.store.as_ref()?;
         let name = key.shared_name();
+        if !store.must_ask(&name) {
+            // Not heard of while listening: no cooldown in Redis.
+            return Some(Box::pin(std::future::ready(Admission::Go)));
+        }
         let limit = deadline.saturating_duration_since(Instant::now());
         let call = store.cooldown_admit(&name, ticket.map(|t| t.0), self.release_spacing, limit);
         let (cooldowns, store, key) = (self.clone(), store.clone(), key.clone());
@@ -435,9 +439,10 @@ impl Cooldowns {
     pub(crate) fn is_empty(&self) -> bool {
         let locally = self.purged_empty();
         #[cfg(feature = "redis")]
-        if self.store.is_some() {
-            // Other processes' cooldowns are in the store: always ask.
-            return false;
+        if let Some(store) = &self.store {
+            // Redis decides while it answers: ask unless this process
+            // hears every cooldown closed and has heard of none in force.
+            return store.cooldowns_quiet();
         }
         locally
     }
