@@ -20,14 +20,28 @@
 //!   `overload_local`: the same without Redis (the baseline).
 //! - `redis_down`: Redis killed 2 s into a 6 s run, restarted 2 s later:
 //!   requests `failed`, and the 99th percentile latency.
+//! - `outage`: one user hammered by the 4 stacks for 30 s, Redis killed
+//!   6 s in and restarted 10 s later; each stack paces at its share of
+//!   the windows meanwhile (the default `WhileAway::Share`);
+//!   `outage_local_fallback`: the same with `WhileAway::Alone`, each stack
+//!   by the whole windows (the baseline).
+//!
+//! `redis_calls_per_request` on `throttle_shared`: the calls Redis's
+//! clients made during the run (`INFO commandstats`, counting the calls
+//! clients send, not the commands scripts run inside them), heartbeats and
+//! subscriptions included, over the requests the callers made.
 //!
 //! Goals: shared 429s=0, throughput_ratio >= 0.95, probes=1, early=0,
-//! redis_down failed=0.
+//! redis_down failed=0, redis_calls_per_request <= 1.05; outage 429s <= 5
+//! and throughput_ratio >= 0.85.
 
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
 
 use std::process::Command;
+use std::time::Duration;
+
+use tower_mpsd::fleet::WhileAway;
 
 /// The first argument that makes this bench a member process.
 const MEMBER: &str = "--fleet-member";
@@ -56,9 +70,19 @@ async fn main() {
             member.arg(MEMBER);
             member
         });
+        let calls_before = redis.client_calls();
         let got = fleet::throttle(store, child, 10.0).await;
+        let calls = redis.client_calls() - calls_before;
+        let per_request = match store {
+            Some(_) => format!(
+                " redis_calls_per_request={:.3} requests={}",
+                calls as f64 / got.requests.max(1) as f64,
+                got.requests
+            ),
+            None => String::new(),
+        };
         println!(
-            "summary: fleet/{name} 429s={} throughput_ratio={:.3}",
+            "summary: fleet/{name} 429s={} throughput_ratio={:.3}{per_request}",
             got.throttled, got.ratio
         );
     }
@@ -77,4 +101,19 @@ async fn main() {
         "summary: fleet/redis_down failed={} p99_ms={:.1}",
         got.failed, got.p99_ms
     );
+    for (name, rule) in [
+        ("outage", WhileAway::Share),
+        ("outage_local_fallback", WhileAway::Alone),
+    ] {
+        let (run, down) = (Duration::from_secs(30), Duration::from_secs(6));
+        let heartbeat = Duration::from_secs(5);
+        let got = fleet::outage(&mut redis, rule, heartbeat, run, down..down + OUTAGE).await;
+        println!(
+            "summary: fleet/{name} 429s={} throughput_ratio={:.3} admitted_while_away={} failed={} shared_after={}",
+            got.throttled, got.ratio, got.admitted_meanwhile, got.failed, got.shared_after
+        );
+    }
 }
+
+/// How long Redis is stopped in the outage scenarios.
+const OUTAGE: Duration = Duration::from_secs(10);

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
-use tower_mpsd::fleet::RedisStore;
+use tower_mpsd::fleet::{RedisStore, WhileAway};
 use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 use tower_mpsd::retry::{Cooldowns, RetryLayer};
 use tower_mpsd::{BoxError, MpsdLayer};
@@ -78,6 +78,42 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The calls clients have made since the server started, from
+    /// `INFO commandstats`: the commands a client sends itself (a script
+    /// call, a subscription, a connection's set-up), not those a script
+    /// runs inside Redis, which the stats count too. `INFO` (this count's
+    /// own) is left out.
+    pub fn client_calls(&self) -> u64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("Redis answers");
+        stream.write_all(b"INFO commandstats\r\n").unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        // A bulk string: `$<len>\r\n<text>\r\n`.
+        let text = loop {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "Redis closed the connection");
+            reply.extend_from_slice(&buf[..n]);
+            let head = String::from_utf8_lossy(&reply);
+            let Some((len, body)) = head.split_once("\r\n") else {
+                continue;
+            };
+            let len: usize = len.trim_start_matches('$').parse().unwrap();
+            if body.len() >= len {
+                break body[..len].to_owned();
+            }
+        };
+        text.lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let top_level = CLIENT_COMMANDS
+                    .iter()
+                    .any(|c| name == *c || name.starts_with(&format!("{c}|")));
+                let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+                top_level.then(|| calls.parse::<u64>().ok()).flatten()
+            })
+            .sum()
+    }
+
     /// Stops the server (as a crash would: SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -105,6 +141,13 @@ impl RedisServer {
         panic!("redis-server did not answer PING within 5 s");
     }
 }
+
+/// The commands the crate's clients send themselves; the scripts' own
+/// commands (`TIME`, `ZADD`, `PUBLISH`, ...) run inside these calls.
+const CLIENT_COMMANDS: &[&str] = &[
+    "evalsha", "eval", "script", "subscribe", "ssubscribe", "unsubscribe", "hello", "ping",
+    "select", "client", "auth", "readonly", "cluster",
+];
 
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -186,6 +229,11 @@ pub struct MemberState {
 
 pub fn member(redis: Option<&str>, limits: Limits) -> MemberState {
     let store = redis.map(|url| RedisStore::open(url).expect("a Redis URL"));
+    member_of(store, limits)
+}
+
+/// A member whose store (when it has one) is `store`.
+pub fn member_of(store: Option<RedisStore>, limits: Limits) -> MemberState {
     let mut table = PaceTable::builder().limits(limits).no_routes();
     let mut cooldowns = Cooldowns::builder().release_spacing(RELEASE_SPACING);
     if let Some(store) = &store {
@@ -296,6 +344,21 @@ pub fn spawn_child(mut member: Command, base: &str, redis: &str, user: &str, sec
 /// the user and the seconds to run; sends GETs of the user's session from
 /// four callers, then prints `ok=<answers> failed=<errors>`.
 pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
+    let sent = member_run(args).await?;
+    println!("ok={} failed={}", sent.ok, sent.failed);
+    Ok(())
+}
+
+/// How many requests a member process's output says it made.
+fn requests_of(stdout: &str) -> usize {
+    stdout
+        .split_whitespace()
+        .filter_map(|part| part.split_once('='))
+        .filter_map(|(_, n)| n.parse::<usize>().ok())
+        .sum()
+}
+
+async fn member_run(args: &[String]) -> Result<Sent, BoxError> {
     let [base, redis, user, secs] = args else {
         return Err("usage: BASE_URI REDIS_URL USER SECONDS".into());
     };
@@ -310,8 +373,7 @@ pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
         Duration::ZERO,
     )
     .await;
-    println!("ok={} failed={}", sent.ok, sent.failed);
-    Ok(())
+    Ok(sent)
 }
 
 /// The fleet's members in process, each with state of its own.
@@ -328,6 +390,8 @@ pub struct Throttle {
     pub admitted: usize,
     /// `admitted` over what the windows admit in the run.
     pub ratio: f64,
+    /// Requests the callers made (answered or refused), the child's too.
+    pub requests: usize,
 }
 
 /// A scenario's simulator and the members of the fleet sending to it.
@@ -412,13 +476,16 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         let redis = redis.expect("a child shares Redis");
         spawn_child(member, &fleet.base, redis, "fleet", secs)
     });
-    fleet
+    let sent = fleet
         .send(&["fleet"], CALLERS, t0 + run, Duration::ZERO)
         .await;
+    let mut requests: usize = sent.iter().map(|s| s.ok + s.failed).sum();
     if let Some(child) = child {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "the child member failed");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("ok="));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("ok="));
+        requests += requests_of(&stdout);
     }
     let log = fleet.sim.log();
     let throttled = log
@@ -433,6 +500,7 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         throttled,
         admitted,
         ratio: admitted as f64 / limit_in(run) as f64,
+        requests,
     }
 }
 
@@ -557,5 +625,85 @@ pub async fn one_user_throttled(redis: &str) -> OneUser {
     OneUser {
         throttled_user_early: log.iter().filter(|e| within(e, "alice")).count(),
         other_user_meanwhile: log.iter().filter(|e| within(e, "bob")).count(),
+    }
+}
+
+/// What a fleet hammering one user saw with Redis stopped for a while.
+#[derive(Debug)]
+pub struct Outage {
+    /// Requests answered 429.
+    pub throttled: usize,
+    /// Requests admitted (not 429) within the run over what the windows
+    /// admit in it.
+    pub ratio: f64,
+    /// Requests admitted while Redis was stopped.
+    pub admitted_meanwhile: usize,
+    /// Requests that ended in an error (a pace refusal, a retry given up).
+    pub failed: usize,
+    /// Members that fell back to their own state.
+    pub fell_back: usize,
+    /// Members sharing state again at the end.
+    pub shared_after: usize,
+    /// The fleet size each member knew at the end.
+    pub sizes: Vec<u32>,
+}
+
+/// `MEMBERS` stacks, each with a store of its own ruled by `rule` and
+/// beating every `heartbeat`, hammer one user for `run` against the
+/// simulator's windows; Redis is killed (by its PID) `down_at` into the
+/// run and started again on the same port `down_for` later.
+pub async fn outage(
+    redis: &mut RedisServer,
+    rule: WhileAway,
+    heartbeat: Duration,
+    run: Duration,
+    down: Range<Duration>,
+) -> Outage {
+    let sim = mpsd_sim::Simulator::builder()
+        .rate_limit(sim_windows())
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let url = redis.url();
+    let members: Vec<MemberState> = (0..MEMBERS)
+        .map(|_| {
+            let store = RedisStore::builder(url.as_str())
+                .while_away(rule)
+                .heartbeat(heartbeat)
+                .build()
+                .expect("a Redis URL");
+            member_of(Some(store), pace_limits())
+        })
+        .collect();
+    let t0 = Instant::now();
+    let runs = members
+        .iter()
+        .map(|m| run_callers(&m.client, &base, &["fleet"], CALLERS, t0 + run, Duration::ZERO));
+    let chaos = async {
+        tokio::time::sleep_until(t0 + down.start).await;
+        redis.kill();
+        tokio::time::sleep_until(t0 + down.end).await;
+        redis.restart();
+    };
+    let (sent, ()) = tokio::join!(futures_util::future::join_all(runs), chaos);
+    let log = sim.log();
+    let admitted = |during: Range<Instant>| {
+        log.iter()
+            .filter(|e| e.status != StatusCode::TOO_MANY_REQUESTS && during.contains(&e.at))
+            .count()
+    };
+    let stores: Vec<&RedisStore> = members.iter().filter_map(|m| m.store.as_ref()).collect();
+    Outage {
+        throttled: log
+            .iter()
+            .filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        ratio: admitted(t0..t0 + run) as f64 / limit_in(run) as f64,
+        admitted_meanwhile: admitted(t0 + down.start..t0 + down.end),
+        failed: sent.iter().map(|s| s.failed).sum(),
+        fell_back: stores.iter().filter(|s| s.fallbacks() > 0).count(),
+        shared_after: stores.iter().filter(|s| s.is_shared()).count(),
+        sizes: stores.iter().map(|s| s.fleet_size()).collect(),
     }
 }
