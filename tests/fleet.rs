@@ -40,7 +40,7 @@ async fn a_fleet_sharing_redis_stays_within_the_windows() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let got = fleet::throttle(Some(&redis.url()), Some(member_exe()), 6.0).await;
+    let got = fleet::throttle(Some(&redis), Some(member_exe()), 6.0).await;
     eprintln!("{got:?}");
     assert_eq!(got.throttled, 0, "{got:?}");
     assert!(got.ratio >= 0.95, "{got:?}");

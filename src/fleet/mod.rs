@@ -95,16 +95,20 @@
 //! default):
 //!
 //! - **Membership.** Every [`heartbeat`](RedisStoreBuilder::heartbeat)
-//!   (default 5 s), each store adds itself to a sorted set of members by
+//!   (default 15 s), each store adds itself to a sorted set of members by
 //!   time (`<prefix>fleet`), drops those not heard from for three beats,
 //!   and learns the count: the [fleet size](RedisStore::fleet_size). It
 //!   rises at once and falls only when the larger count has gone unconfirmed
 //!   for three beats, so a restarted Redis, which has heard from one member
-//!   so far, does not enlarge anyone's share.
+//!   so far, does not enlarge anyone's share. Each pace reservation also
+//!   counts, in its key's slot, the processes that reserved for that key
+//!   within its longest window (no call of its own): fresher than the
+//!   heartbeat for a member that joined since.
 //! - **Share.** While Redis is away, each process paces by its own sends
 //!   (which it counts while sharing too) against each window's `max`
-//!   divided by the fleet size last known, rounded down, and at least 1:
-//!   the shares add up to no more than the windows. A 429's `Retry-After`
+//!   divided by the fleet size last known (or the key's senders, when more
+//!   of them), rounded down, and at least 1: the shares add up to no more
+//!   than the windows. A 429's `Retry-After`
 //!   or full window still holds the key back, as in one process.
 //! - **Back.** Redis is tried again at most once a second; as soon as it
 //!   answers, the fleet shares again. For the longest window after that,

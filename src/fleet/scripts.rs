@@ -3,24 +3,33 @@
 //! Lua's default formatting keeps only 14 digits and a time has 16.
 
 /// Reserves a pacing slot. `KEYS[1]`: the key's floor (a send time learnt
-/// from a 429, a string); `KEYS[2..]`: a sorted set of reserved send times
-/// per window pair (the general limits, then each matched route).
-/// `ARGV`: margin, limit (the longest wait the caller accepts), a unique
-/// member, the earliest slot (a wait from now: the process's share of the
-/// windows while it comes back from a fallback, else 0), then per sorted
-/// set `burst_max, burst_period, sustain_max, sustain_period`. Returns
-/// `{1, wait}` when reserved, `{0, wait}` when the wait is over the limit
-/// (nothing written).
+/// from a 429, a string); `KEYS[2]`: the key's senders, a sorted set of
+/// processes by their last reservation; `KEYS[3..]`: a sorted set of
+/// reserved send times per window pair (the general limits, then each
+/// matched route). `ARGV`: margin, limit (the longest wait the caller
+/// accepts), a unique member, the earliest slot (a wait from now: the
+/// process's share of the windows while it comes back from a fallback,
+/// else 0), the process, how long a sender counts (the longest window),
+/// then per sorted set `burst_max, burst_period, sustain_max,
+/// sustain_period`. Returns `{1, wait, senders}` when reserved,
+/// `{0, wait, senders}` when the wait is over the limit (no slot taken);
+/// `senders` counts the processes that reserved for the key within the
+/// longest window, this one included.
 pub(super) const PACE_RESERVE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local margin = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local span = tonumber(ARGV[6])
+redis.call('ZADD', KEYS[2], string.format('%.0f', now), ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - span))
+redis.call('PEXPIRE', KEYS[2], string.format('%.0f', math.floor(span / 1000) + 1000))
+local senders = redis.call('ZCARD', KEYS[2])
 local slot = now + tonumber(ARGV[4])
 local floor = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if floor > slot then slot = floor end
-for i = 2, #KEYS do
-  local a = 5 + (i - 2) * 4
+for i = 3, #KEYS do
+  local a = 7 + (i - 3) * 4
   local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   if newest[2] then slot = math.max(slot, tonumber(newest[2])) end
   for w = 0, 1 do
@@ -31,16 +40,16 @@ for i = 2, #KEYS do
   end
 end
 local wait = slot - now
-if wait > limit then return {0, wait} end
-for i = 2, #KEYS do
-  local a = 5 + (i - 2) * 4
+if wait > limit then return {0, wait, senders} end
+for i = 3, #KEYS do
+  local a = 7 + (i - 3) * 4
   local depth = math.max(tonumber(ARGV[a]), tonumber(ARGV[a + 2]))
   local longest = math.max(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]))
   redis.call('ZADD', KEYS[i], string.format('%.0f', slot), ARGV[3])
   redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(depth + 1))
   redis.call('PEXPIREAT', KEYS[i], string.format('%.0f', math.floor((slot + longest + margin) / 1000) + 1000))
 end
-return {1, wait}
+return {1, wait, senders}
 ";
 
 /// Raises a pacing key's floor to `now + ARGV[1]`. `KEYS[1]`: the floor.

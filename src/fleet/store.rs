@@ -140,10 +140,12 @@ impl RedisStoreBuilder {
     }
 
     /// How often this process tells Redis it is a member of the fleet; a
-    /// member counts for three of these without one. Default 5 s: the
-    /// fleet's size changes over minutes (deploys, scaling), and a beat
-    /// costs one call per process, against one per request; a process
-    /// that stopped leaves the count 15 s later.
+    /// member counts for three of these without one. Default 15 s: the
+    /// fleet's size changes over minutes (deploys, scaling), a beat costs
+    /// a call (against one per request), and each reservation also counts
+    /// the processes sending for its key, which covers a member too new
+    /// for the others' last beat; a process that stopped leaves the count
+    /// 45 s later.
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every.max(Duration::from_millis(10));
         self
@@ -342,7 +344,7 @@ impl RedisStore {
             timeout: Duration::from_millis(100),
             probe_lease: Duration::from_secs(5),
             while_away: WhileAway::Share,
-            heartbeat: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(15),
         }
     }
 
@@ -390,11 +392,14 @@ impl RedisStore {
         self.inner.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The share of the windows this process keeps to when it paces by
-    /// its own windows: 1 (the whole windows) by [`WhileAway::Alone`].
-    pub(crate) fn share(&self) -> u32 {
+    /// How many ways the windows of a key are split when this process
+    /// paces by its own: the fleet's size, or the key's `senders` (the
+    /// processes that sent for it within its longest window, as the pace
+    /// script last counted them) when more, which is fresher than a
+    /// heartbeat; 1 (the whole windows) by [`WhileAway::Alone`].
+    pub(crate) fn share(&self, senders: u32) -> u32 {
         match self.inner.while_away {
-            WhileAway::Share => self.fleet_size(),
+            WhileAway::Share => self.fleet_size().max(senders),
             WhileAway::Alone => 1,
         }
     }
@@ -402,14 +407,14 @@ impl RedisStore {
     /// The share this process still keeps to while sharing again, for
     /// `hold` (the longest window) after Redis answered again: Redis may
     /// have lost what was sent meanwhile (a restarted server is empty).
-    pub(crate) fn share_since_resumed(&self, hold: Duration) -> Option<u32> {
+    pub(crate) fn share_since_resumed(&self, hold: Duration, senders: u32) -> Option<u32> {
         let resumed = *self
             .inner
             .resumed_at
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let recent = resumed.is_some_and(|at| Instant::now() < at + hold);
-        (recent && self.inner.while_away == WhileAway::Share).then(|| self.share())
+        (recent && self.inner.while_away == WhileAway::Share).then(|| self.share(senders))
     }
 
     /// Whether no request needs to ask Redis about a cooldown: this
@@ -538,7 +543,9 @@ impl RedisStore {
     }
 
     /// Reserves a slot for `key` under `general` and the matched `routes`
-    /// (name, limits), waiting at most `limit`; `None` when Redis failed.
+    /// (name, limits), waiting at most `limit` and at least `earliest`;
+    /// with how many processes reserved for `key` within its longest
+    /// window. `None` when Redis failed.
     pub(crate) fn pace_reserve(
         &self,
         key: &str,
@@ -547,9 +554,18 @@ impl RedisStore {
         margin: Duration,
         earliest: Duration,
         limit: Duration,
-    ) -> impl Future<Output = Option<PaceReservation>> + Send + 'static {
+    ) -> impl Future<Output = Option<(PaceReservation, u32)>> + Send + 'static {
         let store = self.clone();
-        let mut keys = vec![self.key("pace", key, ":floor"), self.key("pace", key, "")];
+        let mut keys = vec![
+            self.key("pace", key, ":floor"),
+            self.key("pace", key, ":senders"),
+            self.key("pace", key, ""),
+        ];
+        let span = routes
+            .iter()
+            .map(|(_, limits)| limits.longest())
+            .fold(general.longest(), Duration::max)
+            + margin;
         let mut windows = vec![general];
         for (name, limits) in routes {
             keys.push(self.key("pace", key, &format!(":route:{name}")));
@@ -562,21 +578,25 @@ impl RedisStore {
                 .arg(micros(margin))
                 .arg(micros(limit))
                 .arg(member)
-                .arg(micros(earliest));
+                .arg(micros(earliest))
+                .arg(format!("{:016x}", store.inner.instance))
+                .arg(micros(span));
             for limits in windows {
                 call.arg(limits.burst.max)
                     .arg(micros(limits.burst.period))
                     .arg(limits.sustain.max)
                     .arg(micros(limits.sustain.period));
             }
-            let (reserved, wait): (i64, i64) = store.run(call).await?;
+            let (reserved, wait, senders): (i64, i64, i64) = store.run(call).await?;
             let wait = from_micros(wait);
+            let senders = u32::try_from(senders.max(1)).unwrap_or(u32::MAX);
             // A slot past the limit is refused even if Redis says otherwise.
-            Some(if reserved == 1 && wait <= limit {
+            let reservation = if reserved == 1 && wait <= limit {
                 PaceReservation::Reserved(wait)
             } else {
                 PaceReservation::Refused(wait)
-            })
+            };
+            Some((reservation, senders))
         }
     }
 

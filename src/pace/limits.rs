@@ -217,6 +217,9 @@ struct Histories {
     routes: Vec<History>,
     /// No slot before this: learnt from a 429 (see [`Table::learn`]).
     floor: Option<Instant>,
+    /// How many processes of a fleet last sent for this key within its
+    /// longest window, as a shared store counted them (0: not known).
+    senders: u32,
 }
 
 impl Histories {
@@ -225,6 +228,7 @@ impl Histories {
             all: History::default(),
             routes: vec![History::default(); routes],
             floor: None,
+            senders: 0,
         }
     }
 
@@ -328,6 +332,19 @@ impl Table {
                 let slot = slot.max(history.newest().unwrap_or(slot));
                 history.record(slot, limits);
             }
+        }
+    }
+
+    /// How many processes of a fleet sent for `key` lately, as last
+    /// counted (0: not known).
+    pub(crate) fn senders(&self, key: &str) -> u32 {
+        self.keys.get(key).map_or(0, |h| h.senders)
+    }
+
+    /// Notes how many processes of a fleet sent for `key` lately.
+    pub(crate) fn note_senders(&mut self, key: &str, senders: u32) {
+        if let Some(histories) = self.keys.get_mut(key) {
+            histories.senders = senders;
         }
     }
 

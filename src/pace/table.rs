@@ -308,23 +308,29 @@ impl PaceTable {
             .map(|(_, l)| l.longest())
             .fold(rules.limits.longest(), Duration::max)
             + rules.margin;
+        let senders = self.lock().senders(&key);
         let earliest = store
-            .share_since_resumed(hold)
+            .share_since_resumed(hold, senders)
             .map_or(Duration::ZERO, |members| {
                 let slot = self.lock().next_slot(&key, &matched, now, members);
                 slot - now
             });
         let call = store.pace_reserve(&key, rules.limits, &routes, rules.margin, earliest, limit);
-        let share = store.share();
+        let share = store.share(senders);
         let table = self.clone();
         async move {
             let reserved = match call.await {
-                Some(PaceReservation::Reserved(wait)) => {
+                Some((PaceReservation::Reserved(wait), senders)) => {
                     let now = Instant::now();
-                    table.lock().record(&key, &matched, now + wait, now);
+                    let mut local = table.lock();
+                    local.record(&key, &matched, now + wait, now);
+                    local.note_senders(&key, senders);
                     Ok(now + wait)
                 }
-                Some(PaceReservation::Refused(wait)) => Err(Instant::now() + wait),
+                Some((PaceReservation::Refused(wait), senders)) => {
+                    table.lock().note_senders(&key, senders);
+                    Err(Instant::now() + wait)
+                }
                 None => {
                     // Redis is away: this process's share of the windows.
                     let now = Instant::now();

@@ -392,7 +392,16 @@ pub struct Throttle {
     pub ratio: f64,
     /// Requests the callers made (answered or refused), the child's too.
     pub requests: usize,
+    /// With Redis: the calls its clients made from before the fleet
+    /// started until the end, and from [`WARM`] into the run.
+    pub calls: Option<(u64, u64)>,
+    /// Requests that arrived at the simulator from [`WARM`] into the run.
+    pub arrived_warm: usize,
 }
+
+/// When every member has connected, loaded its scripts and subscribed:
+/// the calls after it are those of the requests (and heartbeats).
+pub const WARM: Duration = Duration::from_secs(2);
 
 /// A scenario's simulator and the members of the fleet sending to it.
 struct Fleet {
@@ -467,8 +476,11 @@ fn two_seconds(status: StatusCode) -> mpsd_sim::Fault {
 
 /// `MEMBERS` stacks (and the child process, when given) hammer one user
 /// for `secs` against the simulator's scaled-down windows.
-pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) -> Throttle {
+pub async fn throttle(server: Option<&RedisServer>, child: Option<Command>, secs: f64) -> Throttle {
     let sim = mpsd_sim::Simulator::builder().rate_limit(sim_windows());
+    let calls_before = server.map(RedisServer::client_calls);
+    let url = server.map(RedisServer::url);
+    let redis = url.as_deref();
     let fleet = Fleet::start(sim, MEMBERS, redis, pace_limits()).await;
     let run = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
@@ -476,9 +488,14 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         let redis = redis.expect("a child shares Redis");
         spawn_child(member, &fleet.base, redis, "fleet", secs)
     });
-    let sent = fleet
-        .send(&["fleet"], CALLERS, t0 + run, Duration::ZERO)
-        .await;
+    let warm = async {
+        tokio::time::sleep_until(t0 + WARM).await;
+        server.map(RedisServer::client_calls)
+    };
+    let (sent, calls_warm) = tokio::join!(
+        fleet.send(&["fleet"], CALLERS, t0 + run, Duration::ZERO),
+        warm
+    );
     let mut requests: usize = sent.iter().map(|s| s.ok + s.failed).sum();
     if let Some(child) = child {
         let out = child.wait_with_output().unwrap();
@@ -487,6 +504,7 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         assert!(stdout.contains("ok="));
         requests += requests_of(&stdout);
     }
+    let calls_after = server.map(RedisServer::client_calls);
     let log = fleet.sim.log();
     let throttled = log
         .iter()
@@ -501,6 +519,11 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         admitted,
         ratio: admitted as f64 / limit_in(run) as f64,
         requests,
+        calls: calls_before
+            .zip(calls_warm)
+            .zip(calls_after)
+            .map(|((before, warm), after)| (after - before, after - warm)),
+        arrived_warm: log.iter().filter(|e| e.at >= t0 + WARM).count(),
     }
 }
 
