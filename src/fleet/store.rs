@@ -237,43 +237,58 @@ impl RedisStoreBuilder {
 
 /// Until the store is dropped: subscribes to the cooldown announcements,
 /// reads the cooldowns closed before, then hears them until the
-/// connection ends or a call to Redis fails; again at once after a
-/// subscription that worked, a second later after one that did not.
-async fn listen(store: Weak<Inner>, client: redis::Client, mut stop: watch::Receiver<()>) {
+/// connection ends or a call to Redis fails; again a second after the
+/// last try at most (at once after a subscription that lasted).
+async fn listen(
+    store: Weak<Inner>,
+    client: redis::Client,
+    mut stop: watch::Receiver<()>,
+) -> Option<()> {
     loop {
-        let Some(inner) = store.upgrade() else {
-            return;
-        };
+        let inner = store.upgrade()?;
         let store = RedisStore { inner };
         let heard = store.inner.heard.clone();
         let lost = store.inner.lost.clone();
         let mut lost = std::pin::pin!(lost.notified_owned());
         lost.as_mut().enable();
+        let tried = Instant::now();
         let subscribed = store.subscribe(&client).await;
         drop(store);
-        let Some(mut messages) = subscribed else {
-            tokio::select! {
-                () = tokio::time::sleep(RETRY_AFTER_FAILURE) => continue,
-                _ = stop.changed() => return,
-            }
-        };
-        loop {
-            tokio::select! {
-                message = messages.next() => match message {
-                    Some(message) => {
-                        let text: String = message.get_payload().unwrap_or_default();
-                        if let Some((left, name)) = Heard::parse(&text) {
-                            heard.hear(name, left, Instant::now());
-                        }
-                    }
-                    None => break,
-                },
-                () = &mut lost => break,
-                _ = stop.changed() => return,
-            }
+        if let Some(mut messages) = subscribed {
+            hear(&mut messages, &heard, lost.as_mut(), &mut stop).await?;
+            heard.set_listening(false);
         }
-        heard.set_listening(false);
+        tokio::select! {
+            () = tokio::time::sleep_until(tried + RETRY_AFTER_FAILURE) => {}
+            _ = stop.changed() => return None,
+        }
     }
+}
+
+/// Notes the announcements heard until the subscription ends or `lost`
+/// is told; `None` when the store is dropped.
+async fn hear(
+    messages: &mut redis::aio::PubSubStream,
+    heard: &Heard,
+    mut lost: std::pin::Pin<&mut tokio::sync::futures::OwnedNotified>,
+    stop: &mut watch::Receiver<()>,
+) -> Option<()> {
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => {
+                    let text: String = message.get_payload().unwrap_or_default();
+                    if let Some((left, name)) = Heard::parse(&text) {
+                        heard.hear(name, left, Instant::now());
+                    }
+                }
+                None => break,
+            },
+            () = &mut lost => break,
+            _ = stop.changed() => return None,
+        }
+    }
+    Some(())
 }
 
 /// Until the store is dropped: a heartbeat every
@@ -718,7 +733,7 @@ impl RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::RedisStore;
+    use super::{RedisStore, WhileAway};
 
     #[test]
     fn outside_a_runtime_is_an_error_not_a_panic() {
@@ -743,6 +758,37 @@ mod tests {
             let shown = format!("{builder:?} {store:?}");
             assert!(!shown.contains("hunter2"), "{shown}");
         }
+    }
+
+    #[tokio::test]
+    async fn debug_shows_the_health_an_operator_needs() {
+        let store = RedisStore::builder("redis://me:hunter2@127.0.0.1:1/")
+            .while_away(WhileAway::Alone)
+            .build()
+            .unwrap();
+        // Nothing listens on port 1: the first heartbeat fails at once.
+        let failed = async {
+            while store.failures() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), failed)
+            .await
+            .expect("the heartbeat fails");
+        let shown = format!("{store:?}");
+        for health in [
+            "shared: false",
+            "listening: false",
+            "fleet_size: 1",
+            "fallbacks: 1",
+            "while_away: Alone",
+        ] {
+            assert!(shown.contains(health), "{health} in {shown}");
+        }
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("127.0.0.1"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

@@ -145,8 +145,19 @@ impl RedisServer {
 /// The commands the crate's clients send themselves; the scripts' own
 /// commands (`TIME`, `ZADD`, `PUBLISH`, ...) run inside these calls.
 const CLIENT_COMMANDS: &[&str] = &[
-    "evalsha", "eval", "script", "subscribe", "ssubscribe", "unsubscribe", "hello", "ping",
-    "select", "client", "auth", "readonly", "cluster",
+    "evalsha",
+    "eval",
+    "script",
+    "subscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "hello",
+    "ping",
+    "select",
+    "client",
+    "auth",
+    "readonly",
+    "cluster",
 ];
 
 fn ping(port: u16) -> bool {
@@ -284,6 +295,15 @@ pub struct Sent {
     pub ok: usize,
     pub failed: usize,
     pub latencies: Vec<Duration>,
+    /// When each request started.
+    pub starts: Vec<Instant>,
+}
+
+impl Sent {
+    /// Requests started at or after `from`.
+    pub fn started_from(&self, from: Instant) -> usize {
+        self.starts.iter().filter(|&&at| at >= from).count()
+    }
 }
 
 pub async fn run_callers(
@@ -308,6 +328,7 @@ pub async fn run_callers(
                     Err(_) => sent.failed += 1,
                 }
                 sent.latencies.push(start.elapsed());
+                sent.starts.push(start);
                 tokio::time::sleep(think).await;
             }
             sent
@@ -319,6 +340,7 @@ pub async fn run_callers(
         all.ok += sent.ok;
         all.failed += sent.failed;
         all.latencies.extend(sent.latencies);
+        all.starts.extend(sent.starts);
     }
     all
 }
@@ -344,16 +366,19 @@ pub fn spawn_child(mut member: Command, base: &str, redis: &str, user: &str, sec
 /// the user and the seconds to run; sends GETs of the user's session from
 /// four callers, then prints `ok=<answers> failed=<errors>`.
 pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
+    let start = Instant::now();
     let sent = member_run(args).await?;
-    println!("ok={} failed={}", sent.ok, sent.failed);
+    let warm = sent.started_from(start + WARM);
+    println!("ok={} failed={} warm={warm}", sent.ok, sent.failed);
     Ok(())
 }
 
-/// How many requests a member process's output says it made.
-fn requests_of(stdout: &str) -> usize {
+/// A number a member process's output gives as `name=<n>`.
+fn printed(stdout: &str, name: &str) -> usize {
     stdout
         .split_whitespace()
         .filter_map(|part| part.split_once('='))
+        .filter(|(key, _)| *key == name)
         .filter_map(|(_, n)| n.parse::<usize>().ok())
         .sum()
 }
@@ -395,8 +420,9 @@ pub struct Throttle {
     /// With Redis: the calls its clients made from before the fleet
     /// started until the end, and from [`WARM`] into the run.
     pub calls: Option<(u64, u64)>,
-    /// Requests that arrived at the simulator from [`WARM`] into the run.
-    pub arrived_warm: usize,
+    /// Requests the callers started from [`WARM`] into the run (each
+    /// reserves its slot then), the child's too.
+    pub started_warm: usize,
 }
 
 /// When every member has connected, loaded its scripts and subscribed:
@@ -497,12 +523,14 @@ pub async fn throttle(server: Option<&RedisServer>, child: Option<Command>, secs
         warm
     );
     let mut requests: usize = sent.iter().map(|s| s.ok + s.failed).sum();
+    let mut started_warm: usize = sent.iter().map(|s| s.started_from(t0 + WARM)).sum();
     if let Some(child) = child {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "the child member failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("ok="));
-        requests += requests_of(&stdout);
+        requests += printed(&stdout, "ok") + printed(&stdout, "failed");
+        started_warm += printed(&stdout, "warm");
     }
     let calls_after = server.map(RedisServer::client_calls);
     let log = fleet.sim.log();
@@ -523,7 +551,7 @@ pub async fn throttle(server: Option<&RedisServer>, child: Option<Command>, secs
             .zip(calls_warm)
             .zip(calls_after)
             .map(|((before, warm), after)| (after - before, after - warm)),
-        arrived_warm: log.iter().filter(|e| e.at >= t0 + WARM).count(),
+        started_warm,
     }
 }
 
@@ -700,9 +728,16 @@ pub async fn outage(
         })
         .collect();
     let t0 = Instant::now();
-    let runs = members
-        .iter()
-        .map(|m| run_callers(&m.client, &base, &["fleet"], CALLERS, t0 + run, Duration::ZERO));
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &["fleet"],
+            CALLERS,
+            t0 + run,
+            Duration::ZERO,
+        )
+    });
     let chaos = async {
         tokio::time::sleep_until(t0 + down.start).await;
         redis.kill();
