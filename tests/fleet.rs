@@ -311,3 +311,92 @@ async fn a_429_body_saying_the_window_is_full_holds_the_user_fleet_wide() {
     let stores = [a.store.unwrap(), b.store.unwrap()];
     assert!(stores.iter().all(|s| s.fallbacks() == 0 && s.is_shared()));
 }
+
+/// Waits (in real time, as Redis's `TIME` runs) until `store` hears the
+/// fleet's cooldown announcements.
+async fn listening(store: &RedisStore) {
+    let wait = async {
+        while !store.is_listening() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("the store subscribes");
+}
+
+/// Once a member hears the fleet's cooldowns, a request that meets none
+/// makes exactly one call to Redis (its pace reservation), counted by
+/// Redis itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordinary_request_makes_one_redis_call() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let member = fleet::member(Some(&redis.url()), fleet::roomy());
+    let store = member.store.clone().unwrap();
+    listening(&store).await;
+    // The first request loads the pace script.
+    let first = member.client.clone().oneshot(fleet::get(&base, "alice"));
+    assert_eq!(first.await.unwrap(), http::StatusCode::NO_CONTENT);
+    let before = redis.client_calls();
+    for _ in 0..20 {
+        let answer = member.client.clone().oneshot(fleet::get(&base, "alice"));
+        assert_eq!(answer.await.unwrap(), http::StatusCode::NO_CONTENT);
+    }
+    assert_eq!(redis.client_calls() - before, 20);
+    assert!(store.is_shared());
+}
+
+/// A member that starts during another's cooldown reads it from the
+/// fleet's list when it subscribes: its request waits for the cooldown's
+/// end although it never heard the announcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_during_a_cooldown_waits_for_its_end() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    sim.script(
+        mpsd_sim::Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        ),
+    );
+    let a = fleet::member(Some(&redis.url()), fleet::roomy());
+    listening(a.store.as_ref().unwrap()).await;
+    // A's request is answered 503, then waits out the cooldown and retries.
+    let first = tokio::spawn(a.client.clone().oneshot(fleet::get(&base, "alice")));
+    while sim.log().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let closed_at = sim.log()[0].at;
+    // Time for A to close the cooldown in Redis; then B starts.
+    tokio::time::sleep(fleet::IN_FLIGHT).await;
+    let b = fleet::member(Some(&redis.url()), fleet::roomy());
+    listening(b.store.as_ref().unwrap()).await;
+    let second = b.client.clone().oneshot(fleet::get(&base, "bob")).await;
+    assert_eq!(second.unwrap(), http::StatusCode::NO_CONTENT);
+    assert_eq!(first.await.unwrap().unwrap(), http::StatusCode::NO_CONTENT);
+    let log = sim.log();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    assert_eq!(statuses, [503, 204, 204]);
+    for later in &log[1..] {
+        let after = later.at - closed_at;
+        assert!(
+            after >= Duration::from_secs(2),
+            "sent {after:?} after the 503"
+        );
+    }
+}
