@@ -114,7 +114,11 @@
 //!   answers, the fleet shares again. For the longest window after that,
 //!   each reservation also waits for the process's share (passed to the
 //!   pace script as the earliest slot): a restarted Redis has forgotten
-//!   what the fleet sent meanwhile, and MPSD has not.
+//!   what the fleet sent meanwhile, and MPSD has not. The cost: for that
+//!   while (with MPSD's windows, five minutes), a process that sends more
+//!   than its share for a user waits for its share; any failed call
+//!   starts it, since this process cannot tell whether the others fell
+//!   back too.
 //!
 //! A fleet whose processes come and go faster than the heartbeat, or whose
 //! windows allow fewer sends than it has members, can still overshoot

@@ -145,7 +145,7 @@ impl RedisStoreBuilder {
     /// a call (against one per request), and each reservation also counts
     /// the processes sending for its key, which covers a member too new
     /// for the others' last beat; a process that stopped leaves the count
-    /// 45 s later.
+    /// 45 s later. At least 10 ms: a beat is a call to Redis.
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every.max(Duration::from_millis(10));
         self

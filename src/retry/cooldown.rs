@@ -231,7 +231,8 @@ impl CooldownsBuilder {
     }
 
     /// Shares the cooldowns with every process given a store on the same
-    /// Redis: one probe and one spaced release fleet-wide (see
+    /// Redis: one probe and one spaced release fleet-wide, and no call to
+    /// Redis for a request meeting no cooldown (see
     /// [the fleet module](crate::fleet)). Default: none, each process
     /// keeps its own.
     #[cfg(feature = "redis")]
@@ -291,7 +292,9 @@ impl Cooldowns {
 
     /// Asks the shared store, when there is one, what a request for `key`
     /// may do (see [`admit`](Self::admit)); when the store fails, the
-    /// process's own state decides. `None` without a store.
+    /// process's own state decides. No call when the store hears every
+    /// cooldown closed and has heard of none for `key`: go. `None`
+    /// without a store.
     #[cfg(feature = "redis")]
     pub(crate) fn admit_shared(
         &self,
