@@ -588,6 +588,41 @@ mod tests {
     }
 
     #[test]
+    fn shares_add_up_to_no_more_than_the_windows_and_are_at_least_one() {
+        let mpsd = Limits::mpsd();
+        for members in 0..=400u32 {
+            let share = mpsd.share(members);
+            for (part, whole) in [(share.burst, mpsd.burst), (share.sustain, mpsd.sustain)] {
+                assert_eq!(part.period, whole.period);
+                assert!(part.max >= 1);
+                if members >= 1 && members <= whole.max {
+                    assert!(part.max * members <= whole.max, "{members}: {part:?}");
+                    assert!(
+                        (part.max + 1) * members > whole.max,
+                        "rounded down by less than one"
+                    );
+                }
+            }
+        }
+        assert_eq!(mpsd.share(4).burst.max, 7);
+        assert_eq!(mpsd.share(1), mpsd);
+    }
+
+    #[test]
+    fn a_share_paces_by_this_processs_own_sends() {
+        let t0 = Instant::now();
+        // 3 per 10 s and 5 per 100 s, split two ways: 1 per 10 s, 2 per 100 s.
+        let mut t = Table::new(small(), Vec::new(), Duration::ZERO, 10);
+        let far = t0 + secs(1000);
+        let share = |t: &mut Table, at| t.reserve_share("u", &[], at, far, 2);
+        assert_eq!(share(&mut t, t0), Ok(t0));
+        assert_eq!(share(&mut t, t0), Ok(t0 + secs(10)));
+        assert_eq!(share(&mut t, t0), Ok(t0 + secs(100)));
+        // The whole windows count the same sends: room for more.
+        assert_eq!(t.next_slot("u", &[], t0 + secs(100), 1), t0 + secs(100));
+    }
+
+    #[test]
     fn the_table_of_keys_is_bounded() {
         let t0 = Instant::now();
         let mut t = Table::new(small(), vec![small()], Duration::ZERO, 3);
