@@ -400,3 +400,39 @@ async fn a_member_started_during_a_cooldown_waits_for_its_end() {
         );
     }
 }
+
+/// Once a cooldown is over in Redis, the first request to ask about it
+/// learns so, and the requests after it make one call each again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cooldown_requests_make_one_redis_call_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let member = fleet::member(Some(&redis.url()), fleet::roomy());
+    listening(member.store.as_ref().unwrap()).await;
+    sim.script(
+        mpsd_sim::Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        ),
+    );
+    let send = || member.client.clone().oneshot(fleet::get(&base, "alice"));
+    // Answered 503, then sent again as the probe after the cooldown.
+    assert_eq!(send().await.unwrap(), http::StatusCode::NO_CONTENT);
+    // The release after the probe (one spacing) is over in Redis.
+    tokio::time::sleep(fleet::RELEASE_SPACING * 2).await;
+    let before = redis.client_calls();
+    assert_eq!(send().await.unwrap(), http::StatusCode::NO_CONTENT);
+    let asked = redis.client_calls();
+    assert_eq!(asked - before, 2, "the 503 cooldown asked about, once");
+    for _ in 0..20 {
+        assert_eq!(send().await.unwrap(), http::StatusCode::NO_CONTENT);
+    }
+    assert_eq!(redis.client_calls() - asked, 20);
+}
