@@ -312,17 +312,21 @@ async fn a_429_body_saying_the_window_is_full_holds_the_user_fleet_wide() {
     assert!(stores.iter().all(|s| s.fallbacks() == 0 && s.is_shared()));
 }
 
-/// Waits (in real time, as Redis's `TIME` runs) until `store` hears the
-/// fleet's cooldown announcements.
-async fn listening(store: &RedisStore) {
+/// Waits (in real time, as Redis's `TIME` runs) until `done`, for at
+/// most 10 s.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
     let wait = async {
-        while !store.is_listening() {
+        while !done() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("the store subscribes");
+    let waited = tokio::time::timeout(Duration::from_secs(10), wait).await;
+    assert!(waited.is_ok(), "{what} within 10 s");
+}
+
+/// Waits until `store` hears the fleet's cooldown announcements.
+async fn listening(store: &RedisStore) {
+    wait_for("the store subscribes", || store.is_listening()).await;
 }
 
 /// Once a member hears the fleet's cooldowns, a request that meets none
@@ -435,4 +439,51 @@ async fn after_a_cooldown_requests_make_one_redis_call_again() {
         assert_eq!(send().await.unwrap(), http::StatusCode::NO_CONTENT);
     }
     assert_eq!(redis.client_calls() - asked, 20);
+}
+
+/// A call lost while Redis keeps its state (Redis paused for 300 ms: one
+/// call times out) is no outage: once Redis answers again, a member that
+/// sends for a user alone may use the user's whole windows at once, not
+/// only its share of a fleet of 4 (2 per second of the 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_call_a_member_is_not_held_to_its_share() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    let members: Vec<fleet::MemberState> = (0..fleet::MEMBERS)
+        .map(|_| {
+            let store = RedisStore::builder(redis.url())
+                .heartbeat(Duration::from_millis(100))
+                .build()
+                .unwrap();
+            fleet::member_of(Some(store), fleet::pace_limits())
+        })
+        .collect();
+    let a = &members[0];
+    let store = a.store.clone().unwrap();
+    let stores: Vec<RedisStore> = members.iter().filter_map(|m| m.store.clone()).collect();
+    wait_for("every member counts 4", || {
+        stores.iter().all(|s| s.fleet_size() == 4)
+    })
+    .await;
+    redis.pause(300);
+    let first = a.client.clone().oneshot(fleet::get(&base, "alice")).await;
+    assert_eq!(first.unwrap(), http::StatusCode::NO_CONTENT);
+    assert_eq!(store.fallbacks(), 1, "decided by its own windows");
+    wait_for("Redis answers again", || store.is_shared()).await;
+    // Time for the beat that follows, which finds the fleet's epoch kept.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sends = (0..8).map(|_| a.client.clone().oneshot(fleet::get(&base, "alice")));
+    for answer in futures_util::future::join_all(sends).await {
+        assert_eq!(answer.unwrap(), http::StatusCode::NO_CONTENT);
+    }
+    let log = sim.log();
+    let spread = log[log.len() - 1].at - log[1].at;
+    assert!(spread < Duration::from_millis(500), "{spread:?}");
 }

@@ -111,14 +111,18 @@
 //!   than the windows. A 429's `Retry-After`
 //!   or full window still holds the key back, as in one process.
 //! - **Back.** Redis is tried again at most once a second; as soon as it
-//!   answers, the fleet shares again. For the longest window after that,
-//!   each reservation also waits for the process's share (passed to the
-//!   pace script as the earliest slot): a restarted Redis has forgotten
-//!   what the fleet sent meanwhile, and MPSD has not. The cost: for that
-//!   while (with MPSD's windows, five minutes), a process that sends more
-//!   than its share for a user waits for its share; any failed call
-//!   starts it, since this process cannot tell whether the others fell
-//!   back too.
+//!   answers, the fleet shares again. For the longest window after an
+//!   outage, each reservation also takes a slot of the process's share
+//!   first (passed to the pace script as the earliest slot): the fleet's
+//!   sends meanwhile are in MPSD's windows and not in Redis's, and a
+//!   restarted Redis has forgotten the rest too. The cost: for that while
+//!   (with MPSD's windows, five minutes), a process that sends more than
+//!   its share for a user waits for its share. A lost call is no outage:
+//!   when Redis answered at its first try again (the fallback lasted under
+//!   2 s) and the fleet's *epoch* is the one this process saw before (a
+//!   name kept beside the members, set anew by whoever finds it missing,
+//!   so a restarted Redis has a new one), the share is dropped at the
+//!   heartbeat that follows the return.
 //!
 //! A fleet whose processes come and go faster than the heartbeat, or whose
 //! windows allow fewer sends than it has members, can still overshoot
@@ -130,7 +134,8 @@
 //! larger `max` of its windows and expires when its newest reservation
 //! leaves the longest window; a cooldown, and its entry in the list of
 //! recent ones, expire a minute after it ends; a member leaves the fleet's
-//! set three heartbeats after its last. Each process remembers at most
+//! set three heartbeats after its last, and the set and the epoch expire
+//! three heartbeats after the fleet's last. Each process remembers at most
 //! 10,000 cooldowns it heard of (then asks about every key, as without
 //! announcements), each until a minute after its end.
 //!
@@ -139,8 +144,8 @@
 //! Every key of one script call shares a hash tag (`{...}` around the
 //! request's key), so each call touches one slot; no script reads keys of
 //! two tags. The fleet's set of members and list of recent cooldowns are
-//! one key each, written once per heartbeat and once per cooldown, not per
-//! request. Announcements are plain `PUBLISH` (see above).
+//! one key each (the members and the epoch under one hash tag), written
+//! once per heartbeat and once per cooldown, not per request. Announcements are plain `PUBLISH` (see above).
 //!
 //! # Versions
 //!

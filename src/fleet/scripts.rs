@@ -168,14 +168,24 @@ return out
 ";
 
 /// A member's heartbeat: `KEYS[1]`, the fleet, a sorted set of members by
-/// last heartbeat; `ARGV`: the member, how long a member counts without a
-/// heartbeat (µs). Returns how many members count.
+/// last heartbeat; `KEYS[2]`, the fleet's epoch, a name set by whichever
+/// member finds it missing (Redis lost its state, or the whole fleet was
+/// gone for as long as a member counts). `ARGV`: the member, how long a
+/// member counts without a heartbeat (µs), a new epoch's name. Returns
+/// how many members count, and the epoch.
 pub(super) const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ttl = tonumber(ARGV[2])
+local keep = string.format('%.0f', math.floor(ttl / 1000) + 1000)
 redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - ttl))
-redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.floor(ttl / 1000) + 1000))
-return redis.call('ZCARD', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], keep)
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+end
+redis.call('PEXPIRE', KEYS[2], keep)
+return {redis.call('ZCARD', KEYS[1]), epoch}
 ";

@@ -44,8 +44,8 @@ pub enum WhileAway {
     /// Pace at this process's share of the windows: each window's `max`
     /// divided by the fleet size last known (at least 1 per window), and
     /// keep to that share as well for the longest window after Redis
-    /// answers again. The default: together the fleet stays within the
-    /// windows it shared.
+    /// answers again from an outage. The default: together the fleet stays
+    /// within the windows it shared.
     #[default]
     Share,
     /// Pace by the whole windows, as if this process were the only one
@@ -62,8 +62,8 @@ struct Inner {
     instance: u64,
     sequence: AtomicU64,
     shared: AtomicBool,
-    /// When Redis answered again after failing (see [`WhileAway::Share`]).
-    resumed_at: Mutex<Option<Instant>>,
+    /// The last fallback, and whether the share still holds after it.
+    away: Mutex<Away>,
     while_away: WhileAway,
     heartbeat: Duration,
     fleet: Mutex<FleetSize>,
@@ -71,6 +71,8 @@ struct Inner {
     /// Told when a call fails: the listener subscribes again, in case its
     /// connection died without a word.
     lost: Arc<Notify>,
+    /// Told when Redis answers again: the heartbeat task beats at once.
+    resume: Arc<Notify>,
     /// Dropped with the store: its tasks end.
     _stop: watch::Sender<()>,
     /// While Redis fails, it is tried again at most once a second: the
@@ -208,12 +210,13 @@ impl RedisStoreBuilder {
                 instance: HasherRng::new().next_u64(),
                 sequence: AtomicU64::new(0),
                 shared: AtomicBool::new(true),
-                resumed_at: Mutex::new(None),
+                away: Mutex::default(),
                 while_away: self.while_away,
                 heartbeat: self.heartbeat,
                 fleet: Mutex::new(FleetSize::default()),
                 heard: Arc::default(),
                 lost: Arc::default(),
+                resume: Arc::default(),
                 _stop: stop,
                 next_try: Mutex::new(Instant::now()),
                 fallbacks: AtomicU64::new(0),
@@ -292,22 +295,47 @@ async fn hear(
 }
 
 /// Until the store is dropped: a heartbeat every
-/// [`heartbeat`](RedisStoreBuilder::heartbeat).
+/// [`heartbeat`](RedisStoreBuilder::heartbeat), and one as soon as Redis
+/// answers again after failing.
 async fn beat(store: Weak<Inner>, mut stop: watch::Receiver<()>) {
+    let mut resumed = false;
     loop {
         let Some(inner) = store.upgrade() else {
             return;
         };
         let store = RedisStore { inner };
-        let every = store.inner.heartbeat;
-        store.heartbeat().await;
-        drop(store);
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
+        let (every, resume) = (store.inner.heartbeat, store.inner.resume.clone());
+        if resumed {
+            store.resumed().await;
+        } else {
+            store.heartbeat().await;
         }
+        drop(store);
+        resumed = tokio::select! {
+            () = tokio::time::sleep(every) => false,
+            () = resume.notified() => true,
+            _ = stop.changed() => return,
+        };
     }
 }
+
+/// The last time Redis was away, as this process saw it.
+#[derive(Debug, Default)]
+struct Away {
+    /// When the last fallback began.
+    since: Option<Instant>,
+    /// When Redis answered again after it, while the share is kept for
+    /// the longest window (see [`WhileAway::Share`]).
+    resumed: Option<Instant>,
+    /// The fleet's epoch as last seen: a new one means Redis lost its
+    /// state.
+    epoch: Option<String>,
+}
+
+/// A fallback shorter than this (Redis answered at its first try again:
+/// a lost call, not an outage) keeps no share after it, unless Redis lost
+/// its state meanwhile.
+const BRIEF_FALLBACK: Duration = Duration::from_secs(2);
 
 /// A pacing reservation made in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,12 +450,9 @@ impl RedisStore {
     /// The share this process still keeps to while sharing again, for
     /// `hold` (the longest window) after Redis answered again: Redis may
     /// have lost what was sent meanwhile (a restarted server is empty).
+    /// Not after a brief fallback in which Redis kept its state.
     pub(crate) fn share_since_resumed(&self, hold: Duration, senders: u32) -> Option<u32> {
-        let resumed = *self
-            .inner
-            .resumed_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let resumed = self.away().resumed;
         let recent = resumed.is_some_and(|at| Instant::now() < at + hold);
         (recent && self.inner.while_away == WhileAway::Share).then(|| self.share(senders))
     }
@@ -479,16 +504,46 @@ impl RedisStore {
         format!("{}cooldowns", self.inner.prefix)
     }
 
-    /// Tells Redis this process is a member, and learns the fleet's size.
-    async fn heartbeat(&self) {
+    fn away(&self) -> MutexGuard<'_, Away> {
+        self.inner.away.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells Redis this process is a member, and learns the fleet's size
+    /// and epoch: `Some(true)` when the epoch is new since the last beat
+    /// (Redis lost its state), `None` when Redis did not answer.
+    async fn heartbeat(&self) -> Option<bool> {
         let ttl = self.inner.heartbeat * 3;
         let mut call = self.inner.beat.prepare_invoke();
-        call.key(format!("{}fleet", self.inner.prefix))
+        let fleet = format!("{}{{fleet}}", self.inner.prefix);
+        call.key(&fleet)
+            .key(format!("{fleet}:epoch"))
             .arg(format!("{:016x}", self.inner.instance))
-            .arg(micros(ttl));
-        if let Some(members) = self.run::<i64>(call).await {
-            let members = u32::try_from(members).unwrap_or(u32::MAX);
-            self.fleet().observe(members, Instant::now(), ttl);
+            .arg(micros(ttl))
+            .arg(self.unique());
+        let (members, epoch): (i64, String) = self.run(call).await?;
+        let members = u32::try_from(members).unwrap_or(u32::MAX);
+        self.fleet().observe(members, Instant::now(), ttl);
+        let mut away = self.away();
+        let new = away.epoch.as_ref().is_some_and(|seen| *seen != epoch);
+        away.epoch = Some(epoch);
+        Some(new)
+    }
+
+    /// Just after Redis answered again: keeps the share only after an
+    /// outage, or when Redis lost its state (a beat says).
+    async fn resumed(&self) {
+        let Some(lost_state) = self.heartbeat().await else {
+            return;
+        };
+        let mut away = self.away();
+        let brief = match (away.since, away.resumed) {
+            (Some(since), Some(resumed)) => {
+                resumed.saturating_duration_since(since) < BRIEF_FALLBACK
+            }
+            _ => false,
+        };
+        if brief && !lost_state {
+            away.resumed = None;
         }
     }
 
@@ -519,11 +574,8 @@ impl RedisStore {
         match result {
             Ok(Ok(value)) => {
                 if !self.inner.shared.swap(true, Ordering::Relaxed) {
-                    *self
-                        .inner
-                        .resumed_at
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    self.away().resumed = Some(Instant::now());
+                    self.inner.resume.notify_one();
                     tracing::info!("mpsd fleet: Redis answers again; state is shared");
                 }
                 Some(value)
@@ -551,6 +603,7 @@ impl RedisStore {
         *self.next_try() = Instant::now() + RETRY_AFTER_FAILURE;
         self.inner.lost.notify_waiters();
         if self.inner.shared.swap(false, Ordering::Relaxed) {
+            self.away().since = Some(Instant::now());
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
             crate::metrics::redis_fallback();
             tracing::warn!(%error, "mpsd fleet: Redis failed; using this process's own state");

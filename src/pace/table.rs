@@ -309,29 +309,41 @@ impl PaceTable {
             .fold(rules.limits.longest(), Duration::max)
             + rules.margin;
         let senders = self.lock().senders(&key);
-        let earliest = store
-            .share_since_resumed(hold, senders)
-            .map_or(Duration::ZERO, |members| {
-                let slot = self.lock().next_slot(&key, &matched, now, members);
-                slot - now
-            });
+        // Taken here first, so that concurrent requests each take their
+        // own slot of the share; Redis then reserves no earlier.
+        let held = store.share_since_resumed(hold, senders).map(|members| {
+            self.lock()
+                .reserve_share(&key, &matched, now, deadline, members)
+        });
+        let earliest = match held {
+            Some(Ok(slot)) => slot - now,
+            _ => Duration::ZERO,
+        };
         let call = store.pace_reserve(&key, rules.limits, &routes, rules.margin, earliest, limit);
         let share = store.share(senders);
         let table = self.clone();
         async move {
-            let reserved = match call.await {
-                Some((PaceReservation::Reserved(wait), senders)) => {
+            if let Some(Err(slot)) = held {
+                // Past the deadline by the share alone: no call.
+                return table.counted(Err(slot), now);
+            }
+            let reserved = match (call.await, held) {
+                (Some((PaceReservation::Reserved(wait), senders)), _) => {
                     let now = Instant::now();
                     let mut local = table.lock();
-                    local.record(&key, &matched, now + wait, now);
+                    if held.is_none() {
+                        local.record(&key, &matched, now + wait, now);
+                    }
                     local.note_senders(&key, senders);
                     Ok(now + wait)
                 }
-                Some((PaceReservation::Refused(wait), senders)) => {
+                (Some((PaceReservation::Refused(wait), senders)), _) => {
                     table.lock().note_senders(&key, senders);
                     Err(Instant::now() + wait)
                 }
-                None => {
+                // Redis is away again: the slot of the share taken here.
+                (None, Some(local)) => local,
+                (None, None) => {
                     // Redis is away: this process's share of the windows.
                     let now = Instant::now();
                     let reserved = table

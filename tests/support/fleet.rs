@@ -142,6 +142,21 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Holds every client's commands for `ms` milliseconds (`CLIENT
+    /// PAUSE`): calls time out as on a lost packet, and Redis keeps its
+    /// state.
+    pub fn pause(&self, ms: u64) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("Redis answers");
+        stream
+            .write_all(format!("CLIENT PAUSE {ms} ALL\r\n").as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+OK\r\n");
+    }
+}
+
 /// The commands the crate's clients send themselves; the scripts' own
 /// commands (`TIME`, `ZADD`, `PUBLISH`, ...) run inside these calls.
 const CLIENT_COMMANDS: &[&str] = &[
