@@ -731,6 +731,9 @@ pub async fn outage(
         .await
         .unwrap();
     let base = sim.base_uri();
+    // An empty Redis: members of earlier scenarios count in a fleet until
+    // three of their heartbeats have passed.
+    redis.restart();
     let url = redis.url();
     let members: Vec<MemberState> = (0..MEMBERS)
         .map(|_| {
