@@ -49,6 +49,9 @@ pub(crate) struct Heard {
 struct State {
     keys: HashMap<String, Entry>,
     next_purge: Option<Instant>,
+    /// A cooldown heard of found no room: until room is made, every key
+    /// is asked about.
+    full: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +98,7 @@ impl Heard {
             if state.keys.len() >= MAX_HEARD {
                 // Remembering it would take room without bound: ask about
                 // every key again, as without announcements.
-                self.set_listening(false);
+                state.full = true;
                 return;
             }
         }
@@ -112,8 +115,10 @@ impl Heard {
         if !self.is_listening() {
             return Ask::Yes(None);
         }
-        match self.lock().keys.get(name) {
+        let state = self.lock();
+        match state.keys.get(name) {
             Some(entry) => Ask::Yes(Some(entry.number)),
+            None if state.full => Ask::Yes(None),
             None => Ask::No,
         }
     }
@@ -141,6 +146,9 @@ impl Heard {
         if state.next_purge.map_or(true, |at| now >= at) {
             state.next_purge = Some(now + Duration::from_secs(1));
             state.keys.retain(|_, e| e.forget_at > now);
+            // Room again: what finds none is asked about meanwhile, and
+            // what closes later is heard.
+            state.full &= state.keys.len() >= MAX_HEARD;
         }
         state.keys.is_empty()
     }
@@ -197,6 +205,22 @@ mod tests {
         assert_eq!(heard.len(), 1, "b ended 30 s before");
         assert!(!heard.is_quiet(t0 + Duration::from_millis(60_500)));
         assert!(heard.is_quiet(t0 + Duration::from_secs(62)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_bound_every_key_is_asked_about_until_room_is_made() {
+        let heard = Heard::default();
+        heard.set_listening(true);
+        let t0 = Instant::now();
+        for i in 0..MAX_HEARD {
+            heard.hear(&format!("429 a u{i}"), 1_000_000, t0);
+        }
+        heard.hear("503 a", 1_000_000, t0);
+        assert_eq!(heard.len(), MAX_HEARD);
+        assert_eq!(heard.ask("503 a"), Ask::Yes(None));
+        assert_eq!(heard.ask("429 b u"), Ask::Yes(None));
+        assert!(heard.is_quiet(t0 + Duration::from_secs(62)));
+        assert_eq!(heard.ask("429 b u"), Ask::No);
     }
 
     #[test]
