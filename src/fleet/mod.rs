@@ -31,7 +31,8 @@
 //! reservation. Cooldowns are rare, so they are announced rather than
 //! asked about: the script that closes one also `PUBLISH`es it (on the
 //! channel `<prefix>cooldowns`), and each store keeps a subscription on a
-//! connection of its own, noting what it hears. A request asks Redis about
+//! connection of its own (a second connection per store), noting what it
+//! hears. A request asks Redis about
 //! a cooldown only while one it heard of is in force or being released (or
 //! while the store does not listen: before its first subscription, and
 //! while Redis is away); Redis saying the cooldown is gone ends that.
@@ -96,7 +97,7 @@
 //!
 //! - **Membership.** Every [`heartbeat`](RedisStoreBuilder::heartbeat)
 //!   (default 15 s), each store adds itself to a sorted set of members by
-//!   time (`<prefix>fleet`), drops those not heard from for three beats,
+//!   time (`<prefix>{fleet}`), drops those not heard from for three beats,
 //!   and learns the count: the [fleet size](RedisStore::fleet_size). It
 //!   rises at once and falls only when the larger count has gone unconfirmed
 //!   for three beats, so a restarted Redis, which has heard from one member
@@ -108,8 +109,8 @@
 //!   (which it counts while sharing too) against each window's `max`
 //!   divided by the fleet size last known (or the key's senders, when more
 //!   of them), rounded down, and at least 1: the shares add up to no more
-//!   than the windows. A 429's `Retry-After`
-//!   or full window still holds the key back, as in one process.
+//!   than the windows. A 429's `Retry-After` or full window still holds
+//!   the key back, as in one process.
 //! - **Back.** Redis is tried again at most once a second; as soon as it
 //!   answers, the fleet shares again. For the longest window after an
 //!   outage, each reservation also takes a slot of the process's share
@@ -145,7 +146,8 @@
 //! request's key), so each call touches one slot; no script reads keys of
 //! two tags. The fleet's set of members and list of recent cooldowns are
 //! one key each (the members and the epoch under one hash tag), written
-//! once per heartbeat and once per cooldown, not per request. Announcements are plain `PUBLISH` (see above).
+//! once per heartbeat and once per cooldown, not per request.
+//! Announcements are plain `PUBLISH` (see above).
 //!
 //! # Versions
 //!
