@@ -25,6 +25,16 @@
 //!   the windows meanwhile (the default `WhileAway::Share`);
 //!   `outage_local_fallback`: the same with `WhileAway::Alone`, each stack
 //!   by the whole windows (the baseline).
+//! - `cluster_shared`: a Redis Cluster of 3 masters, one user whose keys
+//!   live on each, each hammered for 10 s by the 4 stacks (4 callers per
+//!   user each) sharing the cluster: 429s summed over the users, and the
+//!   lowest user's `throughput_ratio`.
+//! - `tls_shared`: `throttle_shared`'s user on a TLS-only `redis-server`
+//!   whose CA (made here) the stores are given, for 10 s.
+//! - `cluster_failover`: `cluster_shared` on 3 masters with a replica
+//!   each, for 12 s; 3 s in, the master of one user is killed (its replica
+//!   takes over after the cluster's 1 s node timeout): requests `failed`,
+//!   and the 429s.
 //!
 //! `redis_calls_per_request` on `throttle_shared`: the calls Redis's
 //! clients made (`INFO commandstats`, counting the calls clients send, not
@@ -40,10 +50,15 @@
 //!
 //! Goals: shared 429s=0, throughput_ratio >= 0.95, probes=1, early=0,
 //! redis_down failed=0, redis_calls_per_request <= 1.05; outage 429s <= 5
-//! and throughput_ratio >= 0.85.
+//! and throughput_ratio >= 0.85; cluster_shared and tls_shared 429s=0 at
+//! throughput_ratio >= 0.95; cluster_failover failed=0 and 429s <= 5.
 
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
+#[path = "../tests/support/fleet_redis.rs"]
+mod fleet_redis;
+#[path = "../tests/support/redis_servers.rs"]
+mod redis_servers;
 
 use std::process::Command;
 use std::time::Duration;
@@ -114,6 +129,39 @@ async fn main() {
         println!(
             "summary: fleet/{name} 429s={} throughput_ratio={:.3} admitted_while_away={} failed={} shared_after={}",
             got.throttled, got.ratio, got.admitted_meanwhile, got.failed, got.shared_after
+        );
+    }
+    drop(redis);
+    production_kinds().await;
+}
+
+/// The scenarios on the kinds of Redis production runs.
+async fn production_kinds() {
+    if let Some(cluster) = redis_servers::Cluster::start(3, 0) {
+        let got = fleet_redis::cluster_shared(&cluster, 10.0).await;
+        println!(
+            "summary: fleet/cluster_shared 429s={} throughput_ratio={:.3} users={}",
+            got.throttled(),
+            got.ratio(),
+            got.users.len()
+        );
+    }
+    if let Some(server) = redis_servers::TlsServer::start(false) {
+        let got = fleet_redis::tls_shared(&server, 10.0).await;
+        println!(
+            "summary: fleet/tls_shared 429s={} throughput_ratio={:.3}",
+            got.throttled(),
+            got.ratio()
+        );
+    }
+    if let Some(mut cluster) = redis_servers::Cluster::start(3, 1) {
+        let kill_after = Duration::from_secs(3);
+        let got = fleet_redis::cluster_failover(&mut cluster, 12.0, kill_after).await;
+        println!(
+            "summary: fleet/cluster_failover failed={} 429s={} shared_after={}",
+            got.failed,
+            got.throttled(),
+            got.shared_after
         );
     }
 }

@@ -6,6 +6,8 @@
 
 #[path = "support/fleet.rs"]
 mod fleet;
+#[path = "support/redis_servers.rs"]
+mod redis_servers;
 
 use std::process::Command;
 
@@ -462,7 +464,7 @@ async fn after_a_lost_call_a_member_is_not_held_to_its_share() {
                 .heartbeat(Duration::from_millis(100))
                 .build()
                 .unwrap();
-            fleet::member_of(Some(store), fleet::pace_limits())
+            fleet::member_with(Some(store), fleet::pace_limits())
         })
         .collect();
     let a = &members[0];
@@ -486,4 +488,70 @@ async fn after_a_lost_call_a_member_is_not_held_to_its_share() {
     let log = sim.log();
     let spread = log[log.len() - 1].at - log[1].at;
     assert!(spread < Duration::from_millis(500), "{spread:?}");
+}
+
+/// On a Redis Cluster, a member hears a cooldown closed on another node
+/// than the one it subscribed through (`PUBLISH` crosses the cluster), and
+/// its request waits for the cooldown's end; over TLS, a store listens too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldowns_are_heard_across_a_cluster_and_over_tls() {
+    if let Some(server) = redis_servers::TlsServer::start(false) {
+        let store = RedisStore::builder(server.url())
+            .root_certificates_pem(server.certs.ca.clone())
+            .build()
+            .unwrap();
+        listening(&store).await;
+    }
+    let Some(cluster) = redis_servers::Cluster::start(3, 0) else {
+        return;
+    };
+    let sim = mpsd_sim::Simulator::builder()
+        .no_rate_limit()
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    // Each subscribes through its first seed: B through a node that does
+    // not hold the cooldown (the authority's 503 key), so it hears of it
+    // only across the cluster.
+    let authority = base.trim_start_matches("http://");
+    let holder = cluster.master_of(&format!("mpsd:cooldown:{{503 {authority}}}"));
+    let mut seeds = cluster.seeds();
+    seeds.sort_by_key(|seed| seed.contains(&format!(":{holder}/")));
+    assert!(!seeds[0].contains(&format!(":{holder}/")));
+    let a = RedisStore::open_cluster(seeds.iter().rev()).unwrap();
+    let b = RedisStore::open_cluster(seeds).unwrap();
+    listening(&a).await;
+    listening(&b).await;
+    let (a, b) = (
+        fleet::member_with(Some(a), fleet::roomy()),
+        fleet::member_with(Some(b), fleet::roomy()),
+    );
+    sim.script(
+        mpsd_sim::Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        ),
+    );
+    let first = tokio::spawn(a.client.clone().oneshot(fleet::get(&base, "alice")));
+    while sim.log().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let closed_at = sim.log()[0].at;
+    tokio::time::sleep(fleet::IN_FLIGHT).await;
+    let second = b.client.clone().oneshot(fleet::get(&base, "bob")).await;
+    assert_eq!(second.unwrap(), http::StatusCode::NO_CONTENT);
+    assert_eq!(first.await.unwrap().unwrap(), http::StatusCode::NO_CONTENT);
+    let log = sim.log();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status.as_u16()).collect();
+    assert_eq!(statuses, [503, 204, 204]);
+    for later in &log[1..] {
+        let after = later.at - closed_at;
+        assert!(
+            after >= Duration::from_secs(2),
+            "sent {after:?} after the 503"
+        );
+    }
+    let stores = [a.store.unwrap(), b.store.unwrap()];
+    assert!(stores.iter().all(|s| s.is_shared() && s.is_listening()));
 }

@@ -140,27 +140,122 @@
 //! 10,000 cooldowns it heard of (then asks about every key, as without
 //! announcements), each until a minute after its end.
 //!
-//! # Redis Cluster
+//! # Which Redis
 //!
-//! Every key of one script call shares a hash tag (`{...}` around the
-//! request's key), so each call touches one slot; no script reads keys of
-//! two tags. The fleet's set of members and list of recent cooldowns are
-//! one key each (the members and the epoch under one hash tag), written
-//! once per heartbeat and once per cooldown, not per request.
-//! Announcements are plain `PUBLISH` (see above).
+//! One node, plain or TLS, by its URL ([`RedisStore::open`],
+//! [`RedisStore::builder`]); a Redis Cluster by its seed nodes' URLs
+//! ([`RedisStore::open_cluster`], [`RedisStore::cluster_builder`]). Both
+//! connect on first use, so a process starts while Redis is down.
+//!
+//! **A cluster** (ElastiCache or MemoryDB in cluster mode, Azure's
+//! clustered tiers, `redis-cli --cluster create`): give one or more nodes;
+//! the connection asks them for the others, follows `MOVED`/`ASK`, and
+//! refreshes the topology itself, so a failover (a replica promoted after
+//! its master died) needs nothing from the application. Every key of one
+//! script call shares a hash tag (`{...}` around the request's key; braces
+//! in the [`prefix`](RedisStoreBuilder::prefix) are replaced), so each
+//! call touches one slot, and users spread over the cluster's nodes. Give
+//! a cluster's node URL to [`open`](RedisStore::open) instead and the keys
+//! of other nodes fail with `MOVED`: the store falls back for them.
+//!
+//! ```
+//! # use tower_mpsd::fleet::RedisStore;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::open_cluster([
+//!     "redis://10.0.0.11:6379/",
+//!     "redis://10.0.0.12:6379/",
+//!     "redis://10.0.0.13:6379/",
+//! ])?;
+//! # drop(store);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **TLS**: a `rediss://` URL (for a cluster, every seed's). Azure Cache
+//! for Redis serves TLS on port 6380 (its plain port, 6379, is off by
+//! default); ElastiCache with in-transit encryption serves it on its usual
+//! port. The server's certificate is checked against Mozilla's roots
+//! (webpki-roots, compiled in: they are the same in every container,
+//! including those without a system store, and are read once rather than
+//! at each connection), which Azure's and AWS's certificates chain to; a
+//! private CA is given with
+//! [`root_certificates_pem`](RedisStoreBuilder::root_certificates_pem),
+//! a client certificate for mutual TLS with
+//! [`client_certificate_pem`](RedisStoreBuilder::client_certificate_pem).
+//! TLS is rustls with its `ring` provider. rustls picks a process-wide
+//! provider, and panics when a tree builds two (say `aws-lc-rs` from
+//! another crate) and none was chosen: the store installs `ring` before
+//! its first connection unless the application installed one already
+//! (then that one is used).
+//!
+//! ```
+//! # use tower_mpsd::fleet::RedisStore;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Azure Cache for Redis: TLS on 6380, the access key as the password.
+//! let store = RedisStore::open("rediss://:ACCESS_KEY@my-cache.redis.cache.windows.net:6380/")?;
+//! # drop(store);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Credentials**: a user and password in the URL
+//! (`redis://user:password@host/`, Redis 6 ACL users; `redis://:password@`
+//! for the default user) are used by every connection, reconnections
+//! included. Passwords that rotate (Azure's Entra ID tokens, AWS's IAM
+//! tokens, valid 15 minutes) come through
+//! [`credentials`](RedisStoreBuilder::credentials) instead: a `watch`
+//! channel of [`Credentials`] that the application updates when it
+//! renews the token. Each value sent re-authenticates every live
+//! connection (`AUTH`), before the old token expires and the server
+//! closes them, and new connections use the latest. The hook is the
+//! `redis` crate's `StreamingCredentialsProvider` (which re-authenticates
+//! live connections, single node and cluster alike) fed by the channel:
+//! a channel always holds a current value, which a connection needs at
+//! once to log in, and the application needs no `redis` dependency of its
+//! own to feed it.
+//!
+//! ```
+//! # use tower_mpsd::fleet::{Credentials, RedisStore};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (renewed, credentials) =
+//!     tokio::sync::watch::channel(Credentials::new("app-identity", "first-token"));
+//! let store = RedisStore::builder("rediss://my-cache.example:6380/")
+//!     .credentials(credentials)
+//!     .build()?;
+//! // Later, from the task that renews the token:
+//! renewed.send_replace(Credentials::new("app-identity", "next-token"));
+//! # drop(store);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! No script reads keys of two hash tags. The fleet's set of members and
+//! list of recent cooldowns are one key each (the members and the epoch
+//! under one hash tag), written once per heartbeat and once per cooldown,
+//! not per request. Announcements are plain `PUBLISH`, which a cluster
+//! passes to every node: the store subscribes through one node (its first
+//! seed that answers) and hears them all.
 //!
 //! # Versions
 //!
 //! The feature needs Rust 1.88 (the `redis` crate's MSRV; the rest of the
 //! crate needs 1.75) and Redis 5 or later (the scripts read `TIME` before
 //! writing, which needs effects replication, the default since Redis 5);
-//! tested with Redis 7.0.
+//! ACL users need Redis 6. Tested with Redis 7.0: one node, a cluster of
+//! 3 masters (plain, TLS only, and with ACL users), 3 masters with a
+//! replica each through a failover, a TLS-only node (and mutual TLS), ACL
+//! users with a password rotated mid-run (one node and a cluster).
 
+mod connect;
 mod heard;
 mod members;
 mod scripts;
 mod store;
 
+pub use connect::Credentials;
 pub(crate) use store::{CooldownAdmission, PaceReservation};
 pub use store::{RedisStore, RedisStoreBuilder, WhileAway};
 

@@ -7,26 +7,26 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower::util::rng::{HasherRng, Rng};
 
+use super::connect::{Connection, Credentials, Nodes, Subscriber, Target};
 use super::heard::{Ask, Heard};
 use super::members::FleetSize;
 use super::scripts;
 use crate::pace::Limits;
 
-/// A Redis server that several processes share their cooldowns and pace
-/// windows through; see [the module](crate::fleet). A cheap handle: clones
-/// share one connection (a [`ConnectionManager`], which reconnects on its
-/// own), one subscription to the fleet's cooldown announcements, one
-/// heartbeat, and one record of how Redis answers. The subscription and
-/// the heartbeat are tasks on the runtime the store was built in; they
-/// end when the last clone is dropped.
+/// A Redis server or cluster that several processes share their cooldowns
+/// and pace windows through; see [the module](crate::fleet). A cheap
+/// handle: clones share one connection (which reconnects on its own, and
+/// in a cluster follows its topology), one subscription to the fleet's
+/// cooldown announcements, one heartbeat, and one record of how Redis
+/// answers. The subscription and the heartbeat are tasks on the runtime
+/// the store was built in; they end when the last clone is dropped.
 ///
-/// Its `Debug` shows its health (never the URL, which may hold a
+/// Its `Debug` shows its health (never a URL, which may hold a
 /// password): whether it [shares](Self::is_shared), its
 /// [fallbacks](Self::fallbacks) and [failures](Self::failures), whether it
 /// [hears the cooldowns](Self::is_listening) announced, and the
@@ -54,7 +54,9 @@ pub enum WhileAway {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Connection,
+    /// What kind of Redis, for `Debug` (never a URL).
+    target: String,
     prefix: String,
     timeout: Duration,
     probe_lease: Duration,
@@ -93,6 +95,7 @@ struct Inner {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("target", &self.inner.target)
             .field("prefix", &self.inner.prefix)
             .field("shared", &self.is_shared())
             .field("listening", &self.is_listening())
@@ -108,24 +111,25 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-/// Builds a [`RedisStore`]; from [`RedisStore::builder`].
+/// Builds a [`RedisStore`]; from [`RedisStore::builder`] (one node) or
+/// [`RedisStore::cluster_builder`].
 #[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
-    timeout: Duration,
     probe_lease: Duration,
     while_away: WhileAway,
     heartbeat: Duration,
 }
 
-/// Without the URL: it may carry a password (`redis://:password@host/`).
+/// Without the URLs: they may carry a password (`redis://:password@host/`).
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
+            .field("target", &self.target.describe())
             .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.target.timeout)
             .field("probe_lease", &self.probe_lease)
             .field("while_away", &self.while_away)
             .field("heartbeat", &self.heartbeat)
@@ -154,9 +158,49 @@ impl RedisStoreBuilder {
     }
 
     /// Prefix of every key written. Default `"mpsd:"`. Fleets sharing one
-    /// Redis for different services give each its own.
+    /// Redis for different services give each its own. Braces become `_`:
+    /// in a cluster they would change the keys' hash tag, and the keys of
+    /// one call must share a slot.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.prefix = prefix.into().replace(['{', '}'], "_");
+        self
+    }
+
+    /// Trusts these certificate authorities (PEM, one or more) instead of
+    /// the default roots (Mozilla's, compiled in), for `rediss://` URLs: a
+    /// private CA, or a self-signed server. Checked when the store is
+    /// built.
+    pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.target.root_cert = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate chain and private key (PEM) to the
+    /// server, for a `rediss://` URL to a server that asks for one
+    /// (mutual TLS, `tls-auth-clients yes`). Checked when the store is
+    /// built.
+    pub fn client_certificate_pem(
+        mut self,
+        chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.target.client_cert = Some((chain.into(), private_key.into()));
+        self
+    }
+
+    /// Takes the user name and password from `credentials` instead of the
+    /// URL, and follows it: each value sent re-authenticates every live
+    /// connection (`AUTH`), and new connections use the latest. For
+    /// passwords that rotate: Azure's Entra ID tokens, AWS's IAM tokens
+    /// (valid 15 minutes), a secret store's rotation. Send the new value
+    /// before the old one stops working.
+    ///
+    /// A `watch` channel because it always holds a current value, which a
+    /// connection needs at once to log in, and a value sent replaces any
+    /// not yet read; the `redis` crate's `StreamingCredentialsProvider`
+    /// does the re-authentication.
+    pub fn credentials(mut self, credentials: watch::Receiver<Credentials>) -> Self {
+        self.target.credentials = Some(credentials);
         self
     }
 
@@ -166,7 +210,7 @@ impl RedisStoreBuilder {
     /// windows (15 s) and `Retry-After`s (seconds), so a slow Redis costs a
     /// request at most that much.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.target.timeout = timeout;
         self
     }
 
@@ -184,28 +228,26 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// When the URL is not a Redis URL, or when called outside a tokio
-    /// runtime (the connection's task needs one).
+    /// When a URL is not a Redis URL, a cluster has no seed, its seeds
+    /// disagree (user, password, TLS), a certificate or key is not PEM,
+    /// certificates are given for a URL that is not `rediss://`, or when
+    /// called outside a tokio runtime (the connection's task needs one).
     pub fn build(self) -> Result<RedisStore, redis::RedisError> {
         if tokio::runtime::Handle::try_current().is_err() {
             let outside = "a RedisStore is built inside a tokio runtime";
             return Err((redis::ErrorKind::Client, outside).into());
         }
-        let client = redis::Client::open(self.url.as_str())?;
-        // One try per call: the store falls back at once rather than wait
-        // for a reconnection, which the manager makes in the background.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let target = self.target.describe();
+        let timeout = self.target.timeout;
+        let subscriber = self.target.subscriber()?;
+        let conn = self.target.connect()?;
         let (stop, stopped) = watch::channel(());
         let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
+                target,
                 prefix: self.prefix,
-                timeout: self.timeout,
+                timeout,
                 probe_lease: self.probe_lease,
                 instance: HasherRng::new().next_u64(),
                 sequence: AtomicU64::new(0),
@@ -232,7 +274,7 @@ impl RedisStoreBuilder {
             }),
         };
         let weak = Arc::downgrade(&store.inner);
-        tokio::spawn(listen(weak.clone(), client, stopped.clone()));
+        tokio::spawn(listen(weak.clone(), subscriber, stopped.clone()));
         tokio::spawn(beat(weak, stopped));
         Ok(store)
     }
@@ -244,9 +286,11 @@ impl RedisStoreBuilder {
 /// last try at most (at once after a subscription that lasted).
 async fn listen(
     store: Weak<Inner>,
-    client: redis::Client,
+    subscriber: Subscriber,
     mut stop: watch::Receiver<()>,
 ) -> Option<()> {
+    // Which node to try: the next one after a subscription that failed.
+    let mut attempt = 0;
     loop {
         let inner = store.upgrade()?;
         let store = RedisStore { inner };
@@ -255,11 +299,14 @@ async fn listen(
         let mut lost = std::pin::pin!(lost.notified_owned());
         lost.as_mut().enable();
         let tried = Instant::now();
-        let subscribed = store.subscribe(&client).await;
+        let subscribed = store.subscribe(&subscriber, attempt).await;
         drop(store);
-        if let Some(mut messages) = subscribed {
-            hear(&mut messages, &heard, lost.as_mut(), &mut stop).await?;
-            heard.set_listening(false);
+        match subscribed {
+            Some(mut messages) => {
+                hear(&mut messages, &heard, lost.as_mut(), &mut stop).await?;
+                heard.set_listening(false);
+            }
+            None => attempt = attempt.wrapping_add(1),
         }
         tokio::select! {
             () = tokio::time::sleep_until(tried + RETRY_AFTER_FAILURE) => {}
@@ -377,27 +424,62 @@ fn from_micros(us: i64) -> Duration {
 }
 
 impl RedisStore {
-    /// A builder for a store at `url` (`redis://host:port/db`, or
+    /// A builder for a store on one Redis node at `url`
+    /// (`redis://[user:password@]host:port/db`, `rediss://` for TLS, or
     /// `redis+unix:///path`), with the defaults: prefix `"mpsd:"`, a
     /// 100 ms timeout, a 5 s probe lease.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::builder_for(Nodes::Single(url.into()))
+    }
+
+    /// A builder for a store on a Redis Cluster reached first through
+    /// `seeds` (node URLs as for [`builder`](Self::builder); one is
+    /// enough, more survive a seed being down; all with the same user,
+    /// password and scheme), with the same defaults. The connection learns
+    /// the other nodes from the cluster and follows its topology
+    /// (`MOVED`/`ASK`, failovers).
+    pub fn cluster_builder<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+    ) -> RedisStoreBuilder {
+        Self::builder_for(Nodes::Cluster(seeds.into_iter().map(Into::into).collect()))
+    }
+
+    fn builder_for(nodes: Nodes) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target: Target {
+                nodes,
+                timeout: Duration::from_millis(100),
+                root_cert: None,
+                client_cert: None,
+                credentials: None,
+            },
             prefix: "mpsd:".to_owned(),
-            timeout: Duration::from_millis(100),
             probe_lease: Duration::from_secs(5),
             while_away: WhileAway::Share,
             heartbeat: Duration::from_secs(15),
         }
     }
 
-    /// A store at `url` with the defaults; see [`builder`](Self::builder).
+    /// A store on one node at `url` with the defaults; see
+    /// [`builder`](Self::builder).
     ///
     /// # Errors
     ///
     /// As [`RedisStoreBuilder::build`].
     pub fn open(url: impl Into<String>) -> Result<Self, redis::RedisError> {
         Self::builder(url).build()
+    }
+
+    /// A store on the Redis Cluster reached through `seeds` with the
+    /// defaults; see [`cluster_builder`](Self::cluster_builder).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStoreBuilder::build`].
+    pub fn open_cluster<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+    ) -> Result<Self, redis::RedisError> {
+        Self::cluster_builder(seeds).build()
     }
 
     /// Whether the last call to Redis succeeded: state is shared. `false`
@@ -471,10 +553,14 @@ impl RedisStore {
     /// Subscribes to the cooldown announcements on a connection of its
     /// own, then reads the cooldowns closed before; `None` when Redis did
     /// not answer in time.
-    async fn subscribe(&self, client: &redis::Client) -> Option<redis::aio::PubSubStream> {
+    async fn subscribe(
+        &self,
+        subscriber: &Subscriber,
+        attempt: usize,
+    ) -> Option<redis::aio::PubSubStream> {
         let channel = self.channel();
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = subscriber.connect(attempt).await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
@@ -851,5 +937,12 @@ mod tests {
             store.key("pace", "h u{1}", ":floor"),
             "mpsd:pace:{h u_1_}:floor"
         );
+        // A prefix of `{}` would be an empty tag, which Redis ignores:
+        // the keys of one call would hash apart.
+        let store = RedisStore::builder("redis://127.0.0.1:1/")
+            .prefix("{}")
+            .build()
+            .unwrap();
+        assert_eq!(store.key("pace", "k", ""), "__pace:{k}");
     }
 }

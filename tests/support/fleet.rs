@@ -255,11 +255,11 @@ pub struct MemberState {
 
 pub fn member(redis: Option<&str>, limits: Limits) -> MemberState {
     let store = redis.map(|url| RedisStore::open(url).expect("a Redis URL"));
-    member_of(store, limits)
+    member_with(store, limits)
 }
 
-/// A member whose store (when it has one) is `store`.
-pub fn member_of(store: Option<RedisStore>, limits: Limits) -> MemberState {
+/// A member sharing through `store` when given (any kind of Redis).
+pub fn member_with(store: Option<RedisStore>, limits: Limits) -> MemberState {
     let mut table = PaceTable::builder().limits(limits).no_routes();
     let mut cooldowns = Cooldowns::builder().release_spacing(RELEASE_SPACING);
     if let Some(store) = &store {
@@ -742,7 +742,7 @@ pub async fn outage(
                 .heartbeat(heartbeat)
                 .build()
                 .expect("a Redis URL");
-            member_of(Some(store), pace_limits())
+            member_with(Some(store), pace_limits())
         })
         .collect();
     let t0 = Instant::now();
