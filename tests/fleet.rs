@@ -20,7 +20,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_mpsd::fleet::{RedisStore, WhileAway};
+use tower_mpsd::fleet::{Credentials, RedisStore, WhileAway};
 use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::retry::{Cooldowns, RetryLayer};
 
@@ -492,12 +492,23 @@ async fn after_a_lost_call_a_member_is_not_held_to_its_share() {
 
 /// On a Redis Cluster, a member hears a cooldown closed on another node
 /// than the one it subscribed through (`PUBLISH` crosses the cluster), and
-/// its request waits for the cooldown's end; over TLS, a store listens too.
+/// its request waits for the cooldown's end; over TLS, and logged in by
+/// credentials given through their channel, a store listens too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooldowns_are_heard_across_a_cluster_and_over_tls() {
     if let Some(server) = redis_servers::TlsServer::start(false) {
         let store = RedisStore::builder(server.url())
             .root_certificates_pem(server.certs.ca.clone())
+            .build()
+            .unwrap();
+        listening(&store).await;
+    }
+    if let Some(server) = redis_servers::AclServer::start(&["user app on >s3cret ~* &* +@all"]) {
+        // The credentials come through the channel, not the URL.
+        let (_renew, credentials) = tokio::sync::watch::channel(Credentials::new("app", "s3cret"));
+        let url = format!("redis://127.0.0.1:{}/", server.node.port);
+        let store = RedisStore::builder(url)
+            .credentials(credentials)
             .build()
             .unwrap();
         listening(&store).await;
