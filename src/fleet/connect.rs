@@ -170,6 +170,66 @@ impl Target {
     }
 }
 
+/// Where the store's listener subscribes to the cooldown announcements:
+/// one node at a time (for a cluster, its seeds in turn: `PUBLISH` reaches
+/// every node), on a connection of its own, logged in with the latest
+/// credentials when they rotate.
+#[derive(Clone)]
+pub(super) struct Subscriber {
+    nodes: Vec<redis::Client>,
+    certs: Option<TlsCertificates>,
+    credentials: Option<watch::Receiver<Credentials>>,
+}
+
+impl Target {
+    /// The listener's way to Redis; made before [`connect`](Self::connect).
+    pub(super) fn subscriber(&self) -> RedisResult<Subscriber> {
+        let certs = self.certificates()?;
+        let urls = match &self.nodes {
+            Nodes::Single(url) => std::slice::from_ref(url),
+            Nodes::Cluster(seeds) => seeds.as_slice(),
+        };
+        let nodes = urls
+            .iter()
+            .map(|url| match &certs {
+                Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
+                None => redis::Client::open(url.as_str()),
+            })
+            .collect::<RedisResult<_>>()?;
+        Ok(Subscriber {
+            nodes,
+            certs,
+            credentials: self.credentials.clone(),
+        })
+    }
+}
+
+impl Subscriber {
+    /// A subscriber connection to the node of this `attempt` (counting
+    /// from 0, round the seeds).
+    pub(super) async fn connect(&self, attempt: usize) -> RedisResult<redis::aio::PubSub> {
+        let Some(node) = self.nodes.get(attempt % self.nodes.len().max(1)) else {
+            return Err((redis::ErrorKind::InvalidClientConfig, "no node").into());
+        };
+        let Some(credentials) = &self.credentials else {
+            return node.get_async_pubsub().await;
+        };
+        let current = credentials.borrow().clone();
+        let info = node.get_connection_info().clone();
+        let login = info
+            .redis_settings()
+            .clone()
+            .set_username(&current.username)
+            .set_password(&current.password);
+        let info = info.set_redis_settings(login);
+        let client = match &self.certs {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+            None => redis::Client::open(info)?,
+        };
+        client.get_async_pubsub().await
+    }
+}
+
 /// Makes ring rustls's process-wide provider unless one is installed.
 ///
 /// The `redis` crate builds its TLS configurations from that default.
