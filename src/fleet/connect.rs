@@ -90,10 +90,20 @@ impl Target {
         parts.join(", ")
     }
 
+    /// The node's URL, or the cluster's seeds.
+    fn urls(&self) -> &[String] {
+        match &self.nodes {
+            Nodes::Single(url) => std::slice::from_ref(url),
+            Nodes::Cluster(seeds) => seeds.as_slice(),
+        }
+    }
+
     /// The connection, made lazily: nothing is dialled here, so a process
     /// starts while Redis is down. Needs a tokio runtime.
     pub(super) fn connect(self) -> RedisResult<Connection> {
-        install_crypto_provider();
+        if self.urls().iter().any(|url| url.starts_with("rediss://")) {
+            install_crypto_provider();
+        }
         let certs = self.certificates()?;
         match self.nodes {
             Nodes::Single(url) => {
@@ -140,10 +150,7 @@ impl Target {
         if self.root_cert.is_none() && self.client_cert.is_none() {
             return Ok(None);
         }
-        let urls = match &self.nodes {
-            Nodes::Single(url) => std::slice::from_ref(url),
-            Nodes::Cluster(seeds) => seeds.as_slice(),
-        };
+        let urls = self.urls();
         if !urls.iter().all(|url| url.starts_with("rediss://")) {
             let what = "TLS certificates are given for rediss:// URLs only";
             return Err((redis::ErrorKind::InvalidClientConfig, what).into());
@@ -185,10 +192,7 @@ impl Target {
     /// The listener's way to Redis; made before [`connect`](Self::connect).
     pub(super) fn subscriber(&self) -> RedisResult<Subscriber> {
         let certs = self.certificates()?;
-        let urls = match &self.nodes {
-            Nodes::Single(url) => std::slice::from_ref(url),
-            Nodes::Cluster(seeds) => seeds.as_slice(),
-        };
+        let urls = self.urls();
         let nodes = urls
             .iter()
             .map(|url| match &certs {

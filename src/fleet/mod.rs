@@ -185,9 +185,10 @@
 //! [`client_certificate_pem`](RedisStoreBuilder::client_certificate_pem).
 //! TLS is rustls with its `ring` provider. rustls picks a process-wide
 //! provider, and panics when a tree builds two (say `aws-lc-rs` from
-//! another crate) and none was chosen: the store installs `ring` before
-//! its first connection unless the application installed one already
-//! (then that one is used).
+//! another crate) and none was chosen: a store of `rediss://` URLs
+//! installs `ring` when it is opened, unless the application installed
+//! one already (then that one is used). An application that installs its
+//! own provider does so before it opens a store.
 //!
 //! ```
 //! # use tower_mpsd::fleet::RedisStore;
