@@ -18,6 +18,14 @@ use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
 use tower_mpsd::response::read_response;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
+/// A reqwest client that sends once per call: it follows no redirects,
+/// since the stack decides what may be sent again from what one call did.
+pub fn one_send_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// `client` as the `Service<http::Request<Full<Bytes>>>` the stack wraps:
 /// its requests converted into reqwest's, reqwest's responses into
 /// `http::Response<reqwest::Body>` (a streaming `http_body::Body`).
@@ -66,7 +74,7 @@ async fn main() -> Result<(), BoxError> {
     let sim = Simulator::start().await?;
     let mpsd = ServiceBuilder::new()
         .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
-        .service(reqwest_service(reqwest::Client::new()));
+        .service(reqwest_service(one_send_client()?));
     let lobby = sim.session_uri(
         "00000000-0000-0000-0000-00007a3c1d5e",
         "LobbySession",

@@ -40,7 +40,7 @@
 //! |---|---|---|
 //! | an [`InvalidUri`], a `hyper::Error` with `is_user()` (a request body that failed, a header not allowed), a hyper-util legacy client error that is neither a connect nor a send failure (its `User…` kinds, the only ones without a source) | the caller's mistake | hands it back at once: [`GaveUp::CannotSucceed`](crate::logical::GaveUp::CannotSucceed) |
 //! | a hyper-util legacy client connect error (`is_connect()`, also under reqwest's errors) with no `io::Error` of an OS kind | the connector refused the destination itself, before touching the network | hands it back at once: `CannotSucceed` |
-//! | a connect error with an `io::Error` whose kind is not `Other` | no connection was made, nothing was sent (refused, unreachable, DNS, connect timeout, TLS handshake) | retries whatever the method: [`Cause::NotConnected`](crate::rules::backoff::Cause::NotConnected) |
+//! | a connect error with an `io::Error` of the socket or resolver (not `Other` or `InvalidData`) | no connection was made, nothing was sent (refused, unreachable, DNS, connect timeout, a TLS handshake cut off; a certificate refused is permanent) | retries whatever the method: [`Cause::NotConnected`](crate::rules::backoff::Cause::NotConnected) |
 //! | an HTTP/2 `REFUSED_STREAM` or `GOAWAY` `NO_ERROR` from the server | not processed | sends again at once: `Cause::Unprocessed` |
 //! | anything else (a reset, a timeout, an unknown error) | it may have reached the server | retries only methods safe to repeat, else [`GaveUp::NotSafeToRepeat`](crate::logical::GaveUp::NotSafeToRepeat) |
 //!

@@ -60,15 +60,21 @@
 //!
 //! # Cargo features
 //!
-//! By default the library needs only tokio's `time` and `sync`, and
-//! hyper's core and `h2` with no features (to recognise their errors: a
-//! refused HTTP/2 stream is sent again), so it fits any hyper 1.x client.
-//! It needs no TLS crate: give it a client over hyper-rustls, as below.
+//! By default the library needs only tokio's `time` and `sync`; hyper's
+//! core, `h2` and hyper-util's `client-legacy`, with no other features (to
+//! recognise their errors: a refused HTTP/2 stream is sent again, a
+//! connection never made is retried for any method); and small crates
+//! (`http`, `http-body`, `bytes`, `httpdate`, `serde_json`, `memchr`), so
+//! it fits any hyper 1.x client. It needs no TLS crate: give it a client
+//! over hyper-rustls, as below.
 //!
 //! - **`redis`**: the `fleet` module, whose `RedisStore` shares cooldowns
-//!   and pace windows across a fleet of processes. Brings in the `redis`
-//!   crate and tokio's `rt`, and needs Rust 1.88 (the library alone needs
-//!   1.75). Items that need it are marked in these docs.
+//!   and pace windows across a fleet of processes, on one node or a
+//!   cluster, over TLS or not. Brings in the `redis` crate (with
+//!   `cluster-async`, rustls TLS with webpki roots, and
+//!   `token-based-authentication`), `rustls` with *ring* (which builds
+//!   with a C compiler) and tokio's `rt`, and needs Rust 1.88 (the `redis`
+//!   crate's MSRV). Items that need it are marked in these docs.
 //! - **`metrics`**: counters and histograms of every layer (outcomes,
 //!   retries, refusals, cooldowns, pace waits, rebases, coalesced reads,
 //!   Redis fallbacks, request durations and attempts) through the
@@ -219,6 +225,12 @@
 //!   share.
 //! - To spawn or box the stack: `S`, its future and both bodies `Send +
 //!   'static` (and `S: Sync` for `BoxCloneSyncService`).
+//! - One call, one send: `S` follows no redirects and retries nothing
+//!   itself. The stack decides what may be sent again from the error of
+//!   the call; a client that sent a write, followed a redirect and then
+//!   failed to connect would read as "never connected", and the write
+//!   would be sent twice. hyper-util's client follows no redirects;
+//!   reqwest's does by default: give it `redirect::Policy::none()`.
 //!
 //! hyper-util's client satisfies them all. `reqwest::Client` does not: it
 //! is a `Service<reqwest::Request>` answering `reqwest::Response`, not
@@ -236,7 +248,11 @@
 //! use tower::{service_fn, BoxError, ServiceBuilder};
 //! use tower_mpsd::ServiceBuilderExt;
 //!
-//! let client = reqwest::Client::new();
+//! # fn main() -> Result<(), BoxError> {
+//! // One send per call: the stack decides what is sent again.
+//! let client = reqwest::Client::builder()
+//!     .redirect(reqwest::redirect::Policy::none())
+//!     .build()?;
 //! let reqwest_service = service_fn(move |req: Request<Full<Bytes>>| {
 //!     let client = client.clone();
 //!     async move {
@@ -248,6 +264,8 @@
 //! });
 //! let mpsd = ServiceBuilder::new().mpsd().service(reqwest_service);
 //! # drop(mpsd);
+//! # Ok(())
+//! # }
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -78,7 +79,6 @@ pub(crate) fn at_most(start: Instant, wait: Duration) -> Instant {
 #[derive(Debug, Clone)]
 pub struct LogicalRequest(Arc<Inner>);
 
-#[derive(Debug)]
 struct Inner {
     start: Instant,
     deadline: Instant,
@@ -95,6 +95,22 @@ struct Inner {
     authorization: Option<HeaderValue>,
     session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
+}
+
+/// Written by hand: the URI's user-info and query, and the
+/// `Authorization`, may hold secrets; the host and the parsed call do not.
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogicalRequest")
+            .field("call", &self.call)
+            .field("host", &self.authority.as_ref().map(Authority::host))
+            .field("start", &self.start)
+            .field("deadline", &self.deadline)
+            .field("max_attempts", &self.max_attempts)
+            .field("invalid_uri", &self.invalid_uri)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -674,6 +690,26 @@ enum Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_user_info_query_or_token() {
+        let mut req = Request::get("https://user:s3cret@mpsd.test/handles/h1?token=abc")
+            .header(header::AUTHORIZATION, "XBL3.0 x=1;tok3n")
+            .body(())
+            .unwrap();
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains("mpsd.test"), "{shown}");
+        for secret in ["s3cret", "abc", "tok3n"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let invalid = InvalidUri::check(&"htp://user:s3cret@h/p?token=abc".parse().unwrap());
+        let shown = format!("{:?}", invalid.unwrap_err());
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("abc"),
+            "{shown}"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_outermost_layer_makes_the_context_and_the_rest_share_it() {

@@ -510,3 +510,72 @@ async fn what_happened_is_kept_after_reading_the_answer() {
     assert_eq!(history.attempts().len(), 1);
     assert_eq!(history.gave_up, None);
 }
+
+/// A TLS front end that drops every connection during the handshake (a
+/// restart, a load balancer shedding): nothing of the request was sent,
+/// so even a write is sent again, and the history says why.
+#[tokio::test(start_paused = true)]
+async fn a_handshake_cut_off_is_a_connection_never_made_even_for_a_put() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut hello = [0u8; 16];
+            let _ = socket.read(&mut hello).await; // the ClientHello begins
+        }
+    });
+    let client = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().max_attempts(3))
+        .service(webpki_client());
+    let uri = format!(
+        "https://127.0.0.1:{port}/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/s1"
+    );
+    let put = request(Method::PUT, uri).json(serde_json::json!({"members": {"me": {}}}));
+    let err = client.oneshot(put.build()).await.unwrap_err();
+    let (history, purposes) = failed_with(&err);
+    println!("handshake cut off, PUT: {err}");
+    assert_eq!(
+        purposes,
+        [
+            Purpose::First,
+            Purpose::Retry(Cause::NotConnected),
+            Purpose::Retry(Cause::NotConnected)
+        ]
+    );
+    assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
+}
+
+/// A certificate the client does not trust will not become trusted by
+/// asking again: handed back after one attempt, with the handshake's
+/// reason.
+#[tokio::test(start_paused = true)]
+async fn a_certificate_refused_fails_at_once() {
+    let sim = https_sim().await;
+    let client = ServiceBuilder::new().mpsd().service(webpki_client());
+    let t0 = Instant::now();
+    let err = client
+        .oneshot(request(Method::GET, sim.base_uri() + "/handles/h1").build())
+        .await
+        .unwrap_err();
+    println!("untrusted certificate: {err}");
+    let (history, purposes) = failed_with(&err);
+    assert_eq!(purposes, [Purpose::First]);
+    assert_eq!(history.gave_up, Some(GaveUp::CannotSucceed));
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no backoff");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(sim.log().is_empty());
+}
+
+/// The docs' production client: HTTPS trusting webpki's roots only.
+fn webpki_client() -> Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_only()
+        .enable_all_versions()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}

@@ -23,14 +23,14 @@ use tower_mpsd::response::read_response;
 use tower_mpsd::rules::backoff::Cause;
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
-use example::reqwest_service;
+use example::{one_send_client, reqwest_service};
 
 /// The stack of the example: `MpsdLayer` with `ResendDelta`, over reqwest.
 macro_rules! stack {
     () => {
         ServiceBuilder::new()
             .mpsd_with(MpsdLayer::new().rebase(RebaseLayer::new(ResendDelta)))
-            .service(reqwest_service(reqwest::Client::new()))
+            .service(reqwest_service(one_send_client().unwrap()))
     };
 }
 

@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tower::util::rng::{HasherRng, Rng};
 
+use super::connect::Subscriber;
 use super::RedisStore;
 
 /// How long a turn is held without its holder renewing it: a holder that
@@ -396,13 +397,9 @@ impl FleetBoard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // Without a client, waiters learn of their turn by asking.
-        let Some(client) = self.store.board_subscriber().cloned() else {
-            return;
-        };
-        let channel = self.channel();
+        let (subscriber, channel) = (self.store.board_subscriber().clone(), self.channel());
         let waiters = Arc::downgrade(&self.waiters);
-        *listener = Some(runtime.spawn(announced(client, channel, waiters)));
+        *listener = Some(runtime.spawn(announced(subscriber, channel, waiters)));
     }
 
     fn forget(&self, token: &str) {
@@ -436,12 +433,13 @@ impl FleetBoard {
 /// Until the board is dropped, or the subscription fails (the next waiter
 /// starts another): wakes the waiter of each token announced.
 async fn announced(
-    client: redis::Client,
+    subscriber: Subscriber,
     channel: String,
     waiters: Weak<Mutex<HashMap<String, Arc<Notify>>>>,
 ) {
     let subscribed = async {
-        let mut pubsub = client.get_async_pubsub().await?;
+        // One node (a cluster's first seed): it hears every node's messages.
+        let mut pubsub = subscriber.connect(0).await?;
         pubsub.subscribe(&channel).await?;
         Ok::<_, redis::RedisError>(pubsub.into_on_message())
     };

@@ -90,26 +90,20 @@ impl Target {
         parts.join(", ")
     }
 
-    /// A client of one node, for a subscription (pub/sub messages reach
-    /// every node of a cluster): the URL, or a cluster's first seed, with
-    /// the TLS certificates given. `None` when it cannot be made; rotating
-    /// credentials are not followed (a subscription that fails to log in
-    /// is no subscription).
-    pub(super) fn subscriber(&self) -> Option<redis::Client> {
-        let url = match &self.nodes {
-            Nodes::Single(url) => url,
-            Nodes::Cluster(seeds) => seeds.first()?,
-        };
-        match self.certificates().ok()? {
-            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs).ok(),
-            None => redis::Client::open(url.as_str()).ok(),
+    /// The node's URL, or the cluster's seeds.
+    fn urls(&self) -> &[String] {
+        match &self.nodes {
+            Nodes::Single(url) => std::slice::from_ref(url),
+            Nodes::Cluster(seeds) => seeds.as_slice(),
         }
     }
 
     /// The connection, made lazily: nothing is dialled here, so a process
     /// starts while Redis is down. Needs a tokio runtime.
     pub(super) fn connect(self) -> RedisResult<Connection> {
-        install_crypto_provider();
+        if self.urls().iter().any(|url| url.starts_with("rediss://")) {
+            install_crypto_provider();
+        }
         let certs = self.certificates()?;
         match self.nodes {
             Nodes::Single(url) => {
@@ -156,10 +150,7 @@ impl Target {
         if self.root_cert.is_none() && self.client_cert.is_none() {
             return Ok(None);
         }
-        let urls = match &self.nodes {
-            Nodes::Single(url) => std::slice::from_ref(url),
-            Nodes::Cluster(seeds) => seeds.as_slice(),
-        };
+        let urls = self.urls();
         if !urls.iter().all(|url| url.starts_with("rediss://")) {
             let what = "TLS certificates are given for rediss:// URLs only";
             return Err((redis::ErrorKind::InvalidClientConfig, what).into());
@@ -183,6 +174,63 @@ impl Target {
                 }),
             root_cert: self.root_cert.clone(),
         }))
+    }
+}
+
+/// Where the store's listener subscribes to the cooldown announcements:
+/// one node at a time (for a cluster, its seeds in turn: `PUBLISH` reaches
+/// every node), on a connection of its own, logged in with the latest
+/// credentials when they rotate.
+#[derive(Clone)]
+pub(super) struct Subscriber {
+    nodes: Vec<redis::Client>,
+    certs: Option<TlsCertificates>,
+    credentials: Option<watch::Receiver<Credentials>>,
+}
+
+impl Target {
+    /// The listener's way to Redis; made before [`connect`](Self::connect).
+    pub(super) fn subscriber(&self) -> RedisResult<Subscriber> {
+        let certs = self.certificates()?;
+        let urls = self.urls();
+        let nodes = urls
+            .iter()
+            .map(|url| match &certs {
+                Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
+                None => redis::Client::open(url.as_str()),
+            })
+            .collect::<RedisResult<_>>()?;
+        Ok(Subscriber {
+            nodes,
+            certs,
+            credentials: self.credentials.clone(),
+        })
+    }
+}
+
+impl Subscriber {
+    /// A subscriber connection to the node of this `attempt` (counting
+    /// from 0, round the seeds).
+    pub(super) async fn connect(&self, attempt: usize) -> RedisResult<redis::aio::PubSub> {
+        let Some(node) = self.nodes.get(attempt % self.nodes.len().max(1)) else {
+            return Err((redis::ErrorKind::InvalidClientConfig, "no node").into());
+        };
+        let Some(credentials) = &self.credentials else {
+            return node.get_async_pubsub().await;
+        };
+        let current = credentials.borrow().clone();
+        let info = node.get_connection_info().clone();
+        let login = info
+            .redis_settings()
+            .clone()
+            .set_username(&current.username)
+            .set_password(&current.password);
+        let info = info.set_redis_settings(login);
+        let client = match &self.certs {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+            None => redis::Client::open(info)?,
+        };
+        client.get_async_pubsub().await
     }
 }
 

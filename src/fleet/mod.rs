@@ -32,6 +32,30 @@
 //!   and the session as the last write left it; see
 //!   [`crate::sequence`]'s "A fleet".
 //!
+//! # One call for an ordinary request
+//!
+//! A request that meets no cooldown makes one call to Redis: its pace
+//! reservation. Cooldowns are rare, so they are announced rather than
+//! asked about: the script that closes one also `PUBLISH`es it (on the
+//! channel `<prefix>cooldowns`), and each store keeps a subscription on a
+//! connection of its own (a second connection per store), noting what it
+//! hears. A request asks Redis about
+//! a cooldown only while one it heard of is in force or being released (or
+//! while the store does not listen: before its first subscription, and
+//! while Redis is away); Redis saying the cooldown is gone ends that.
+//!
+//! The window in which a process could miss a cooldown is the
+//! announcement's way from Redis to it, about a round trip: the closer
+//! notes the cooldown in its own state at once, and the script publishes
+//! it in the same atomic step that closes it, so a process that hears it
+//! finds it in Redis. A process that (re)subscribes reads the fleet's list
+//! of recent cooldowns (a sorted set written *before* each close) after its
+//! subscription is in place, so it either reads a cooldown there or hears
+//! it. A failed call makes the store subscribe again, in case its
+//! subscription died without a word. Announcements are plain `PUBLISH`,
+//! not sharded: a Redis Cluster passes them to every node, so one
+//! subscription to any node hears them all, and there are few of them.
+//!
 //! # Example
 //!
 //! ```
@@ -49,8 +73,9 @@
 //! let stack = MpsdLayer::new()
 //!     .retry(RetryLayer::new().with_cooldowns(cooldowns))
 //!     .pace(PaceLayer::with_table(table));
-//! // `stack.layer(hyper_client)` as without Redis; `store.is_shared()` and
-//! // `store.fallbacks()` say how Redis has been answering.
+//! // `stack.layer(hyper_client)` as without Redis; `store.is_shared()`,
+//! // `store.fallbacks()` and `store.fleet_size()` (or `{store:?}`) say how
+//! // Redis has been answering.
 //! # drop(stack);
 //! # Ok(())
 //! # }
@@ -62,7 +87,7 @@
 //! [`timeout`](RedisStoreBuilder::timeout) (default 100 ms, a few loopback
 //! or same-zone round trips, small against MPSD's 15 s burst window), and
 //! on any error or timeout the request is decided by the process's own
-//! state, as without Redis (fail open). The first failure after a success
+//! state (fail open), by the rule below. The first failure after a success
 //! logs one warning and counts one [`fallback`](RedisStore::fallbacks); the
 //! first success after failures logs one `info` line: the fleet shares
 //! state again. While Redis fails, it is tried at most once a second (the
@@ -70,10 +95,58 @@
 //! for a timeout). Each process's own state keeps up with its own requests
 //! while Redis answers, so a fallback starts from what this process sent.
 //!
+//! # While Redis is away
+//!
+//! Falling back to each process's own windows would let a fleet of K
+//! processes send K times MPSD's limit exactly while it cannot coordinate.
+//! So each process keeps to its *share* instead ([`WhileAway::Share`], the
+//! default):
+//!
+//! - **Membership.** Every [`heartbeat`](RedisStoreBuilder::heartbeat)
+//!   (default 15 s), each store adds itself to a sorted set of members by
+//!   time (`<prefix>{fleet}`), drops those not heard from for three beats,
+//!   and learns the count: the [fleet size](RedisStore::fleet_size). It
+//!   rises at once and falls only when the larger count has gone unconfirmed
+//!   for three beats, so a restarted Redis, which has heard from one member
+//!   so far, does not enlarge anyone's share. Each pace reservation also
+//!   counts, in its key's slot, the processes that reserved for that key
+//!   within its longest window (no call of its own): fresher than the
+//!   heartbeat for a member that joined since.
+//! - **Share.** While Redis is away, each process paces by its own sends
+//!   (which it counts while sharing too) against each window's `max`
+//!   divided by the fleet size last known (or the key's senders, when more
+//!   of them), rounded down, and at least 1: the shares add up to no more
+//!   than the windows. A 429's `Retry-After` or full window still holds
+//!   the key back, as in one process.
+//! - **Back.** Redis is tried again at most once a second; as soon as it
+//!   answers, the fleet shares again. For the longest window after an
+//!   outage, each reservation also takes a slot of the process's share
+//!   first (passed to the pace script as the earliest slot): the fleet's
+//!   sends meanwhile are in MPSD's windows and not in Redis's, and a
+//!   restarted Redis has forgotten the rest too. The cost: for that while
+//!   (with MPSD's windows, five minutes), a process that sends more than
+//!   its share for a user waits for its share. A lost call is no outage:
+//!   when Redis answered at its first try again (the fallback lasted under
+//!   2 s) and the fleet's *epoch* is the one this process saw before (a
+//!   name kept beside the members, set anew by whoever finds it missing,
+//!   so a restarted Redis has a new one), the share is dropped at the
+//!   heartbeat that follows the return.
+//!
+//! A fleet whose processes come and go faster than the heartbeat, or whose
+//! windows allow fewer sends than it has members, can still overshoot
+//! while Redis is away; a process that never reached Redis knows a fleet
+//! of one. [`WhileAway::Alone`] keeps the simpler rule: each process by
+//! the whole windows.
+//!
 //! Nothing in Redis grows without bound: each sorted set is trimmed to the
 //! larger `max` of its windows and expires when its newest reservation
-//! leaves the longest window; a cooldown expires a minute after it ends; a
-//! session's write queue and document expire a minute after its last
+//! leaves the longest window; a cooldown, and its entry in the list of
+//! recent ones, expire a minute after it ends; a member leaves the fleet's
+//! set three heartbeats after its last, and the set and the epoch expire
+//! three heartbeats after the fleet's last. Each process remembers at most
+//! 10,000 cooldowns it heard of (then asks about every key, as without
+//! announcements), each until a minute after its end;
+//! a session's write queue and document expire a minute after its last
 //! write, the document is kept only up to 64 KiB, and its superseded
 //! `ETag`s up to 128.
 //!
@@ -122,9 +195,10 @@
 //! [`client_certificate_pem`](RedisStoreBuilder::client_certificate_pem).
 //! TLS is rustls with its `ring` provider. rustls picks a process-wide
 //! provider, and panics when a tree builds two (say `aws-lc-rs` from
-//! another crate) and none was chosen: the store installs `ring` before
-//! its first connection unless the application installed one already
-//! (then that one is used).
+//! another crate) and none was chosen: a store of `rediss://` URLs
+//! installs `ring` when it is opened, unless the application installed
+//! one already (then that one is used). An application that installs its
+//! own provider does so before it opens a store.
 //!
 //! ```
 //! # use tower_mpsd::fleet::RedisStore;
@@ -169,6 +243,13 @@
 //! # }
 //! ```
 //!
+//! No script reads keys of two hash tags. The fleet's set of members and
+//! list of recent cooldowns are one key each (the members and the epoch
+//! under one hash tag), written once per heartbeat and once per cooldown,
+//! not per request. Announcements are plain `PUBLISH`, which a cluster
+//! passes to every node: the store subscribes through one node (its first
+//! seed that answers) and hears them all.
+//!
 //! # Versions
 //!
 //! The feature needs Rust 1.88 (the `redis` crate's MSRV; the rest of the
@@ -181,13 +262,15 @@
 
 mod board;
 mod connect;
+mod heard;
+mod members;
 mod scripts;
 mod store;
 
 pub(crate) use board::{FleetBoard, FleetTurn, Known, Learnt};
 pub use connect::Credentials;
 pub(crate) use store::{CooldownAdmission, PaceReservation};
-pub use store::{RedisStore, RedisStoreBuilder};
+pub use store::{RedisStore, RedisStoreBuilder, WhileAway};
 
 /// Runs a call whose answer nobody waits for (telling Redis what an answer
 /// said), on the current tokio runtime; outside one it is dropped.

@@ -3,33 +3,60 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::{FromRedisValue, Script, ScriptInvocation};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower::util::rng::{HasherRng, Rng};
 
-use super::connect::{Connection, Credentials, Nodes, Target};
+use super::connect::{Connection, Credentials, Nodes, Subscriber, Target};
+use super::heard::{Ask, Heard};
+use super::members::FleetSize;
 use super::scripts;
 use crate::pace::Limits;
 
 /// A Redis server or cluster that several processes share their cooldowns
 /// and pace windows through; see [the module](crate::fleet). A cheap
 /// handle: clones share one connection (which reconnects on its own, and
-/// in a cluster follows its topology), and one record of whether Redis
-/// answers.
+/// in a cluster follows its topology), one subscription to the fleet's
+/// cooldown announcements, one heartbeat, and one record of how Redis
+/// answers. The subscription and the heartbeat are tasks on the runtime
+/// the store was built in; they end when the last clone is dropped.
+///
+/// Its `Debug` shows its health (never a URL, which may hold a
+/// password): whether it [shares](Self::is_shared), its
+/// [fallbacks](Self::fallbacks) and [failures](Self::failures), whether it
+/// [hears the cooldowns](Self::is_listening) announced, and the
+/// [fleet size](Self::fleet_size) as last known.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
+/// What each process does while Redis is away; see
+/// [the module](crate::fleet#while-redis-is-away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhileAway {
+    /// Pace at this process's share of the windows: each window's `max`
+    /// divided by the fleet size last known (at least 1 per window), and
+    /// keep to that share as well for the longest window after Redis
+    /// answers again from an outage. The default: together the fleet stays
+    /// within the windows it shared.
+    #[default]
+    Share,
+    /// Pace by the whole windows, as if this process were the only one
+    /// (a fleet of K processes may send K times the windows meanwhile).
+    Alone,
+}
+
 struct Inner {
     conn: Connection,
-    /// For the session board's subscription: a client of one node (for a
-    /// cluster, its first seed: a node hears every node's messages).
-    subscriber: Option<redis::Client>,
+    /// The way to subscribe, for the session board's own subscription.
+    subscriber: Subscriber,
     /// What kind of Redis, for `Debug` (never a URL).
     target: String,
     prefix: String,
@@ -39,6 +66,19 @@ struct Inner {
     instance: u64,
     sequence: AtomicU64,
     shared: AtomicBool,
+    /// The last fallback, and whether the share still holds after it.
+    away: Mutex<Away>,
+    while_away: WhileAway,
+    heartbeat: Duration,
+    fleet: Mutex<FleetSize>,
+    heard: Arc<Heard>,
+    /// Told when a call fails: the listener subscribes again, in case its
+    /// connection died without a word.
+    lost: Arc<Notify>,
+    /// Told when Redis answers again: the heartbeat task beats at once.
+    resume: Arc<Notify>,
+    /// Dropped with the store: its tasks end.
+    _stop: watch::Sender<()>,
     /// While Redis fails, it is tried again at most once a second: the
     /// others go straight to the process's own state.
     next_try: Mutex<Instant>,
@@ -49,6 +89,9 @@ struct Inner {
     cooldown_admit: Script,
     cooldown_close: Script,
     cooldown_probed: Script,
+    cooldown_list: Script,
+    cooldowns_heard: Script,
+    beat: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -56,9 +99,16 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("target", &self.inner.target)
             .field("prefix", &self.inner.prefix)
+            .field("shared", &self.is_shared())
+            .field("listening", &self.is_listening())
+            .field("fleet_size", &self.fleet_size())
+            .field("cooldowns_heard", &self.inner.heard.len())
+            .field("fallbacks", &self.fallbacks())
+            .field("failures", &self.failures())
+            .field("while_away", &self.inner.while_away)
             .field("timeout", &self.inner.timeout)
             .field("probe_lease", &self.inner.probe_lease)
-            .field("shared", &self.is_shared())
+            .field("heartbeat", &self.inner.heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +121,8 @@ pub struct RedisStoreBuilder {
     target: Target,
     prefix: String,
     probe_lease: Duration,
+    while_away: WhileAway,
+    heartbeat: Duration,
 }
 
 /// Without the URLs: they may carry a password (`redis://:password@host/`).
@@ -81,11 +133,32 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("timeout", &self.target.timeout)
             .field("probe_lease", &self.probe_lease)
+            .field("while_away", &self.while_away)
+            .field("heartbeat", &self.heartbeat)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStoreBuilder {
+    /// What each process does while Redis is away. Default
+    /// [`WhileAway::Share`]: the fleet stays within the windows it shared.
+    pub fn while_away(mut self, rule: WhileAway) -> Self {
+        self.while_away = rule;
+        self
+    }
+
+    /// How often this process tells Redis it is a member of the fleet; a
+    /// member counts for three of these without one. Default 15 s: the
+    /// fleet's size changes over minutes (deploys, scaling), a beat costs
+    /// a call (against one per request), and each reservation also counts
+    /// the processes sending for its key, which covers a member too new
+    /// for the others' last beat; a process that stopped leaves the count
+    /// 45 s later. At least 10 ms: a beat is a call to Redis.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// Prefix of every key written. Default `"mpsd:"`. Fleets sharing one
     /// Redis for different services give each its own. Braces become `_`:
     /// in a cluster they would change the keys' hash tag, and the keys of
@@ -168,12 +241,13 @@ impl RedisStoreBuilder {
         }
         let target = self.target.describe();
         let timeout = self.target.timeout;
-        let subscriber = self.target.subscriber();
+        let subscriber = self.target.subscriber()?;
         let conn = self.target.connect()?;
-        Ok(RedisStore {
+        let (stop, stopped) = watch::channel(());
+        let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
-                subscriber,
+                subscriber: subscriber.clone(),
                 target,
                 prefix: self.prefix,
                 timeout,
@@ -181,6 +255,14 @@ impl RedisStoreBuilder {
                 instance: HasherRng::new().next_u64(),
                 sequence: AtomicU64::new(0),
                 shared: AtomicBool::new(true),
+                away: Mutex::default(),
+                while_away: self.while_away,
+                heartbeat: self.heartbeat,
+                fleet: Mutex::new(FleetSize::default()),
+                heard: Arc::default(),
+                lost: Arc::default(),
+                resume: Arc::default(),
+                _stop: stop,
                 next_try: Mutex::new(Instant::now()),
                 fallbacks: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
@@ -189,10 +271,121 @@ impl RedisStoreBuilder {
                 cooldown_admit: Script::new(scripts::COOLDOWN_ADMIT),
                 cooldown_close: Script::new(scripts::COOLDOWN_CLOSE),
                 cooldown_probed: Script::new(scripts::COOLDOWN_PROBED),
+                cooldown_list: Script::new(scripts::COOLDOWN_LIST),
+                cooldowns_heard: Script::new(scripts::COOLDOWNS_HEARD),
+                beat: Script::new(scripts::HEARTBEAT),
             }),
-        })
+        };
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(listen(weak.clone(), subscriber, stopped.clone()));
+        tokio::spawn(beat(weak, stopped));
+        Ok(store)
     }
 }
+
+/// Until the store is dropped: subscribes to the cooldown announcements,
+/// reads the cooldowns closed before, then hears them until the
+/// connection ends or a call to Redis fails; again a second after the
+/// last try at most (at once after a subscription that lasted).
+async fn listen(
+    store: Weak<Inner>,
+    subscriber: Subscriber,
+    mut stop: watch::Receiver<()>,
+) -> Option<()> {
+    // Which node to try: the next one after a subscription that failed.
+    let mut attempt = 0;
+    loop {
+        let inner = store.upgrade()?;
+        let store = RedisStore { inner };
+        let heard = store.inner.heard.clone();
+        let lost = store.inner.lost.clone();
+        let mut lost = std::pin::pin!(lost.notified_owned());
+        lost.as_mut().enable();
+        let tried = Instant::now();
+        let subscribed = store.subscribe(&subscriber, attempt).await;
+        drop(store);
+        match subscribed {
+            Some(mut messages) => {
+                hear(&mut messages, &heard, lost.as_mut(), &mut stop).await?;
+                heard.set_listening(false);
+            }
+            None => attempt = attempt.wrapping_add(1),
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(tried + RETRY_AFTER_FAILURE) => {}
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
+/// Notes the announcements heard until the subscription ends or `lost`
+/// is told; `None` when the store is dropped.
+async fn hear(
+    messages: &mut redis::aio::PubSubStream,
+    heard: &Heard,
+    mut lost: std::pin::Pin<&mut tokio::sync::futures::OwnedNotified>,
+    stop: &mut watch::Receiver<()>,
+) -> Option<()> {
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => {
+                    let text: String = message.get_payload().unwrap_or_default();
+                    if let Some((left, name)) = Heard::parse(&text) {
+                        heard.hear(name, left, Instant::now());
+                    }
+                }
+                None => break,
+            },
+            () = &mut lost => break,
+            _ = stop.changed() => return None,
+        }
+    }
+    Some(())
+}
+
+/// Until the store is dropped: a heartbeat every
+/// [`heartbeat`](RedisStoreBuilder::heartbeat), and one as soon as Redis
+/// answers again after failing.
+async fn beat(store: Weak<Inner>, mut stop: watch::Receiver<()>) {
+    let mut resumed = false;
+    loop {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let store = RedisStore { inner };
+        let (every, resume) = (store.inner.heartbeat, store.inner.resume.clone());
+        if resumed {
+            store.resumed().await;
+        } else {
+            store.heartbeat().await;
+        }
+        drop(store);
+        resumed = tokio::select! {
+            () = tokio::time::sleep(every) => false,
+            () = resume.notified() => true,
+            _ = stop.changed() => return,
+        };
+    }
+}
+
+/// The last time Redis was away, as this process saw it.
+#[derive(Debug, Default)]
+struct Away {
+    /// When the last fallback began.
+    since: Option<Instant>,
+    /// When Redis answered again after it, while the share is kept for
+    /// the longest window (see [`WhileAway::Share`]).
+    resumed: Option<Instant>,
+    /// The fleet's epoch as last seen: a new one means Redis lost its
+    /// state.
+    epoch: Option<String>,
+}
+
+/// A fallback shorter than this (Redis answered at its first try again:
+/// a lost call, not an outage) keeps no share after it, unless Redis lost
+/// its state meanwhile.
+const BRIEF_FALLBACK: Duration = Duration::from_secs(2);
 
 /// A pacing reservation made in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +458,8 @@ impl RedisStore {
             },
             prefix: "mpsd:".to_owned(),
             probe_lease: Duration::from_secs(5),
+            while_away: WhileAway::Share,
+            heartbeat: Duration::from_secs(15),
         }
     }
 
@@ -307,6 +502,140 @@ impl RedisStore {
         self.inner.failures.load(Ordering::Relaxed)
     }
 
+    /// Whether this process hears the cooldowns the fleet closes, so that
+    /// requests meeting none make no call about them. `false` before the
+    /// first subscription and while Redis is away: then each request asks.
+    pub fn is_listening(&self) -> bool {
+        self.inner.heard.is_listening()
+    }
+
+    /// How many processes share the windows, as Redis last counted them
+    /// (1 until it first answers). While Redis is away, each paces at its
+    /// share: see [`WhileAway::Share`].
+    pub fn fleet_size(&self) -> u32 {
+        self.fleet().get()
+    }
+
+    fn fleet(&self) -> MutexGuard<'_, FleetSize> {
+        self.inner.fleet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many ways the windows of a key are split when this process
+    /// paces by its own: the fleet's size, or the key's `senders` (the
+    /// processes that sent for it within its longest window, as the pace
+    /// script last counted them) when more, which is fresher than a
+    /// heartbeat; 1 (the whole windows) by [`WhileAway::Alone`].
+    pub(crate) fn share(&self, senders: u32) -> u32 {
+        match self.inner.while_away {
+            WhileAway::Share => self.fleet_size().max(senders),
+            WhileAway::Alone => 1,
+        }
+    }
+
+    /// The share this process still keeps to while sharing again, for
+    /// `hold` (the longest window) after Redis answered again: Redis may
+    /// have lost what was sent meanwhile (a restarted server is empty).
+    /// Not after a brief fallback in which Redis kept its state.
+    pub(crate) fn share_since_resumed(&self, hold: Duration, senders: u32) -> Option<u32> {
+        let resumed = self.away().resumed;
+        let recent = resumed.is_some_and(|at| Instant::now() < at + hold);
+        (recent && self.inner.while_away == WhileAway::Share).then(|| self.share(senders))
+    }
+
+    /// Whether no request needs to ask Redis about a cooldown: this
+    /// process hears them, and has heard of none in force.
+    pub(crate) fn cooldowns_quiet(&self) -> bool {
+        self.inner.heard.is_quiet(Instant::now())
+    }
+
+    /// Whether a request of the cooldown `name` must ask Redis.
+    pub(crate) fn must_ask(&self, name: &str) -> bool {
+        self.inner.heard.ask(name) != Ask::No
+    }
+
+    /// Subscribes to the cooldown announcements on a connection of its
+    /// own, then reads the cooldowns closed before; `None` when Redis did
+    /// not answer in time.
+    async fn subscribe(
+        &self,
+        subscriber: &Subscriber,
+        attempt: usize,
+    ) -> Option<redis::aio::PubSubStream> {
+        let channel = self.channel();
+        let subscribed = async {
+            let mut pubsub = subscriber.connect(attempt).await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.inner.timeout, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                let mut call = self.inner.cooldowns_heard.prepare_invoke();
+                call.key(self.channel());
+                let listed: Vec<(String, i64)> = self.run(call).await?;
+                let now = Instant::now();
+                for (name, left) in listed {
+                    self.inner.heard.hear(&name, left, now);
+                }
+                self.inner.heard.set_listening(true);
+                Some(pubsub.into_on_message())
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "mpsd fleet: no subscription to the cooldowns");
+                None
+            }
+            Err(_elapsed) => None,
+        }
+    }
+
+    /// The channel cooldowns are announced on, which is also the key of
+    /// the list of recent ones.
+    fn channel(&self) -> String {
+        format!("{}cooldowns", self.inner.prefix)
+    }
+
+    fn away(&self) -> MutexGuard<'_, Away> {
+        self.inner.away.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells Redis this process is a member, and learns the fleet's size
+    /// and epoch: `Some(true)` when the epoch is new since the last beat
+    /// (Redis lost its state), `None` when Redis did not answer.
+    async fn heartbeat(&self) -> Option<bool> {
+        let ttl = self.inner.heartbeat * 3;
+        let mut call = self.inner.beat.prepare_invoke();
+        let fleet = format!("{}{{fleet}}", self.inner.prefix);
+        call.key(&fleet)
+            .key(format!("{fleet}:epoch"))
+            .arg(format!("{:016x}", self.inner.instance))
+            .arg(micros(ttl))
+            .arg(self.unique());
+        let (members, epoch): (i64, String) = self.run(call).await?;
+        let members = u32::try_from(members).unwrap_or(u32::MAX);
+        self.fleet().observe(members, Instant::now(), ttl);
+        let mut away = self.away();
+        let new = away.epoch.as_ref().is_some_and(|seen| *seen != epoch);
+        away.epoch = Some(epoch);
+        Some(new)
+    }
+
+    /// Just after Redis answered again: keeps the share only after an
+    /// outage, or when Redis lost its state (a beat says).
+    async fn resumed(&self) {
+        let Some(lost_state) = self.heartbeat().await else {
+            return;
+        };
+        let mut away = self.away();
+        let brief = match (away.since, away.resumed) {
+            (Some(since), Some(resumed)) => {
+                resumed.saturating_duration_since(since) < BRIEF_FALLBACK
+            }
+            _ => false,
+        };
+        if brief && !lost_state {
+            away.resumed = None;
+        }
+    }
+
     /// A member or token no other call of the fleet writes.
     fn unique(&self) -> String {
         let n = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +663,8 @@ impl RedisStore {
         match result {
             Ok(Ok(value)) => {
                 if !self.inner.shared.swap(true, Ordering::Relaxed) {
+                    self.away().resumed = Some(Instant::now());
+                    self.inner.resume.notify_one();
                     tracing::info!("mpsd fleet: Redis answers again; state is shared");
                 }
                 Some(value)
@@ -351,8 +682,7 @@ impl RedisStore {
 
     /// What the session board ([`super::board`]) uses of the store: its
     /// key of `session` and `part` (one hash tag per session), a script
-    /// call, the channel it announces turns on, and a client for its
-    /// subscription.
+    /// call, the channel it announces turns on, and the way to subscribe.
     pub(super) fn board_key(&self, session: &str, part: &str) -> String {
         self.key("board", session, part)
     }
@@ -368,8 +698,8 @@ impl RedisStore {
         format!("{}board:turns", self.inner.prefix)
     }
 
-    pub(super) fn board_subscriber(&self) -> Option<&redis::Client> {
-        self.inner.subscriber.as_ref()
+    pub(super) fn board_subscriber(&self) -> &Subscriber {
+        &self.inner.subscriber
     }
 
     fn next_try(&self) -> std::sync::MutexGuard<'_, Instant> {
@@ -382,7 +712,9 @@ impl RedisStore {
     fn failed(&self, error: &dyn fmt::Display) {
         self.inner.failures.fetch_add(1, Ordering::Relaxed);
         *self.next_try() = Instant::now() + RETRY_AFTER_FAILURE;
+        self.inner.lost.notify_waiters();
         if self.inner.shared.swap(false, Ordering::Relaxed) {
+            self.away().since = Some(Instant::now());
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
             crate::metrics::redis_fallback();
             tracing::warn!(%error, "mpsd fleet: Redis failed; using this process's own state");
@@ -390,17 +722,29 @@ impl RedisStore {
     }
 
     /// Reserves a slot for `key` under `general` and the matched `routes`
-    /// (name, limits), waiting at most `limit`; `None` when Redis failed.
+    /// (name, limits), waiting at most `limit` and at least `earliest`;
+    /// with how many processes reserved for `key` within its longest
+    /// window. `None` when Redis failed.
     pub(crate) fn pace_reserve(
         &self,
         key: &str,
         general: Limits,
         routes: &[(&str, Limits)],
         margin: Duration,
+        earliest: Duration,
         limit: Duration,
-    ) -> impl Future<Output = Option<PaceReservation>> + Send + 'static {
+    ) -> impl Future<Output = Option<(PaceReservation, u32)>> + Send + 'static {
         let store = self.clone();
-        let mut keys = vec![self.key("pace", key, ":floor"), self.key("pace", key, "")];
+        let mut keys = vec![
+            self.key("pace", key, ":floor"),
+            self.key("pace", key, ":senders"),
+            self.key("pace", key, ""),
+        ];
+        let span = routes
+            .iter()
+            .map(|(_, limits)| limits.longest())
+            .fold(general.longest(), Duration::max)
+            + margin;
         let mut windows = vec![general];
         for (name, limits) in routes {
             keys.push(self.key("pace", key, &format!(":route:{name}")));
@@ -412,21 +756,26 @@ impl RedisStore {
             call.key(keys)
                 .arg(micros(margin))
                 .arg(micros(limit))
-                .arg(member);
+                .arg(member)
+                .arg(micros(earliest))
+                .arg(format!("{:016x}", store.inner.instance))
+                .arg(micros(span));
             for limits in windows {
                 call.arg(limits.burst.max)
                     .arg(micros(limits.burst.period))
                     .arg(limits.sustain.max)
                     .arg(micros(limits.sustain.period));
             }
-            let (reserved, wait): (i64, i64) = store.run(call).await?;
+            let (reserved, wait, senders): (i64, i64, i64) = store.run(call).await?;
             let wait = from_micros(wait);
+            let senders = u32::try_from(senders.max(1)).unwrap_or(u32::MAX);
             // A slot past the limit is refused even if Redis says otherwise.
-            Some(if reserved == 1 && wait <= limit {
+            let reservation = if reserved == 1 && wait <= limit {
                 PaceReservation::Reserved(wait)
             } else {
                 PaceReservation::Refused(wait)
-            })
+            };
+            Some((reservation, senders))
         }
     }
 
@@ -458,6 +807,10 @@ impl RedisStore {
         let store = self.clone();
         let redis_key = self.key("cooldown", key, "");
         let token = self.unique();
+        let asked = match self.inner.heard.ask(key) {
+            Ask::Yes(Some(number)) => Some((key.to_owned(), number)),
+            _ => None,
+        };
         async move {
             let mut call = store.inner.cooldown_admit.prepare_invoke();
             call.key(redis_key)
@@ -468,6 +821,12 @@ impl RedisStore {
                 .arg(micros(limit));
             let (kind, wait, gen): (i64, i64, i64) = store.run(call).await?;
             let (wait, gen) = (from_micros(wait), gen.max(0).unsigned_abs());
+            if (kind, gen) == (0, 0) {
+                // No cooldown in Redis (never one, or its release is over).
+                if let Some((name, number)) = asked {
+                    store.inner.heard.cleared(&name, number);
+                }
+            }
             Some(match kind {
                 1 => CooldownAdmission::Probe { token, gen },
                 2 => CooldownAdmission::Wait(wait),
@@ -478,18 +837,36 @@ impl RedisStore {
         }
     }
 
-    /// Extends the cooldown `key` to at least `after` from now.
+    /// Extends the cooldown `key` to at least `after` from now, and
+    /// announces it to the fleet: first in the list read by processes that
+    /// (re)subscribe, then closed and published in one script, so that no
+    /// process misses it (see `heard.rs`). Heard of here at once.
     pub(crate) fn cooldown_close(
         &self,
         key: &str,
         after: Duration,
     ) -> impl Future<Output = Option<()>> + Send + 'static {
+        let left = i64::try_from(micros(after)).unwrap_or(i64::MAX);
+        self.inner.heard.hear(key, left, Instant::now());
         let store = self.clone();
         let redis_key = self.key("cooldown", key, "");
+        let name = key.to_owned();
         async move {
+            let mut list = store.inner.cooldown_list.prepare_invoke();
+            list.key(store.channel()).arg(&name).arg(micros(after));
+            // Not listed, the cooldown is still closed and announced: only
+            // a process subscribing at that instant would miss it.
+            let _ = store.run::<i64>(list).await;
             let mut call = store.inner.cooldown_close.prepare_invoke();
-            call.key(redis_key).arg(micros(after));
-            store.run::<i64>(call).await.map(drop)
+            call.key(redis_key)
+                .arg(micros(after))
+                .arg(store.channel())
+                .arg(&name);
+            store.run::<i64>(call).await?;
+            // Heard of again now that Redis has it: an answer to a
+            // question asked before it landed must not forget it.
+            store.inner.heard.hear(&name, left, Instant::now());
+            Some(())
         }
     }
 
@@ -520,7 +897,7 @@ impl RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::RedisStore;
+    use super::{RedisStore, WhileAway};
 
     #[test]
     fn outside_a_runtime_is_an_error_not_a_panic() {
@@ -545,6 +922,37 @@ mod tests {
             let shown = format!("{builder:?} {store:?}");
             assert!(!shown.contains("hunter2"), "{shown}");
         }
+    }
+
+    #[tokio::test]
+    async fn debug_shows_the_health_an_operator_needs() {
+        let store = RedisStore::builder("redis://me:hunter2@127.0.0.1:1/")
+            .while_away(WhileAway::Alone)
+            .build()
+            .unwrap();
+        // Nothing listens on port 1: the first heartbeat fails at once.
+        let failed = async {
+            while store.failures() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), failed)
+            .await
+            .expect("the heartbeat fails");
+        let shown = format!("{store:?}");
+        for health in [
+            "shared: false",
+            "listening: false",
+            "fleet_size: 1",
+            "fallbacks: 1",
+            "while_away: Alone",
+        ] {
+            assert!(shown.contains(health), "{health} in {shown}");
+        }
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("127.0.0.1"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

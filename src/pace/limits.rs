@@ -76,6 +76,18 @@ impl Limits {
         self.burst.max.max(self.sustain.max) as usize
     }
 
+    /// One process's share of these windows in a fleet of `members`:
+    /// each `max` divided by `members`, rounded down so that the shares
+    /// add up to no more than the whole, and at least 1 (a window of fewer
+    /// sends than members cannot be split).
+    pub(crate) fn share(&self, members: u32) -> Self {
+        let part = |w: Window| Window {
+            max: (w.max / members.max(1)).max(1),
+            period: w.period,
+        };
+        Self::new(part(self.burst), part(self.sustain))
+    }
+
     pub(crate) fn longest(&self) -> Duration {
         self.burst.period.max(self.sustain.period)
     }
@@ -205,6 +217,9 @@ struct Histories {
     routes: Vec<History>,
     /// No slot before this: learnt from a 429 (see [`Table::learn`]).
     floor: Option<Instant>,
+    /// How many processes of a fleet last sent for this key within its
+    /// longest window, as a shared store counted them (0: not known).
+    senders: u32,
 }
 
 impl Histories {
@@ -213,6 +228,7 @@ impl Histories {
             all: History::default(),
             routes: vec![History::default(); routes],
             floor: None,
+            senders: 0,
         }
     }
 
@@ -254,20 +270,52 @@ impl Table {
         now: Instant,
         deadline: Instant,
     ) -> Result<Instant, Instant> {
-        let margin = self.margin;
-        let slot = match self.keys.get(key) {
-            None => now,
-            Some(h) => matched
-                .iter()
-                .filter_map(|&i| Some(h.routes.get(i)?.next_slot(self.routes.get(i)?, margin, now)))
-                .chain(h.floor)
-                .fold(h.all.next_slot(&self.limits, margin, now), Instant::max),
-        };
+        self.reserve_share(key, matched, now, deadline, 1)
+    }
+
+    /// As [`reserve`](Self::reserve), by one process's share of every
+    /// window in a fleet of `members` ([`Limits::share`]).
+    pub(crate) fn reserve_share(
+        &mut self,
+        key: &str,
+        matched: &[usize],
+        now: Instant,
+        deadline: Instant,
+        members: u32,
+    ) -> Result<Instant, Instant> {
+        let slot = self.next_slot(key, matched, now, members);
         if slot > deadline {
             return Err(slot);
         }
         self.record(key, matched, slot, now);
         Ok(slot)
+    }
+
+    /// The earliest slot for a request of `key` under the routes at
+    /// `matched`, by this process's share of the windows in a fleet of
+    /// `members`; nothing is taken.
+    pub(crate) fn next_slot(
+        &self,
+        key: &str,
+        matched: &[usize],
+        now: Instant,
+        members: u32,
+    ) -> Instant {
+        let margin = self.margin;
+        let Some(h) = self.keys.get(key) else {
+            return now;
+        };
+        matched
+            .iter()
+            .filter_map(|&i| {
+                let limits = self.routes.get(i)?.share(members);
+                Some(h.routes.get(i)?.next_slot(&limits, margin, now))
+            })
+            .chain(h.floor)
+            .fold(
+                h.all.next_slot(&self.limits.share(members), margin, now),
+                Instant::max,
+            )
     }
 
     /// Counts a send of `key` at `slot` (one taken here, or in a store
@@ -284,6 +332,19 @@ impl Table {
                 let slot = slot.max(history.newest().unwrap_or(slot));
                 history.record(slot, limits);
             }
+        }
+    }
+
+    /// How many processes of a fleet sent for `key` lately, as last
+    /// counted (0: not known).
+    pub(crate) fn senders(&self, key: &str) -> u32 {
+        self.keys.get(key).map_or(0, |h| h.senders)
+    }
+
+    /// Notes how many processes of a fleet sent for `key` lately.
+    pub(crate) fn note_senders(&mut self, key: &str, senders: u32) {
+        if let Some(histories) = self.keys.get_mut(key) {
+            histories.senders = senders;
         }
     }
 
@@ -524,6 +585,41 @@ mod tests {
         assert_eq!(t.reserve("u", &[], t0, t0 + secs(9)), Err(t0 + secs(10)));
         assert_eq!(t.reserve("u", &[], t0, t0 + secs(9)), Err(t0 + secs(10)));
         assert_eq!(t.reserve("u", &[], t0, t0 + secs(10)), Ok(t0 + secs(10)));
+    }
+
+    #[test]
+    fn shares_add_up_to_no_more_than_the_windows_and_are_at_least_one() {
+        let mpsd = Limits::mpsd();
+        for members in 0..=400u32 {
+            let share = mpsd.share(members);
+            for (part, whole) in [(share.burst, mpsd.burst), (share.sustain, mpsd.sustain)] {
+                assert_eq!(part.period, whole.period);
+                assert!(part.max >= 1);
+                if members >= 1 && members <= whole.max {
+                    assert!(part.max * members <= whole.max, "{members}: {part:?}");
+                    assert!(
+                        (part.max + 1) * members > whole.max,
+                        "rounded down by less than one"
+                    );
+                }
+            }
+        }
+        assert_eq!(mpsd.share(4).burst.max, 7);
+        assert_eq!(mpsd.share(1), mpsd);
+    }
+
+    #[test]
+    fn a_share_paces_by_this_processs_own_sends() {
+        let t0 = Instant::now();
+        // 3 per 10 s and 5 per 100 s, split two ways: 1 per 10 s, 2 per 100 s.
+        let mut t = Table::new(small(), Vec::new(), Duration::ZERO, 10);
+        let far = t0 + secs(1000);
+        let share = |t: &mut Table, at| t.reserve_share("u", &[], at, far, 2);
+        assert_eq!(share(&mut t, t0), Ok(t0));
+        assert_eq!(share(&mut t, t0), Ok(t0 + secs(10)));
+        assert_eq!(share(&mut t, t0), Ok(t0 + secs(100)));
+        // The whole windows count the same sends: room for more.
+        assert_eq!(t.next_slot("u", &[], t0 + secs(100), 1), t0 + secs(100));
     }
 
     #[test]

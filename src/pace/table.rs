@@ -299,25 +299,56 @@ impl PaceTable {
             })
             .collect();
         let limit = deadline.saturating_duration_since(now);
-        let call = store.pace_reserve(
-            &key,
-            self.inner.rules.limits,
-            &routes,
-            self.inner.rules.margin,
-            limit,
-        );
+        let rules = &self.inner.rules;
+        // Just back from a fallback, Redis may not know what the fleet
+        // sent meanwhile: for the longest window, keep to this process's
+        // share as well.
+        let hold = routes
+            .iter()
+            .map(|(_, l)| l.longest())
+            .fold(rules.limits.longest(), Duration::max)
+            + rules.margin;
+        let senders = self.lock().senders(&key);
+        // Taken here first, so that concurrent requests each take their
+        // own slot of the share; Redis then reserves no earlier.
+        let held = store.share_since_resumed(hold, senders).map(|members| {
+            self.lock()
+                .reserve_share(&key, &matched, now, deadline, members)
+        });
+        let earliest = match held {
+            Some(Ok(slot)) => slot - now,
+            _ => Duration::ZERO,
+        };
+        let call = store.pace_reserve(&key, rules.limits, &routes, rules.margin, earliest, limit);
+        let share = store.share(senders);
         let table = self.clone();
         async move {
-            let reserved = match call.await {
-                Some(PaceReservation::Reserved(wait)) => {
+            if let Some(Err(slot)) = held {
+                // Past the deadline by the share alone: no call.
+                return table.counted(Err(slot), now);
+            }
+            let reserved = match (call.await, held) {
+                (Some((PaceReservation::Reserved(wait), senders)), _) => {
                     let now = Instant::now();
-                    table.lock().record(&key, &matched, now + wait, now);
+                    let mut local = table.lock();
+                    if held.is_none() {
+                        local.record(&key, &matched, now + wait, now);
+                    }
+                    local.note_senders(&key, senders);
                     Ok(now + wait)
                 }
-                Some(PaceReservation::Refused(wait)) => Err(Instant::now() + wait),
-                None => {
+                (Some((PaceReservation::Refused(wait), senders)), _) => {
+                    table.lock().note_senders(&key, senders);
+                    Err(Instant::now() + wait)
+                }
+                // Redis is away again: the slot of the share taken here.
+                (None, Some(local)) => local,
+                (None, None) => {
+                    // Redis is away: this process's share of the windows.
                     let now = Instant::now();
-                    let reserved = table.lock().reserve(&key, &matched, now, deadline);
+                    let reserved = table
+                        .lock()
+                        .reserve_share(&key, &matched, now, deadline, share);
                     return table.counted(reserved, now);
                 }
             };

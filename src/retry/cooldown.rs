@@ -231,7 +231,8 @@ impl CooldownsBuilder {
     }
 
     /// Shares the cooldowns with every process given a store on the same
-    /// Redis: one probe and one spaced release fleet-wide (see
+    /// Redis: one probe and one spaced release fleet-wide, and no call to
+    /// Redis for a request meeting no cooldown (see
     /// [the fleet module](crate::fleet)). Default: none, each process
     /// keeps its own.
     #[cfg(feature = "redis")]
@@ -291,7 +292,9 @@ impl Cooldowns {
 
     /// Asks the shared store, when there is one, what a request for `key`
     /// may do (see [`admit`](Self::admit)); when the store fails, the
-    /// process's own state decides. `None` without a store.
+    /// process's own state decides. No call when the store hears every
+    /// cooldown closed and has heard of none for `key`: go. `None`
+    /// without a store.
     #[cfg(feature = "redis")]
     pub(crate) fn admit_shared(
         &self,
@@ -301,6 +304,10 @@ impl Cooldowns {
     ) -> Option<SharedAdmission> {
         let store = self.store.as_ref()?;
         let name = key.shared_name();
+        if !store.must_ask(&name) {
+            // Not heard of while listening: no cooldown in Redis.
+            return Some(Box::pin(std::future::ready(Admission::Go)));
+        }
         let limit = deadline.saturating_duration_since(Instant::now());
         let call = store.cooldown_admit(&name, ticket.map(|t| t.0), self.release_spacing, limit);
         let (cooldowns, store, key) = (self.clone(), store.clone(), key.clone());
@@ -435,9 +442,10 @@ impl Cooldowns {
     pub(crate) fn is_empty(&self) -> bool {
         let locally = self.purged_empty();
         #[cfg(feature = "redis")]
-        if self.store.is_some() {
-            // Other processes' cooldowns are in the store: always ask.
-            return false;
+        if let Some(store) = &self.store {
+            // Redis decides while it answers: ask unless this process
+            // hears every cooldown closed and has heard of none in force.
+            return store.cooldowns_quiet();
         }
         locally
     }

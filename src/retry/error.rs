@@ -21,9 +21,21 @@ use crate::BoxError;
 /// checked once, when the [logical request](crate::logical) is parsed, and
 /// refused by the retry layer. A layer that completes relative URIs goes
 /// outside the retry layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct InvalidUri {
     uri: Uri,
+}
+
+/// Written by hand, as `Display`: the path only, since the user-info and
+/// query may hold secrets (`?` in `main` prints `Debug`).
+impl fmt::Debug for InvalidUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidUri")
+            .field("scheme", &self.uri.scheme_str())
+            .field("host", &self.uri.host())
+            .field("path", &self.uri.path())
+            .finish()
+    }
 }
 
 impl InvalidUri {
@@ -101,7 +113,8 @@ pub(crate) enum Failure {
 ///   also what reqwest wraps) with an [`io::Error`] in its chain whose
 ///   kind is not [`Other`](io::ErrorKind::Other): the socket or the
 ///   resolver failed (refused, unreachable, DNS, connect timeout, a TLS
-///   handshake), before any byte of the request was written.
+///   handshake cut off), before any byte of the request was written; a
+///   certificate refused in the handshake is permanent.
 /// - **Unprocessed**: see [`never_processed`].
 /// - **Unknown**: anything else, as before this reading existed.
 ///
@@ -145,7 +158,7 @@ pub(crate) fn failure(error: &(dyn Error + 'static)) -> Failure {
             }
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
-            os_io |= io.kind() != io::ErrorKind::Other;
+            os_io |= from_the_os(io);
         }
         next = e.source();
     }
@@ -153,6 +166,24 @@ pub(crate) fn failure(error: &(dyn Error + 'static)) -> Failure {
         (true, true) => Failure::NotConnected,
         (true, false) => Failure::Permanent,
         (false, _) => Failure::Unknown,
+    }
+}
+
+/// Whether `io` is, or wraps, a failure of the socket or the resolver.
+/// hyper-rustls wraps every handshake failure in `io::Error::other`, and
+/// `io::Error::source()` skips the error it wraps, so a connection reset
+/// during the handshake is found only by looking inside. A handshake the
+/// peer's answers made fail (a certificate refused, an alert) is
+/// `InvalidData` (tokio-rustls's kind for a `rustls::Error`), which no
+/// socket or resolver gives: it stays permanent.
+fn from_the_os(io: &io::Error) -> bool {
+    match io.kind() {
+        io::ErrorKind::Other => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<io::Error>())
+            .is_some_and(from_the_os),
+        io::ErrorKind::InvalidData => false,
+        _ => true,
     }
 }
 

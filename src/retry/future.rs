@@ -457,6 +457,8 @@ where
         let ticket = self.waits().tickets[index];
         #[cfg(feature = "redis")]
         if let Some(answer) = self.shared.cooldowns.admit_shared(&key, deadline, ticket) {
+            // Redis's answer is a wait like any other.
+            self.unready();
             return Ok(State::AdmitShared { index, answer });
         }
         let now = Instant::now();

@@ -51,8 +51,8 @@
 //! - **Connections never made**: an error of the client that shows no
 //!   connection was established (hyper-util's legacy client's
 //!   `is_connect()` with an OS `io::Error` in its chain: refused,
-//!   unreachable, DNS, connect timeout, TLS handshake) proves nothing was
-//!   sent, so it is retried whatever the method, with the backoff of a
+//!   unreachable, DNS, connect timeout, a TLS handshake cut off) proves
+//!   nothing was sent, so it is retried whatever the method, with the backoff of a
 //!   transient failure, within the deadline and the attempts; the history
 //!   marks those retries [`Cause::NotConnected`](crate::rules::backoff::Cause::NotConnected).
 //! - **Requests that can never succeed** fail at once, never retried: a

@@ -252,3 +252,49 @@ async fn with_redis_unreachable_the_processs_own_cooldown_holds() {
     assert!(!store.is_shared());
     assert_eq!(store.fallbacks(), 1, "one warning for the transition");
 }
+
+/// A request waiting for Redis's answer about its cooldowns lets go of the
+/// readiness it was given, as for any other wait: here Redis accepts the
+/// connection and never answers, and another request's service is ready
+/// meanwhile.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_request_waiting_for_redis_holds_no_readiness_below() {
+    use futures_util::FutureExt;
+    use tower::limit::ConcurrencyLimitLayer;
+    use tower::Service;
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}/", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let store = crate::fleet::RedisStore::builder(url)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let cooldowns = super::Cooldowns::builder().redis(store).build();
+    let (svc, _log) = server(Instant::now(), vec![]);
+    let client = ServiceBuilder::new()
+        .layer(LogicalLayer::new(Duration::from_secs(60), 1))
+        .layer(RetryLayer::new().with_cooldowns(cooldowns))
+        .layer(ConcurrencyLimitLayer::new(1))
+        .service(svc);
+
+    let mut alice = client.clone();
+    alice.ready().await.unwrap();
+    let mut waiting = Box::pin(alice.call(get("alice")));
+    for _ in 0..20 {
+        assert!((&mut waiting).now_or_never().is_none(), "Redis answered");
+        tokio::task::yield_now().await;
+    }
+    let mut bob = client.clone();
+    assert!(
+        bob.ready().now_or_never().is_some(),
+        "alice's request holds the only permit while it waits for Redis"
+    );
+    assert!(waiting.now_or_never().is_none(), "still waiting for Redis");
+}

@@ -50,7 +50,7 @@ pub enum Cause {
     /// retry [`Transient`](Self::Transient) failures.
     Unprocessed,
     /// The client never established a connection (refused, unreachable, a
-    /// DNS failure, a connect timeout, a TLS handshake that failed):
+    /// DNS failure, a connect timeout, a TLS handshake cut off):
     /// nothing was sent, so it is sent again whatever its method, after
     /// the backoff of a [`Transient`](Self::Transient) failure (a closed
     /// port is not open a moment later). Retried by the layers that retry

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
-use tower_mpsd::fleet::RedisStore;
+use tower_mpsd::fleet::{RedisStore, WhileAway};
 use tower_mpsd::pace::{Limits, PaceLayer, PaceTable, Window};
 use tower_mpsd::retry::{Cooldowns, RetryLayer};
 use tower_mpsd::{BoxError, MpsdLayer};
@@ -78,6 +78,42 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The calls clients have made since the server started, from
+    /// `INFO commandstats`: the commands a client sends itself (a script
+    /// call, a subscription, a connection's set-up), not those a script
+    /// runs inside Redis, which the stats count too. `INFO` (this count's
+    /// own) is left out.
+    pub fn client_calls(&self) -> u64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("Redis answers");
+        stream.write_all(b"INFO commandstats\r\n").unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        // A bulk string: `$<len>\r\n<text>\r\n`.
+        let text = loop {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "Redis closed the connection");
+            reply.extend_from_slice(&buf[..n]);
+            let head = String::from_utf8_lossy(&reply);
+            let Some((len, body)) = head.split_once("\r\n") else {
+                continue;
+            };
+            let len: usize = len.trim_start_matches('$').parse().unwrap();
+            if body.len() >= len {
+                break body[..len].to_owned();
+            }
+        };
+        text.lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let top_level = CLIENT_COMMANDS
+                    .iter()
+                    .any(|c| name == *c || name.starts_with(&format!("{c}|")));
+                let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+                top_level.then(|| calls.parse::<u64>().ok()).flatten()
+            })
+            .sum()
+    }
+
     /// Stops the server (as a crash would: SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -105,6 +141,39 @@ impl RedisServer {
         panic!("redis-server did not answer PING within 5 s");
     }
 }
+
+impl RedisServer {
+    /// Holds every client's commands for `ms` milliseconds (`CLIENT
+    /// PAUSE`): calls time out as on a lost packet, and Redis keeps its
+    /// state.
+    pub fn pause(&self, ms: u64) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("Redis answers");
+        stream
+            .write_all(format!("CLIENT PAUSE {ms} ALL\r\n").as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+OK\r\n");
+    }
+}
+
+/// The commands the crate's clients send themselves; the scripts' own
+/// commands (`TIME`, `ZADD`, `PUBLISH`, ...) run inside these calls.
+const CLIENT_COMMANDS: &[&str] = &[
+    "evalsha",
+    "eval",
+    "script",
+    "subscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "hello",
+    "ping",
+    "select",
+    "client",
+    "auth",
+    "readonly",
+    "cluster",
+];
 
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -241,6 +310,15 @@ pub struct Sent {
     pub ok: usize,
     pub failed: usize,
     pub latencies: Vec<Duration>,
+    /// When each request started.
+    pub starts: Vec<Instant>,
+}
+
+impl Sent {
+    /// Requests started at or after `from`.
+    pub fn started_from(&self, from: Instant) -> usize {
+        self.starts.iter().filter(|&&at| at >= from).count()
+    }
 }
 
 pub async fn run_callers(
@@ -265,6 +343,7 @@ pub async fn run_callers(
                     Err(_) => sent.failed += 1,
                 }
                 sent.latencies.push(start.elapsed());
+                sent.starts.push(start);
                 tokio::time::sleep(think).await;
             }
             sent
@@ -276,6 +355,7 @@ pub async fn run_callers(
         all.ok += sent.ok;
         all.failed += sent.failed;
         all.latencies.extend(sent.latencies);
+        all.starts.extend(sent.starts);
     }
     all
 }
@@ -301,6 +381,24 @@ pub fn spawn_child(mut member: Command, base: &str, redis: &str, user: &str, sec
 /// the user and the seconds to run; sends GETs of the user's session from
 /// four callers, then prints `ok=<answers> failed=<errors>`.
 pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
+    let start = Instant::now();
+    let sent = member_run(args).await?;
+    let warm = sent.started_from(start + WARM);
+    println!("ok={} failed={} warm={warm}", sent.ok, sent.failed);
+    Ok(())
+}
+
+/// A number a member process's output gives as `name=<n>`.
+fn printed(stdout: &str, name: &str) -> usize {
+    stdout
+        .split_whitespace()
+        .filter_map(|part| part.split_once('='))
+        .filter(|(key, _)| *key == name)
+        .filter_map(|(_, n)| n.parse::<usize>().ok())
+        .sum()
+}
+
+async fn member_run(args: &[String]) -> Result<Sent, BoxError> {
     let [base, redis, user, secs] = args else {
         return Err("usage: BASE_URI REDIS_URL USER SECONDS".into());
     };
@@ -315,8 +413,7 @@ pub async fn member_main(args: &[String]) -> Result<(), BoxError> {
         Duration::ZERO,
     )
     .await;
-    println!("ok={} failed={}", sent.ok, sent.failed);
-    Ok(())
+    Ok(sent)
 }
 
 /// The fleet's members in process, each with state of its own.
@@ -333,7 +430,19 @@ pub struct Throttle {
     pub admitted: usize,
     /// `admitted` over what the windows admit in the run.
     pub ratio: f64,
+    /// Requests the callers made (answered or refused), the child's too.
+    pub requests: usize,
+    /// With Redis: the calls its clients made from before the fleet
+    /// started until the end, and from [`WARM`] into the run.
+    pub calls: Option<(u64, u64)>,
+    /// Requests the callers started from [`WARM`] into the run (each
+    /// reserves its slot then), the child's too.
+    pub started_warm: usize,
 }
+
+/// When every member has connected, loaded its scripts and subscribed:
+/// the calls after it are those of the requests (and heartbeats).
+pub const WARM: Duration = Duration::from_secs(2);
 
 /// A scenario's simulator and the members of the fleet sending to it.
 struct Fleet {
@@ -408,8 +517,11 @@ fn two_seconds(status: StatusCode) -> mpsd_sim::Fault {
 
 /// `MEMBERS` stacks (and the child process, when given) hammer one user
 /// for `secs` against the simulator's scaled-down windows.
-pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) -> Throttle {
+pub async fn throttle(server: Option<&RedisServer>, child: Option<Command>, secs: f64) -> Throttle {
     let sim = mpsd_sim::Simulator::builder().rate_limit(sim_windows());
+    let calls_before = server.map(RedisServer::client_calls);
+    let url = server.map(RedisServer::url);
+    let redis = url.as_deref();
     let fleet = Fleet::start(sim, MEMBERS, redis, pace_limits()).await;
     let run = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
@@ -417,14 +529,25 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         let redis = redis.expect("a child shares Redis");
         spawn_child(member, &fleet.base, redis, "fleet", secs)
     });
-    fleet
-        .send(&["fleet"], CALLERS, t0 + run, Duration::ZERO)
-        .await;
+    let warm = async {
+        tokio::time::sleep_until(t0 + WARM).await;
+        server.map(RedisServer::client_calls)
+    };
+    let (sent, calls_warm) = tokio::join!(
+        fleet.send(&["fleet"], CALLERS, t0 + run, Duration::ZERO),
+        warm
+    );
+    let mut requests: usize = sent.iter().map(|s| s.ok + s.failed).sum();
+    let mut started_warm: usize = sent.iter().map(|s| s.started_from(t0 + WARM)).sum();
     if let Some(child) = child {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "the child member failed");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("ok="));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("ok="));
+        requests += printed(&stdout, "ok") + printed(&stdout, "failed");
+        started_warm += printed(&stdout, "warm");
     }
+    let calls_after = server.map(RedisServer::client_calls);
     let log = fleet.sim.log();
     let throttled = log
         .iter()
@@ -438,6 +561,12 @@ pub async fn throttle(redis: Option<&str>, child: Option<Command>, secs: f64) ->
         throttled,
         admitted,
         ratio: admitted as f64 / limit_in(run) as f64,
+        requests,
+        calls: calls_before
+            .zip(calls_warm)
+            .zip(calls_after)
+            .map(|((before, warm), after)| (after - before, after - warm)),
+        started_warm,
     }
 }
 
@@ -562,5 +691,95 @@ pub async fn one_user_throttled(redis: &str) -> OneUser {
     OneUser {
         throttled_user_early: log.iter().filter(|e| within(e, "alice")).count(),
         other_user_meanwhile: log.iter().filter(|e| within(e, "bob")).count(),
+    }
+}
+
+/// What a fleet hammering one user saw with Redis stopped for a while.
+#[derive(Debug)]
+pub struct Outage {
+    /// Requests answered 429.
+    pub throttled: usize,
+    /// Requests admitted (not 429) within the run over what the windows
+    /// admit in it.
+    pub ratio: f64,
+    /// Requests admitted while Redis was stopped.
+    pub admitted_meanwhile: usize,
+    /// Requests that ended in an error (a pace refusal, a retry given up).
+    pub failed: usize,
+    /// Members that fell back to their own state.
+    pub fell_back: usize,
+    /// Members sharing state again at the end.
+    pub shared_after: usize,
+    /// The fleet size each member knew at the end.
+    pub sizes: Vec<u32>,
+}
+
+/// `MEMBERS` stacks, each with a store of its own ruled by `rule` and
+/// beating every `heartbeat`, hammer one user for `run` against the
+/// simulator's windows; Redis is killed (by its PID) `down_at` into the
+/// run and started again on the same port `down_for` later.
+pub async fn outage(
+    redis: &mut RedisServer,
+    rule: WhileAway,
+    heartbeat: Duration,
+    run: Duration,
+    down: Range<Duration>,
+) -> Outage {
+    let sim = mpsd_sim::Simulator::builder()
+        .rate_limit(sim_windows())
+        .start()
+        .await
+        .unwrap();
+    let base = sim.base_uri();
+    // An empty Redis: members of earlier scenarios count in a fleet until
+    // three of their heartbeats have passed.
+    redis.restart();
+    let url = redis.url();
+    let members: Vec<MemberState> = (0..MEMBERS)
+        .map(|_| {
+            let store = RedisStore::builder(url.as_str())
+                .while_away(rule)
+                .heartbeat(heartbeat)
+                .build()
+                .expect("a Redis URL");
+            member_with(Some(store), pace_limits())
+        })
+        .collect();
+    let t0 = Instant::now();
+    let runs = members.iter().map(|m| {
+        run_callers(
+            &m.client,
+            &base,
+            &["fleet"],
+            CALLERS,
+            t0 + run,
+            Duration::ZERO,
+        )
+    });
+    let chaos = async {
+        tokio::time::sleep_until(t0 + down.start).await;
+        redis.kill();
+        tokio::time::sleep_until(t0 + down.end).await;
+        redis.restart();
+    };
+    let (sent, ()) = tokio::join!(futures_util::future::join_all(runs), chaos);
+    let log = sim.log();
+    let admitted = |during: Range<Instant>| {
+        log.iter()
+            .filter(|e| e.status != StatusCode::TOO_MANY_REQUESTS && during.contains(&e.at))
+            .count()
+    };
+    let stores: Vec<&RedisStore> = members.iter().filter_map(|m| m.store.as_ref()).collect();
+    Outage {
+        throttled: log
+            .iter()
+            .filter(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        ratio: admitted(t0..t0 + run) as f64 / limit_in(run) as f64,
+        admitted_meanwhile: admitted(t0 + down.start..t0 + down.end),
+        failed: sent.iter().map(|s| s.failed).sum(),
+        fell_back: stores.iter().filter(|s| s.fallbacks() > 0).count(),
+        shared_after: stores.iter().filter(|s| s.is_shared()).count(),
+        sizes: stores.iter().map(|s| s.fleet_size()).collect(),
     }
 }
