@@ -35,6 +35,15 @@
 //!   each, for 12 s; 3 s in, the master of one user is killed (its replica
 //!   takes over after the cluster's 1 s node timeout): requests `failed`,
 //!   and the 429s.
+//! - `contention_4x16_shared`: 16 writers on each of 4 stacks, each writer
+//!   making 5 read-modify-writes of one counter (a GET, then a PUT of
+//!   count + 1 with `If-Match`), each stack with a session board shared
+//!   through Redis; `contention_4x16_local`: the same with boards of their
+//!   own (the baseline, as `storm/contention_4x16` in real time over
+//!   loopback). `attempts_per_write`: PUTs the simulator received per
+//!   write; `failed`: writes handed back unsuccessful; `lost_updates`:
+//!   successful writes minus the counter's increase; `writes_per_s`:
+//!   successful writes per second of the run.
 //!
 //! `redis_calls_per_request` on `throttle_shared`: the calls Redis's
 //! clients made (`INFO commandstats`, counting the calls clients send, not
@@ -51,12 +60,16 @@
 //! Goals: shared 429s=0, throughput_ratio >= 0.95, probes=1, early=0,
 //! redis_down failed=0, redis_calls_per_request <= 1.05; outage 429s <= 5
 //! and throughput_ratio >= 0.85; cluster_shared and tls_shared 429s=0 at
-//! throughput_ratio >= 0.95; cluster_failover failed=0 and 429s <= 5.
+//! throughput_ratio >= 0.95; cluster_failover failed=0 and 429s <= 5;
+//! contention shared attempts_per_write <= 1.05, failed=0,
+//! lost_updates=0, local failed=0, lost_updates=0.
 
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
 #[path = "../tests/support/fleet_redis.rs"]
 mod fleet_redis;
+#[path = "../tests/support/fleet_writes.rs"]
+mod fleet_writes;
 #[path = "../tests/support/redis_servers.rs"]
 mod redis_servers;
 
@@ -119,6 +132,19 @@ async fn main() {
         "summary: fleet/redis_down failed={} p99_ms={:.1}",
         got.failed, got.p99_ms
     );
+    for (name, store) in [
+        ("contention_4x16_shared", Some(url.as_str())),
+        ("contention_4x16_local", None),
+    ] {
+        let got = fleet_writes::contention(store, None).await;
+        println!(
+            "summary: fleet/{name} attempts_per_write={:.3} failed={} lost_updates={} writes_per_s={:.1}",
+            got.attempts_per_write(),
+            got.wrote.failed,
+            got.lost_updates,
+            got.writes_per_s()
+        );
+    }
     for (name, rule) in [
         ("outage", WhileAway::Share),
         ("outage_local_fallback", WhileAway::Alone),

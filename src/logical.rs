@@ -117,6 +117,9 @@ impl fmt::Debug for Inner {
 struct State {
     sends: u32,
     next_purpose: Purpose,
+    /// Of the wait before the next send, the part spent in a session's
+    /// write queue.
+    next_queued: Duration,
     last_answer: Instant,
     history: AttemptHistory,
     /// The clock as read in this poll of the stack; see
@@ -181,6 +184,7 @@ impl LogicalRequest {
             state: Mutex::new(State {
                 sends: 1,
                 next_purpose: Purpose::First,
+                next_queued: Duration::ZERO,
                 last_answer: start,
                 history: AttemptHistory::default(),
                 clock: Clock::Untracked,
@@ -309,10 +313,27 @@ impl LogicalRequest {
             purpose: state.next_purpose,
             sent_after: sent - self.0.start,
             waited: sent.saturating_duration_since(state.last_answer),
+            queued: std::mem::take(&mut state.next_queued),
             outcome,
         };
         state.history.push(attempt);
         state.last_answer = now;
+    }
+
+    /// Notes that the next send waited `wait` for its turn in its
+    /// session's write queue.
+    pub(crate) fn queued(&self, wait: Duration) {
+        let mut state = self.state();
+        state.next_queued = state.next_queued.saturating_add(wait);
+    }
+
+    /// Notes that the first send goes rebased on a session known before
+    /// it was sent; a later send keeps its own purpose.
+    pub(crate) fn rebased_before_sending(&self) {
+        let mut state = self.state();
+        if state.history.attempts().is_empty() {
+            state.next_purpose = Purpose::RebasedBeforeSending;
+        }
     }
 
     /// Notes why the logical request stopped short of a success. The last
@@ -363,7 +384,7 @@ impl LogicalRequest {
 /// deadline or an attempt limit of its own.
 /// [`MpsdLayer`](crate::stack::MpsdLayer) puts one on top (its `deadline`
 /// and `max_attempts` set it). A retry or rebase layer used without one
-/// starts a logical request with [`LogicalLayer::default`]'s limits (8
+/// starts a logical request with [`LogicalLayer::default`]'s limits (20
 /// sends for a rebase layer, see [`RebaseLayer`](crate::rebase::RebaseLayer));
 /// pacing without one waits at most the default deadline.
 #[derive(Debug, Clone, Copy)]
@@ -385,14 +406,18 @@ impl Default for LogicalLayer {
 /// window of Microsoft's SDK.
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);
 
+/// The sends of a logical request that may be rebased: the first write,
+/// the rebase layer's default 16 conflict rounds of one write each (MPSD's
+/// 412 carries the session: no re-read), and three retries.
+pub(crate) const REBASE_SENDS: u32 = 20;
+
 impl LogicalLayer {
     /// The limits a rebase layer used alone starts a logical request with:
-    /// the default deadline and 8 sends (the first write, three conflict
-    /// rounds of re-read and write, and one retry).
+    /// the default deadline and [`REBASE_SENDS`] sends.
     pub(crate) const fn for_rebase() -> Self {
         Self {
             deadline: DEFAULT_DEADLINE,
-            max_attempts: 8,
+            max_attempts: REBASE_SENDS,
         }
     }
 
@@ -511,6 +536,11 @@ pub enum Purpose {
     Reread,
     /// The write again, rebased on the session's current ETag.
     Rebased,
+    /// The write's first send, rebased before it went: the session it was
+    /// conditional on was known to be superseded (see
+    /// [`crate::sequence`]), so it went with the fresh ETag and a body
+    /// the rebase policy made, with no 412 of its own.
+    RebasedBeforeSending,
 }
 
 /// One send to the inner service.
@@ -521,8 +551,12 @@ pub struct Attempt {
     pub purpose: Purpose,
     /// When it was sent, from the start of the logical request.
     pub sent_after: Duration,
-    /// How long it waited after the previous answer (backoff, cooldown).
+    /// How long it waited after the previous answer (backoff, cooldown,
+    /// or, for the first send, everything since the call).
     pub waited: Duration,
+    /// Of `waited`, how long it waited for its turn in its session's write
+    /// queue ([`crate::sequence`]); zero for a send that did not queue.
+    pub queued: Duration,
     /// Its outcome, or `None` when the inner service failed.
     pub outcome: Option<Outcome>,
 }
@@ -617,6 +651,18 @@ impl AttemptHistory {
             Attempts::One(attempt) => std::slice::from_ref(attempt),
             Attempts::Many(attempts) => attempts,
         }
+    }
+
+    /// The conflict round in which the write succeeded, when its last send
+    /// did: 0 when the first send won (rebased before sending or not), `n`
+    /// when the `n`th write rebased after a 412 did. `None` when the last
+    /// answer is no success, or nothing was sent.
+    pub fn won_in_round(&self) -> Option<u32> {
+        let (last, before) = self.attempts().split_last()?;
+        let success = last.outcome.as_ref().is_some_and(Outcome::is_success);
+        let rebased = |a: &&Attempt| a.purpose == Purpose::Rebased;
+        let rounds = before.iter().filter(rebased).count() + usize::from(rebased(&last));
+        success.then(|| u32::try_from(rounds).unwrap_or(u32::MAX))
     }
 
     pub(crate) fn push(&mut self, attempt: Attempt) {

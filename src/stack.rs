@@ -17,8 +17,9 @@
 //! user from the `Authorization` it set.
 //!
 //! Defaults: a 20 s deadline (the retry window of Microsoft's SDK) and 5
-//! sends per logical request, or 8 with a rebase policy (the first write,
-//! three conflict rounds of re-read and write, and one retry).
+//! sends per logical request, or 20 with a rebase policy (the first write,
+//! the rebase layer's 16 conflict rounds of one write each, since MPSD's
+//! 412 carries the session, and three retries).
 //!
 //! # Sharing state between stacks
 //!
@@ -167,7 +168,7 @@ impl<V, P> MpsdLayer<Identity, V, P> {
         MpsdLayer {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
-            default_attempts: 8,
+            default_attempts: crate::logical::REBASE_SENDS,
             rebase: Rebasing {
                 coalesce: CoalesceLayer::new(),
                 rebase: rebase.sequenced_by_default(),
@@ -285,8 +286,8 @@ impl<R, V, P> MpsdLayer<R, V, P> {
         self
     }
 
-    /// The most sends of each logical request. Default 5, or 8 with a
-    /// rebase policy.
+    /// The most sends of each logical request. Default 5, or 20 with a
+    /// rebase policy (see [the module](crate::stack)).
     ///
     /// # Panics
     ///

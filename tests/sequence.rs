@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mpsd::coalesce::CoalesceLayer;
 use tower_mpsd::error::{Refused, RefusedBy};
+use tower_mpsd::logical::{AttemptHistory, Purpose};
 use tower_mpsd::rebase::policy::rebase_fn;
 use tower_mpsd::rebase::RebaseLayer;
 use tower_mpsd::retry::AttemptTimedOut;
@@ -206,6 +207,71 @@ fn put(uri: &str, etag: &str, count: u64) -> Request<Full<Bytes>> {
         .header(header::IF_MATCH, etag)
         .raw_bytes(count_delta(count))
         .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_history_says_how_long_a_write_queued_that_it_was_rebased_before_sending_and_its_round()
+{
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "h");
+    let etag = create(&uri, "host", json!({})).await;
+    sim.clear_log();
+    // The first write is answered after 2 s with a session at an ETag the
+    // server never had: the write queued behind it is rebased on that
+    // before it goes, loses (412), and wins its first conflict round.
+    let answer = json!({"properties": {"custom": {"count": 7}}}).to_string();
+    sim.script(
+        slow_put("h", Duration::from_secs(2))
+            .header(
+                header::ETAG,
+                http::HeaderValue::from_static("\"elsewhere\""),
+            )
+            .header(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )
+            .body(answer),
+    );
+    let (board, coalesce) = (SessionBoard::new(), CoalesceLayer::new());
+    let svc = stack(&board, &coalesce, Duration::from_secs(20));
+
+    let first = tokio::spawn(svc.clone().oneshot(put(&uri, &etag, 1)));
+    tokio::task::yield_now().await;
+    let second = svc.oneshot(put(&uri, &etag, 1)).await.unwrap();
+    let first = first.await.unwrap().unwrap();
+
+    let history = |res: &Response<_>| res.extensions().get::<AttemptHistory>().unwrap().clone();
+    let (first, second) = (history(&first), history(&second));
+    let steps = |h: &AttemptHistory| -> Vec<_> {
+        let steps = h.attempts().iter();
+        steps
+            .map(|a| (a.purpose, a.queued, a.outcome.map(|o| o.status().as_u16())))
+            .collect()
+    };
+    assert_eq!(steps(&first), [(Purpose::First, Duration::ZERO, Some(200))]);
+    assert_eq!(first.won_in_round(), Some(0));
+    assert_eq!(
+        steps(&second),
+        [
+            (
+                Purpose::RebasedBeforeSending,
+                Duration::from_secs(2),
+                Some(412)
+            ),
+            (Purpose::Rebased, Duration::ZERO, Some(200)),
+        ]
+    );
+    assert_eq!(
+        second.attempts()[0].waited,
+        Duration::from_secs(2),
+        "all of it queued"
+    );
+    assert_eq!(second.won_in_round(), Some(1));
+    let puts = puts(&sim);
+    assert_eq!(puts.len(), 3);
+    assert_eq!(puts[1].if_match.as_deref(), Some("\"elsewhere\""));
+    // Rebased on the 412's session (count 0, the fault touched nothing).
+    assert_eq!(counter(&sim, "h"), 1);
 }
 
 #[tokio::test(start_paused = true)]

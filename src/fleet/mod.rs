@@ -24,6 +24,13 @@
 //!   lease (it expires after [`probe_lease`](RedisStoreBuilder::probe_lease),
 //!   so a dead holder hands it on); after the probe's success the waiters
 //!   of every process are released one `release_spacing` apart.
+//! - **Writes to one session**: given to a
+//!   [`SessionBoard`](crate::sequence::SessionBoard)
+//!   ([`SessionBoardBuilder::redis`](crate::sequence::SessionBoardBuilder::redis)),
+//!   the store holds each session's write order (a ticket queue and a turn
+//!   lease of 5 s, renewed by a live holder, so a dead one hands it on)
+//!   and the session as the last write left it; see
+//!   [`crate::sequence`]'s "A fleet".
 //!
 //! # One call for an ordinary request
 //!
@@ -138,7 +145,10 @@
 //! set three heartbeats after its last, and the set and the epoch expire
 //! three heartbeats after the fleet's last. Each process remembers at most
 //! 10,000 cooldowns it heard of (then asks about every key, as without
-//! announcements), each until a minute after its end.
+//! announcements), each until a minute after its end;
+//! a session's write queue and document expire a minute after its last
+//! write, the document is kept only up to 64 KiB, and its superseded
+//! `ETag`s up to 128.
 //!
 //! # Which Redis
 //!
@@ -250,12 +260,14 @@
 //! replica each through a failover, a TLS-only node (and mutual TLS), ACL
 //! users with a password rotated mid-run (one node and a cluster).
 
+mod board;
 mod connect;
 mod heard;
 mod members;
 mod scripts;
 mod store;
 
+pub(crate) use board::{FleetBoard, FleetTurn, Known, Learnt};
 pub use connect::Credentials;
 pub(crate) use store::{CooldownAdmission, PaceReservation};
 pub use store::{RedisStore, RedisStoreBuilder, WhileAway};

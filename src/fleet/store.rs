@@ -55,6 +55,8 @@ pub enum WhileAway {
 
 struct Inner {
     conn: Connection,
+    /// The way to subscribe, for the session board's own subscription.
+    subscriber: Subscriber,
     /// What kind of Redis, for `Debug` (never a URL).
     target: String,
     prefix: String,
@@ -245,6 +247,7 @@ impl RedisStoreBuilder {
         let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
+                subscriber: subscriber.clone(),
                 target,
                 prefix: self.prefix,
                 timeout,
@@ -675,6 +678,28 @@ impl RedisStore {
                 None
             }
         }
+    }
+
+    /// What the session board ([`super::board`]) uses of the store: its
+    /// key of `session` and `part` (one hash tag per session), a script
+    /// call, the channel it announces turns on, and the way to subscribe.
+    pub(super) fn board_key(&self, session: &str, part: &str) -> String {
+        self.key("board", session, part)
+    }
+
+    pub(super) async fn board_run<T: FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Option<T> {
+        self.run(invocation).await
+    }
+
+    pub(super) fn board_channel(&self) -> String {
+        format!("{}board:turns", self.inner.prefix)
+    }
+
+    pub(super) fn board_subscriber(&self) -> &Subscriber {
+        &self.inner.subscriber
     }
 
     fn next_try(&self) -> std::sync::MutexGuard<'_, Instant> {

@@ -18,7 +18,7 @@ use super::body::RebaseBody;
 use super::layer::Config;
 use super::policy::{Decision, LostRace, RebasePolicy};
 use super::rules::{
-    current_session, rebase_head, reread, reread_session, reread_status, spread, Condition, Reread,
+    current_session, pause, rebase_head, reread, reread_session, reread_status, Condition, Reread,
 };
 use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
@@ -98,7 +98,7 @@ pin_project! {
             body: Option<B>,
         },
         // Waiting for its turn in the session's queue (sequenced writes).
-        Queued { wait: Waiting, body: Option<B> },
+        Queued { wait: Waiting, since: Instant, body: Option<B> },
         // Waiting for the service to be ready for the send `next`.
         Ready { next: Next<B> },
         // A send in flight.
@@ -282,8 +282,9 @@ where
                     let body = body.take().expect("the write's body goes once");
                     me.enter(body)
                 }
-                StateProj::Queued { wait, body } => {
+                StateProj::Queued { wait, since, body } => {
                     let turn = ready!(wait.as_mut().poll(cx));
+                    me.logical.queued(since.elapsed());
                     let body = body.take().expect("the write's body goes once");
                     match turn {
                         Ok(turn) => {
@@ -367,6 +368,7 @@ impl<S, P> Rounds<S, P> {
                 self.svc.release();
                 Step::Go(State::Queued {
                     wait,
+                    since: Instant::now(),
                     body: Some(body),
                 })
             }
@@ -427,6 +429,7 @@ impl<S, P> Rounds<S, P> {
         };
         tracing::debug!("mpsd rebase: a stale write rebased before it was sent");
         board.count(Count::RebasedBeforeSending);
+        self.logical.rebased_before_sending();
         crate::metrics::rebased(true);
         self.condition = rebase_head(&mut self.write, &etag);
         self.body = Some(next.clone());
@@ -449,9 +452,9 @@ impl<S, P> Rounds<S, P> {
     where
         R: Body,
     {
-        let Some(board) = &self.board else {
+        if self.board.is_none() {
             return Step::Done(self.finish(res.map(RebaseBody::inner)));
-        };
+        }
         let within = |n: u64| n <= self.config.session_limit as u64;
         let session = matches!(res.status(), StatusCode::OK | StatusCode::CREATED)
             && res.headers().contains_key(header::ETAG)
@@ -467,7 +470,7 @@ impl<S, P> Rounds<S, P> {
         // Any other answer (a 204, an error status, a session without an
         // `ETag` or an announced length within the cap) tells nothing
         // usable of the session as it is now: forget what was known of it.
-        board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
+        self.note(Seen::Gone);
         Step::Done(self.finish(res.map(RebaseBody::inner)))
     }
 
@@ -485,9 +488,7 @@ impl<S, P> Rounds<S, P> {
                 Step::Done(self.finish(Response::from_parts(head, RebaseBody::read(body))))
             }
             Err(failure) => {
-                if let Some(board) = &self.board {
-                    board.record(&self.session_uri, self.sent_etags(), Seen::Gone);
-                }
+                self.note(Seen::Gone);
                 Step::Done(Err(match failure {
                     ReadFailure::Body(e) => e,
                     ReadFailure::TooLarge => "the answer is longer than it announced".into(),
@@ -498,10 +499,7 @@ impl<S, P> Rounds<S, P> {
 
     /// Notes on the board, if any, an answer carrying `body` at `etag`: the
     /// session as it is now when `body` is a JSON object.
-    fn saw(&self, etag: &HeaderValue, body: &Bytes) {
-        let Some(board) = &self.board else {
-            return;
-        };
+    fn saw(&mut self, etag: &HeaderValue, body: &Bytes) {
         let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         let seen = if object {
             Seen::Session(Snapshot {
@@ -511,16 +509,24 @@ impl<S, P> Rounds<S, P> {
         } else {
             Seen::Gone
         };
-        board.record(&self.session_uri, self.sent_etags(), seen);
+        self.note(seen);
     }
 
-    /// The `If-Match` values the write carried: as the caller sent it, and
-    /// as last sent.
-    fn sent_etags(&self) -> [Option<&HeaderValue>; 2] {
-        [
+    /// Notes `seen` on the board, if any, and on the write's turn (for the
+    /// fleet), as superseding the `If-Match` values the write carried: as
+    /// the caller sent it, and as last sent.
+    fn note(&mut self, seen: Seen) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        let sent = [
             self.first_if_match.as_ref(),
             self.write.headers.get(header::IF_MATCH),
-        ]
+        ];
+        if let Some(turn) = &mut self.turn {
+            turn.saw(&seen, sent);
+        }
+        board.record(&self.session_uri, sent, seen);
     }
 
     /// Sends the write for the first time: at once with the service the
@@ -734,15 +740,14 @@ impl<S, P> Rounds<S, P> {
             Ok(Decision::Retry(next)) => next,
             Ok(Decision::GiveUp) => return Step::Done(self.stop(GaveUp::PolicyDeclined)),
         };
-        let pause = spread(self.config.spread, self.round).mul_f64(self.rng.next_f64());
-        if pause
-            > self
-                .logical
-                .deadline()
-                .saturating_duration_since(Instant::now())
-        {
-            return Step::Done(self.stop(GaveUp::Deadline { wait: pause }));
-        }
+        let left = self
+            .logical
+            .deadline()
+            .saturating_duration_since(Instant::now());
+        let pause = match pause(self.config.spread, self.round, self.rng.next_f64(), left) {
+            Ok(pause) => pause,
+            Err(why) => return Step::Done(self.stop(why)),
+        };
         if !self.logical.take_send(Purpose::Rebased) {
             return Step::Done(self.stop(GaveUp::MaxAttempts));
         }

@@ -19,8 +19,9 @@
 //!    retry with a new body, sent with `If-Match: <fresh ETag>`, or give up,
 //!    and the caller gets the 412 with the fresh session and `ETag`.
 //!
-//! Rounds are bounded (`max_rounds`, default 3, the SDK's figure for its
-//! one automatic flow), each rebased write waits a random pause in
+//! Rounds are bounded (`max_rounds`, default 16: one write each when the
+//! 412 carries the session, and enough for separate processes writing
+//! one session, as measured), each rebased write waits a random pause in
 //! `[0, spread × 2ⁿ⁻¹)` in round `n` (default spread 50 ms) to spread
 //! contending writers, and every
 //! send counts toward the logical request's one deadline and attempt limit

@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
-use crate::logical::NoSession;
+use crate::logical::{GaveUp, NoSession};
 use crate::response::ReadFailure;
 use crate::rules::target::Target;
 
@@ -112,10 +112,26 @@ pub(crate) fn reread_session(
     }
 }
 
-/// The pause window before the `round`th rebased write: `spread`, doubled
-/// each round up to 32×, so writers who keep meeting spread further apart.
-pub(crate) fn spread(spread: Duration, round: u32) -> Duration {
-    spread.saturating_mul(1 << round.saturating_sub(1).min(5))
+/// The pause before the `round`th rebased write, given `r` in `[0, 1)`
+/// and the time `left` before the deadline: a random point of a window of
+/// `spread`, doubled each round up to 32×, so that writers who keep
+/// meeting spread further apart (full jitter). `Err` with the pause when it
+/// would end past the deadline.
+pub(crate) fn pause(
+    spread: Duration,
+    round: u32,
+    r: f64,
+    left: Duration,
+) -> Result<Duration, GaveUp> {
+    let window = spread.saturating_mul(1 << round.saturating_sub(1).min(5));
+    // Within the window however `r` rounds, and no panic for a window too
+    // large for `f64` to carry back.
+    let wait = Duration::try_from_secs_f64(window.as_secs_f64() * r.clamp(0.0, 1.0))
+        .map_or(window, |wait| wait.min(window));
+    if wait > left {
+        return Err(GaveUp::Deadline { wait });
+    }
+    Ok(wait)
 }
 
 /// Headers a re-read carries over from the write: who is asking, and how.
@@ -290,11 +306,50 @@ mod tests {
     #[test]
     fn the_pause_window_doubles_each_round_up_to_32_times() {
         let base = Duration::from_millis(50);
+        let far = Duration::MAX;
         let windows: Vec<_> = (0..=8)
-            .map(|round| spread(base, round).as_millis())
+            .map(|round| pause(base, round, 1.0, far).unwrap().as_millis())
             .collect();
         assert_eq!(windows, [50, 50, 100, 200, 400, 800, 1600, 1600, 1600]);
-        assert_eq!(spread(Duration::MAX, 3), Duration::MAX, "saturates");
+        assert_eq!(pause(base, 3, 0.0, far), Ok(Duration::ZERO));
+        assert_eq!(pause(base, 3, 0.25, far), Ok(Duration::from_millis(50)));
+        assert_eq!(
+            pause(Duration::MAX, 3, 1.0, far),
+            Ok(Duration::MAX),
+            "saturates"
+        );
+    }
+
+    #[test]
+    fn a_pause_past_the_deadline_is_not_taken() {
+        let base = Duration::from_millis(50);
+        let left = Duration::from_millis(40);
+        assert_eq!(pause(base, 1, 0.8, left), Ok(left), "ends at the deadline");
+        assert_eq!(
+            pause(base, 1, 0.9, left),
+            Err(GaveUp::Deadline {
+                wait: Duration::from_millis(45)
+            })
+        );
+        assert_eq!(pause(base, 1, 0.0, Duration::ZERO), Ok(Duration::ZERO));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_pause_is_within_its_window_and_the_deadline(
+            spread_ms in 0u64..10_000,
+            round in 0u32..64,
+            r in 0.0f64..1.0,
+            left_ms in 0u64..100_000,
+        ) {
+            let (spread, left) = (Duration::from_millis(spread_ms), Duration::from_millis(left_ms));
+            let window = spread * 32;
+            match pause(spread, round, r, left) {
+                Ok(wait) => proptest::prop_assert!(wait <= window.min(left)),
+                Err(GaveUp::Deadline { wait }) => proptest::prop_assert!(wait > left && wait <= window),
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 
     #[test]

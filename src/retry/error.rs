@@ -401,6 +401,7 @@ mod tests {
             purpose: Purpose::First,
             sent_after: Duration::ZERO,
             waited: Duration::ZERO,
+            queued: Duration::ZERO,
             outcome: None,
         };
         for _ in 0..n {

@@ -64,10 +64,12 @@ impl fmt::Debug for SessionBoard {
 }
 
 /// Builds a [`SessionBoard`] with other bounds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct SessionBoardBuilder {
     limits: Limits,
+    #[cfg(feature = "redis")]
+    store: Option<crate::fleet::RedisStore>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +83,9 @@ struct Shared {
     limits: Limits,
     sessions: Mutex<Sessions>,
     stats: SequenceStats,
+    /// The fleet's queues and sessions, when shared through Redis.
+    #[cfg(feature = "redis")]
+    fleet: Option<Arc<crate::fleet::FleetBoard>>,
 }
 
 /// Counters of a [`SessionBoard`], across every stack that shares it.
@@ -190,6 +195,38 @@ impl Session {
 #[derive(Debug)]
 pub(crate) struct Turn {
     _permit: OwnedSemaphorePermit,
+    /// The turn in the fleet's queue too, when shared through Redis.
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetTurn>,
+}
+
+impl Turn {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: permit,
+            #[cfg(feature = "redis")]
+            fleet: None,
+        }
+    }
+
+    /// Notes what an answer to the write holding the turn said, for the
+    /// fleet: it is left in Redis when the turn ends. `sent` as in
+    /// [`SessionBoard::record`].
+    pub(crate) fn saw(&mut self, seen: &Seen, sent: [Option<&HeaderValue>; 2]) {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &mut self.fleet {
+            let learnt = match seen {
+                Seen::Gone => crate::fleet::Learnt::Gone,
+                Seen::Session(now) => crate::fleet::Learnt::Session {
+                    etag: now.etag.clone(),
+                    body: now.body.clone(),
+                },
+            };
+            fleet.learnt(learnt, sent);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = (seen, sent);
+    }
 }
 
 /// What a write entering its session's queue gets.
@@ -231,6 +268,8 @@ impl SessionBoard {
                 max_bytes: 16 << 20,
                 max_waiting: 128,
             },
+            #[cfg(feature = "redis")]
+            store: None,
         }
     }
 
@@ -263,14 +302,75 @@ impl SessionBoard {
     }
 
     /// Enters the queue of `session`: the turn at once when no write of it
-    /// is in flight or waiting, else a wait ending at `deadline`.
+    /// is in flight or waiting, else a wait ending at `deadline`. Shared
+    /// through Redis, the turn in this process's queue is then followed by
+    /// the turn in the fleet's, and the session the fleet knows is noted.
     pub(crate) fn enter(&self, session: &Uri, deadline: Instant) -> Entry {
+        let entry = self.enter_here(session, deadline);
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = self.shared.fleet.clone() {
+            return self.then_fleet(fleet, entry, session, deadline);
+        }
+        entry
+    }
+
+    /// After the turn `entry` gives in this process, the fleet's.
+    #[cfg(feature = "redis")]
+    fn then_fleet(
+        &self,
+        fleet: Arc<crate::fleet::FleetBoard>,
+        entry: Entry,
+        session: &Uri,
+        deadline: Instant,
+    ) -> Entry {
+        let here: Pin<Box<dyn Future<Output = Result<Turn, ()>> + Send>> = match entry {
+            Entry::Full => return Entry::Full,
+            Entry::Now(turn) => Box::pin(std::future::ready(Ok(turn))),
+            Entry::Wait(wait) => wait,
+        };
+        let (board, session) = (self.clone(), session.clone());
+        Entry::Wait(Box::pin(async move {
+            let mut turn = here.await?;
+            if let Some((fleet_turn, known)) = fleet.turn(session.path(), deadline).await? {
+                if let Some(known) = known {
+                    board.adopt(&session, known);
+                }
+                turn.fleet = Some(fleet_turn);
+            }
+            Ok(turn)
+        }))
+    }
+
+    /// Notes the session as the fleet knows it: the latest, superseding
+    /// the `ETag`s it lists (a document over the fleet's cap is not known
+    /// here either).
+    #[cfg(feature = "redis")]
+    fn adopt(&self, session: &Uri, known: crate::fleet::Known) {
+        let crate::fleet::Known {
+            etag,
+            body,
+            superseded,
+        } = known;
+        if body.is_empty() {
+            self.record(session, [None, None], Seen::Gone);
+            return;
+        }
+        let seen = Seen::Session(Snapshot { etag, body });
+        // Redis lists the newest first; the board keeps them oldest first,
+        // and forgets from the front.
+        let mut superseded = superseded;
+        superseded.reverse();
+        self.record_superseding(session, &superseded, seen);
+    }
+
+    /// [`enter`](Self::enter) within this process.
+    fn enter_here(&self, session: &Uri, deadline: Instant) -> Entry {
         let limits = self.shared.limits;
         let mut sessions = self.lock();
         let entry = sessions.touch(session);
         let gate = entry.gate.clone();
         let turn = match gate.clone().try_acquire_owned() {
-            Ok(permit) => Some(Turn { _permit: permit }),
+            Ok(permit) => Some(Turn::new(permit)),
             Err(_) if entry.waiting >= limits.max_waiting => return Entry::Full,
             Err(_) => {
                 entry.waiting += 1;
@@ -295,7 +395,7 @@ impl SessionBoard {
         Entry::Wait(Box::pin(async move {
             let _waiter = waiter;
             match tokio::time::timeout_at(deadline, gate.acquire_owned()).await {
-                Ok(Ok(permit)) => Ok(Turn { _permit: permit }),
+                Ok(Ok(permit)) => Ok(Turn::new(permit)),
                 // The gate is never closed; a deadline passed.
                 _ => Err(()),
             }
@@ -321,6 +421,12 @@ impl SessionBoard {
     /// `If-Match` values it carried, first and last) says: the session as it
     /// is now, superseding `sent`, or that it is gone.
     pub(crate) fn record(&self, session: &Uri, sent: [Option<&HeaderValue>; 2], seen: Seen) {
+        let sent: Vec<HeaderValue> = sent.into_iter().flatten().cloned().collect();
+        self.record_superseding(session, &sent, seen);
+    }
+
+    /// [`record`](Self::record), with every `ETag` the answer superseded.
+    fn record_superseding(&self, session: &Uri, sent: &[HeaderValue], seen: Seen) {
         let limits = self.shared.limits;
         let mut sessions = self.lock();
         let before = sessions.map.get(session).map_or(0, Session::cost);
@@ -329,7 +435,7 @@ impl SessionBoard {
             Seen::Gone => entry.forget_document(),
             Seen::Session(now) => {
                 let old = entry.snapshot.take().map(|s| s.etag);
-                for etag in old.iter().chain(sent.into_iter().flatten()) {
+                for etag in old.iter().chain(sent) {
                     // `If-Match: *` matches any version: never stale.
                     let any = etag == "*";
                     if !any && *etag != now.etag && !entry.superseded.contains(etag) {
@@ -432,6 +538,15 @@ impl SessionBoardBuilder {
         self
     }
 
+    /// Shares the write order and the latest session of each session with
+    /// every process given a store of the same Redis (see
+    /// [`crate::sequence`]'s "A fleet"). Requires the `redis` feature.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: crate::fleet::RedisStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// The board.
     pub fn build(self) -> SessionBoard {
         SessionBoard {
@@ -439,6 +554,8 @@ impl SessionBoardBuilder {
                 limits: self.limits,
                 sessions: Mutex::default(),
                 stats: SequenceStats::default(),
+                #[cfg(feature = "redis")]
+                fleet: self.store.map(crate::fleet::FleetBoard::new),
             }),
         }
     }
@@ -534,6 +651,28 @@ mod tests {
             drop(turn);
         }
         assert_eq!(board.sessions(), 2);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn of_the_etags_the_fleet_saw_superseded_the_newest_are_kept() {
+        let board = SessionBoard::builder().max_waiting(3).build();
+        let s = uri("s");
+        let e = |i: u32| HeaderValue::from_str(&format!("\"{i}\"")).unwrap();
+        // Redis lists them newest first.
+        let known = crate::fleet::Known {
+            etag: e(6),
+            body: Bytes::from_static(b"{}"),
+            superseded: (1..6).rev().map(e).collect(),
+        };
+        board.adopt(&s, known);
+        for old in [3, 4, 5] {
+            assert_eq!(board.stale(&s, Some(&e(old))).unwrap().etag, e(6));
+        }
+        assert!(
+            board.stale(&s, Some(&e(2))).is_none(),
+            "the oldest forgotten"
+        );
     }
 
     #[tokio::test(start_paused = true)]
