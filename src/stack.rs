@@ -150,9 +150,9 @@ impl<V, P> MpsdLayer<Identity, V, P> {
     ///   with [`coalesce`](MpsdLayer::coalesce), or turn it off with
     ///   [`without_coalescing`](MpsdLayer::without_coalescing).
     ///
-    /// It also raises the default attempt limit from 5 to 8 (the first
-    /// write, three conflict rounds of re-read and write, and one retry),
-    /// unless [`max_attempts`](Self::max_attempts) set one.
+    /// It also raises the default attempt limit from 5 to 20 (the first
+    /// write, the rebase layer's 16 conflict rounds of one write each, and
+    /// three retries), unless [`max_attempts`](Self::max_attempts) set one.
     ///
     /// ```
     /// use tower_mpsd::rebase::{policy::ResendDelta, RebaseLayer};
