@@ -445,6 +445,10 @@ impl Cluster {
                     // over: 0 lets it always try, as the test wants.
                     "--cluster-replica-validity-factor".into(),
                     "0".into(),
+                    // A replica's first sync starts at once, not after
+                    // the default 5 s wait for more replicas.
+                    "--repl-diskless-sync-delay".into(),
+                    "0".into(),
                 ];
                 if tls {
                     args.extend([
@@ -500,10 +504,12 @@ impl Cluster {
         assert!(status.success(), "redis-cli --cluster create failed");
         cluster.wait_ok(Duration::from_secs(20));
         let want = replicas.to_string();
+        // A replica's first sync on a loaded machine can take a while:
+        // a minute, as a bound on a hang rather than a timing.
         for port in cluster.masters() {
             wait_for(
-                "each master has its replicas",
-                Duration::from_secs(20),
+                &format!("master {port} has its replicas"),
+                Duration::from_secs(60),
                 || {
                     let info = cluster.text(port, &["INFO", "replication"]);
                     field(&info, "connected_slaves").as_deref() == Some(want.as_str())
