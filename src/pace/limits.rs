@@ -219,6 +219,7 @@ struct Histories {
     floor: Option<Instant>,
     /// How many processes of a fleet last sent for this key within its
     /// longest window, as a shared store counted them (0: not known).
+    #[cfg(feature = "redis")]
     senders: u32,
 }
 
@@ -228,6 +229,7 @@ impl Histories {
             all: History::default(),
             routes: vec![History::default(); routes],
             floor: None,
+            #[cfg(feature = "redis")]
             senders: 0,
         }
     }
@@ -337,11 +339,13 @@ impl Table {
 
     /// How many processes of a fleet sent for `key` lately, as last
     /// counted (0: not known).
+    #[cfg(feature = "redis")]
     pub(crate) fn senders(&self, key: &str) -> u32 {
         self.keys.get(key).map_or(0, |h| h.senders)
     }
 
     /// Notes how many processes of a fleet sent for `key` lately.
+    #[cfg(feature = "redis")]
     pub(crate) fn note_senders(&mut self, key: &str, senders: u32) {
         if let Some(histories) = self.keys.get_mut(key) {
             histories.senders = senders;
