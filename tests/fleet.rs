@@ -9,8 +9,6 @@ mod fleet;
 #[path = "support/redis_servers.rs"]
 mod redis_servers;
 
-use std::process::Command;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,25 +22,12 @@ use tower_mpsd::fleet::{Credentials, RedisStore, WhileAway};
 use tower_mpsd::logical::LogicalLayer;
 use tower_mpsd::retry::{Cooldowns, RetryLayer};
 
-/// The `fleet_member` example, built by `cargo test` beside this test.
-fn member_exe() -> Command {
-    let deps = std::env::current_exe().unwrap();
-    let exe = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fleet_member");
-    assert!(exe.exists(), "{} is built by cargo test", exe.display());
-    Command::new(exe)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_sharing_redis_stays_within_the_windows() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let got = fleet::throttle(Some(&redis), Some(member_exe()), 6.0).await;
+    let got = fleet::throttle(Some(&redis), Some(fleet::example_exe("fleet_member")), 6.0).await;
     eprintln!("{got:?}");
     assert_eq!(got.throttled, 0, "{got:?}");
     assert!(got.ratio >= 0.95, "{got:?}");
@@ -261,11 +246,7 @@ async fn a_429_body_saying_the_window_is_full_holds_the_user_fleet_wide() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
+    let sim = fleet::unlimited_sim().await;
     let base = sim.base_uri();
     let full = r#"{"version":1,"currentRequests":11,"maxRequests":10,"periodInSeconds":3,"limitType":"Rate"}"#;
     sim.script(
@@ -339,11 +320,7 @@ async fn an_ordinary_request_makes_one_redis_call() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
+    let sim = fleet::unlimited_sim().await;
     let base = sim.base_uri();
     let member = fleet::member(Some(&redis.url()), fleet::roomy());
     let store = member.store.clone().unwrap();
@@ -368,11 +345,7 @@ async fn a_member_started_during_a_cooldown_waits_for_its_end() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
+    let sim = fleet::unlimited_sim().await;
     let base = sim.base_uri();
     sim.script(
         mpsd_sim::Fault::status(http::StatusCode::SERVICE_UNAVAILABLE).header(
@@ -414,11 +387,7 @@ async fn after_a_cooldown_requests_make_one_redis_call_again() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
+    let sim = fleet::unlimited_sim().await;
     let base = sim.base_uri();
     let member = fleet::member(Some(&redis.url()), fleet::roomy());
     listening(member.store.as_ref().unwrap()).await;
@@ -452,11 +421,7 @@ async fn after_a_lost_call_a_member_is_not_held_to_its_share() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
+    let sim = fleet::unlimited_sim().await;
     let base = sim.base_uri();
     let members: Vec<fleet::MemberState> = (0..fleet::MEMBERS)
         .map(|_| {
@@ -516,11 +481,7 @@ async fn cooldowns_are_heard_across_a_cluster_and_over_tls() {
     let Some(cluster) = redis_servers::Cluster::start(3, 0) else {
         return;
     };
-    let sim = mpsd_sim::Simulator::builder()
-        .no_rate_limit()
-        .start()
-        .await
-        .unwrap();
+    let sim = fleet::unlimited_sim().await;
     let base = sim.base_uri();
     // Each subscribes through its first seed: B through a node that does
     // not hold the cooldown (the authority's 503 key), so it hears of it

@@ -11,7 +11,6 @@ mod fleet_writes;
 #[path = "support/redis_servers.rs"]
 mod redis_servers;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,25 +28,12 @@ use tower_mpsd::fleet::RedisStore;
 use tower_mpsd::logical::Purpose;
 use tower_mpsd::sequence::SessionBoard;
 
-/// The `fleet_writer` example, built by `cargo test` beside this test.
-fn writer_exe() -> Command {
-    let deps = std::env::current_exe().unwrap();
-    let exe = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fleet_writer");
-    assert!(exe.exists(), "{} is built by cargo test", exe.display());
-    Command::new(exe)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_stacks_and_a_writer_process_sharing_redis_send_one_put_per_write_and_lose_none() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let got = contention(Some(&redis.url()), Some(writer_exe())).await;
+    let got = contention(Some(&redis.url()), Some(fleet::example_exe("fleet_writer"))).await;
 
     assert_eq!(
         got.writes,
@@ -100,7 +86,8 @@ async fn a_process_that_dies_holding_the_turn_hands_it_on_when_its_lease_ends() 
         .path_contains("w=childw0")
         .delay(Duration::from_secs(60));
     sim.script(held);
-    let mut child = fleet_writes::spawn_writer(writer_exe(), &uri, &redis.url(), 1, 1);
+    let mut child =
+        fleet_writes::spawn_writer(fleet::example_exe("fleet_writer"), &uri, &redis.url(), 1, 1);
     holds_the_turn(&redis.url(), &uri).await;
     // Dies as a crash would: nothing released.
     child.kill().unwrap();

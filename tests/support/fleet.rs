@@ -367,6 +367,28 @@ pub fn p99_ms(latencies: &mut [Duration]) -> f64 {
     latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
+/// A simulator on loopback with its rate limits off, for scenarios
+/// whose only throttling is what they script.
+pub async fn unlimited_sim() -> mpsd_sim::SimHandle {
+    let sim = mpsd_sim::Simulator::builder().no_rate_limit();
+    sim.start().await.unwrap()
+}
+
+/// The example `name` (`fleet_member`, `fleet_writer`), which `cargo
+/// test` builds beside the test binary running this.
+pub fn example_exe(name: &str) -> Command {
+    let deps = std::env::current_exe().unwrap();
+    let exe = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(exe.exists(), "{} is built by cargo test", exe.display());
+    Command::new(exe)
+}
+
 /// Starts a member process: `member` is its program (and any leading
 /// arguments); the base URI, Redis URL, user and seconds follow.
 pub fn spawn_child(mut member: Command, base: &str, redis: &str, user: &str, secs: f64) -> Child {
