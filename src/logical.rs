@@ -54,7 +54,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery};
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -76,33 +76,57 @@ pub(crate) fn at_most(start: Instant, wait: Duration) -> Instant {
 }
 
 /// The shared context of one logical request; clones share it.
+///
+/// It derefs to the context itself, which the layers of this crate read
+/// and update; its public face is the methods below.
 #[derive(Debug, Clone)]
-pub struct LogicalRequest(Arc<Inner>);
+pub struct LogicalRequest(Arc<RequestContext>);
 
-struct Inner {
-    start: Instant,
-    deadline: Instant,
-    max_attempts: u32,
-    /// The caller's request, parsed once for every layer.
-    call: Call,
-    invalid_uri: Option<InvalidUri>,
-    /// Its path and `Authorization`, shared with the request (no copy of
-    /// their bytes), so that the session and the user are parsed only when
-    /// a layer asks, and once.
-    path: Option<PathAndQuery>,
-    /// Its host, for the metrics' `server.address`.
-    authority: Option<Authority>,
-    authorization: Option<HeaderValue>,
-    session: OnceLock<Option<Box<str>>>,
-    state: Mutex<State>,
+impl std::ops::Deref for LogicalRequest {
+    type Target = RequestContext;
+
+    fn deref(&self) -> &RequestContext {
+        &self.0
+    }
+}
+
+pub(crate) use context::RequestContext;
+
+mod context {
+    use super::*;
+
+    /// One logical request's context: shared as a [`LogicalRequest`], or
+    /// kept by the one layer that needs it (see
+    /// [`MpsdLayer`](crate::stack::MpsdLayer)'s retry layer) inline in its
+    /// future, with no allocation. Public only to be the target of
+    /// `LogicalRequest`'s `Deref`; it cannot be named outside the crate.
+    pub struct RequestContext {
+        pub(super) start: Instant,
+        pub(super) deadline: Instant,
+        pub(super) max_attempts: u32,
+        pub(super) method: Method,
+        /// The caller's request, parsed the first time a layer asks.
+        pub(super) call: OnceLock<Call>,
+        pub(super) invalid_uri: Option<InvalidUri>,
+        /// Its path and `Authorization`, shared with the request (no copy
+        /// of their bytes), so that the call, the session and the user are
+        /// parsed only when a layer asks, and once.
+        pub(super) path: Option<PathAndQuery>,
+        /// Its host, for the metrics' `server.address`.
+        pub(super) authority: Option<Authority>,
+        pub(super) authorization: Option<HeaderValue>,
+        pub(super) session: OnceLock<Option<Box<str>>>,
+        pub(super) state: Mutex<State>,
+    }
 }
 
 /// Written by hand: the URI's user-info and query, and the
 /// `Authorization`, may hold secrets; the host and the parsed call do not.
-impl fmt::Debug for Inner {
+impl fmt::Debug for RequestContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogicalRequest")
-            .field("call", &self.call)
+            .field("method", &self.method)
+            .field("call", &self.call.get())
             .field("host", &self.authority.as_ref().map(Authority::host))
             .field("start", &self.start)
             .field("deadline", &self.deadline)
@@ -114,7 +138,7 @@ impl fmt::Debug for Inner {
 }
 
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     sends: u32,
     next_purpose: Purpose,
     /// Of the wait before the next send, the part spent in a session's
@@ -158,19 +182,69 @@ impl LogicalRequest {
     /// at most `max_attempts` sends) put there. `true` when it is new: the
     /// caller owns it and hands its history back.
     pub(crate) fn of_or_insert<B>(req: &mut Request<B>, limits: LogicalLayer) -> (Self, bool) {
+        if let Some(found) = req.extensions().get::<Self>() {
+            return (found.clone(), false);
+        }
+        let logical = Self(Arc::new(RequestContext::new(req, limits)));
+        req.extensions_mut().insert(logical.clone());
+        (logical, true)
+    }
+
+    /// What the caller's request is: its method and the kind of resource it
+    /// names, parsed once, the first time a layer asks.
+    pub fn call(&self) -> &Call {
+        self.0.call()
+    }
+
+    /// The path that reads the whole session the request names or lives
+    /// under ([`Target::session_path`]), parsed the first time it is asked
+    /// for.
+    pub fn session_path(&self) -> Option<&str> {
+        self.0.session_path()
+    }
+
+    /// The user hash of the request's `XBL3.0` `Authorization`
+    /// ([`user_hash`]); never the token.
+    pub fn user(&self) -> Option<&str> {
+        self.0.user()
+    }
+
+    /// When the logical request began.
+    pub fn start(&self) -> Instant {
+        self.0.start
+    }
+
+    /// When it must be over: no wait that ends later is started.
+    pub fn deadline(&self) -> Instant {
+        self.0.deadline
+    }
+
+    /// Sends so far, the first included.
+    pub fn sends(&self) -> u32 {
+        self.0.sends()
+    }
+
+    /// The history so far, with its total time.
+    pub fn history(&self) -> AttemptHistory {
+        self.0.history()
+    }
+}
+
+impl RequestContext {
+    /// A new context for `req`: its deadline from now, at most
+    /// `max_attempts` sends.
+    pub(crate) fn new<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
         let LogicalLayer {
             deadline,
             max_attempts,
         } = limits;
-        if let Some(found) = req.extensions().get::<Self>() {
-            return (found.clone(), false);
-        }
         let start = Instant::now();
-        let logical = Self(Arc::new(Inner {
+        Self {
             start,
             deadline: at_most(start, deadline),
             max_attempts,
-            call: Call::of(req),
+            method: req.method().clone(),
+            call: OnceLock::new(),
             invalid_uri: InvalidUri::check(req.uri()).err(),
             path: req.uri().path_and_query().cloned(),
             authority: req.uri().authority().cloned(),
@@ -189,9 +263,7 @@ impl LogicalRequest {
                 history: AttemptHistory::default(),
                 clock: Clock::Untracked,
             }),
-        }));
-        req.extensions_mut().insert(logical.clone());
-        (logical, true)
+        }
     }
 
     /// Now, as far as this logical request goes: the clock is read once
@@ -222,66 +294,64 @@ impl LogicalRequest {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the caller's request is: its method and the kind of resource it
-    /// names, parsed once when the logical request began.
-    pub fn call(&self) -> &Call {
-        &self.0.call
+    /// See [`LogicalRequest::call`].
+    pub(crate) fn call(&self) -> &Call {
+        self.call.get_or_init(|| {
+            let path = self.path.as_ref().map_or("", PathAndQuery::path);
+            Call::new(self.method.clone(), Target::parse(path).kind())
+        })
     }
 
     /// Why the request's URI cannot be sent (no authority, or a scheme
     /// other than `http` or `https`), checked once when the logical
     /// request began; the retry layer refuses it.
     pub(crate) fn invalid_uri(&self) -> Option<&InvalidUri> {
-        self.0.invalid_uri.as_ref()
+        self.invalid_uri.as_ref()
     }
 
-    /// The path that reads the whole session the request names or lives
-    /// under ([`Target::session_path`]), parsed the first time it is asked
-    /// for.
-    pub fn session_path(&self) -> Option<&str> {
-        self.0
-            .session
+    /// See [`LogicalRequest::session_path`].
+    pub(crate) fn session_path(&self) -> Option<&str> {
+        self.session
             .get_or_init(|| {
-                let path = self.0.path.as_ref()?.path();
+                let path = self.path.as_ref()?.path();
                 Target::parse(path).session_path().map(Into::into)
             })
             .as_deref()
     }
 
-    /// The user hash of the request's `XBL3.0` `Authorization`
-    /// ([`user_hash`]); never the token.
-    pub fn user(&self) -> Option<&str> {
-        user_hash(self.0.authorization.as_ref()?)
+    /// See [`LogicalRequest::user`].
+    pub(crate) fn user(&self) -> Option<&str> {
+        user_hash(self.authorization.as_ref()?)
     }
 
-    /// When the logical request began.
-    pub fn start(&self) -> Instant {
-        self.0.start
+    /// See [`LogicalRequest::start`].
+    pub(crate) fn start(&self) -> Instant {
+        self.start
     }
 
-    /// When it must be over: no wait that ends later is started.
-    pub fn deadline(&self) -> Instant {
-        self.0.deadline
+    /// See [`LogicalRequest::deadline`].
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
-    /// Sends so far, the first included.
-    pub fn sends(&self) -> u32 {
+    /// See [`LogicalRequest::sends`].
+    pub(crate) fn sends(&self) -> u32 {
         self.state().sends
     }
 
     /// Whether the attempt limit allows one more send.
     pub(crate) fn has_sends_left(&self) -> bool {
-        self.state().sends < self.0.max_attempts
+        self.state().sends < self.max_attempts
     }
 
     /// Takes one more send for `purpose`, if the attempt limit allows it.
     #[must_use]
     pub(crate) fn take_send(&self, purpose: Purpose) -> bool {
         let mut state = self.state();
-        if state.sends >= self.0.max_attempts {
+        if state.sends >= self.max_attempts {
             return false;
         }
         state.sends += 1;
@@ -290,28 +360,19 @@ impl LogicalRequest {
     }
 
     /// Records an answer (an outcome, or `None` for an error of the inner
-    /// service), sent at `sent` and received at `now`, unless an inner layer
-    /// already did.
-    pub(crate) fn record(&self, sent: Instant, outcome: Option<Outcome>, now: Instant) {
-        self.record_in(&mut self.state(), sent, outcome, now);
-    }
-
-    /// [`record`](Self::record)s an answer received [`now`](Self::now).
+    /// service), sent at `sent` and received [`now`](Self::now), unless an
+    /// inner layer already did (then the clock is not read).
     pub(crate) fn record_answer(&self, sent: Instant, outcome: Option<Outcome>) {
         let mut state = self.state();
-        let now = state.now();
-        self.record_in(&mut state, sent, outcome, now);
-    }
-
-    fn record_in(&self, state: &mut State, sent: Instant, outcome: Option<Outcome>, now: Instant) {
         if state.history.attempts().len() >= state.sends as usize {
             return;
         }
-        let authority = self.0.authority.as_ref();
-        crate::metrics::send_done(&self.0.call.method, authority, outcome.as_ref(), now - sent);
+        let now = state.now();
+        let authority = self.authority.as_ref();
+        crate::metrics::send_done(&self.method, authority, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
-            sent_after: sent - self.0.start,
+            sent_after: sent - self.start,
             waited: sent.saturating_duration_since(state.last_answer),
             queued: std::mem::take(&mut state.next_queued),
             outcome,
@@ -358,20 +419,20 @@ impl LogicalRequest {
             let mut state = self.state();
             let now = state.now();
             let mut history = std::mem::take(&mut state.history);
-            history.total = now - self.0.start;
+            history.total = now - self.start;
             history
         };
-        let (method, sends) = (&self.0.call.method, history.attempts().len());
+        let (method, sends) = (&self.method, history.attempts().len());
         crate::metrics::logical_done(method, status, sends, history.total);
         history
     }
 
-    /// The history so far, with its total time.
-    pub fn history(&self) -> AttemptHistory {
+    /// See [`LogicalRequest::history`].
+    pub(crate) fn history(&self) -> AttemptHistory {
         let mut state = self.state();
         let now = state.now();
         let mut history = state.history.clone();
-        history.total = now - self.0.start;
+        history.total = now - self.start;
         history
     }
 }
@@ -449,7 +510,7 @@ impl<S> Layer<S> for LogicalLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Logical {
             inner,
-            layer: *self,
+            layer: Some(*self),
         }
     }
 }
@@ -458,11 +519,20 @@ impl<S> Layer<S> for LogicalLayer {
 #[derive(Debug, Clone)]
 pub struct Logical<S> {
     inner: S,
-    layer: LogicalLayer,
+    /// `None` when the layer inside keeps the logical request itself (see
+    /// [`RetryLayer::keeping_context`](crate::retry::RetryLayer)): then
+    /// this one only passes requests on.
+    layer: Option<LogicalLayer>,
 }
 
 impl<S> Logical<S> {
     crate::macros::define_inner_service_accessors!();
+
+    /// A service that passes requests to `inner`, which makes their
+    /// logical requests itself.
+    pub(crate) fn passing_to(inner: S) -> Self {
+        Self { inner, layer: None }
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Logical<S>
@@ -478,13 +548,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, self.layer);
-        if owner {
-            logical.track_yields();
-        }
+        let owned = self.layer.and_then(|limits| {
+            let (logical, owner) = LogicalRequest::of_or_insert(&mut req, limits);
+            owner.then(|| {
+                logical.track_yields();
+                logical
+            })
+        });
         ResponseFuture {
             inner: self.inner.call(req),
-            owned: owner.then_some(logical),
+            owned,
         }
     }
 }
@@ -736,12 +809,12 @@ mod tests {
         let mut req = Request::new(());
         let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let t0 = Instant::now();
-        ctx.record(t0, None, t0);
-        ctx.record(t0, None, t0);
+        ctx.record_answer(t0, None);
+        ctx.record_answer(t0, None);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(ctx.take_send(Purpose::Reread));
-        ctx.record(Instant::now(), None, Instant::now());
-        ctx.record(Instant::now(), None, Instant::now());
+        ctx.record_answer(Instant::now(), None);
+        ctx.record_answer(Instant::now(), None);
         let history = ctx.history();
         assert_eq!(history.attempts().len(), 2);
         assert_eq!(history.attempts()[1].purpose, Purpose::Reread);

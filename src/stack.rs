@@ -111,6 +111,9 @@ pub struct MpsdLayer<R = Identity, V = Identity, P = Identity> {
     deadline: Duration,
     max_attempts: Option<u32>,
     default_attempts: u32,
+    /// No rebase, revalidate or pace layer: the retry layer is the only
+    /// one that reads the logical request, and keeps it to itself.
+    retry_alone: bool,
     rebase: R,
     retry: RetryLayer,
     revalidate: V,
@@ -125,6 +128,7 @@ impl MpsdLayer {
             deadline: Duration::from_secs(20),
             max_attempts: None,
             default_attempts: 5,
+            retry_alone: true,
             rebase: Identity::new(),
             retry: RetryLayer::new(),
             revalidate: Identity::new(),
@@ -169,6 +173,7 @@ impl<V, P> MpsdLayer<Identity, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: crate::logical::REBASE_SENDS,
+            retry_alone: false,
             rebase: Rebasing {
                 coalesce: CoalesceLayer::new(),
                 rebase: rebase.sequenced_by_default(),
@@ -224,6 +229,7 @@ impl<Policy, C, V, P> MpsdLayer<Rebasing<Policy, C>, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
+            retry_alone: self.retry_alone,
             rebase: Rebasing {
                 coalesce,
                 rebase: self.rebase.rebase,
@@ -245,6 +251,7 @@ impl<R, P> MpsdLayer<R, Identity, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
+            retry_alone: false,
             rebase: self.rebase,
             retry: self.retry,
             revalidate,
@@ -263,6 +270,7 @@ impl<R, V> MpsdLayer<R, V, Identity> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
+            retry_alone: false,
             rebase: self.rebase,
             retry: self.retry,
             revalidate: self.revalidate,
@@ -327,6 +335,14 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         let paced = self.pace.layer(ClassifyLayer::new().layer(inner));
         let revalidated = self.revalidate.layer(paced);
+        if self.retry_alone {
+            // Nothing but the classify layer below the retry layer, and
+            // nothing above it: the logical request is the retry layer's
+            // alone, kept in its future rather than in every request's
+            // extensions (see `RetryLayer::keeping_context`).
+            let retry = self.retry.clone().keeping_context(self.logical());
+            return Logical::passing_to(self.rebase.layer(retry.layer(revalidated)));
+        }
         let rebased = self.rebase.layer(self.retry.layer(revalidated));
         self.logical().layer(rebased)
     }

@@ -42,7 +42,7 @@ pub(crate) fn outcome_of<B>(res: &mut Response<B>, call: &Call) -> (Outcome, boo
 
 /// The call a send makes: one of its own (a re-read the rebase layer made),
 /// else the logical request's, else parsed from the request itself.
-pub(crate) fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> Call {
+fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> Call {
     if let Some(call) = req.extensions().get::<Call>() {
         return call.clone();
     }

@@ -106,7 +106,7 @@ mod outcome;
 mod trace;
 
 pub use body::ClassifyBody;
-pub(crate) use layer::{call_of, outcome_of};
+pub(crate) use layer::outcome_of;
 pub use layer::{Classify, ClassifyLayer, ResponseFuture, THROTTLED_BODY_CAP};
 pub use outcome::{classify, classify_at, BodyKind, Call, Classified, Outcome, Retryable};
 pub use trace::{MpsdFailure, TraceClassifier, TraceClassifyResponse};

@@ -588,7 +588,7 @@ impl<S, P> Rounds<S, P> {
             Err(e) => (None, Refused::wait_for(e).is_none()),
         };
         if record {
-            self.logical.record(self.sent, outcome, Instant::now());
+            self.logical.record_answer(self.sent, outcome);
         }
         result
     }

@@ -17,10 +17,10 @@ use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, SharedAdmission, Ti
 use super::error::{failure, Failure, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
-use crate::classify::{call_of, outcome_of, Call};
+use crate::classify::{outcome_of, Call};
 use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
-use crate::logical::{at_most, GaveUp, LogicalLayer, LogicalRequest, Purpose};
+use crate::logical::{at_most, GaveUp, LogicalLayer, LogicalRequest, Purpose, RequestContext};
 use crate::replay::NotReplayable;
 use crate::rules::backoff::{Cause, Plan, TooLong};
 use crate::BoxError;
@@ -67,8 +67,37 @@ fn cause(outcome: &Outcome, safe_to_repeat: bool) -> Option<(Cause, Option<Durat
 struct LazyNow(Option<Instant>);
 
 impl LazyNow {
-    fn get(&mut self, logical: &LogicalRequest) -> Instant {
+    fn get(&mut self, logical: &RequestContext) -> Instant {
         *self.0.get_or_insert_with(|| logical.now())
+    }
+}
+
+/// The logical request this layer works in: shared with the layers around
+/// it through the request's extensions, or, when the stack says nothing
+/// else reads it ([`RetryLayer::keeping_context`](super::RetryLayer)),
+/// kept here alone, inline, with nothing allocated and nothing put in the
+/// request. Inline rather than boxed: moving the larger future costs a
+/// first-try success less than the allocation would (`benches/overhead.rs`).
+#[allow(clippy::large_enum_variant)]
+enum Ctx {
+    Shared(LogicalRequest),
+    Kept(RequestContext),
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = RequestContext;
+
+    fn deref(&self) -> &RequestContext {
+        match self {
+            Ctx::Shared(logical) => logical,
+            Ctx::Kept(context) => context,
+        }
+    }
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -95,7 +124,9 @@ pin_project! {
 /// send may share: when they hold only the logical request (as they do
 /// unless something else put its own there), the first send takes them
 /// and a retry gets a new map holding the logical request, so a first-try
-/// success copies no extension map. Otherwise each send gets a copy.
+/// success copies no extension map. Otherwise each send gets a copy. A
+/// context kept in the future goes in no map: a request with no
+/// extensions of its own is sent with none.
 struct Kept<B> {
     head: http::request::Parts,
     body: B,
@@ -116,8 +147,14 @@ impl<B> Kept<B> {
 
 impl<B: Clone> Kept<B> {
     /// The request for the next send.
-    fn next(&mut self, logical: &LogicalRequest) -> Request<B> {
+    fn next(&mut self, logical: &Ctx) -> Request<B> {
         let mut req = Request::from_parts(self.head.clone(), self.body.clone());
+        let Ctx::Shared(logical) = logical else {
+            if !self.extensions.is_empty() {
+                *req.extensions_mut() = self.extensions.clone();
+            }
+            return req;
+        };
         *req.extensions_mut() = match self.extensions.len() {
             0 => {
                 let mut extensions = Extensions::new();
@@ -139,11 +176,11 @@ where
     svc: S,
     req: Kept<B>,
     shared: Arc<Shared>,
-    logical: LogicalRequest,
+    logical: Ctx,
     owner: bool,
-    /// What the request is: its own call (a rebase re-read's), or the
-    /// logical request's.
-    call: Call,
+    /// What the request is when it is not the logical request's call: a
+    /// rebase re-read's own.
+    call: Option<Call>,
     safe_to_repeat: bool,
     replayable: bool,
     first: bool,
@@ -242,11 +279,18 @@ where
     /// Starts the first attempt with `svc`, which the caller made ready.
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
-        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        let (logical, owner) = match (req.extensions().get::<LogicalRequest>(), config.kept) {
+            (Some(found), _) => (Ctx::Shared(found.clone()), false),
+            (None, Some(limits)) => (Ctx::Kept(RequestContext::new(&req, limits)), true),
+            (None, None) => {
+                let (made, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+                (Ctx::Shared(made), true)
+            }
+        };
         if owner {
             logical.track_yields();
         }
-        let call = call_of(&req, Some(&logical));
+        let call = req.extensions().get::<Call>().cloned();
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let start = logical.start();
@@ -627,12 +671,18 @@ where
         // already recorded.
         let mut now = LazyNow(None);
         // Classified once: by a layer further in, or here.
-        let (outcome, record) = match &mut result {
+        let outcome = match &mut result {
             Ok(res) => {
-                let (outcome, new) = outcome_of(res, &self.call);
-                (Some(outcome), new)
+                // The logical request's call is parsed only when no layer
+                // further in classified the answer.
+                let outcome = match (Outcome::of(res), &self.call) {
+                    (Some(outcome), _) => outcome,
+                    (None, Some(call)) => outcome_of(res, call).0,
+                    (None, None) => outcome_of(res, self.logical.call()).0,
+                };
+                Some(outcome)
             }
-            Err(_) => (None, true),
+            Err(_) => None,
         };
         // A layer below refused to send (its own cooldown or pacing): that
         // is an answer about the future, not a failure to retry.
@@ -643,9 +693,8 @@ where
                 bump(&self.shared.stats.fail_fasts);
                 return Err(done);
             }
-        } else if record {
-            self.logical
-                .record(self.sent, outcome, now.get(&self.logical));
+        } else {
+            self.logical.record_answer(self.sent, outcome);
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 

@@ -10,6 +10,7 @@ use tower::{Layer, Service};
 use super::cooldown::Cooldowns;
 use super::future::{ResponseFuture, Shared};
 use super::stats::RetryStats;
+use crate::logical::LogicalLayer;
 use crate::rules::backoff::{Backoff, Cause};
 use crate::rules::identity::user_key;
 use crate::BoxError;
@@ -27,6 +28,12 @@ pub(crate) struct Config {
     /// Which causes this layer retries: 503, 429, transient failures.
     pub(crate) causes: [bool; 3],
     pub(crate) key: KeyFn,
+    /// The limits of a logical request this layer keeps to itself, in its
+    /// future, rather than sharing it through the request's extensions:
+    /// set by [`MpsdLayer`](crate::MpsdLayer) when no layer but the
+    /// classify layer is below this one, and no layer above makes the
+    /// logical request. `None`: one is shared, found or made.
+    pub(crate) kept: Option<LogicalLayer>,
 }
 
 impl Config {
@@ -115,6 +122,7 @@ impl RetryLayer {
                 min_attempt_time: Duration::from_secs(5),
                 causes,
                 key: Arc::new(default_cooldown_key),
+                kept: None,
             },
             budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             cooldowns: Cooldowns::new(),
@@ -196,6 +204,14 @@ impl RetryLayer {
     /// over every layer sharing them: [`Cooldowns::held`].
     pub fn cooldowns_held(&self) -> usize {
         self.cooldowns.held()
+    }
+
+    /// This layer, making the logical request of each request itself with
+    /// `limits` and keeping it in its future: for a stack in which no
+    /// layer above makes it and none below reads it (see [`Config::kept`]).
+    pub(crate) fn keeping_context(mut self, limits: LogicalLayer) -> Self {
+        self.config.kept = Some(limits);
+        self
     }
 
     /// The counters of this layer, its clones and every service they made.
