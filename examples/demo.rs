@@ -176,10 +176,7 @@ async fn through_stack(
     }
     let req = req.body(Full::new(Bytes::from(body.to_owned())))?;
     let res = client.oneshot(req).await?;
-    let history = res
-        .extensions()
-        .get::<AttemptHistory>()
-        .ok_or("no history")?;
+    let history = AttemptHistory::of(&res).ok_or("no history")?;
     let sends: Vec<String> = history
         .attempts()
         .iter()

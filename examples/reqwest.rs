@@ -138,7 +138,7 @@ async fn main() -> Result<(), BoxError> {
 /// what came back.
 fn print_sends<B>(what: &str, response: &Response<B>) {
     println!("{what}: {}", response.status());
-    let history = response.extensions().get::<AttemptHistory>();
+    let history = AttemptHistory::of(response);
     for sent in history.map_or(&[][..], AttemptHistory::attempts) {
         let (at, why) = (sent.sent_after, sent.purpose);
         let answer = sent.outcome.map_or("no answer".into(), |o| o.to_string());

@@ -39,7 +39,7 @@
 //!     .service(mpsd);
 //! let req = Request::get("http://mpsd.test/handles/h1").body(Full::default())?;
 //! let res = client.oneshot(req).await?;
-//! let history = res.extensions().get::<AttemptHistory>().unwrap();
+//! let history = AttemptHistory::of(&res).unwrap();
 //! assert_eq!(history.attempts().len(), 3, "three sends in all, not three per layer");
 //! assert_eq!(history.gave_up, Some(GaveUp::MaxAttempts));
 //! # Ok(())
@@ -59,7 +59,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::classify::{Call, Outcome};
+use crate::classify::{outcome_of, Call, Classified, Outcome};
 use crate::retry::InvalidUri;
 use crate::rules::backoff::Cause;
 use crate::rules::identity::user_hash;
@@ -411,6 +411,20 @@ impl RequestContext {
         self.state().history.attempts().len()
     }
 
+    /// For the layer that made the logical request, once it is over with
+    /// `res`: moves the history into `res`'s [`Classified`] entry (which
+    /// it makes, classifying `res` as the logical request's call, if no
+    /// layer did).
+    pub(crate) fn hand_history_to<B>(&self, res: &mut Response<B>) {
+        let history = self.take_history(Some(res.status()));
+        if Outcome::of(res).is_none() {
+            outcome_of(res, self.call());
+        }
+        if let Some(classified) = res.extensions_mut().get_mut::<Classified>() {
+            classified.history = Some(history);
+        }
+    }
+
     /// The history, moved out with its total time: for the layer that
     /// made the logical request, once it is over with `status`, or an
     /// error (`None`).
@@ -587,10 +601,10 @@ where
             return Poll::Pending;
         };
         if let Some(logical) = this.owned.take() {
-            let status = result.as_ref().ok().map(Response::status);
-            let history = logical.take_history(status);
-            if let Ok(res) = &mut result {
-                res.extensions_mut().insert(history);
+            match &mut result {
+                Ok(res) => logical.hand_history_to(res),
+                // An error carries its history from the layer below.
+                Err(_) => drop(logical.take_history(None)),
             }
         }
         Poll::Ready(result)
@@ -717,6 +731,12 @@ pub struct AttemptHistory {
 }
 
 impl AttemptHistory {
+    /// The history in `res`'s extensions (in its [`Classified`] entry),
+    /// put there by the layer that made the logical request.
+    pub fn of<B>(res: &Response<B>) -> Option<&Self> {
+        res.extensions().get::<Classified>()?.history.as_ref()
+    }
+
     /// Every send, in order.
     pub fn attempts(&self) -> &[Attempt] {
         match &self.attempts {

@@ -463,7 +463,7 @@ mod tests {
         let (res, seen) = overloaded_once(4, streamed(&["{\"a\"", ":1", "}"])).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(seen, ["{\"a\":1}"], "nothing lost, nothing sent twice");
-        let history = res.extensions().get::<AttemptHistory>().unwrap();
+        let history = AttemptHistory::of(&res).unwrap();
         assert_eq!(history.gave_up, Some(GaveUp::NotReplayable));
     }
 

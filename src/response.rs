@@ -256,7 +256,10 @@ where
     let learnt = classified.is_some_and(|c| c.body_read);
     let kind = outcome.body_kind(classified.map_or(&unknown, |c| &c.call));
     let etag = response.headers().get(header::ETAG).cloned();
-    let history = response.extensions_mut().remove::<AttemptHistory>();
+    let history = response
+        .extensions_mut()
+        .get_mut::<Classified>()
+        .and_then(|classified| classified.history.take());
     let bytes = match read_capped(response, limit).await {
         Ok(bytes) => bytes,
         Err(failure) => return Err(failure.into_error(outcome, limit, history)),

@@ -84,7 +84,7 @@
 //!     .body(Full::default())?;
 //! let res = client.oneshot(req).await?;
 //! assert_eq!(Outcome::of(&res), Some(Outcome::Ok));
-//! assert_eq!(res.extensions().get::<AttemptHistory>().unwrap().attempts().len(), 1);
+//! assert_eq!(AttemptHistory::of(&res).unwrap().attempts().len(), 1);
 //! # Ok(())
 //! # }
 //! ```

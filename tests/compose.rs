@@ -93,7 +93,7 @@ async fn a_timeout_layer_wraps_the_recommended_stack() {
         .build();
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
     assert_eq!(purposes, [Purpose::First, Purpose::Rebased]);
 }

@@ -34,7 +34,7 @@ async fn a_reset_get_is_retried_and_a_reset_put_is_not() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     let sent: Vec<_> = history
         .attempts()
         .iter()
@@ -192,7 +192,7 @@ async fn a_reread_that_fails_hands_back_the_412_not_the_error() {
         "the write's own answer"
     );
     assert_eq!(
-        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        AttemptHistory::of(&res).unwrap().gave_up,
         Some(GaveUp::NoSession(NoSession::RereadFailed))
     );
 }

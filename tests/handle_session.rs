@@ -96,7 +96,7 @@ async fn a_lost_race_through_a_handle_is_rebased() {
         .json(json!({"properties": {"custom": {"count": 1}}}));
     let res = client.oneshot(put.build()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let history = res.extensions().get::<AttemptHistory>().cloned().unwrap();
+    let history = AttemptHistory::of(&res).cloned().unwrap();
     let purposes: Vec<Purpose> = history.attempts().iter().map(|a| a.purpose).collect();
     assert_eq!(purposes, [Purpose::First, Purpose::Rebased], "{history:?}");
     let body = res.into_body().collect().await.unwrap().to_bytes();

@@ -75,7 +75,7 @@ async fn logs_never_hold_authorization_or_bodies() {
         .json(serde_json::json!({"properties": {"custom": {"password": "hunter2"}}}));
     let res = client.clone().oneshot(stale.build()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let mut shown = format!("{:?}", res.extensions().get::<AttemptHistory>());
+    let mut shown = format!("{:?}", AttemptHistory::of(&res));
     sim.script(Fault::status(StatusCode::OK).delay(Duration::from_secs(3600)));
     let hanging = request(Method::GET, &uri);
     let err = client.oneshot(hanging.build()).await.unwrap_err();

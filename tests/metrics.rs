@@ -83,7 +83,7 @@ async fn a_503_a_429_and_rebases_are_counted_with_their_labels() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let total = res.extensions().get::<AttemptHistory>().unwrap().total;
+    let total = AttemptHistory::of(&res).unwrap().total;
     let after_503 = seen(&snapshotter);
     println!("after a 503: {after_503:#?}");
     assert_eq!(

@@ -48,7 +48,7 @@ where
         .headers()
         .get(header::ETAG)
         .map(|v| v.to_str().unwrap().to_owned());
-    let history = res.extensions().get::<AttemptHistory>().cloned();
+    let history = AttemptHistory::of(&res).cloned();
     let body = res.into_body().collect().await.unwrap().to_bytes();
     (status, etag, body, history.unwrap_or_default())
 }
@@ -247,7 +247,7 @@ async fn a_body_over_the_cap_is_sent_once_and_its_412_handed_back_with_the_reaso
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(
-        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        AttemptHistory::of(&res).unwrap().gave_up,
         Some(GaveUp::NotReplayable)
     );
     assert_eq!(sim.log().len(), 1, "sent once");
@@ -317,7 +317,7 @@ async fn the_stack_shares_one_attempt_limit_between_rebase_and_retry() {
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     let status = StatusCode::SERVICE_UNAVAILABLE;
     assert_eq!(sim.log().len(), 3, "PUT, GET, GET: three sends in all");
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert_eq!(
         history.attempts().len(),
         3,
@@ -351,7 +351,7 @@ async fn a_412_and_a_reread_without_an_etag_hand_the_412_back() {
         .build();
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(
-        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        AttemptHistory::of(&res).unwrap().gave_up,
         Some(GaveUp::NoSession(NoSession::NoEtag))
     );
     let (status, _, body, _) = read(res).await;
@@ -405,7 +405,7 @@ async fn a_412_over_the_session_cap_is_handed_back_without_a_reread() {
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(
-        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        AttemptHistory::of(&res).unwrap().gave_up,
         Some(GaveUp::NoSession(NoSession::TooLarge))
     );
     assert!(

@@ -73,7 +73,7 @@ async fn a_503_is_retried_through_reqwest_no_earlier_than_its_retry_after() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     let unavailable = Outcome::ServiceUnavailable {
         retry_after: Some(Duration::from_secs(2)),
     };
@@ -119,7 +119,7 @@ async fn a_412_is_rebased_through_reqwest_with_the_fresh_etag() {
         .build();
     let res = stack!().oneshot(write).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let history = res.extensions().get::<AttemptHistory>().unwrap().clone();
+    let history = AttemptHistory::of(&res).unwrap().clone();
     assert_eq!(
         purposes(&history),
         [

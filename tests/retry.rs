@@ -123,7 +123,7 @@ async fn a_503_is_retried_no_earlier_than_retry_after_and_within_its_jitter(tran
             "{gap:?} outside [4 s, 4.8 s]"
         );
     }
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert_eq!(history.attempts().len(), 3);
     assert_eq!(history.gave_up, None);
 }
@@ -236,7 +236,7 @@ async fn a_deadline_shorter_than_retry_after_sends_nothing_more() {
         "the last response, at once"
     );
     assert_eq!(t0.elapsed(), Duration::ZERO);
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     let Some(GaveUp::Deadline { wait }) = history.gave_up else {
         panic!("{history:?}")
     };
@@ -272,7 +272,7 @@ async fn a_hint_over_the_cap_is_handed_back() {
     .oneshot(request(Method::GET, &uri).build())
     .await
     .unwrap();
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert!(
         matches!(history.gave_up, Some(GaveUp::OverCap { .. })),
         "{history:?}"
@@ -324,7 +324,7 @@ async fn attempts_are_capped() {
     .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        AttemptHistory::of(&res).unwrap().gave_up,
         Some(GaveUp::MaxAttempts)
     );
     assert_eq!(sim.log().len(), 3);
@@ -344,7 +344,7 @@ async fn an_empty_budget_refuses_retries() {
     .oneshot(request(Method::GET, &uri).build())
     .await
     .unwrap();
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert_eq!(history.gave_up, Some(GaveUp::Budget));
     assert_eq!(layer.stats().budget_refusals(), 1);
     // min_per_sec = 1 over a 10 s window allows 10 retries.
@@ -362,7 +362,7 @@ async fn a_500_on_a_write_is_sent_once_but_a_read_is_retried() {
     let res = stack!(RetryLayer::new()).oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
-        res.extensions().get::<AttemptHistory>().unwrap().gave_up,
+        AttemptHistory::of(&res).unwrap().gave_up,
         Some(GaveUp::NotSafeToRepeat)
     );
     assert_eq!(

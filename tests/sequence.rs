@@ -240,7 +240,7 @@ async fn the_history_says_how_long_a_write_queued_that_it_was_rebased_before_sen
     let second = svc.oneshot(put(&uri, &etag, 1)).await.unwrap();
     let first = first.await.unwrap().unwrap();
 
-    let history = |res: &Response<_>| res.extensions().get::<AttemptHistory>().unwrap().clone();
+    let history = |res: &Response<_>| AttemptHistory::of(res).unwrap().clone();
     let (first, second) = (history(&first), history(&second));
     let steps = |h: &AttemptHistory| -> Vec<_> {
         let steps = h.attempts().iter();

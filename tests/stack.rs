@@ -56,7 +56,7 @@ async fn the_recommended_stack_rides_out_a_503_then_rebases_the_412() {
     let res = client.oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(Outcome::of(&res), Some(Outcome::Ok));
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     println!("stack: {:?} in {:?}", purposes(history), history.total);
     assert_eq!(
         purposes(history),
@@ -149,7 +149,7 @@ async fn a_body_over_the_replay_cap_is_sent_once() {
     let body = chunks(vec![r#"{"members":"#, r#"{"me":{}}}"#], false);
     let res = client.oneshot(streamed_put(&uri, body)).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert_eq!(history.gave_up, Some(GaveUp::NotReplayable));
     assert_eq!(sim.log().len(), 1, "sent once");
 }
@@ -332,7 +332,7 @@ async fn every_option_at_once_polls_with_304s_and_no_429() {
         .build();
     let res = client.clone().oneshot(put).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert_eq!(
         purposes(history),
         [(Purpose::First, 412), (Purpose::Rebased, 200)]

@@ -197,7 +197,7 @@ async fn put_under(
 /// The answer came from a second send, made because the first was not
 /// processed.
 fn assert_sent_again_as_unprocessed<B>(res: &Response<B>) {
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(res).unwrap();
     let purposes: Vec<_> = history.attempts().iter().map(|a| a.purpose).collect();
     assert_eq!(
         purposes,

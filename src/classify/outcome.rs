@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 
+use crate::logical::AttemptHistory;
 use crate::rules::rate_limit::RateLimitInfo;
 use crate::rules::retry_after;
 use crate::rules::target::{Target, TargetKind};
@@ -34,10 +35,12 @@ impl Call {
 }
 
 /// What an answer's extensions say about it: its [`Outcome`] and the
-/// [`Call`] it answers, in one entry, put there by
-/// [`ClassifyLayer`](super::ClassifyLayer) (or by the first layer of this
-/// crate that classified it): one entry, so that the answer's extensions
-/// cost one allocation for both.
+/// [`Call`] it answers, put there by [`ClassifyLayer`](super::ClassifyLayer)
+/// (or by the first layer of this crate that classified it), and, in the
+/// final answer of a logical request, its
+/// [`AttemptHistory`](crate::logical::AttemptHistory) (read it with
+/// [`AttemptHistory::of`](crate::logical::AttemptHistory::of)): one entry,
+/// so that the answer's extensions cost one allocation for all three.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Classified {
@@ -49,6 +52,9 @@ pub struct Classified {
     /// The body of a 429 was read, and `outcome` already says what it
     /// says.
     pub(crate) body_read: bool,
+    /// Put here by the layer that made the logical request, once it is
+    /// over.
+    pub(crate) history: Option<AttemptHistory>,
 }
 
 impl Classified {
@@ -57,6 +63,7 @@ impl Classified {
             outcome,
             call,
             body_read: false,
+            history: None,
         }
     }
 }

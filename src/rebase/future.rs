@@ -774,9 +774,7 @@ impl<S, P> Rounds<S, P> {
     /// history in it.
     fn finish<R>(&self, mut res: Response<RebaseBody<R>>) -> Finished<R> {
         if self.owner {
-            let status = res.status();
-            res.extensions_mut()
-                .insert(self.logical.take_history(Some(status)));
+            self.logical.hand_history_to(&mut res);
         }
         Ok(res)
     }

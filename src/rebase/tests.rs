@@ -92,7 +92,7 @@ async fn a_refused_reread_is_not_recorded_as_an_attempt() {
     assert_eq!(g.unwrap().status(), 503);
     let w = w.unwrap();
     assert_eq!(w.status(), 412);
-    let h = w.extensions().get::<AttemptHistory>().unwrap();
+    let h = AttemptHistory::of(&w).unwrap();
     assert!(
         matches!(h.gave_up, Some(GaveUp::CoolingDown { .. })),
         "the re-read was refused: {h:?}"
@@ -129,7 +129,7 @@ async fn a_refused_rebased_write_hands_back_the_412() {
     );
     let w = w.expect("the 412, not an error");
     assert_eq!(w.status(), 412);
-    let h = w.extensions().get::<AttemptHistory>().unwrap();
+    let h = AttemptHistory::of(&w).unwrap();
     assert!(
         matches!(h.gave_up, Some(GaveUp::CoolingDown { .. })),
         "the rebased write was refused: {h:?}"

@@ -821,9 +821,7 @@ where
     fn finish(&self, result: Finished<R>) -> Finished<R> {
         let mut res = result.map_err(|e| self.with_history(e))?;
         if self.owner {
-            let status = res.status();
-            res.extensions_mut()
-                .insert(self.logical.take_history(Some(status)));
+            self.logical.hand_history_to(&mut res);
         }
         Ok(res)
     }

@@ -84,7 +84,7 @@
 //!   request has one deadline and one attempt limit: see [`crate::logical`].
 //!
 //! When the layer stops retrying, the caller gets the last response, with
-//! an [`AttemptHistory`] in its extensions saying why. A request waiting to
+//! an [`AttemptHistory`] ([`AttemptHistory::of`]) saying why. A request waiting to
 //! retry keeps its last answer so that it can hand it back if the retry
 //! cannot go in time; over hyper, that answer's connection stays out of the
 //! pool meanwhile. A retry is paid for (a send of the attempt limit, a
@@ -119,7 +119,7 @@
 //! let client = ServiceBuilder::new().layer(RetryLayer::new()).service(mpsd);
 //! let res = client.oneshot(Request::get("http://mpsd.test/handles/h1").body(Full::default())?).await?;
 //! assert_eq!(res.status(), StatusCode::OK);
-//! let history = res.extensions().get::<AttemptHistory>().unwrap();
+//! let history = AttemptHistory::of(&res).unwrap();
 //! assert_eq!(history.attempts().len(), 2);
 //! assert!(history.attempts()[1].waited >= std::time::Duration::from_secs(2));
 //! # Ok(())

@@ -100,7 +100,7 @@ async fn stacked_layers_do_not_call_a_get_unsafe() {
         .layer(RetryLayer::overloaded())
         .service(svc);
     let res = client.oneshot(get("u")).await.unwrap();
-    let h = res.extensions().get::<AttemptHistory>().unwrap();
+    let h = AttemptHistory::of(&res).unwrap();
     println!("{h:?}");
     assert_ne!(h.gave_up, Some(GaveUp::NotSafeToRepeat), "a GET is safe");
 }
@@ -113,7 +113,7 @@ async fn a_layer_not_retrying_500_does_not_call_a_get_unsafe() {
         .layer(RetryLayer::throttled())
         .service(svc);
     let res = client.oneshot(get("u")).await.unwrap();
-    let h = res.extensions().get::<AttemptHistory>().unwrap();
+    let h = AttemptHistory::of(&res).unwrap();
     println!("{h:?}");
     assert_ne!(h.gave_up, Some(GaveUp::NotSafeToRepeat), "a GET is safe");
 }
@@ -132,7 +132,7 @@ async fn a_cooldown_after_a_planned_retry_hands_back_the_last_response() {
     assert_eq!(b.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     let a = a.expect("the 503 A got, not an error");
     assert_eq!(a.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let history = a.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&a).unwrap();
     assert!(
         matches!(history.gave_up, Some(GaveUp::CoolingDown { .. })),
         "{history:?}"
@@ -215,7 +215,7 @@ async fn a_retry_waits_for_readiness_no_longer_than_the_deadline() {
         Duration::from_secs(20),
         "at the deadline, not later"
     );
-    let history = res.extensions().get::<AttemptHistory>().unwrap();
+    let history = AttemptHistory::of(&res).unwrap();
     assert_eq!(
         history.attempts().len(),
         1,

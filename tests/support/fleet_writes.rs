@@ -160,7 +160,7 @@ where
     *put.body_mut() = count_delta(count + 1);
     let res = svc.clone().oneshot(put).await?;
     let status = res.status();
-    let history = res.extensions().get::<AttemptHistory>().cloned();
+    let history = AttemptHistory::of(&res).cloned();
     res.into_body().collect().await.map_err(Into::into)?;
     Ok((status, history.unwrap_or_default()))
 }
