@@ -107,7 +107,9 @@ mod context {
         pub(super) method: Method,
         /// The caller's request, parsed the first time a layer asks.
         pub(super) call: OnceLock<Call>,
-        pub(super) invalid_uri: Option<InvalidUri>,
+        /// Boxed: nearly every URI is valid, and the context is kept
+        /// inline in a future that every call moves.
+        pub(super) invalid_uri: Option<Box<InvalidUri>>,
         /// Its path and `Authorization`, shared with the request (no copy
         /// of their bytes), so that the call, the session and the user are
         /// parsed only when a layer asks, and once.
@@ -245,7 +247,7 @@ impl RequestContext {
             max_attempts,
             method: req.method().clone(),
             call: OnceLock::new(),
-            invalid_uri: InvalidUri::check(req.uri()).err(),
+            invalid_uri: InvalidUri::check(req.uri()).err().map(Box::new),
             path: req.uri().path_and_query().cloned(),
             authority: req.uri().authority().cloned(),
             authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
@@ -284,6 +286,15 @@ impl RequestContext {
         self.state().clock = Clock::Unread;
     }
 
+    /// [`track_yields`](Self::track_yields), for a context not yet shared.
+    pub(crate) fn tracking_yields(mut self) -> Self {
+        self.state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clock = Clock::Unread;
+        self
+    }
+
     /// For the owner of the request: the stack yielded (its future is
     /// pending), so time may pass before the next poll.
     pub(crate) fn yielded(&self) {
@@ -309,7 +320,7 @@ impl RequestContext {
     /// other than `http` or `https`), checked once when the logical
     /// request began; the retry layer refuses it.
     pub(crate) fn invalid_uri(&self) -> Option<&InvalidUri> {
-        self.invalid_uri.as_ref()
+        self.invalid_uri.as_deref()
     }
 
     /// See [`LogicalRequest::session_path`].
@@ -417,7 +428,7 @@ impl RequestContext {
     /// layer did).
     pub(crate) fn hand_history_to<B>(&self, res: &mut Response<B>) {
         let history = self.take_history(Some(res.status()));
-        if Outcome::of(res).is_none() {
+        if res.extensions().get::<Classified>().is_none() {
             outcome_of(res, self.call());
         }
         if let Some(classified) = res.extensions_mut().get_mut::<Classified>() {

@@ -281,13 +281,16 @@ where
         let config = &shared.config;
         let (logical, owner) = match (req.extensions().get::<LogicalRequest>(), config.kept) {
             (Some(found), _) => (Ctx::Shared(found.clone()), false),
-            (None, Some(limits)) => (Ctx::Kept(RequestContext::new(&req, limits)), true),
+            (None, Some(limits)) => {
+                let context = RequestContext::new(&req, limits).tracking_yields();
+                (Ctx::Kept(context), true)
+            }
             (None, None) => {
                 let (made, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
                 (Ctx::Shared(made), true)
             }
         };
-        if owner {
+        if let (true, Ctx::Shared(logical)) = (owner, &logical) {
             logical.track_yields();
         }
         let call = req.extensions().get::<Call>().cloned();
