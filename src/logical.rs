@@ -12,7 +12,17 @@
 //! Counting works without knowing the stack's order: the first send of a
 //! logical request is counted when the context is made, and every layer
 //! counts each *further* call to its inner service. An attempt is recorded
-//! once, by the innermost layer that sees its answer.
+//! once, by the innermost layer that sees its answer. The layer that made
+//! the context puts the [`AttemptHistory`] in the final answer
+//! ([`AttemptHistory::of`]).
+//!
+//! A context nobody else reads is not shared:
+//! [`MpsdLayer`](crate::MpsdLayer) without a rebase, revalidate or pace
+//! layer has its retry layer make each logical request and keep it inline
+//! in its response future, so a first-try success allocates nothing for
+//! it and puts nothing in the request's extensions. The classify layer
+//! below then parses the request's call itself, and the retry layer records
+//! each attempt.
 //!
 //! # Example
 //!

@@ -4,7 +4,7 @@
 //!
 //! | layer | why there |
 //! |---|---|
-//! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory) |
+//! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory); with no rebase, revalidate or pace layer, the retry layer does this, keeping the logical request in its future (see [`crate::logical`]) |
 //! | [`CoalesceLayer`] (when a rebase policy is given, unless [`without_coalescing`](MpsdLayer::without_coalescing)) | identical concurrent GETs sent once; each caller keeps its own deadline, and the one GET sent is retried, paced and revalidated below |
 //! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`], unless [`unsequenced`](RebaseLayer::unsequenced)), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
