@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -157,6 +157,10 @@ pub(crate) struct Ticket(u64);
 #[derive(Clone)]
 pub struct Cooldowns {
     gates: Arc<Mutex<HashMap<Key, Gate>>>,
+    /// Whether `gates` may hold a gate: set with every gate made, cleared
+    /// only by a purge that leaves none, both under its lock, so that the
+    /// common case (no cooldown anywhere) takes no lock.
+    held: Arc<AtomicBool>,
     next_purge: Arc<Mutex<Instant>>,
     /// Generations are never reused, even by a new gate of a forgotten key,
     /// so an old ticket is good for nothing new.
@@ -281,6 +285,7 @@ impl Cooldowns {
     fn bounded(max_keys: usize, release_spacing: Duration) -> Self {
         Self {
             gates: Arc::new(Mutex::new(HashMap::new())),
+            held: Arc::new(AtomicBool::new(false)),
             next_purge: Arc::new(Mutex::new(Instant::now())),
             generations: Arc::new(AtomicU64::new(0)),
             max_keys,
@@ -433,6 +438,7 @@ impl Cooldowns {
         gate.until = gate.until.max(until);
         gate.next_release = None;
         gate.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.held.store(true, Ordering::Release);
     }
 
     /// Whether no cooldown is held: the common case, which needs no keys.
@@ -452,15 +458,21 @@ impl Cooldowns {
 
     /// Whether no gate is held here, once settled gates are dropped.
     fn purged_empty(&self) -> bool {
-        let mut gates = self.lock();
-        if gates.is_empty() {
+        if !self.held.load(Ordering::Acquire) {
             return true;
         }
-        let now = Instant::now();
-        if now >= self.purge_at(now) {
-            gates.retain(|_, g| !g.settled_by(now));
+        let mut gates = self.lock();
+        if !gates.is_empty() {
+            let now = Instant::now();
+            if now >= self.purge_at(now) {
+                gates.retain(|_, g| !g.settled_by(now));
+            }
         }
-        gates.is_empty()
+        let empty = gates.is_empty();
+        if empty {
+            self.held.store(false, Ordering::Release);
+        }
+        empty
     }
 
     /// When the next purge of finished gates is due, moving it a second on
