@@ -246,6 +246,16 @@ impl RequestContext {
     /// A new context for `req`: its deadline from now, at most
     /// `max_attempts` sends.
     pub(crate) fn new<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
+        Self::with_clock(req, limits, Clock::Untracked)
+    }
+
+    /// [`new`](Self::new), for an owner that keeps it to itself and says
+    /// when it yields (see [`track_yields`](Self::track_yields)).
+    pub(crate) fn tracking_yields<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
+        Self::with_clock(req, limits, Clock::Unread)
+    }
+
+    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, clock: Clock) -> Self {
         let LogicalLayer {
             deadline,
             max_attempts,
@@ -273,7 +283,7 @@ impl RequestContext {
                 next_queued: Duration::ZERO,
                 last_answer: start,
                 history: AttemptHistory::default(),
-                clock: Clock::Untracked,
+                clock,
             }),
         }
     }
@@ -294,15 +304,6 @@ impl RequestContext {
     /// [`yielded`](Self::yielded) is called.
     pub(crate) fn track_yields(&self) {
         self.state().clock = Clock::Unread;
-    }
-
-    /// [`track_yields`](Self::track_yields), for a context not yet shared.
-    pub(crate) fn tracking_yields(mut self) -> Self {
-        self.state
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .clock = Clock::Unread;
-        self
     }
 
     /// For the owner of the request: the stack yielded (its future is

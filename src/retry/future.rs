@@ -279,20 +279,18 @@ where
     /// Starts the first attempt with `svc`, which the caller made ready.
     pub(crate) fn new(svc: S, mut req: Request<B>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
-        let (logical, owner) = match (req.extensions().get::<LogicalRequest>(), config.kept) {
-            (Some(found), _) => (Ctx::Shared(found.clone()), false),
-            (None, Some(limits)) => {
-                let context = RequestContext::new(&req, limits).tracking_yields();
-                (Ctx::Kept(context), true)
-            }
+        let found = req.extensions().get::<LogicalRequest>().cloned();
+        let owner = found.is_none();
+        // Made in place: a kept context is most of the future's size.
+        let logical = match (found, config.kept) {
+            (Some(found), _) => Ctx::Shared(found),
+            (None, Some(limits)) => Ctx::Kept(RequestContext::tracking_yields(&req, limits)),
             (None, None) => {
                 let (made, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
-                (Ctx::Shared(made), true)
+                made.track_yields();
+                Ctx::Shared(made)
             }
         };
-        if let (true, Ctx::Shared(logical)) = (owner, &logical) {
-            logical.track_yields();
-        }
         let call = req.extensions().get::<Call>().cloned();
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
