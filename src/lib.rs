@@ -236,7 +236,7 @@
 //! is a `Service<reqwest::Request>` answering `reqwest::Response`, not
 //! `http`'s types, so the stack built on it implements no `Service`:
 //! calling it fails with E0599 ("the method `oneshot` exists for struct
-//! `Logical<..>`, but its trait bounds were not satisfied"), which names
+//! `Retry<Classify<Client>>`, but its trait bounds were not satisfied"), which names
 //! only the outermost layer's `Service<_>`, not what the client lacks. A `service_fn`
 //! converting one into the other is the whole adapter
 //! (`examples/reqwest.rs`, and `tests/reqwest.rs` over real TCP):

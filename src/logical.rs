@@ -17,10 +17,11 @@
 //! ([`AttemptHistory::of`]).
 //!
 //! A context nobody else reads is not shared:
-//! [`MpsdLayer`](crate::MpsdLayer) without a rebase, revalidate or pace
-//! layer has its retry layer make each logical request and keep it inline
-//! in its response future, so a first-try success allocates nothing for
-//! it and puts nothing in the request's extensions. The classify layer
+//! [`MpsdLayer`](crate::MpsdLayer) without a rebase policy has its retry
+//! layer on top make each logical request, and without a revalidate or
+//! pace layer either, keep it inline in its response future, so a
+//! first-try success allocates nothing for it and puts nothing in the
+//! request's extensions. The classify layer
 //! below then parses the request's call itself, and the retry layer records
 //! each attempt.
 //!
@@ -479,8 +480,10 @@ impl RequestContext {
 ///
 /// This is the one place where the limits are set: no other layer has a
 /// deadline or an attempt limit of its own.
-/// [`MpsdLayer`](crate::stack::MpsdLayer) puts one on top (its `deadline`
-/// and `max_attempts` set it). A retry or rebase layer used without one
+/// [`MpsdLayer`](crate::stack::MpsdLayer) puts one on top of a rebase
+/// policy's layers (its `deadline` and `max_attempts` set it); without a
+/// rebase policy it has its retry layer, then on top, make each logical
+/// request with the same limits. A retry or rebase layer used without one
 /// starts a logical request with [`LogicalLayer::default`]'s limits (20
 /// sends for a rebase layer, see [`RebaseLayer`](crate::rebase::RebaseLayer));
 /// pacing without one waits at most the default deadline.
@@ -546,7 +549,7 @@ impl<S> Layer<S> for LogicalLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Logical {
             inner,
-            layer: Some(*self),
+            layer: *self,
         }
     }
 }
@@ -555,20 +558,11 @@ impl<S> Layer<S> for LogicalLayer {
 #[derive(Debug, Clone)]
 pub struct Logical<S> {
     inner: S,
-    /// `None` when the layer inside keeps the logical request itself (see
-    /// [`RetryLayer::keeping_context`](crate::retry::RetryLayer)): then
-    /// this one only passes requests on.
-    layer: Option<LogicalLayer>,
+    layer: LogicalLayer,
 }
 
 impl<S> Logical<S> {
     crate::macros::define_inner_service_accessors!();
-
-    /// A service that passes requests to `inner`, which makes their
-    /// logical requests itself.
-    pub(crate) fn passing_to(inner: S) -> Self {
-        Self { inner, layer: None }
-    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Logical<S>
@@ -584,16 +578,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let owned = self.layer.and_then(|limits| {
-            let (logical, owner) = LogicalRequest::of_or_insert(&mut req, limits);
-            owner.then(|| {
-                logical.track_yields();
-                logical
-            })
-        });
+        let (logical, owner) = LogicalRequest::of_or_insert(&mut req, self.layer);
+        if owner {
+            logical.track_yields();
+        }
         ResponseFuture {
             inner: self.inner.call(req),
-            owned,
+            owned: owner.then_some(logical),
         }
     }
 }

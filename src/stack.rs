@@ -4,7 +4,7 @@
 //!
 //! | layer | why there |
 //! |---|---|
-//! | [`LogicalLayer`] | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory); with no rebase, revalidate or pace layer, the retry layer does this, keeping the logical request in its future (see [`crate::logical`]) |
+//! | [`LogicalLayer`] (when a rebase policy is given) | one deadline and attempt limit for everything inside, the request parsed once, and the [`AttemptHistory`](crate::logical::AttemptHistory); without a rebase policy the retry layer is on top and does this itself, keeping the logical request in its future when no revalidate or pace layer reads it (see [`crate::logical`]) |
 //! | [`CoalesceLayer`] (when a rebase policy is given, unless [`without_coalescing`](MpsdLayer::without_coalescing)) | identical concurrent GETs sent once; each caller keeps its own deadline, and the one GET sent is retried, paced and revalidated below |
 //! | [`RebaseLayer`] (when a policy is given) | its re-reads pass the retry layer's cooldowns; it sequences conditional writes per session ([`crate::sequence`], unless [`unsequenced`](RebaseLayer::unsequenced)), so their waits count against the deadline and a write that never gets an answer is abandoned by the retry layer below |
 //! | [`RetryLayer`] | 503, 429 and transient failures |
@@ -111,9 +111,9 @@ pub struct MpsdLayer<R = Identity, V = Identity, P = Identity> {
     deadline: Duration,
     max_attempts: Option<u32>,
     default_attempts: u32,
-    /// No rebase, revalidate or pace layer: the retry layer is the only
-    /// one that reads the logical request, and keeps it to itself.
-    retry_alone: bool,
+    /// No revalidate or pace layer below the retry layer reads the
+    /// logical request: the retry layer may keep one it makes to itself.
+    keep_context: bool,
     rebase: R,
     retry: RetryLayer,
     revalidate: V,
@@ -128,7 +128,7 @@ impl MpsdLayer {
             deadline: Duration::from_secs(20),
             max_attempts: None,
             default_attempts: 5,
-            retry_alone: true,
+            keep_context: true,
             rebase: Identity::new(),
             retry: RetryLayer::new(),
             revalidate: Identity::new(),
@@ -173,7 +173,7 @@ impl<V, P> MpsdLayer<Identity, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: crate::logical::REBASE_SENDS,
-            retry_alone: false,
+            keep_context: self.keep_context,
             rebase: Rebasing {
                 coalesce: CoalesceLayer::new(),
                 rebase: rebase.sequenced_by_default(),
@@ -229,7 +229,7 @@ impl<Policy, C, V, P> MpsdLayer<Rebasing<Policy, C>, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
-            retry_alone: self.retry_alone,
+            keep_context: self.keep_context,
             rebase: Rebasing {
                 coalesce,
                 rebase: self.rebase.rebase,
@@ -251,7 +251,7 @@ impl<R, P> MpsdLayer<R, Identity, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
-            retry_alone: false,
+            keep_context: false,
             rebase: self.rebase,
             retry: self.retry,
             revalidate,
@@ -270,7 +270,7 @@ impl<R, V> MpsdLayer<R, V, Identity> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
-            retry_alone: false,
+            keep_context: false,
             rebase: self.rebase,
             retry: self.retry,
             revalidate: self.revalidate,
@@ -328,22 +328,58 @@ impl<S, R, V, P> Layer<S> for MpsdLayer<R, V, P>
 where
     P: Layer<Classify<S>>,
     V: Layer<P::Service>,
-    R: Layer<Retry<V::Service>>,
+    R: Top<Retry<V::Service>>,
 {
-    type Service = Logical<R::Service>;
+    type Service = R::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         let paced = self.pace.layer(ClassifyLayer::new().layer(inner));
         let revalidated = self.revalidate.layer(paced);
-        if self.retry_alone {
-            // Nothing but the classify layer below the retry layer, and
-            // nothing above it: the logical request is the retry layer's
-            // alone, kept in its future rather than in every request's
-            // extensions (see `RetryLayer::keeping_context`).
-            let retry = self.retry.clone().keeping_context(self.logical());
-            return Logical::passing_to(self.rebase.layer(retry.layer(revalidated)));
-        }
-        let rebased = self.rebase.layer(self.retry.layer(revalidated));
-        self.logical().layer(rebased)
+        let limits = self.logical();
+        // Without a rebase policy, the retry layer is on top and makes
+        // each logical request itself; with no layer below it that reads
+        // the request, it keeps it in its future, in no extension map.
+        let retry = self.retry.clone().making_context(limits, self.keep_context);
+        self.rebase.top(retry.layer(revalidated), limits)
+    }
+}
+
+mod top {
+    use crate::logical::LogicalLayer;
+
+    /// What goes on top of the retry layer in [`MpsdLayer`](super::MpsdLayer):
+    /// nothing ([`Identity`](tower::layer::util::Identity): the retry
+    /// layer makes each logical request), or a rebase policy's layers
+    /// ([`Rebasing`](super::Rebasing)) under a
+    /// [`LogicalLayer`] that makes it for them all. Sealed: it cannot be
+    /// named outside this crate.
+    pub trait Top<Inner> {
+        /// The stack's service.
+        type Service;
+
+        /// The stack on `inner`, the retry layer's service, whose logical
+        /// requests have `limits`.
+        fn top(&self, inner: Inner, limits: LogicalLayer) -> Self::Service;
+    }
+}
+
+use top::Top;
+
+impl<Inner> Top<Inner> for Identity {
+    type Service = Inner;
+
+    fn top(&self, inner: Inner, _: LogicalLayer) -> Inner {
+        inner
+    }
+}
+
+impl<Inner, Policy: Clone, C> Top<Inner> for Rebasing<Policy, C>
+where
+    C: Layer<Rebase<Inner, Policy>>,
+{
+    type Service = Logical<C::Service>;
+
+    fn top(&self, inner: Inner, limits: LogicalLayer) -> Self::Service {
+        limits.layer(self.layer(inner))
     }
 }

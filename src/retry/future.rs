@@ -20,7 +20,7 @@ use super::stats::{bump, RetryStats};
 use crate::classify::{outcome_of, Call};
 use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
-use crate::logical::{at_most, GaveUp, LogicalLayer, LogicalRequest, Purpose, RequestContext};
+use crate::logical::{at_most, GaveUp, LogicalRequest, Purpose, RequestContext};
 use crate::replay::NotReplayable;
 use crate::rules::backoff::{Cause, Plan, TooLong};
 use crate::BoxError;
@@ -74,7 +74,7 @@ impl LazyNow {
 
 /// The logical request this layer works in: shared with the layers around
 /// it through the request's extensions, or, when the stack says nothing
-/// else reads it ([`RetryLayer::keeping_context`](super::RetryLayer)),
+/// else reads it (`RetryLayer::making_context`),
 /// kept here alone, inline, with nothing allocated and nothing put in the
 /// request. Inline rather than boxed: moving the larger future costs a
 /// first-try success less than the allocation would (`benches/overhead.rs`).
@@ -282,11 +282,13 @@ where
         let found = req.extensions().get::<LogicalRequest>().cloned();
         let owner = found.is_none();
         // Made in place: a kept context is most of the future's size.
-        let logical = match (found, config.kept) {
-            (Some(found), _) => Ctx::Shared(found),
-            (None, Some(limits)) => Ctx::Kept(RequestContext::tracking_yields(&req, limits)),
-            (None, None) => {
-                let (made, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        let logical = match found {
+            Some(found) => Ctx::Shared(found),
+            None if config.keep_context => {
+                Ctx::Kept(RequestContext::tracking_yields(&req, config.limits))
+            }
+            None => {
+                let (made, _) = LogicalRequest::of_or_insert(&mut req, config.limits);
                 made.track_yields();
                 Ctx::Shared(made)
             }

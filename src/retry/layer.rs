@@ -28,12 +28,15 @@ pub(crate) struct Config {
     /// Which causes this layer retries: 503, 429, transient failures.
     pub(crate) causes: [bool; 3],
     pub(crate) key: KeyFn,
-    /// The limits of a logical request this layer keeps to itself, in its
-    /// future, rather than sharing it through the request's extensions:
-    /// set by [`MpsdLayer`](crate::MpsdLayer) when no layer but the
-    /// classify layer is below this one, and no layer above makes the
-    /// logical request. `None`: one is shared, found or made.
-    pub(crate) kept: Option<LogicalLayer>,
+    /// The limits of the logical request this layer makes when a request
+    /// comes without one: [`LogicalLayer::default`]'s, or, on top of
+    /// [`MpsdLayer`](crate::MpsdLayer)'s stack, the stack's.
+    pub(crate) limits: LogicalLayer,
+    /// Whether a logical request this layer makes is kept to itself,
+    /// inline in its future, rather than shared through the request's
+    /// extensions: set by `MpsdLayer` when no layer but the classify layer
+    /// is below this one.
+    pub(crate) keep_context: bool,
 }
 
 impl Config {
@@ -122,7 +125,8 @@ impl RetryLayer {
                 min_attempt_time: Duration::from_secs(5),
                 causes,
                 key: Arc::new(default_cooldown_key),
-                kept: None,
+                limits: LogicalLayer::default(),
+                keep_context: false,
             },
             budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             cooldowns: Cooldowns::new(),
@@ -206,11 +210,12 @@ impl RetryLayer {
         self.cooldowns.held()
     }
 
-    /// This layer, making the logical request of each request itself with
-    /// `limits` and keeping it in its future: for a stack in which no
-    /// layer above makes it and none below reads it (see [`Config::kept`]).
-    pub(crate) fn keeping_context(mut self, limits: LogicalLayer) -> Self {
-        self.config.kept = Some(limits);
+    /// This layer, making the logical request of a request that comes
+    /// without one with `limits`, and keeping it in its future when
+    /// `keep` (see [`Config::keep_context`]).
+    pub(crate) fn making_context(mut self, limits: LogicalLayer, keep: bool) -> Self {
+        self.config.limits = limits;
+        self.config.keep_context = keep;
         self
     }
 
