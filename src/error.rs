@@ -19,9 +19,9 @@
 //!
 //! Not errors: an answer the layers gave up retrying (a 503 past the
 //! deadline, a 412 the policy declined) comes back as the response, with
-//! an [`AttemptHistory`](crate::logical::AttemptHistory) in its
-//! extensions whose [`gave_up`](crate::logical::AttemptHistory::gave_up)
-//! says why.
+//! an [`AttemptHistory`](crate::logical::AttemptHistory)
+//! ([`AttemptHistory::of`](crate::logical::AttemptHistory::of)) whose
+//! [`gave_up`](crate::logical::AttemptHistory::gave_up) says why.
 //! [`logical`](crate::logical) adds no error of its own.
 //!
 //! Only errors of the inner service are wrapped in [`RequestFailed`]; this

@@ -9,7 +9,7 @@
 //!
 //! | layer | what it does |
 //! |---|---|
-//! | [`logical::LogicalLayer`] | one deadline and attempt limit per logical request, the only place they are set; the [`AttemptHistory`](logical::AttemptHistory) in the response |
+//! | [`logical::LogicalLayer`] (with a rebase policy; without one, the retry layer makes each logical request) | one deadline and attempt limit per logical request, the only place they are set; the [`AttemptHistory`](logical::AttemptHistory) in the response |
 //! | [`coalesce::CoalesceLayer`] (with a rebase policy) | concurrent identical GETs sent once, every caller given the same answer |
 //! | [`rebase::RebaseLayer`] | a write that lost a race (412) re-read and retried through a policy, losing no one's update; with a [`sequence::SessionBoard`] (the stack gives it one), conditional writes to a session go one at a time and a known-stale write is rebased before it is sent |
 //! | [`retry::RetryLayer`] | 503 and 429 retried no earlier than `Retry-After`, with jitter, a cooldown shared by every request (per authority for 503, per authority and user for 429), a retry budget, and never past the deadline |

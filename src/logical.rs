@@ -87,55 +87,37 @@ pub(crate) fn at_most(start: Instant, wait: Duration) -> Instant {
 }
 
 /// The shared context of one logical request; clones share it.
-///
-/// It derefs to the context itself, which the layers of this crate read
-/// and update; its public face is the methods below.
 #[derive(Debug, Clone)]
-pub struct LogicalRequest(Arc<RequestContext>);
+pub struct LogicalRequest(Arc<LogicalContext>);
 
-impl std::ops::Deref for LogicalRequest {
-    type Target = RequestContext;
-
-    fn deref(&self) -> &RequestContext {
-        &self.0
-    }
-}
-
-pub(crate) use context::RequestContext;
-
-mod context {
-    use super::*;
-
-    /// One logical request's context: shared as a [`LogicalRequest`], or
-    /// kept by the one layer that needs it (see
-    /// [`MpsdLayer`](crate::stack::MpsdLayer)'s retry layer) inline in its
-    /// future, with no allocation. Public only to be the target of
-    /// `LogicalRequest`'s `Deref`; it cannot be named outside the crate.
-    pub struct RequestContext {
-        pub(super) start: Instant,
-        pub(super) deadline: Instant,
-        pub(super) max_attempts: u32,
-        pub(super) method: Method,
-        /// The caller's request, parsed the first time a layer asks.
-        pub(super) call: OnceLock<Call>,
-        /// Boxed: nearly every URI is valid, and the context is kept
-        /// inline in a future that every call moves.
-        pub(super) invalid_uri: Option<Box<InvalidUri>>,
-        /// Its path and `Authorization`, shared with the request (no copy
-        /// of their bytes), so that the call, the session and the user are
-        /// parsed only when a layer asks, and once.
-        pub(super) path: Option<PathAndQuery>,
-        /// Its host, for the metrics' `server.address`.
-        pub(super) authority: Option<Authority>,
-        pub(super) authorization: Option<HeaderValue>,
-        pub(super) session: OnceLock<Option<Box<str>>>,
-        pub(super) state: Mutex<State>,
-    }
+/// One logical request's context: shared as a [`LogicalRequest`], or kept
+/// by the one layer that reads it (see
+/// [`MpsdLayer`](crate::stack::MpsdLayer)'s retry layer) inline in its
+/// future, with no allocation.
+pub(crate) struct LogicalContext {
+    start: Instant,
+    deadline: Instant,
+    max_attempts: u32,
+    method: Method,
+    /// The caller's request, parsed the first time a layer asks.
+    call: OnceLock<Call>,
+    /// Boxed: nearly every URI is valid, and the context is kept
+    /// inline in a future that every call moves.
+    invalid_uri: Option<Box<InvalidUri>>,
+    /// Its path and `Authorization`, shared with the request (no copy
+    /// of their bytes), so that the call, the session and the user are
+    /// parsed only when a layer asks, and once.
+    path: Option<PathAndQuery>,
+    /// Its host, for the metrics' `server.address`.
+    authority: Option<Authority>,
+    authorization: Option<HeaderValue>,
+    session: OnceLock<Option<Box<str>>>,
+    state: Mutex<State>,
 }
 
 /// Written by hand: the URI's user-info and query, and the
 /// `Authorization`, may hold secrets; the host and the parsed call do not.
-impl fmt::Debug for RequestContext {
+impl fmt::Debug for LogicalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogicalRequest")
             .field("method", &self.method)
@@ -191,6 +173,11 @@ enum Clock {
 }
 
 impl LogicalRequest {
+    /// The context itself, which the layers of this crate read and update.
+    pub(crate) fn context(&self) -> &LogicalContext {
+        &self.0
+    }
+
     /// The context in `req`'s extensions, or a new one (deadline from now,
     /// at most `max_attempts` sends) put there. `true` when it is new: the
     /// caller owns it and hands its history back.
@@ -198,7 +185,7 @@ impl LogicalRequest {
         if let Some(found) = req.extensions().get::<Self>() {
             return (found.clone(), false);
         }
-        let logical = Self(Arc::new(RequestContext::new(req, limits)));
+        let logical = Self(Arc::new(LogicalContext::new(req, limits)));
         req.extensions_mut().insert(logical.clone());
         (logical, true)
     }
@@ -243,7 +230,7 @@ impl LogicalRequest {
     }
 }
 
-impl RequestContext {
+impl LogicalContext {
     /// A new context for `req`: its deadline from now, at most
     /// `max_attempts` sends.
     pub(crate) fn new<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
@@ -580,7 +567,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let (logical, owner) = LogicalRequest::of_or_insert(&mut req, self.layer);
         if owner {
-            logical.track_yields();
+            logical.context().track_yields();
         }
         ResponseFuture {
             inner: self.inner.call(req),
@@ -609,15 +596,15 @@ where
         let this = self.project();
         let Poll::Ready(mut result) = this.inner.poll(cx) else {
             if let Some(logical) = this.owned {
-                logical.yielded();
+                logical.context().yielded();
             }
             return Poll::Pending;
         };
         if let Some(logical) = this.owned.take() {
             match &mut result {
-                Ok(res) => logical.hand_history_to(res),
+                Ok(res) => logical.context().hand_history_to(res),
                 // An error carries its history from the layer below.
-                Err(_) => drop(logical.take_history(None)),
+                Err(_) => drop(logical.context().take_history(None)),
             }
         }
         Poll::Ready(result)
@@ -731,8 +718,8 @@ pub enum NoSession {
     RereadFailed,
 }
 
-/// The attempt history of one logical request, in the final response's
-/// extensions.
+/// The attempt history of one logical request, in the final response
+/// (read it with [`AttemptHistory::of`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AttemptHistory {
@@ -831,9 +818,12 @@ mod tests {
             outer.deadline(),
             "the outer deadline holds"
         );
-        assert!(inner.take_send(Purpose::Reread));
-        assert!(outer.take_send(Purpose::Rebased));
-        assert!(!inner.take_send(Purpose::Rebased), "three sends in all");
+        assert!(inner.context().take_send(Purpose::Reread));
+        assert!(outer.context().take_send(Purpose::Rebased));
+        assert!(
+            !inner.context().take_send(Purpose::Rebased),
+            "three sends in all"
+        );
         assert_eq!(outer.sends(), 3);
     }
 
@@ -842,12 +832,12 @@ mod tests {
         let mut req = Request::new(());
         let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let t0 = Instant::now();
-        ctx.record_answer(t0, None);
-        ctx.record_answer(t0, None);
+        ctx.context().record_answer(t0, None);
+        ctx.context().record_answer(t0, None);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(ctx.take_send(Purpose::Reread));
-        ctx.record_answer(Instant::now(), None);
-        ctx.record_answer(Instant::now(), None);
+        assert!(ctx.context().take_send(Purpose::Reread));
+        ctx.context().record_answer(Instant::now(), None);
+        ctx.context().record_answer(Instant::now(), None);
         let history = ctx.history();
         assert_eq!(history.attempts().len(), 2);
         assert_eq!(history.attempts()[1].purpose, Purpose::Reread);
@@ -864,16 +854,20 @@ mod tests {
         let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let t0 = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(ctx.now(), t0 + Duration::from_secs(1), "untracked: read");
-
-        ctx.track_yields();
-        let read = ctx.now();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(ctx.now(), read, "no yield: the same reading");
-        assert_eq!(ctx.history().total, Duration::from_secs(1));
-        ctx.yielded();
         assert_eq!(
-            ctx.now(),
+            ctx.context().now(),
+            t0 + Duration::from_secs(1),
+            "untracked: read"
+        );
+
+        ctx.context().track_yields();
+        let read = ctx.context().now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(ctx.context().now(), read, "no yield: the same reading");
+        assert_eq!(ctx.history().total, Duration::from_secs(1));
+        ctx.context().yielded();
+        assert_eq!(
+            ctx.context().now(),
             t0 + Duration::from_secs(2),
             "after a yield: read again"
         );

@@ -10,7 +10,7 @@
 //! | [`RetryLayer`] | 503, 429 and transient failures |
 //! | [`RevalidateLayer`] (optional) | every GET, retried ones too, asks `If-None-Match` |
 //! | [`PaceLayer`] (optional) | it paces what actually goes to the network |
-//! | [`ClassifyLayer`] | innermost: each send's answer is classified once (a small 429 body read for its rate-limit fields), its attempt recorded, and its [`Outcome`](crate::classify::Outcome) put in its extensions (with its call, one [`Classified`](crate::classify::Classified) entry) for the layers above and the caller |
+//! | [`ClassifyLayer`] | innermost: each send's answer is classified once (a small 429 body read for its rate-limit fields), its attempt recorded (by the retry layer when it keeps the logical request to itself), and its [`Outcome`](crate::classify::Outcome) put in its extensions (with its call, one [`Classified`](crate::classify::Classified) entry) for the layers above and the caller |
 //!
 //! Outside it goes [`AuthLayer`](crate::auth::AuthLayer), when the stack
 //! should set and refresh the user's token: every layer here then reads the
@@ -328,7 +328,7 @@ impl<S, R, V, P> Layer<S> for MpsdLayer<R, V, P>
 where
     P: Layer<Classify<S>>,
     V: Layer<P::Service>,
-    R: Top<Retry<V::Service>>,
+    R: StackTop<Retry<V::Service>>,
 {
     type Service = R::Service;
 
@@ -353,7 +353,7 @@ mod top {
     /// ([`Rebasing`](super::Rebasing)) under a
     /// [`LogicalLayer`] that makes it for them all. Sealed: it cannot be
     /// named outside this crate.
-    pub trait Top<Inner> {
+    pub trait StackTop<Inner> {
         /// The stack's service.
         type Service;
 
@@ -363,9 +363,9 @@ mod top {
     }
 }
 
-use top::Top;
+use top::StackTop;
 
-impl<Inner> Top<Inner> for Identity {
+impl<Inner> StackTop<Inner> for Identity {
     type Service = Inner;
 
     fn top(&self, inner: Inner, _: LogicalLayer) -> Inner {
@@ -373,7 +373,7 @@ impl<Inner> Top<Inner> for Identity {
     }
 }
 
-impl<Inner, Policy: Clone, C> Top<Inner> for Rebasing<Policy, C>
+impl<Inner, Policy: Clone, C> StackTop<Inner> for Rebasing<Policy, C>
 where
     C: Layer<Rebase<Inner, Policy>>,
 {
@@ -381,5 +381,94 @@ where
 
     fn top(&self, inner: Inner, limits: LogicalLayer) -> Self::Service {
         limits.layer(self.layer(inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use tokio::time::Instant;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    use crate::logical::{AttemptHistory, LogicalRequest};
+    use crate::pace::PaceLayer;
+    use crate::{MpsdLayer, ServiceBuilderExt};
+
+    /// A caller's own extension.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tag(u32);
+
+    /// What the client saw of each request: the caller's tag, and the
+    /// deadline of any logical request in its extensions.
+    type Seen = Arc<Mutex<Vec<(Option<Tag>, Option<Instant>)>>>;
+
+    /// A client answering 503 (`Retry-After: 1`) once, then 200, noting
+    /// what each request carried.
+    fn client(
+        seen: Seen,
+    ) -> impl tower::Service<
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
+        Error = crate::BoxError,
+        Future = impl Send,
+    > + Clone {
+        service_fn(move |req: Request<Full<Bytes>>| {
+            let ext = req.extensions();
+            let mut seen = seen.lock().unwrap();
+            let deadline = ext.get::<LogicalRequest>().map(LogicalRequest::deadline);
+            seen.push((ext.get::<Tag>().cloned(), deadline));
+            let status = if seen.len() == 1 { 503 } else { 200 };
+            let res = Response::builder()
+                .status(status)
+                .header("retry-after", "1");
+            std::future::ready(Ok(res.body(Full::default()).unwrap()))
+        })
+    }
+
+    fn tagged() -> Request<Full<Bytes>> {
+        let uri = "http://mpsd.test/serviceconfigs/c/sessionTemplates/t/sessions/s";
+        let mut req = Request::get(uri).body(Full::default()).unwrap();
+        req.extensions_mut().insert(Tag(7));
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_stack_sends_the_callers_extensions_on_every_send_and_none_of_its_own() {
+        let seen = Seen::default();
+        let stack = ServiceBuilder::new().mpsd().service(client(seen.clone()));
+        let res = stack.oneshot(tagged()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(AttemptHistory::of(&res).unwrap().attempts().len(), 2);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(Some(Tag(7)), None), (Some(Tag(7)), None)],
+            "the tag on both sends; the logical request kept in the retry layer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_layer_below_that_reads_it_the_logical_request_is_shared_with_the_stacks_deadline(
+    ) {
+        let seen = Seen::default();
+        let stack = MpsdLayer::new()
+            .deadline(Duration::from_secs(7))
+            .pace(PaceLayer::new());
+        let client = ServiceBuilder::new()
+            .mpsd_with(stack)
+            .service(client(seen.clone()));
+        let start = Instant::now();
+        let res = client.oneshot(tagged()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let deadline = Some(start + Duration::from_secs(7));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(Some(Tag(7)), deadline), (Some(Tag(7)), deadline)],
+            "one logical request, of the stack's deadline, on both sends"
+        );
     }
 }

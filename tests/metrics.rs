@@ -7,12 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use http::{header, Method, StatusCode};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use mpsd_sim::Fault;
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_mpsd::error::Refused;
 use tower_mpsd::logical::AttemptHistory;
 use tower_mpsd::metrics as names;
 use tower_mpsd::rebase::policy::ResendDelta;
@@ -227,4 +229,56 @@ async fn a_503_a_429_and_rebases_are_counted_with_their_labels() {
             assert!(!name.contains(private), "{name}");
         }
     }
+}
+
+/// The default stack's retry layer makes each logical request: one it
+/// refuses before sending (a cooldown past the deadline) still ends, as
+/// an error with no send, in the logical request's metrics.
+#[tokio::test(start_paused = true)]
+async fn a_request_refused_by_a_cooldown_ends_as_an_error() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "refused");
+    create(&uri, "alice", json!({})).await;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let client = ServiceBuilder::new()
+        .mpsd_with(MpsdLayer::new().deadline(Duration::from_secs(5)))
+        .service(http_client());
+
+    // A 503 whose Retry-After is past the deadline: handed back.
+    sim.script(overloaded("30").times(1));
+    let res = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Within its cooldown: refused, nothing sent.
+    let error = client
+        .clone()
+        .oneshot(request(Method::GET, &uri).build())
+        .await
+        .unwrap_err();
+    assert!(error.is::<Refused>(), "{error}");
+
+    let seen = seen(&snapshotter);
+    println!("{seen:#?}");
+    let refused = "{http.request.method=GET,mpsd.status_class=error}";
+    assert_eq!(
+        seen.histograms[&format!("{}{refused}", names::LOGICAL_ATTEMPTS)],
+        [0.0],
+        "no send"
+    );
+    assert_eq!(
+        seen.histograms[&format!("{}{refused}", names::LOGICAL_DURATION)],
+        [0.0],
+        "refused at once (paused time)"
+    );
+    let handed_back = "{http.request.method=GET,mpsd.status_class=5xx}";
+    assert_eq!(
+        seen.histograms[&format!("{}{handed_back}", names::LOGICAL_ATTEMPTS)],
+        [1.0]
+    );
 }

@@ -27,9 +27,8 @@ use crate::BoxError;
 pub const THROTTLED_BODY_CAP: usize = 4 * 1024;
 
 /// The outcome of an answer to a send of `call`: the one a layer further
-/// in put in its extensions (`false`: that layer recorded the attempt), or
-/// else classified now and put there with the call, so readers can tell
-/// what the body holds (`true`: the caller records it).
+/// in put in its extensions (`false`), or else classified now and put
+/// there with the call, so readers can tell what the body holds (`true`).
 pub(crate) fn outcome_of<B>(res: &mut Response<B>, call: &Call) -> (Outcome, bool) {
     if let Some(outcome) = Outcome::of(res) {
         return (outcome, false);
@@ -122,7 +121,7 @@ where
         let call = call_of(&req, logical.as_ref());
         // Only a logical request keeps a history to record the send in.
         let sent = logical.map(|logical| {
-            let now = logical.now();
+            let now = logical.context().now();
             (logical, now)
         });
         ResponseFuture {
@@ -201,7 +200,7 @@ where
                         // every layer that refuses before sending.
                         Err(e) => {
                             if let Some((logical, sent)) = this.sent.take() {
-                                logical.record_answer(sent, None);
+                                logical.context().record_answer(sent, None);
                             }
                             return Poll::Ready(Err(e));
                         }
@@ -231,7 +230,7 @@ where
             }
         };
         if let (Some((logical, sent)), true) = (this.sent.take(), new) {
-            logical.record_answer(sent, Some(outcome));
+            logical.context().record_answer(sent, Some(outcome));
         }
         Poll::Ready(Ok(res))
     }

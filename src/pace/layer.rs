@@ -115,7 +115,7 @@ where
             Some(logical) => logical.deadline(),
             None => at_most(now, DEFAULT_DEADLINE),
         };
-        let attempts = logical.map_or(0, |logical| logical.attempts());
+        let attempts = logical.map_or(0, |logical| logical.context().attempts());
         #[cfg(feature = "redis")]
         if let Some(store) = self.table.store() {
             let reservation = self.table.reserve_shared(

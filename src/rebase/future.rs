@@ -284,7 +284,7 @@ where
                 }
                 StateProj::Queued { wait, since, body } => {
                     let turn = ready!(wait.as_mut().poll(cx));
-                    me.logical.queued(since.elapsed());
+                    me.logical.context().queued(since.elapsed());
                     let body = body.take().expect("the write's body goes once");
                     match turn {
                         Ok(turn) => {
@@ -429,7 +429,7 @@ impl<S, P> Rounds<S, P> {
         };
         tracing::debug!("mpsd rebase: a stale write rebased before it was sent");
         board.count(Count::RebasedBeforeSending);
-        self.logical.rebased_before_sending();
+        self.logical.context().rebased_before_sending();
         crate::metrics::rebased(true);
         self.condition = rebase_head(&mut self.write, &etag);
         self.body = Some(next.clone());
@@ -443,7 +443,12 @@ impl<S, P> Rounds<S, P> {
             board.count(Count::Refused);
         }
         tracing::debug!("mpsd rebase: no turn in the session's queue before the deadline");
-        Refused::new(RefusedBy::Queue, Duration::ZERO, self.logical.attempts()).into()
+        Refused::new(
+            RefusedBy::Queue,
+            Duration::ZERO,
+            self.logical.context().attempts(),
+        )
+        .into()
     }
 
     /// The final answer to the write: read for the board when sequenced and
@@ -588,7 +593,7 @@ impl<S, P> Rounds<S, P> {
             Err(e) => (None, Refused::wait_for(e).is_none()),
         };
         if record {
-            self.logical.record_answer(self.sent, outcome);
+            self.logical.context().record_answer(self.sent, outcome);
         }
         result
     }
@@ -609,7 +614,7 @@ impl<S, P> Rounds<S, P> {
         self.round += 1;
         tracing::debug!(round = self.round, "mpsd rebase: the write lost a race");
         if self.body.is_none() {
-            self.logical.gave_up(GaveUp::NotReplayable);
+            self.logical.context().gave_up(GaveUp::NotReplayable);
             return Step::Done(self.finish(res.map(RebaseBody::inner)));
         }
         let (head, body) = res.into_parts();
@@ -669,7 +674,7 @@ impl<S, P> Rounds<S, P> {
                 self.ask(etag, &session, bytes)
             }
             Err(_) => {
-                if !self.logical.take_send(Purpose::Reread) {
+                if !self.logical.context().take_send(Purpose::Reread) {
                     return Step::Done(self.stop(GaveUp::MaxAttempts));
                 }
                 Step::Go(State::Ready { next: Next::Reread })
@@ -748,7 +753,7 @@ impl<S, P> Rounds<S, P> {
             Ok(pause) => pause,
             Err(why) => return Step::Done(self.stop(why)),
         };
-        if !self.logical.take_send(Purpose::Rebased) {
+        if !self.logical.context().take_send(Purpose::Rebased) {
             return Step::Done(self.stop(GaveUp::MaxAttempts));
         }
         crate::metrics::rebased(false);
@@ -762,7 +767,7 @@ impl<S, P> Rounds<S, P> {
     /// Ends the round with the 412 in hand, saying why it was not rebased.
     fn stop<R>(&mut self, why: GaveUp) -> Finished<R> {
         tracing::debug!(?why, "mpsd rebase: handing the 412 back");
-        self.logical.gave_up(why);
+        self.logical.context().gave_up(why);
         let lost = self.lost.take().expect("a 412 in hand");
         if let Some(etag) = lost.head.headers.get(header::ETAG) {
             self.saw(etag, &lost.body);
@@ -774,7 +779,7 @@ impl<S, P> Rounds<S, P> {
     /// history in it.
     fn finish<R>(&self, mut res: Response<RebaseBody<R>>) -> Finished<R> {
         if self.owner {
-            self.logical.hand_history_to(&mut res);
+            self.logical.context().hand_history_to(&mut res);
         }
         Ok(res)
     }

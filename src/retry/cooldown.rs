@@ -160,7 +160,7 @@ pub struct Cooldowns {
     /// Whether `gates` may hold a gate: set with every gate made, cleared
     /// only by a purge that leaves none, both under its lock, so that the
     /// common case (no cooldown anywhere) takes no lock.
-    held: Arc<AtomicBool>,
+    any_gate: Arc<AtomicBool>,
     next_purge: Arc<Mutex<Instant>>,
     /// Generations are never reused, even by a new gate of a forgotten key,
     /// so an old ticket is good for nothing new.
@@ -285,7 +285,7 @@ impl Cooldowns {
     fn bounded(max_keys: usize, release_spacing: Duration) -> Self {
         Self {
             gates: Arc::new(Mutex::new(HashMap::new())),
-            held: Arc::new(AtomicBool::new(false)),
+            any_gate: Arc::new(AtomicBool::new(false)),
             next_purge: Arc::new(Mutex::new(Instant::now())),
             generations: Arc::new(AtomicU64::new(0)),
             max_keys,
@@ -438,7 +438,7 @@ impl Cooldowns {
         gate.until = gate.until.max(until);
         gate.next_release = None;
         gate.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        self.held.store(true, Ordering::Release);
+        self.any_gate.store(true, Ordering::Release);
     }
 
     /// Whether no cooldown is held: the common case, which needs no keys.
@@ -458,7 +458,7 @@ impl Cooldowns {
 
     /// Whether no gate is held here, once settled gates are dropped.
     fn purged_empty(&self) -> bool {
-        if !self.held.load(Ordering::Acquire) {
+        if !self.any_gate.load(Ordering::Acquire) {
             return true;
         }
         let mut gates = self.lock();
@@ -470,7 +470,7 @@ impl Cooldowns {
         }
         let empty = gates.is_empty();
         if empty {
-            self.held.store(false, Ordering::Release);
+            self.any_gate.store(false, Ordering::Release);
         }
         empty
     }

@@ -20,7 +20,7 @@ use super::stats::{bump, RetryStats};
 use crate::classify::{outcome_of, Call};
 use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
-use crate::logical::{at_most, GaveUp, LogicalRequest, Purpose, RequestContext};
+use crate::logical::{at_most, GaveUp, LogicalContext, LogicalRequest, Purpose};
 use crate::replay::NotReplayable;
 use crate::rules::backoff::{Cause, Plan, TooLong};
 use crate::BoxError;
@@ -67,7 +67,7 @@ fn cause(outcome: &Outcome, safe_to_repeat: bool) -> Option<(Cause, Option<Durat
 struct LazyNow(Option<Instant>);
 
 impl LazyNow {
-    fn get(&mut self, logical: &RequestContext) -> Instant {
+    fn get(&mut self, logical: &LogicalContext) -> Instant {
         *self.0.get_or_insert_with(|| logical.now())
     }
 }
@@ -79,23 +79,23 @@ impl LazyNow {
 /// request. Inline rather than boxed: moving the larger future costs a
 /// first-try success less than the allocation would (`benches/overhead.rs`).
 #[allow(clippy::large_enum_variant)]
-enum Ctx {
+enum Logical {
     Shared(LogicalRequest),
-    Kept(RequestContext),
+    Owned(LogicalContext),
 }
 
-impl std::ops::Deref for Ctx {
-    type Target = RequestContext;
+impl std::ops::Deref for Logical {
+    type Target = LogicalContext;
 
-    fn deref(&self) -> &RequestContext {
+    fn deref(&self) -> &LogicalContext {
         match self {
-            Ctx::Shared(logical) => logical,
-            Ctx::Kept(context) => context,
+            Logical::Shared(logical) => logical.context(),
+            Logical::Owned(context) => context,
         }
     }
 }
 
-impl fmt::Debug for Ctx {
+impl fmt::Debug for Logical {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
@@ -147,9 +147,9 @@ impl<B> Kept<B> {
 
 impl<B: Clone> Kept<B> {
     /// The request for the next send.
-    fn next(&mut self, logical: &Ctx) -> Request<B> {
+    fn next(&mut self, logical: &Logical) -> Request<B> {
         let mut req = Request::from_parts(self.head.clone(), self.body.clone());
-        let Ctx::Shared(logical) = logical else {
+        let Logical::Shared(logical) = logical else {
             if !self.extensions.is_empty() {
                 *req.extensions_mut() = self.extensions.clone();
             }
@@ -176,7 +176,7 @@ where
     svc: S,
     req: Kept<B>,
     shared: Arc<Shared>,
-    logical: Ctx,
+    logical: Logical,
     owner: bool,
     /// What the request is when it is not the logical request's call: a
     /// rebase re-read's own.
@@ -283,14 +283,14 @@ where
         let owner = found.is_none();
         // Made in place: a kept context is most of the future's size.
         let logical = match found {
-            Some(found) => Ctx::Shared(found),
+            Some(found) => Logical::Shared(found),
             None if config.keep_context => {
-                Ctx::Kept(RequestContext::tracking_yields(&req, config.limits))
+                Logical::Owned(LogicalContext::tracking_yields(&req, config.limits))
             }
             None => {
                 let (made, _) = LogicalRequest::of_or_insert(&mut req, config.limits);
-                made.track_yields();
-                Ctx::Shared(made)
+                made.context().track_yields();
+                Logical::Shared(made)
             }
         };
         let call = req.extensions().get::<Call>().cloned();
@@ -335,9 +335,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = this.attempts.poll_states(this.state, cx);
-        if polled.is_pending() && this.attempts.owner {
-            this.attempts.logical.yielded();
+        let mut polled = this.attempts.poll_states(this.state, cx);
+        if this.attempts.owner {
+            let logical = &this.attempts.logical;
+            match &mut polled {
+                Poll::Pending => logical.yielded(),
+                // The layer that made the logical request hands its
+                // history back, and ends it (for the metrics) however it
+                // ended.
+                Poll::Ready(Ok(res)) => logical.hand_history_to(res),
+                Poll::Ready(Err(_)) => drop(logical.take_history(None)),
+            }
         }
         polled
     }
@@ -670,8 +678,8 @@ where
     /// Reads one answer: `Ok(wait)` to retry after `wait`, or the result to
     /// hand back.
     fn settle(&mut self, mut result: Finished<R>) -> Result<Duration, Finished<R>> {
-        // Read only when needed: not for a success that a layer further in
-        // already recorded.
+        // Read only when needed: for a cooldown or the time left, not for a
+        // first-try success.
         let mut now = LazyNow(None);
         // Classified once: by a layer further in, or here.
         let outcome = match &mut result {
@@ -818,26 +826,16 @@ where
         self.logical.gave_up(reason);
     }
 
-    /// Hands the answer back; the layer that made the logical request puts
-    /// its history in the response. An error of the inner service gets the
-    /// history so far, from any layer (see [`RequestFailed`]).
+    /// Hands the answer back (the layer that made the logical request
+    /// puts its history in it, see `poll`). An error of the inner service
+    /// gets the history so far, from any layer (see [`RequestFailed`]).
     fn finish(&self, result: Finished<R>) -> Finished<R> {
-        let mut res = result.map_err(|e| self.with_history(e))?;
-        if self.owner {
-            self.logical.hand_history_to(&mut res);
-        }
-        Ok(res)
+        result.map_err(|e| self.with_history(e))
     }
 
-    /// `error` in a [`RequestFailed`] with the history, unless it is one of
-    /// this crate's own errors.
+    /// `error` in a [`RequestFailed`] with the history so far, unless it is
+    /// one of this crate's own errors.
     fn with_history(&self, error: BoxError) -> BoxError {
-        RequestFailed::wrap(error, || {
-            if self.owner {
-                self.logical.take_history(None)
-            } else {
-                self.logical.history()
-            }
-        })
+        RequestFailed::wrap(error, || self.logical.history())
     }
 }

@@ -469,8 +469,11 @@ impl Cluster {
             _dir: dir,
             _one_at_a_time: guard,
         };
+        // Bounds on a hang rather than timings: on a loaded machine (the
+        // whole suite at once) a node can take seconds to start and a new
+        // cluster tens of seconds to agree.
         for node in &cluster.nodes {
-            wait_for("a cluster node answers", Duration::from_secs(5), || {
+            wait_for("a cluster node answers", Duration::from_secs(20), || {
                 cluster.text(node.port, &["PING"]) == "PONG"
             });
         }
@@ -502,7 +505,7 @@ impl Cluster {
             .status()
             .expect("redis-cli runs");
         assert!(status.success(), "redis-cli --cluster create failed");
-        cluster.wait_ok(Duration::from_secs(20));
+        cluster.wait_ok(Duration::from_secs(60));
         let want = replicas.to_string();
         // A replica's first sync on a loaded machine can take a while:
         // a minute, as a bound on a hang rather than a timing.
