@@ -111,9 +111,6 @@ pub struct MpsdLayer<R = Identity, V = Identity, P = Identity> {
     deadline: Duration,
     max_attempts: Option<u32>,
     default_attempts: u32,
-    /// No revalidate or pace layer below the retry layer reads the
-    /// logical request: the retry layer may keep one it makes to itself.
-    keep_context: bool,
     rebase: R,
     retry: RetryLayer,
     revalidate: V,
@@ -128,7 +125,6 @@ impl MpsdLayer {
             deadline: Duration::from_secs(20),
             max_attempts: None,
             default_attempts: 5,
-            keep_context: true,
             rebase: Identity::new(),
             retry: RetryLayer::new(),
             revalidate: Identity::new(),
@@ -173,7 +169,6 @@ impl<V, P> MpsdLayer<Identity, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: crate::logical::REBASE_SENDS,
-            keep_context: self.keep_context,
             rebase: Rebasing {
                 coalesce: CoalesceLayer::new(),
                 rebase: rebase.sequenced_by_default(),
@@ -229,7 +224,6 @@ impl<Policy, C, V, P> MpsdLayer<Rebasing<Policy, C>, V, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
-            keep_context: self.keep_context,
             rebase: Rebasing {
                 coalesce,
                 rebase: self.rebase.rebase,
@@ -251,7 +245,6 @@ impl<R, P> MpsdLayer<R, Identity, P> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
-            keep_context: false,
             rebase: self.rebase,
             retry: self.retry,
             revalidate,
@@ -270,7 +263,6 @@ impl<R, V> MpsdLayer<R, V, Identity> {
             deadline: self.deadline,
             max_attempts: self.max_attempts,
             default_attempts: self.default_attempts,
-            keep_context: false,
             rebase: self.rebase,
             retry: self.retry,
             revalidate: self.revalidate,
@@ -329,6 +321,8 @@ where
     P: Layer<Classify<S>>,
     V: Layer<P::Service>,
     R: StackTop<Retry<V::Service>>,
+    V: Below,
+    P: Below,
 {
     type Service = R::Service;
 
@@ -339,11 +333,15 @@ where
         // Without a rebase policy, the retry layer is on top and makes
         // each logical request itself; with no layer below it that reads
         // the request, it keeps it in its future, in no extension map.
-        let retry = self.retry.clone().making_context(limits, self.keep_context);
+        let keep = !(V::READS_CONTEXT || P::READS_CONTEXT);
+        let retry = self.retry.clone().making_context(limits, keep);
         self.rebase.top(retry.layer(revalidated), limits)
     }
 }
 
+/// The traits by which [`MpsdLayer`] assembles its stack from its types,
+/// public only to be named in its `Layer` bounds: they cannot be named
+/// outside this crate.
 mod top {
     use crate::logical::LogicalLayer;
 
@@ -351,8 +349,7 @@ mod top {
     /// nothing ([`Identity`](tower::layer::util::Identity): the retry
     /// layer makes each logical request), or a rebase policy's layers
     /// ([`Rebasing`](super::Rebasing)) under a
-    /// [`LogicalLayer`] that makes it for them all. Sealed: it cannot be
-    /// named outside this crate.
+    /// [`LogicalLayer`] that makes it for them all.
     pub trait StackTop<Inner> {
         /// The stack's service.
         type Service;
@@ -361,9 +358,32 @@ mod top {
         /// requests have `limits`.
         fn top(&self, inner: Inner, limits: LogicalLayer) -> Self::Service;
     }
+
+    /// What may go below the retry layer in
+    /// [`MpsdLayer`](super::MpsdLayer): whether it reads the logical
+    /// request from the request's extensions, so that the retry layer
+    /// must share it rather than keep it to itself.
+    pub trait Below {
+        /// It reads the logical request.
+        const READS_CONTEXT: bool;
+    }
 }
 
-use top::StackTop;
+use top::{Below, StackTop};
+
+impl Below for Identity {
+    const READS_CONTEXT: bool = false;
+}
+
+/// It waits for a slot until the logical request's deadline.
+impl Below for PaceLayer {
+    const READS_CONTEXT: bool = true;
+}
+
+/// It reads the session and the user as the logical request parsed them.
+impl Below for RevalidateLayer {
+    const READS_CONTEXT: bool = true;
+}
 
 impl<Inner> StackTop<Inner> for Identity {
     type Service = Inner;
