@@ -422,14 +422,24 @@ impl LogicalContext {
     }
 
     /// For the layer that made the logical request, once it is over with
+    /// `result`: its history handed to the answer
+    /// ([`hand_history_to`](Self::hand_history_to)), or, for an error
+    /// (which carries the history from the layer that failed), the logical
+    /// request ended for the metrics.
+    pub(crate) fn end<B, E>(&self, result: &mut Result<Response<B>, E>) {
+        match result {
+            Ok(res) => self.hand_history_to(res),
+            Err(_) => drop(self.take_history(None)),
+        }
+    }
+
+    /// For the layer that made the logical request, once it is over with
     /// `res`: moves the history into `res`'s [`Classified`] entry (which
     /// it makes, classifying `res` as the logical request's call, if no
     /// layer did).
     pub(crate) fn hand_history_to<B>(&self, res: &mut Response<B>) {
         let history = self.take_history(Some(res.status()));
-        if res.extensions().get::<Classified>().is_none() {
-            outcome_of(res, self.call());
-        }
+        outcome_of(res, || self.call());
         if let Some(classified) = res.extensions_mut().get_mut::<Classified>() {
             classified.history = Some(history);
         }
@@ -601,11 +611,7 @@ where
             return Poll::Pending;
         };
         if let Some(logical) = this.owned.take() {
-            match &mut result {
-                Ok(res) => logical.context().hand_history_to(res),
-                // An error carries its history from the layer below.
-                Err(_) => drop(logical.context().take_history(None)),
-            }
+            logical.context().end(&mut result);
         }
         Poll::Ready(result)
     }

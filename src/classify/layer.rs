@@ -29,10 +29,15 @@ pub const THROTTLED_BODY_CAP: usize = 4 * 1024;
 /// The outcome of an answer to a send of `call`: the one a layer further
 /// in put in its extensions (`false`), or else classified now and put
 /// there with the call, so readers can tell what the body holds (`true`).
-pub(crate) fn outcome_of<B>(res: &mut Response<B>, call: &Call) -> (Outcome, bool) {
+/// `call` is asked for only then: a logical request's is parsed on demand.
+pub(crate) fn outcome_of<'c, B>(
+    res: &mut Response<B>,
+    call: impl FnOnce() -> &'c Call,
+) -> (Outcome, bool) {
     if let Some(outcome) = Outcome::of(res) {
         return (outcome, false);
     }
+    let call = call();
     let outcome = classify(call, res.status(), res.headers());
     res.extensions_mut()
         .insert(Classified::new(outcome, call.clone()));
@@ -205,7 +210,7 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
-                    let (outcome, new) = outcome_of(&mut res, &call);
+                    let (outcome, new) = outcome_of(&mut res, || &call);
                     if !(new && reads_body(&outcome, res.headers())) {
                         break (res.map(ClassifyBody::inner), outcome, new);
                     }

@@ -587,7 +587,7 @@ impl<S, P> Rounds<S, P> {
         };
         let (outcome, record) = match &mut result {
             Ok(res) => {
-                let (outcome, new) = outcome_of(res, call);
+                let (outcome, new) = outcome_of(res, || call);
                 (Some(outcome), new)
             }
             Err(e) => (None, Refused::wait_for(e).is_none()),

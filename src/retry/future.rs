@@ -340,11 +340,7 @@ where
             let logical = &this.attempts.logical;
             match &mut polled {
                 Poll::Pending => logical.yielded(),
-                // The layer that made the logical request hands its
-                // history back, and ends it (for the metrics) however it
-                // ended.
-                Poll::Ready(Ok(res)) => logical.hand_history_to(res),
-                Poll::Ready(Err(_)) => drop(logical.take_history(None)),
+                Poll::Ready(result) => logical.end(result),
             }
         }
         polled
@@ -684,14 +680,8 @@ where
         // Classified once: by a layer further in, or here.
         let outcome = match &mut result {
             Ok(res) => {
-                // The logical request's call is parsed only when no layer
-                // further in classified the answer.
-                let outcome = match (Outcome::of(res), &self.call) {
-                    (Some(outcome), _) => outcome,
-                    (None, Some(call)) => outcome_of(res, call).0,
-                    (None, None) => outcome_of(res, self.logical.call()).0,
-                };
-                Some(outcome)
+                let call = || self.call.as_ref().unwrap_or_else(|| self.logical.call());
+                Some(outcome_of(res, call).0)
             }
             Err(_) => None,
         };
