@@ -316,6 +316,19 @@ impl Certificates {
             ca: ca.pem(),
         }
     }
+
+    /// The server's certificate, its key and the CA, written to `dir`, as
+    /// `redis-server`'s arguments.
+    fn server_args(&self, dir: &Dir) -> [String; 6] {
+        [
+            "--tls-cert-file".into(),
+            dir.file("server.crt", &self.server.0),
+            "--tls-key-file".into(),
+            dir.file("server.key", &self.server.1),
+            "--tls-ca-cert-file".into(),
+            dir.file("ca.crt", &self.ca),
+        ]
+    }
 }
 
 /// A node serving TLS only (`--port 0 --tls-port P`), with a certificate
@@ -337,20 +350,15 @@ impl TlsServer {
         let dir = Dir::new("tls");
         let certs = Certificates::make();
         let port = free_port();
-        let args = [
+        let mut args = vec![
             "--port".to_owned(),
             "0".into(),
             "--tls-port".into(),
             port.to_string(),
-            "--tls-cert-file".into(),
-            dir.file("server.crt", &certs.server.0),
-            "--tls-key-file".into(),
-            dir.file("server.key", &certs.server.1),
-            "--tls-ca-cert-file".into(),
-            dir.file("ca.crt", &certs.ca),
             "--tls-auth-clients".into(),
             (if mutual { "yes" } else { "no" }).into(),
         ];
+        args.extend(certs.server_args(&dir));
         let node = Node::spawn(port, &dir.0, &args);
         // Listening is enough: the tests themselves speak TLS to it.
         wait_for("the TLS server listens", Duration::from_secs(5), || {
@@ -408,24 +416,12 @@ impl Cluster {
         let guard = one_at_a_time();
         let dir = Dir::new("cluster");
         let certs = tls.then(Certificates::make);
-        let tls_args: Vec<String> = match &certs {
-            None => Vec::new(),
-            Some(certs) => vec![
-                "--tls-cluster".into(),
-                "yes".into(),
-                "--tls-replication".into(),
-                "yes".into(),
-                "--tls-cert-file".into(),
-                dir.file("server.crt", &certs.server.0),
-                "--tls-key-file".into(),
-                dir.file("server.key", &certs.server.1),
-                "--tls-ca-cert-file".into(),
-                dir.file("ca.crt", &certs.ca),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ],
-        };
-        let mut tls_args = tls_args;
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(certs) = &certs {
+            tls_args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(Into::into));
+            tls_args.extend(["--tls-auth-clients".into(), "no".into()]);
+            tls_args.extend(certs.server_args(&dir));
+        }
         if let Some(users) = acl {
             tls_args.extend(["--aclfile".into(), acl_file(&dir, users)]);
         }
