@@ -111,7 +111,7 @@ impl Demo {
             .extensions()
             .get::<Classified>()
             .ok_or("not classified")?;
-        let call = classified.call.clone();
+        let call = classified.call().clone();
         let etag = res
             .headers()
             .get(header::ETAG)

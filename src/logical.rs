@@ -64,13 +64,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::uri::Authority;
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::classify::{outcome_of, Call, Classified, Outcome};
+use crate::classify::{outcome_of, Call, Classified, LazyCall, Outcome};
 use crate::retry::InvalidUri;
 use crate::rules::backoff::Cause;
 use crate::rules::identity::user_hash;
@@ -98,18 +98,17 @@ pub(crate) struct LogicalContext {
     start: Instant,
     deadline: Instant,
     max_attempts: u32,
-    method: Method,
-    /// The caller's request, parsed the first time a layer asks.
-    call: OnceLock<Call>,
+    /// The caller's request: its method, and its path parsed the first
+    /// time a layer asks.
+    call: LazyCall,
     /// Boxed: nearly every URI is valid, and the context is kept
     /// inline in a future that every call moves.
     invalid_uri: Option<Box<InvalidUri>>,
-    /// Its path and `Authorization`, shared with the request (no copy
-    /// of their bytes), so that the call, the session and the user are
-    /// parsed only when a layer asks, and once.
-    path: Option<PathAndQuery>,
     /// Its host, for the metrics' `server.address`.
     authority: Option<Authority>,
+    /// Shared with the request (no copy of its bytes), so that the user
+    /// is parsed only when a layer asks, and once; likewise the session
+    /// from the call's path.
     authorization: Option<HeaderValue>,
     session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
@@ -120,8 +119,7 @@ pub(crate) struct LogicalContext {
 impl fmt::Debug for LogicalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogicalRequest")
-            .field("method", &self.method)
-            .field("call", &self.call.get())
+            .field("call", &self.call)
             .field("host", &self.authority.as_ref().map(Authority::host))
             .field("start", &self.start)
             .field("deadline", &self.deadline)
@@ -161,14 +159,16 @@ impl State {
     }
 }
 
-/// The clock of a logical request: read at most once per poll of its
-/// owner's future, when that future says when it yields.
+/// The clock of a logical request: read when its call begins and then at
+/// most once per poll of its owner's future, when that future says when
+/// it yields.
 #[derive(Debug, Clone, Copy)]
 enum Clock {
     /// No owner says when the stack yields: every reading reads it.
     Untracked,
-    /// Not read since the stack last yielded (or since the call).
+    /// Not read since the stack last yielded.
     Unread,
+    /// Read since the call began or the stack last yielded.
     Read(Instant),
 }
 
@@ -234,29 +234,33 @@ impl LogicalContext {
     /// A new context for `req`: its deadline from now, at most
     /// `max_attempts` sends.
     pub(crate) fn new<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
-        Self::with_clock(req, limits, Clock::Untracked)
+        Self::with_clock(req, limits, false)
     }
 
     /// [`new`](Self::new), for an owner that keeps it to itself and says
     /// when it yields (see [`track_yields`](Self::track_yields)).
     pub(crate) fn tracking_yields<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
-        Self::with_clock(req, limits, Clock::Unread)
+        Self::with_clock(req, limits, true)
     }
 
-    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, clock: Clock) -> Self {
+    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, tracked: bool) -> Self {
         let LogicalLayer {
             deadline,
             max_attempts,
         } = limits;
         let start = Instant::now();
+        // Tracked: the stack has not yielded since this reading.
+        let clock = if tracked {
+            Clock::Read(start)
+        } else {
+            Clock::Untracked
+        };
         Self {
             start,
             deadline: at_most(start, deadline),
             max_attempts,
-            method: req.method().clone(),
-            call: OnceLock::new(),
+            call: LazyCall::of(req),
             invalid_uri: InvalidUri::check(req.uri()).err().map(Box::new),
-            path: req.uri().path_and_query().cloned(),
             authority: req.uri().authority().cloned(),
             authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
                 // Its token must never show, not even in `Debug`.
@@ -278,8 +282,10 @@ impl LogicalContext {
 
     /// Now, as far as this logical request goes: the clock is read once
     /// per poll of the stack, so that every layer sees one instant for the
-    /// sends and answers of that poll (a first-try success reads it twice:
-    /// when the call begins, and in the poll that sends and answers it).
+    /// sends and answers of that poll, and for what its call does before
+    /// the first: a first-try success reads it when the call begins (its
+    /// start, and the first send's time) and, if it did not answer at
+    /// once, in the poll that has its answer.
     /// Time goes on only across a wait, which makes the stack yield; the
     /// owner of the request says when it does ([`yielded`](Self::yielded)).
     /// Without an owner that does, every call reads the clock.
@@ -289,9 +295,10 @@ impl LogicalContext {
 
     /// For the owner of the request, whose future sees every poll of the
     /// layers inside it: [`now`](Self::now) may keep what it reads until
-    /// [`yielded`](Self::yielded) is called.
+    /// [`yielded`](Self::yielded) is called. Only for the context just
+    /// made: the clock read for its start stands until the stack yields.
     pub(crate) fn track_yields(&self) {
-        self.state().clock = Clock::Unread;
+        self.state().clock = Clock::Read(self.start);
     }
 
     /// For the owner of the request: the stack yielded (its future is
@@ -309,10 +316,12 @@ impl LogicalContext {
 
     /// See [`LogicalRequest::call`].
     pub(crate) fn call(&self) -> &Call {
-        self.call.get_or_init(|| {
-            let path = self.path.as_ref().map_or("", PathAndQuery::path);
-            Call::new(self.method.clone(), Target::parse(path).kind())
-        })
+        self.call.get()
+    }
+
+    /// The call, parsed or not: for an answer's [`Classified`] entry.
+    pub(crate) fn lazy_call(&self) -> &LazyCall {
+        &self.call
     }
 
     /// Why the request's URI cannot be sent (no authority, or a scheme
@@ -326,7 +335,7 @@ impl LogicalContext {
     pub(crate) fn session_path(&self) -> Option<&str> {
         self.session
             .get_or_init(|| {
-                let path = self.path.as_ref()?.path();
+                let path = self.call.path()?.path();
                 Target::parse(path).session_path().map(Into::into)
             })
             .as_deref()
@@ -379,7 +388,7 @@ impl LogicalContext {
         }
         let now = state.now();
         let authority = self.authority.as_ref();
-        crate::metrics::send_done(&self.method, authority, outcome.as_ref(), now - sent);
+        crate::metrics::send_done(self.call.method(), authority, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.start,
@@ -439,7 +448,7 @@ impl LogicalContext {
     /// layer did).
     pub(crate) fn hand_history_to<B>(&self, res: &mut Response<B>) {
         let history = self.take_history(Some(res.status()));
-        outcome_of(res, || self.call());
+        outcome_of(res, || self.call.clone());
         if let Some(classified) = res.extensions_mut().get_mut::<Classified>() {
             classified.history = Some(history);
         }
@@ -456,7 +465,7 @@ impl LogicalContext {
             history.total = now - self.start;
             history
         };
-        let (method, sends) = (&self.method, history.attempts().len());
+        let (method, sends) = (self.call.method(), history.attempts().len());
         crate::metrics::logical_done(method, status, sends, history.total);
         history
     }
@@ -851,32 +860,46 @@ mod tests {
         assert_eq!(history.total, Duration::from_secs(2));
     }
 
-    /// Within one poll the owner's layers share one reading of the clock;
-    /// after the stack yields, the next asks it again. Untracked, every
-    /// asking reads it.
+    /// Within one poll the owner's layers share one reading of the clock,
+    /// the first poll the reading its call began with; after the stack
+    /// yields, the next asks it again. Untracked, every asking reads it.
     #[tokio::test(start_paused = true)]
     async fn the_clock_is_read_once_per_poll_of_the_owner() {
         let mut req = Request::new(());
-        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
+        let (untracked, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let t0 = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
-            ctx.context().now(),
+            untracked.context().now(),
             t0 + Duration::from_secs(1),
             "untracked: read"
         );
 
+        let mut req = Request::new(());
+        let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         ctx.context().track_yields();
-        let read = ctx.context().now();
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(ctx.context().now(), read, "no yield: the same reading");
-        assert_eq!(ctx.history().total, Duration::from_secs(1));
-        ctx.context().yielded();
+        let start = t0 + Duration::from_secs(1);
         assert_eq!(
             ctx.context().now(),
+            start,
+            "no yield yet: the start's reading"
+        );
+        assert_eq!(ctx.history().total, Duration::ZERO);
+        ctx.context().yielded();
+        let read = ctx.context().now();
+        assert_eq!(
+            read,
             t0 + Duration::from_secs(2),
             "after a yield: read again"
         );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            ctx.context().now(),
+            read,
+            "no yield since: the same reading"
+        );
+        assert_eq!(ctx.history().total, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -254,7 +254,7 @@ where
         |c| c.outcome,
     );
     let learnt = classified.is_some_and(|c| c.body_read);
-    let kind = outcome.body_kind(classified.map_or(&unknown, |c| &c.call));
+    let kind = outcome.body_kind(classified.map_or(&unknown, Classified::call));
     let etag = response.headers().get(header::ETAG).cloned();
     let history = response
         .extensions_mut()

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use tokio::time::Instant;
 
 use super::body::ClassifyBody;
-use super::outcome::{classify, Call, Classified, Outcome};
+use super::outcome::{classify_lazily, Call, Classified, LazyCall, Outcome};
 use crate::body::{read_within, Held, Read};
 use crate::logical::LogicalRequest;
 use crate::response::content_length;
@@ -29,30 +29,32 @@ pub const THROTTLED_BODY_CAP: usize = 4 * 1024;
 /// The outcome of an answer to a send of `call`: the one a layer further
 /// in put in its extensions (`false`), or else classified now and put
 /// there with the call, so readers can tell what the body holds (`true`).
-/// `call` is asked for only then: a logical request's is parsed on demand.
-pub(crate) fn outcome_of<'c, B>(
+/// `call` is asked for only then, and its path parsed only if the
+/// outcome depends on it.
+pub(crate) fn outcome_of<B>(
     res: &mut Response<B>,
-    call: impl FnOnce() -> &'c Call,
+    call: impl FnOnce() -> LazyCall,
 ) -> (Outcome, bool) {
     if let Some(outcome) = Outcome::of(res) {
         return (outcome, false);
     }
     let call = call();
-    let outcome = classify(call, res.status(), res.headers());
+    let outcome = classify_lazily(&call, res.status(), res.headers());
     res.extensions_mut()
-        .insert(Classified::new(outcome, call.clone()));
+        .insert(Classified::lazily(outcome, call));
     (outcome, true)
 }
 
 /// The call a send makes: one of its own (a re-read the rebase layer made),
-/// else the logical request's, else parsed from the request itself.
-fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> Call {
+/// else the logical request's, else the request's own, each parsed only
+/// when asked.
+fn call_of<B>(req: &Request<B>, logical: Option<&LogicalRequest>) -> LazyCall {
     if let Some(call) = req.extensions().get::<Call>() {
-        return call.clone();
+        return LazyCall::known(call.clone());
     }
     match logical {
-        Some(logical) => logical.call().clone(),
-        None => Call::of(req),
+        Some(logical) => logical.context().lazy_call().clone(),
+        None => LazyCall::of(req),
     }
 }
 
@@ -144,7 +146,7 @@ pin_project! {
     pub struct ResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
-        call: Option<Call>,
+        call: Option<LazyCall>,
         sent: Option<(LogicalRequest, Instant)>,
     }
 }
@@ -210,7 +212,7 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
-                    let (outcome, new) = outcome_of(&mut res, || &call);
+                    let (outcome, new) = outcome_of(&mut res, || call);
                     if !(new && reads_body(&outcome, res.headers())) {
                         break (res.map(ClassifyBody::inner), outcome, new);
                     }

@@ -108,5 +108,6 @@ mod trace;
 pub use body::ClassifyBody;
 pub(crate) use layer::outcome_of;
 pub use layer::{Classify, ClassifyLayer, ResponseFuture, THROTTLED_BODY_CAP};
+pub(crate) use outcome::LazyCall;
 pub use outcome::{classify, classify_at, BodyKind, Call, Classified, Outcome, Retryable};
 pub use trace::{MpsdFailure, TraceClassifier, TraceClassifyResponse};

@@ -1,8 +1,10 @@
 //! The status table as a pure function of the call and the response head.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use http::uri::PathAndQuery;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 
 use crate::logical::AttemptHistory;
@@ -34,6 +36,73 @@ impl Call {
     }
 }
 
+/// A request's [`Call`], its path parsed only the first time it is asked
+/// for: every answer is classified, but only a 204's outcome depends on
+/// the path, so most never parse it.
+#[derive(Clone)]
+pub(crate) struct LazyCall {
+    method: Method,
+    /// Shared with the request (no copy of its bytes).
+    path: Option<PathAndQuery>,
+    parsed: OnceLock<Call>,
+}
+
+impl LazyCall {
+    /// The call `request` makes, not yet parsed.
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        Self {
+            method: request.method().clone(),
+            path: request.uri().path_and_query().cloned(),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// A call already known.
+    pub(crate) fn known(call: Call) -> Self {
+        Self {
+            method: call.method.clone(),
+            path: None,
+            parsed: OnceLock::from(call),
+        }
+    }
+
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request's path and query, if it was made from a request.
+    pub(crate) fn path(&self) -> Option<&PathAndQuery> {
+        self.path.as_ref()
+    }
+
+    /// The call, parsed now if it was not yet.
+    pub(crate) fn get(&self) -> &Call {
+        self.parsed.get_or_init(|| {
+            let path = self.path.as_ref().map_or("", PathAndQuery::path);
+            Call::new(self.method.clone(), Target::parse(path).kind())
+        })
+    }
+}
+
+/// Shows the call only if it was parsed: `Debug` parses nothing, and the
+/// path may hold secrets in its query.
+impl fmt::Debug for LazyCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.parsed.get() {
+            Some(call) => call.fmt(f),
+            None => f.debug_tuple("Unparsed").field(&self.method).finish(),
+        }
+    }
+}
+
+impl PartialEq for LazyCall {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for LazyCall {}
+
 /// What an answer's extensions say about it: its [`Outcome`] and the
 /// [`Call`] it answers, put there by [`ClassifyLayer`](super::ClassifyLayer)
 /// (or by the first layer of this crate that classified it), and, in the
@@ -46,9 +115,8 @@ impl Call {
 pub struct Classified {
     /// What the answer means.
     pub outcome: Outcome,
-    /// What the request asked, by which the outcome (and what the body
-    /// holds, [`Outcome::body_kind`]) was told.
-    pub call: Call,
+    /// What the request asked; see [`call`](Self::call).
+    pub(crate) call: LazyCall,
     /// The body of a 429 was read, and `outcome` already says what it
     /// says.
     pub(crate) body_read: bool,
@@ -58,13 +126,25 @@ pub struct Classified {
 }
 
 impl Classified {
+    #[cfg(test)]
     pub(crate) fn new(outcome: Outcome, call: Call) -> Self {
+        Self::lazily(outcome, LazyCall::known(call))
+    }
+
+    pub(crate) fn lazily(outcome: Outcome, call: LazyCall) -> Self {
         Self {
             outcome,
             call,
             body_read: false,
             history: None,
         }
+    }
+
+    /// What the request asked, by which the outcome (and what the body
+    /// holds, [`Outcome::body_kind`]) was told: parsed from the request's
+    /// path the first time it is asked for.
+    pub fn call(&self) -> &Call {
+        self.call.get()
     }
 }
 
@@ -187,7 +267,7 @@ pub enum Retryable {
 /// the system clock.
 pub fn classify(call: &Call, status: StatusCode, headers: &HeaderMap) -> Outcome {
     // The clock is read only for the two rows that may carry a date.
-    classify_when(call, status, headers, SystemTime::now)
+    classify_when(|| call, status, headers, SystemTime::now)
 }
 
 /// Classifies a response head, reading date forms of `Retry-After` against
@@ -198,11 +278,17 @@ pub fn classify_at(
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Outcome {
-    classify_when(call, status, headers, || now)
+    classify_when(|| call, status, headers, || now)
 }
 
-fn classify_when(
-    call: &Call,
+/// [`classify`], with the call asked for only by the one row that
+/// depends on it (204): a request's path is parsed only then.
+pub(crate) fn classify_lazily(call: &LazyCall, status: StatusCode, headers: &HeaderMap) -> Outcome {
+    classify_when(|| call.get(), status, headers, SystemTime::now)
+}
+
+fn classify_when<'c>(
+    call: impl FnOnce() -> &'c Call,
     status: StatusCode,
     headers: &HeaderMap,
     now: impl FnOnce() -> SystemTime,
@@ -211,7 +297,7 @@ fn classify_when(
         200 => Outcome::Ok,
         201 => Outcome::Created,
         202 => Outcome::Accepted,
-        204 => no_content(call),
+        204 => no_content(call()),
         304 => Outcome::NotModified,
         400 => Outcome::BadRequest,
         403 if carries_json(headers) => Outcome::ReadOnly,

@@ -22,7 +22,7 @@ use super::rules::{
 };
 use crate::body::{read_within, Read};
 use crate::classify::outcome_of;
-use crate::classify::{Call, Classified, Outcome};
+use crate::classify::{Call, Classified, LazyCall, Outcome};
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{GaveUp, LogicalLayer, LogicalRequest, NoSession, Purpose};
 use crate::ready::Held;
@@ -581,13 +581,13 @@ impl<S, P> Rounds<S, P> {
         mut result: Result<Response<R>, BoxError>,
         sending: &Sending,
     ) -> Result<Response<R>, BoxError> {
-        let call = match sending {
-            Sending::Write => self.logical.call(),
-            Sending::Reread(call) => call,
+        let call = || match sending {
+            Sending::Write => self.logical.context().lazy_call().clone(),
+            Sending::Reread(call) => LazyCall::known(call.clone()),
         };
         let (outcome, record) = match &mut result {
             Ok(res) => {
-                let (outcome, new) = outcome_of(res, || call);
+                let (outcome, new) = outcome_of(res, call);
                 (Some(outcome), new)
             }
             Err(e) => (None, Refused::wait_for(e).is_none()),

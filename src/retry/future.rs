@@ -17,7 +17,7 @@ use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, SharedAdmission, Ti
 use super::error::{failure, Failure, InvalidUri, RequestFailed};
 use super::layer::Config;
 use super::stats::{bump, RetryStats};
-use crate::classify::{outcome_of, Call};
+use crate::classify::{outcome_of, Call, LazyCall};
 use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
 use crate::logical::{at_most, GaveUp, LogicalContext, LogicalRequest, Purpose};
@@ -680,7 +680,10 @@ where
         // Classified once: by a layer further in, or here.
         let outcome = match &mut result {
             Ok(res) => {
-                let call = || self.call.as_ref().unwrap_or_else(|| self.logical.call());
+                let call = || match &self.call {
+                    Some(call) => LazyCall::known(call.clone()),
+                    None => self.logical.lazy_call().clone(),
+                };
                 Some(outcome_of(res, call).0)
             }
             Err(_) => None,

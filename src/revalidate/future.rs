@@ -225,7 +225,7 @@ fn from_cache<B>(res: Response<B>, entry: Entry) -> Response<RevalidateBody<B>> 
     parts.status = StatusCode::OK;
     parts.headers = headers;
     if let Some(classified) = parts.extensions.get_mut::<Classified>() {
-        classified.outcome = classify(&classified.call, StatusCode::OK, &parts.headers);
+        classified.outcome = classify(classified.call(), StatusCode::OK, &parts.headers);
     }
     parts.extensions.insert(Revalidated { etag });
     Response::from_parts(parts, RevalidateBody::whole(entry.body, None))

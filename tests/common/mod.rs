@@ -120,7 +120,8 @@ impl Answer {
 pub async fn send(req: Req) -> Answer {
     let res: Response<ClassifyBody<Incoming>> =
         classified_client().oneshot(req.build()).await.unwrap();
-    let Classified { outcome, call, .. } = res.extensions().get::<Classified>().unwrap().clone();
+    let classified = res.extensions().get::<Classified>().unwrap();
+    let (outcome, call) = (classified.outcome, classified.call().clone());
     let headers = res.headers().clone();
     let result = read_response(res, 1 << 20).await;
     Answer {
