@@ -104,12 +104,16 @@ pub(crate) struct LogicalContext {
     /// Boxed: nearly every URI is valid, and the context is kept
     /// inline in a future that every call moves.
     invalid_uri: Option<Box<InvalidUri>>,
-    /// Its host, for the metrics' `server.address`.
+    /// Its host, for the metrics' `server.address`: kept only when they
+    /// are.
+    #[cfg(feature = "metrics")]
     authority: Option<Authority>,
     /// Shared with the request (no copy of its bytes), so that the user
     /// is parsed only when a layer asks, and once; likewise the session
-    /// from the call's path.
+    /// from the call's path. Not in a context its owner keeps: no other
+    /// layer reads it, and the owner reads the user from the request.
     authorization: Option<HeaderValue>,
+    kept: bool,
     session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
 }
@@ -118,9 +122,11 @@ pub(crate) struct LogicalContext {
 /// `Authorization`, may hold secrets; the host and the parsed call do not.
 impl fmt::Debug for LogicalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LogicalRequest")
-            .field("call", &self.call)
-            .field("host", &self.authority.as_ref().map(Authority::host))
+        let mut shown = f.debug_struct("LogicalRequest");
+        shown.field("call", &self.call);
+        #[cfg(feature = "metrics")]
+        shown.field("host", &self.authority.as_ref().map(Authority::host));
+        shown
             .field("start", &self.start)
             .field("deadline", &self.deadline)
             .field("max_attempts", &self.max_attempts)
@@ -237,20 +243,22 @@ impl LogicalContext {
         Self::with_clock(req, limits, false)
     }
 
-    /// [`new`](Self::new), for an owner that keeps it to itself and says
-    /// when it yields (see [`track_yields`](Self::track_yields)).
-    pub(crate) fn tracking_yields<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
+    /// [`new`](Self::new), for an owner that keeps it to itself, read by
+    /// no other layer, and says when it yields (see
+    /// [`track_yields`](Self::track_yields)): without the user, which
+    /// only other layers ask for.
+    pub(crate) fn kept<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
         Self::with_clock(req, limits, true)
     }
 
-    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, tracked: bool) -> Self {
+    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, kept: bool) -> Self {
         let LogicalLayer {
             deadline,
             max_attempts,
         } = limits;
         let start = Instant::now();
-        // Tracked: the stack has not yielded since this reading.
-        let clock = if tracked {
+        // Kept, so tracked: the stack has not yielded since this reading.
+        let clock = if kept {
             Clock::Read(start)
         } else {
             Clock::Untracked
@@ -261,13 +269,18 @@ impl LogicalContext {
             max_attempts,
             call: LazyCall::of(req),
             invalid_uri: InvalidUri::check(req.uri()).err().map(Box::new),
+            #[cfg(feature = "metrics")]
             authority: req.uri().authority().cloned(),
-            authorization: req.headers().get(header::AUTHORIZATION).map(|value| {
-                // Its token must never show, not even in `Debug`.
-                let mut value = value.clone();
-                value.set_sensitive(true);
-                value
-            }),
+            authorization: (!kept)
+                .then(|| req.headers().get(header::AUTHORIZATION))
+                .flatten()
+                .map(|value| {
+                    // Its token must never show, not even in `Debug`.
+                    let mut value = value.clone();
+                    value.set_sensitive(true);
+                    value
+                }),
+            kept,
             session: OnceLock::new(),
             state: Mutex::new(State {
                 sends: 1,
@@ -343,7 +356,16 @@ impl LogicalContext {
 
     /// See [`LogicalRequest::user`].
     pub(crate) fn user(&self) -> Option<&str> {
+        debug_assert!(!self.kept, "a kept context holds no user");
         user_hash(self.authorization.as_ref()?)
+    }
+
+    /// The request's host, for the metrics: kept only when they are.
+    fn authority(&self) -> Option<&Authority> {
+        #[cfg(feature = "metrics")]
+        return self.authority.as_ref();
+        #[cfg(not(feature = "metrics"))]
+        None
     }
 
     /// See [`LogicalRequest::start`].
@@ -387,8 +409,8 @@ impl LogicalContext {
             return;
         }
         let now = state.now();
-        let authority = self.authority.as_ref();
-        crate::metrics::send_done(self.call.method(), authority, outcome.as_ref(), now - sent);
+        let (method, authority) = (self.call.method(), self.authority());
+        crate::metrics::send_done(method, authority, outcome.as_ref(), now - sent);
         let attempt = Attempt {
             purpose: state.next_purpose,
             sent_after: sent - self.start,
@@ -807,7 +829,9 @@ mod tests {
             .unwrap();
         let (ctx, _) = LogicalRequest::of_or_insert(&mut req, LogicalLayer::default());
         let shown = format!("{ctx:?}");
-        assert!(shown.contains("mpsd.test"), "{shown}");
+        if cfg!(feature = "metrics") {
+            assert!(shown.contains("mpsd.test"), "{shown}");
+        }
         for secret in ["s3cret", "abc", "tok3n"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }

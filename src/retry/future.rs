@@ -285,7 +285,7 @@ where
         let logical = match found {
             Some(found) => Logical::Shared(found),
             None if config.keep_context => {
-                Logical::Owned(LogicalContext::tracking_yields(&req, config.limits))
+                Logical::Owned(LogicalContext::kept(&req, config.limits))
             }
             None => {
                 let (made, _) = LogicalRequest::of_or_insert(&mut req, config.limits);
