@@ -20,7 +20,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_mpsd::classify::ClassifyLayer;
 use tower_mpsd::error::{Refused, RefusedBy};
 use tower_mpsd::logical::LogicalLayer;
-use tower_mpsd::retry::{AttemptHistory, Cooldowns, GaveUp, RetryLayer, TpsBudget};
+use tower_mpsd::retry::{AttemptHistory, Cooldowns, GaveUp, RetryBudget, RetryLayer};
 use tower_mpsd::{MpsdLayer, ServiceBuilderExt};
 
 /// Scripts the next `times` answers as `status` with a `Retry-After`.
@@ -336,7 +336,7 @@ async fn an_empty_budget_refuses_retries() {
     let uri = sim.session_uri(SCID, "LobbySession", "budget");
     script(&sim, StatusCode::SERVICE_UNAVAILABLE, 20, "0");
     let layer =
-        RetryLayer::new().with_budget(Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.0)));
+        RetryLayer::new().with_budget(Arc::new(RetryBudget::new(Duration::from_secs(10), 1, 0.0)));
     let res = stack!(
         LogicalLayer::new(Duration::from_secs(20), 20),
         layer.clone()

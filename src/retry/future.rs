@@ -9,10 +9,10 @@ use http::{Extensions, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{sleep_until, Instant, Sleep};
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
 use tower::Service;
 
+use super::budget::RetryBudget;
 use super::cooldown::{Admission, Cooldowns, Key, ProbeGuard, SharedAdmission, Ticket};
 use super::error::{failure, Failure, InvalidUri, RequestFailed};
 use super::layer::Config;
@@ -29,7 +29,7 @@ use crate::BoxError;
 /// takes a reference to it, not a copy of each part.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) budget: Arc<TpsBudget>,
+    pub(crate) budget: Arc<RetryBudget>,
     pub(crate) cooldowns: Cooldowns,
     pub(crate) stats: Arc<RetryStats>,
 }
@@ -299,7 +299,7 @@ where
         let start = logical.start();
         let invalid = logical.invalid_uri().cloned();
         if invalid.is_none() {
-            shared.budget.deposit();
+            shared.budget.deposit(start);
         }
         let attempts = Attempts {
             svc,
@@ -597,7 +597,7 @@ where
         let Purpose::Retry(why) = self.purpose else {
             return Ok(());
         };
-        let refused = if !self.shared.budget.withdraw() {
+        let refused = if !self.shared.budget.withdraw(self.logical.now()) {
             bump(&self.shared.stats.budget_refusals);
             GaveUp::Budget
         } else if !self.logical.take_send(self.purpose) {

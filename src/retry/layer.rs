@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, Uri};
-use tower::retry::budget::TpsBudget;
 use tower::{Layer, Service};
 
+use super::budget::RetryBudget;
 use super::cooldown::Cooldowns;
 use super::future::{ResponseFuture, Shared};
 use super::stats::RetryStats;
@@ -70,7 +70,7 @@ pub fn default_cooldown_key(cause: Cause, uri: &Uri, headers: &HeaderMap) -> Opt
 #[must_use]
 pub struct RetryLayer {
     config: Config,
-    budget: Arc<TpsBudget>,
+    budget: Arc<RetryBudget>,
     cooldowns: Cooldowns,
     stats: Arc<RetryStats>,
 }
@@ -128,7 +128,7 @@ impl RetryLayer {
                 limits: LogicalLayer::default(),
                 keep_context: false,
             },
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            budget: Arc::new(RetryBudget::new(Duration::from_secs(10), 10, 0.2)),
             cooldowns: Cooldowns::new(),
             stats: Arc::new(RetryStats::default()),
         }
@@ -142,20 +142,20 @@ impl RetryLayer {
 
     /// Uses `budget` for this layer's retries, in place of the one it made:
     /// every layer given the same `Arc` draws on one budget. Shared by every
-    /// clone of this layer. Default: a new [`TpsBudget`] of 10 retries per
+    /// clone of this layer. Default: a new [`RetryBudget`] of 10 retries per
     /// second plus 20 % of requests, over 10 s (tower's own defaults).
     ///
     /// ```
     /// use std::sync::Arc;
     /// use std::time::Duration;
-    /// use tower_mpsd::retry::{RetryLayer, TpsBudget};
+    /// use tower_mpsd::retry::{RetryBudget, RetryLayer};
     ///
-    /// let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.1));
+    /// let budget = Arc::new(RetryBudget::new(Duration::from_secs(10), 1, 0.1));
     /// let lobby = RetryLayer::new().with_budget(budget.clone());
     /// let matchmaking = RetryLayer::new().with_budget(budget);
     /// # drop((lobby, matchmaking));
     /// ```
-    pub fn with_budget(mut self, budget: Arc<TpsBudget>) -> Self {
+    pub fn with_budget(mut self, budget: Arc<RetryBudget>) -> Self {
         self.budget = budget;
         self
     }

@@ -23,8 +23,8 @@
 //!   (the SDK's cap), a longer hint is handed back at once; a cooldown
 //!   holds its key at most a day, whatever the hint (the one cap shared
 //!   with pacing's learnt holds and Redis's answers); a retry budget
-//!   shared by all clones ([`TpsBudget`], 10 retries per second plus 20 % of
-//!   requests, over 10 s: tower's own defaults), or by several stacks
+//!   shared by all clones ([`RetryBudget`], 10 retries per second plus 20 %
+//!   of requests, over 10 s: tower's own defaults), or by several stacks
 //!   given one with [`RetryLayer::with_budget`].
 //! - **Slow answers**: an attempt still unanswered at the deadline (but not
 //!   before it has had `min_attempt_time`, 5 s, the SDK's floor) is
@@ -91,9 +91,10 @@
 //! withdrawal from the budget, its counter) when it goes, not when it is
 //! planned.
 //!
-//! The budget is tower's [`TpsBudget`]; the loop is not tower's
-//! `retry::Policy`, which is asked only after an answer: a cooldown must be
-//! able to hold back, or fail at once, a request before its first send.
+//! The budget is not tower's `TpsBudget` (see [`RetryBudget`] for why),
+//! and the loop is not tower's `retry::Policy`, which is asked only after
+//! an answer: a cooldown must be able to hold back, or fail at once, a
+//! request before its first send.
 //!
 //! # Example
 //!
@@ -126,6 +127,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod cooldown;
 mod error;
 mod future;
@@ -135,9 +137,9 @@ mod stats;
 mod tests;
 
 pub use crate::logical::{Attempt, AttemptHistory, GaveUp, Purpose};
+pub use budget::RetryBudget;
 pub use cooldown::{Cooldowns, CooldownsBuilder};
 pub use error::{InvalidUri, RequestFailed};
 pub use future::{AttemptTimedOut, ResponseFuture};
 pub use layer::{default_cooldown_key, KeyFn, Retry, RetryLayer};
 pub use stats::RetryStats;
-pub use tower::retry::budget::TpsBudget;
