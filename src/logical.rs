@@ -60,7 +60,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -303,7 +303,7 @@ impl LogicalContext {
     /// owner of the request says when it does ([`yielded`](Self::yielded)).
     /// Without an owner that does, every call reads the clock.
     pub(crate) fn now(&self) -> Instant {
-        self.state().now()
+        self.live().now()
     }
 
     /// For the owner of the request, whose future sees every poll of the
@@ -317,14 +317,36 @@ impl LogicalContext {
     /// For the owner of the request: the stack yielded (its future is
     /// pending), so time may pass before the next poll.
     pub(crate) fn yielded(&self) {
-        let mut state = self.state();
-        if let Clock::Read(_) = state.clock {
-            state.clock = Clock::Unread;
-        }
+        self.live().yielded();
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What changes as the request goes, with what recording it reads,
+    /// through the lock: for a context shared by the layers of a stack.
+    pub(crate) fn live(&self) -> Live<'_> {
+        Live {
+            start: self.start,
+            call: &self.call,
+            #[cfg(feature = "metrics")]
+            authority: self.authority.as_ref(),
+            state: Held::Locked(self.state()),
+        }
+    }
+
+    /// [`live`](Self::live), for the owner that keeps the context: with
+    /// no lock, which nothing else could take.
+    pub(crate) fn live_kept(&mut self) -> Live<'_> {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        Live {
+            start: self.start,
+            call: &self.call,
+            #[cfg(feature = "metrics")]
+            authority: self.authority.as_ref(),
+            state: Held::Kept(state),
+        }
     }
 
     /// See [`LogicalRequest::call`].
@@ -360,14 +382,6 @@ impl LogicalContext {
         user_hash(self.authorization.as_ref()?)
     }
 
-    /// The request's host, for the metrics: kept only when they are.
-    fn authority(&self) -> Option<&Authority> {
-        #[cfg(feature = "metrics")]
-        return self.authority.as_ref();
-        #[cfg(not(feature = "metrics"))]
-        None
-    }
-
     /// See [`LogicalRequest::start`].
     pub(crate) fn start(&self) -> Instant {
         self.start
@@ -400,26 +414,9 @@ impl LogicalContext {
         true
     }
 
-    /// Records an answer (an outcome, or `None` for an error of the inner
-    /// service), sent at `sent` and received [`now`](Self::now), unless an
-    /// inner layer already did (then the clock is not read).
+    /// See [`Live::record_answer`].
     pub(crate) fn record_answer(&self, sent: Instant, outcome: Option<Outcome>) {
-        let mut state = self.state();
-        if state.history.attempts().len() >= state.sends as usize {
-            return;
-        }
-        let now = state.now();
-        let (method, authority) = (self.call.method(), self.authority());
-        crate::metrics::send_done(method, authority, outcome.as_ref(), now - sent);
-        let attempt = Attempt {
-            purpose: state.next_purpose,
-            sent_after: sent - self.start,
-            waited: sent.saturating_duration_since(state.last_answer),
-            queued: std::mem::take(&mut state.next_queued),
-            outcome,
-        };
-        state.history.push(attempt);
-        state.last_answer = now;
+        self.live().record_answer(sent, outcome);
     }
 
     /// Notes that the next send waited `wait` for its turn in its
@@ -452,12 +449,111 @@ impl LogicalContext {
         self.state().history.attempts().len()
     }
 
+    /// See [`Live::end`].
+    pub(crate) fn end<B, E>(&self, result: &mut Result<Response<B>, E>) {
+        self.live().end(result);
+    }
+
+    /// See [`Live::hand_history_to`].
+    pub(crate) fn hand_history_to<B>(&self, res: &mut Response<B>) {
+        self.live().hand_history_to(res);
+    }
+
+    /// See [`LogicalRequest::history`].
+    pub(crate) fn history(&self) -> AttemptHistory {
+        let mut state = self.state();
+        let now = state.now();
+        let mut history = state.history.clone();
+        history.total = now - self.start;
+        history
+    }
+}
+
+/// What of a logical request changes as it goes (its [`State`]), with what
+/// recording it reads: see [`LogicalContext::live`].
+pub(crate) struct Live<'a> {
+    start: Instant,
+    call: &'a LazyCall,
+    #[cfg(feature = "metrics")]
+    authority: Option<&'a Authority>,
+    state: Held<'a>,
+}
+
+/// The state, locked or borrowed from its owner.
+enum Held<'a> {
+    Locked(MutexGuard<'a, State>),
+    Kept(&'a mut State),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        match self {
+            Held::Locked(state) => state,
+            Held::Kept(state) => state,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match self {
+            Held::Locked(state) => state,
+            Held::Kept(state) => state,
+        }
+    }
+}
+
+impl Live<'_> {
+    /// See [`LogicalContext::now`].
+    pub(crate) fn now(&mut self) -> Instant {
+        self.state.now()
+    }
+
+    /// See [`LogicalContext::yielded`].
+    pub(crate) fn yielded(&mut self) {
+        if let Clock::Read(_) = self.state.clock {
+            self.state.clock = Clock::Unread;
+        }
+    }
+
+    /// The request's host, for the metrics: kept only when they are.
+    fn authority(&self) -> Option<&Authority> {
+        #[cfg(feature = "metrics")]
+        return self.authority;
+        #[cfg(not(feature = "metrics"))]
+        None
+    }
+
+    /// Records an answer (an outcome, or `None` for an error of the inner
+    /// service), sent at `sent` and received [`now`](Self::now), unless an
+    /// inner layer already did (then the clock is not read).
+    pub(crate) fn record_answer(&mut self, sent: Instant, outcome: Option<Outcome>) {
+        let state = &mut *self.state;
+        if state.history.attempts().len() >= state.sends as usize {
+            return;
+        }
+        let now = state.now();
+        let attempt = Attempt {
+            purpose: state.next_purpose,
+            sent_after: sent - self.start,
+            waited: sent.saturating_duration_since(state.last_answer),
+            queued: std::mem::take(&mut state.next_queued),
+            outcome,
+        };
+        state.history.push(attempt);
+        state.last_answer = now;
+        let (method, authority) = (self.call.method(), self.authority());
+        crate::metrics::send_done(method, authority, outcome.as_ref(), now - sent);
+    }
+
     /// For the layer that made the logical request, once it is over with
     /// `result`: its history handed to the answer
     /// ([`hand_history_to`](Self::hand_history_to)), or, for an error
     /// (which carries the history from the layer that failed), the logical
     /// request ended for the metrics.
-    pub(crate) fn end<B, E>(&self, result: &mut Result<Response<B>, E>) {
+    pub(crate) fn end<B, E>(mut self, result: &mut Result<Response<B>, E>) {
         match result {
             Ok(res) => self.hand_history_to(res),
             Err(_) => drop(self.take_history(None)),
@@ -468,7 +564,7 @@ impl LogicalContext {
     /// `res`: moves the history into `res`'s [`Classified`] entry (which
     /// it makes, classifying `res` as the logical request's call, if no
     /// layer did).
-    pub(crate) fn hand_history_to<B>(&self, res: &mut Response<B>) {
+    pub(crate) fn hand_history_to<B>(mut self, res: &mut Response<B>) {
         let history = self.take_history(Some(res.status()));
         outcome_of(res, || self.call.clone());
         if let Some(classified) = res.extensions_mut().get_mut::<Classified>() {
@@ -479,25 +575,12 @@ impl LogicalContext {
     /// The history, moved out with its total time: for the layer that
     /// made the logical request, once it is over with `status`, or an
     /// error (`None`).
-    pub(crate) fn take_history(&self, status: Option<StatusCode>) -> AttemptHistory {
-        let history = {
-            let mut state = self.state();
-            let now = state.now();
-            let mut history = std::mem::take(&mut state.history);
-            history.total = now - self.start;
-            history
-        };
+    fn take_history(&mut self, status: Option<StatusCode>) -> AttemptHistory {
+        let now = self.state.now();
+        let mut history = std::mem::take(&mut self.state.history);
+        history.total = now - self.start;
         let (method, sends) = (self.call.method(), history.attempts().len());
         crate::metrics::logical_done(method, status, sends, history.total);
-        history
-    }
-
-    /// See [`LogicalRequest::history`].
-    pub(crate) fn history(&self) -> AttemptHistory {
-        let mut state = self.state();
-        let now = state.now();
-        let mut history = state.history.clone();
-        history.total = now - self.start;
         history
     }
 }

@@ -20,7 +20,7 @@ use super::stats::{bump, RetryStats};
 use crate::classify::{outcome_of, Call, LazyCall};
 use crate::classify::{Outcome, Retryable};
 use crate::error::{Refused, RefusedBy};
-use crate::logical::{at_most, GaveUp, LogicalContext, LogicalRequest, Purpose};
+use crate::logical::{at_most, GaveUp, Live, LogicalContext, LogicalRequest, Purpose};
 use crate::replay::NotReplayable;
 use crate::rules::backoff::{Cause, Plan, TooLong};
 use crate::BoxError;
@@ -76,12 +76,24 @@ impl LazyNow {
 /// it through the request's extensions, or, when the stack says nothing
 /// else reads it (`RetryLayer::making_context`),
 /// kept here alone, inline, with nothing allocated and nothing put in the
-/// request. Inline rather than boxed: moving the larger future costs a
-/// first-try success less than the allocation would (`benches/overhead.rs`).
+/// request, and its state changed without taking its lock ([`Live`]).
+/// Inline rather than boxed: moving the larger future costs a first-try
+/// success less than the allocation would (`benches/overhead.rs`).
 #[allow(clippy::large_enum_variant)]
 enum Logical {
     Shared(LogicalRequest),
     Owned(LogicalContext),
+}
+
+impl Logical {
+    /// The context's changing part: through its lock when shared, and
+    /// without one when kept here.
+    fn live(&mut self) -> Live<'_> {
+        match self {
+            Logical::Shared(logical) => logical.context().live(),
+            Logical::Owned(context) => context.live_kept(),
+        }
+    }
 }
 
 impl std::ops::Deref for Logical {
@@ -337,7 +349,7 @@ where
         let this = self.project();
         let mut polled = this.attempts.poll_states(this.state, cx);
         if this.attempts.owner {
-            let logical = &this.attempts.logical;
+            let mut logical = this.attempts.logical.live();
             match &mut polled {
                 Poll::Pending => logical.yielded(),
                 Poll::Ready(result) => logical.end(result),
@@ -623,7 +635,7 @@ where
             waits.last = None;
             waits.tickets = [None, None];
         }
-        self.sent = self.logical.now();
+        self.sent = self.logical.live().now();
         let floor = at_most(self.sent, self.shared.config.min_attempt_time);
         State::Calling {
             future: self.svc.call(self.req.next(&self.logical)),
@@ -698,7 +710,7 @@ where
                 return Err(done);
             }
         } else {
-            self.logical.record_answer(self.sent, outcome);
+            self.logical.live().record_answer(self.sent, outcome);
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
