@@ -196,7 +196,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let (res, outcome, new) = loop {
+        loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { inner } => {
                     let result = ready!(inner.poll(cx));
@@ -214,7 +214,10 @@ where
                     };
                     let (outcome, new) = outcome_of(&mut res, || call);
                     if !(new && reads_body(&outcome, res.headers())) {
-                        break (res.map(ClassifyBody::inner), outcome, new);
+                        if new {
+                            record(this.sent, outcome);
+                        }
+                        return Poll::Ready(Ok(res.map(ClassifyBody::inner)));
                     }
                     let (head, body) = res.into_parts();
                     let reading = Box::pin(Reading {
@@ -231,15 +234,19 @@ where
                     let mut head = head.take().expect("polled after completion");
                     let body = learn_body(&mut head, read_whole, read.split().freeze());
                     let classified = head.extensions.get::<Classified>();
-                    let outcome = classified.expect("classified above").outcome;
-                    break (Response::from_parts(head, body), outcome, true);
+                    record(this.sent, classified.expect("classified above").outcome);
+                    return Poll::Ready(Ok(Response::from_parts(head, body)));
                 }
             }
-        };
-        if let (Some((logical, sent)), true) = (this.sent.take(), new) {
-            logical.context().record_answer(sent, Some(outcome));
         }
-        Poll::Ready(Ok(res))
+    }
+}
+
+/// Records the answer this layer classified in the logical request's
+/// history, if there is one to record it in.
+fn record(sent: &mut Option<(LogicalRequest, Instant)>, outcome: Outcome) {
+    if let Some((logical, sent)) = sent.take() {
+        logical.context().record_answer(sent, Some(outcome));
     }
 }
 
