@@ -88,7 +88,43 @@ pub(crate) fn at_most(start: Instant, wait: Duration) -> Instant {
 
 /// The shared context of one logical request; clones share it.
 #[derive(Debug, Clone)]
-pub struct LogicalRequest(Arc<LogicalContext>);
+pub struct LogicalRequest(Arc<SharedContext>);
+
+/// A context shared by the layers of a stack, with what only they ask
+/// for (the user and the session); a context kept by its owner has none
+/// of it.
+struct SharedContext {
+    context: LogicalContext,
+    /// Shared with the request (no copy of its bytes), so that the user
+    /// is parsed only when a layer asks, and once; likewise the session
+    /// from the call's path.
+    authorization: Option<HeaderValue>,
+    session: OnceLock<Option<Box<str>>>,
+}
+
+/// Written by hand: the `Authorization` must never show, not even in
+/// `Debug`.
+impl fmt::Debug for SharedContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.context.fmt(f)
+    }
+}
+
+impl SharedContext {
+    fn new<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
+        let authorization = req.headers().get(header::AUTHORIZATION).map(|value| {
+            // Its token must never show, not even in `Debug`.
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            value
+        });
+        Self {
+            context: LogicalContext::new(req, limits),
+            authorization,
+            session: OnceLock::new(),
+        }
+    }
+}
 
 /// One logical request's context: shared as a [`LogicalRequest`], or kept
 /// by the one layer that reads it (see
@@ -108,18 +144,11 @@ pub(crate) struct LogicalContext {
     /// are.
     #[cfg(feature = "metrics")]
     authority: Option<Authority>,
-    /// Shared with the request (no copy of its bytes), so that the user
-    /// is parsed only when a layer asks, and once; likewise the session
-    /// from the call's path. Not in a context its owner keeps: no other
-    /// layer reads it, and the owner reads the user from the request.
-    authorization: Option<HeaderValue>,
-    kept: bool,
-    session: OnceLock<Option<Box<str>>>,
     state: Mutex<State>,
 }
 
-/// Written by hand: the URI's user-info and query, and the
-/// `Authorization`, may hold secrets; the host and the parsed call do not.
+/// Written by hand: the URI's user-info and query may hold secrets; the
+/// host and the parsed call do not.
 impl fmt::Debug for LogicalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut shown = f.debug_struct("LogicalRequest");
@@ -181,7 +210,7 @@ enum Clock {
 impl LogicalRequest {
     /// The context itself, which the layers of this crate read and update.
     pub(crate) fn context(&self) -> &LogicalContext {
-        &self.0
+        &self.0.context
     }
 
     /// The context in `req`'s extensions, or a new one (deadline from now,
@@ -191,7 +220,7 @@ impl LogicalRequest {
         if let Some(found) = req.extensions().get::<Self>() {
             return (found.clone(), false);
         }
-        let logical = Self(Arc::new(LogicalContext::new(req, limits)));
+        let logical = Self(Arc::new(SharedContext::new(req, limits)));
         req.extensions_mut().insert(logical.clone());
         (logical, true)
     }
@@ -199,40 +228,44 @@ impl LogicalRequest {
     /// What the caller's request is: its method and the kind of resource it
     /// names, parsed once, the first time a layer asks.
     pub fn call(&self) -> &Call {
-        self.0.call()
+        self.context().call()
     }
 
     /// The path that reads the whole session the request names or lives
     /// under ([`Target::session_path`]), parsed the first time it is asked
     /// for.
     pub fn session_path(&self) -> Option<&str> {
-        self.0.session_path()
+        let session = self.0.session.get_or_init(|| {
+            let path = self.context().call.path()?.path();
+            Target::parse(path).session_path().map(Into::into)
+        });
+        session.as_deref()
     }
 
     /// The user hash of the request's `XBL3.0` `Authorization`
     /// ([`user_hash`]); never the token.
     pub fn user(&self) -> Option<&str> {
-        self.0.user()
+        user_hash(self.0.authorization.as_ref()?)
     }
 
     /// When the logical request began.
     pub fn start(&self) -> Instant {
-        self.0.start
+        self.context().start
     }
 
     /// When it must be over: no wait that ends later is started.
     pub fn deadline(&self) -> Instant {
-        self.0.deadline
+        self.context().deadline
     }
 
     /// Sends so far, the first included.
     pub fn sends(&self) -> u32 {
-        self.0.sends()
+        self.context().sends()
     }
 
     /// The history so far, with its total time.
     pub fn history(&self) -> AttemptHistory {
-        self.0.history()
+        self.context().history()
     }
 }
 
@@ -245,20 +278,19 @@ impl LogicalContext {
 
     /// [`new`](Self::new), for an owner that keeps it to itself, read by
     /// no other layer, and says when it yields (see
-    /// [`track_yields`](Self::track_yields)): without the user, which
-    /// only other layers ask for.
+    /// [`track_yields`](Self::track_yields)).
     pub(crate) fn kept<B>(req: &Request<B>, limits: LogicalLayer) -> Self {
         Self::with_clock(req, limits, true)
     }
 
-    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, kept: bool) -> Self {
+    fn with_clock<B>(req: &Request<B>, limits: LogicalLayer, tracked: bool) -> Self {
         let LogicalLayer {
             deadline,
             max_attempts,
         } = limits;
         let start = Instant::now();
-        // Kept, so tracked: the stack has not yielded since this reading.
-        let clock = if kept {
+        // Tracked: the stack has not yielded since this reading.
+        let clock = if tracked {
             Clock::Read(start)
         } else {
             Clock::Untracked
@@ -271,17 +303,6 @@ impl LogicalContext {
             invalid_uri: InvalidUri::check(req.uri()).err().map(Box::new),
             #[cfg(feature = "metrics")]
             authority: req.uri().authority().cloned(),
-            authorization: (!kept)
-                .then(|| req.headers().get(header::AUTHORIZATION))
-                .flatten()
-                .map(|value| {
-                    // Its token must never show, not even in `Debug`.
-                    let mut value = value.clone();
-                    value.set_sensitive(true);
-                    value
-                }),
-            kept,
-            session: OnceLock::new(),
             state: Mutex::new(State {
                 sends: 1,
                 next_purpose: Purpose::First,
@@ -364,22 +385,6 @@ impl LogicalContext {
     /// request began; the retry layer refuses it.
     pub(crate) fn invalid_uri(&self) -> Option<&InvalidUri> {
         self.invalid_uri.as_deref()
-    }
-
-    /// See [`LogicalRequest::session_path`].
-    pub(crate) fn session_path(&self) -> Option<&str> {
-        self.session
-            .get_or_init(|| {
-                let path = self.call.path()?.path();
-                Target::parse(path).session_path().map(Into::into)
-            })
-            .as_deref()
-    }
-
-    /// See [`LogicalRequest::user`].
-    pub(crate) fn user(&self) -> Option<&str> {
-        debug_assert!(!self.kept, "a kept context holds no user");
-        user_hash(self.authorization.as_ref()?)
     }
 
     /// See [`LogicalRequest::start`].
