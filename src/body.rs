@@ -195,14 +195,16 @@ where
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Buffered {
     data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// Boxed: bodies rarely have trailers, and every response moved from
+    /// layer to layer carries a body of this size.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Buffered {
     pub(crate) fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
             data: Some(data).filter(|d| !d.is_empty()),
-            trailers,
+            trailers: trailers.map(Box::new),
         }
     }
 
@@ -210,7 +212,7 @@ impl Buffered {
     pub(crate) fn next_frame(&mut self) -> Option<Frame<Bytes>> {
         match self.data.take() {
             Some(data) => Some(Frame::data(data)),
-            None => self.trailers.take().map(Frame::trailers),
+            None => self.trailers.take().map(|trailers| Frame::trailers(*trailers)),
         }
     }
 
