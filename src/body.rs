@@ -212,7 +212,10 @@ impl Buffered {
     pub(crate) fn next_frame(&mut self) -> Option<Frame<Bytes>> {
         match self.data.take() {
             Some(data) => Some(Frame::data(data)),
-            None => self.trailers.take().map(|trailers| Frame::trailers(*trailers)),
+            None => self
+                .trailers
+                .take()
+                .map(|trailers| Frame::trailers(*trailers)),
         }
     }
 

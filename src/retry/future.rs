@@ -198,7 +198,6 @@ where
     first: bool,
     /// Why the next send is made.
     purpose: Purpose,
-    sent: Instant,
     /// What only a cooldown or a retry needs, made the first time one
     /// does: a first-try success with no cooldown in force neither
     /// allocates it nor moves it with the future.
@@ -260,11 +259,13 @@ pin_project! {
         // Waiting for the service to be ready for a retry, until the
         // deadline; the timer is set only once readiness is not there at once.
         Ready { #[pin] deadline: Option<Sleep> },
-        // The attempt in flight, bounded by `until` (see `AttemptTimedOut`);
-        // the timer is set only once the answer is not there at once.
+        // The attempt in flight, sent at `sent` and bounded by `until` (see
+        // `AttemptTimedOut`); the timer is set only once the answer is not
+        // there at once.
         Calling {
             #[pin]
             future: F,
+            sent: Instant,
             until: Instant,
             #[pin]
             timeout: Option<Sleep>,
@@ -308,10 +309,9 @@ where
         let call = req.extensions().get::<Call>().cloned();
         let safe_to_repeat = (config.safe_to_repeat)(req.method());
         let replayable = req.extensions().get::<NotReplayable>().is_none();
-        let start = logical.start();
         let invalid = logical.invalid_uri().cloned();
         if invalid.is_none() {
-            shared.budget.deposit(start);
+            shared.budget.deposit(logical.start());
         }
         let attempts = Attempts {
             svc,
@@ -323,7 +323,6 @@ where
             replayable,
             first: true,
             purpose: Purpose::First,
-            sent: start,
             waits: None,
             shared,
         };
@@ -448,9 +447,11 @@ where
                 },
                 StateProj::Calling {
                     future,
+                    sent,
                     until,
                     mut timeout,
                 } => {
+                    let sent = *sent;
                     let result = match future.poll(cx) {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
@@ -460,10 +461,10 @@ where
                             if let Some(timeout) = timeout.as_pin_mut() {
                                 ready!(timeout.poll(cx));
                             }
-                            Err(me.timed_out())
+                            Err(me.timed_out(sent))
                         }
                     };
-                    match me.settle(result) {
+                    match me.settle(result, sent) {
                         Ok(wait) => State::Sleep {
                             then_admit: 0,
                             sleep: tokio::time::sleep(wait),
@@ -635,10 +636,11 @@ where
             waits.last = None;
             waits.tickets = [None, None];
         }
-        self.sent = self.logical.live().now();
-        let floor = at_most(self.sent, self.shared.config.min_attempt_time);
+        let sent = self.logical.live().now();
+        let floor = at_most(sent, self.shared.config.min_attempt_time);
         State::Calling {
             future: self.svc.call(self.req.next(&self.logical)),
+            sent,
             until: self.logical.deadline().max(floor),
             timeout: None,
         }
@@ -673,8 +675,8 @@ where
         Some(self.finish(last))
     }
 
-    fn timed_out(&self) -> BoxError {
-        let after = self.sent.elapsed();
+    fn timed_out(&self, sent: Instant) -> BoxError {
+        let after = sent.elapsed();
         tracing::debug!(?after, "mpsd attempt: no answer by the deadline");
         AttemptTimedOut {
             after,
@@ -683,9 +685,9 @@ where
         .into()
     }
 
-    /// Reads one answer: `Ok(wait)` to retry after `wait`, or the result to
-    /// hand back.
-    fn settle(&mut self, mut result: Finished<R>) -> Result<Duration, Finished<R>> {
+    /// Reads one answer to a send at `sent`: `Ok(wait)` to retry after
+    /// `wait`, or the result to hand back.
+    fn settle(&mut self, mut result: Finished<R>, sent: Instant) -> Result<Duration, Finished<R>> {
         // Read only when needed: for a cooldown or the time left, not for a
         // first-try success.
         let mut now = LazyNow(None);
@@ -710,7 +712,7 @@ where
                 return Err(done);
             }
         } else {
-            self.logical.live().record_answer(self.sent, outcome);
+            self.logical.live().record_answer(sent, outcome);
         }
         tracing::debug!(sends = self.logical.sends(), outcome = ?outcome.map(|o| o.name()), "mpsd attempt");
 
