@@ -319,7 +319,11 @@ impl LogicalContext {
     /// sends and answers of that poll, and for what its call does before
     /// the first: a first-try success reads it when the call begins (its
     /// start, and the first send's time) and, if it did not answer at
-    /// once, in the poll that has its answer.
+    /// once, in the poll that has its answer. As in tower's own middleware
+    /// (`Timeout` starts its timer in `call`), time counts from the call:
+    /// a future is expected to be polled when made. What must not err on
+    /// the early side by a late first poll (a cooldown's end) reads the
+    /// clock itself.
     /// Time goes on only across a wait, which makes the stack yield; the
     /// owner of the request says when it does ([`yielded`](Self::yielded)).
     /// Without an owner that does, every call reads the clock.

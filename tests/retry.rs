@@ -351,6 +351,29 @@ async fn an_empty_budget_refuses_retries() {
     assert_eq!(sim.log().len(), 11);
 }
 
+/// With no reserve, retries are paid by the requests' share: at 50 %,
+/// one request's deposit does not pay for a retry, two requests' do.
+#[tokio::test(start_paused = true)]
+async fn a_budget_pays_retries_from_the_share_of_requests() {
+    let sim = quiet_sim().await;
+    let uri = sim.session_uri(SCID, "LobbySession", "share");
+    script(&sim, StatusCode::SERVICE_UNAVAILABLE, 2, "0");
+    let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.5);
+    let layer = RetryLayer::new().with_budget(Arc::new(budget));
+    let client = stack!(LogicalLayer::new(Duration::from_secs(20), 5), layer.clone());
+    let get = || request(Method::GET, &uri).build();
+    let first = client.clone().oneshot(get()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let history = AttemptHistory::of(&first).unwrap();
+    assert_eq!(history.gave_up, Some(GaveUp::Budget));
+    let second = client.oneshot(get()).await.unwrap();
+    // Retried: 204, the session does not exist.
+    assert_eq!(second.status(), StatusCode::NO_CONTENT);
+    assert_eq!(AttemptHistory::of(&second).unwrap().attempts().len(), 2);
+    assert_eq!(layer.stats().budget_refusals(), 1);
+    assert_eq!(sim.log().len(), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_500_on_a_write_is_sent_once_but_a_read_is_retried() {
     let sim = quiet_sim().await;

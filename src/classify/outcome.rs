@@ -115,7 +115,7 @@ impl Eq for LazyCall {}
 pub struct Classified {
     /// What the answer means.
     pub outcome: Outcome,
-    /// What the request asked; see [`call`](Self::call).
+    /// What the request asked; see [`call`](Self::call()).
     pub(crate) call: LazyCall,
     /// The body of a 429 was read, and `outcome` already says what it
     /// says.
@@ -504,6 +504,30 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// Only an outcome that depends on the path (a 204's) parses it, and
+    /// `Debug` shows no path, nor its query, which may hold secrets.
+    #[test]
+    fn a_call_is_parsed_only_when_an_outcome_needs_it() {
+        let req = Request::get("http://h/serviceconfigs/c/sessionTemplates/t/sessions/s?k=s3cret")
+            .body(())
+            .unwrap();
+        let call = LazyCall::of(&req);
+        let ok = classify_lazily(&call, StatusCode::OK, &HeaderMap::new());
+        assert_eq!(ok, Outcome::Ok);
+        assert!(call.parsed.get().is_none(), "a 200 needs no path");
+        let shown = format!("{call:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("sessions"),
+            "{shown}"
+        );
+        let gone = classify_lazily(&call, StatusCode::NO_CONTENT, &HeaderMap::new());
+        assert_eq!(gone, Outcome::SessionMissing);
+        assert_eq!(
+            call.parsed.get().map(|c| c.target),
+            Some(TargetKind::Session)
+        );
+    }
 
     fn heads(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs

@@ -1,14 +1,12 @@
 //! The retry budget: retries may be at most a share of the requests of the
 //! last few seconds, plus a reserve.
 //!
-//! It takes the parameters and defaults of tower's
-//! [`TpsBudget`](tower::retry::budget::TpsBudget) (finagle's before it). It
-//! is our own because tower's takes a mutex and reads the clock on every
-//! deposit, that is on every request of every caller sharing it; this one
-//! is given the time the request already read, and a deposit is one atomic
-//! update. Its rule is a little stricter and simpler to state: a retry
-//! counts against the budget for `ttl`, as a request counts for it, where
-//! tower's spends the oldest deposits.
+//! Its rule, parameters and defaults are those of tower's
+//! [`TpsBudget`](https://docs.rs/tower/0.5/tower/retry/budget/struct.TpsBudget.html)
+//! (finagle's before it), to a tenth of `ttl`. It is our own because
+//! tower's takes a mutex and reads the clock on every deposit, that is on
+//! every request of every caller sharing it; this one is given the time
+//! the request already read, and a deposit is one atomic update.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -74,7 +72,9 @@ impl RetryBudget {
         } else {
             (1000, (1000.0 / percent) as i32)
         };
-        let reserve = i64::from(min_per_sec) * ttl.as_secs() as i64 * i64::from(withdrawal);
+        let reserve = i64::from(min_per_sec)
+            .saturating_mul(ttl.as_secs() as i64)
+            .saturating_mul(i64::from(withdrawal));
         Self {
             epoch: Instant::now(),
             window: ttl / WINDOWS,
@@ -85,7 +85,7 @@ impl RetryBudget {
         }
     }
 
-    /// One request made at `now`.
+    /// One logical request made at `now`.
     pub(crate) fn deposit(&self, now: Instant) {
         self.add(now, self.deposit);
     }
@@ -138,6 +138,14 @@ impl RetryBudget {
 /// How many windows `number` is older than `current` (negative: newer).
 fn age(current: u32, number: u32) -> i32 {
     current.wrapping_sub(number) as i32
+}
+
+/// 10 retries per second plus 20 % of requests, over 10 s: tower's
+/// defaults.
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10), 10, 0.2)
+    }
 }
 
 fn pack(number: u32, balance: i32) -> u64 {
@@ -218,11 +226,29 @@ mod tests {
         let b = RetryBudget::new(Duration::ZERO, u32::MAX, f32::NAN);
         assert_eq!(b.window, Duration::from_millis(100), "ttl 1 s");
         assert_eq!((b.deposit, b.withdrawal), (0, 1));
+        let b = RetryBudget::new(Duration::from_secs(600), u32::MAX, 1e-12);
+        assert_eq!((b.window, b.withdrawal), (Duration::from_secs(6), i32::MAX));
+        assert_eq!(b.reserve, i64::MAX, "saturated, not overflowed");
         let b = budget(0, 1000.0);
         for _ in 0..3 {
             b.add(Instant::now(), i32::MAX / 2);
         }
         assert_eq!(unpack(b.windows[0].load(Ordering::Relaxed)).1, i32::MAX);
+    }
+
+    /// Deposits from many threads at once into one window: none is lost.
+    #[test]
+    fn concurrent_deposits_all_count() {
+        let b = std::sync::Arc::new(budget(0, 1.0));
+        let now = Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..10_000).for_each(|_| b.deposit(now)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(withdrawals(&b, now), 40_000);
     }
 
     #[test]

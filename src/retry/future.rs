@@ -311,7 +311,14 @@ where
         let replayable = req.extensions().get::<NotReplayable>().is_none();
         let invalid = logical.invalid_uri().cloned();
         if invalid.is_none() {
-            shared.budget.deposit(logical.start());
+            // A request found under way (a rebase round) counts when it
+            // comes here, not when it began.
+            let at = if owner {
+                logical.start()
+            } else {
+                logical.now()
+            };
+            shared.budget.deposit(at);
         }
         let attempts = Attempts {
             svc,
@@ -610,7 +617,7 @@ where
         let Purpose::Retry(why) = self.purpose else {
             return Ok(());
         };
-        let refused = if !self.shared.budget.withdraw(self.logical.now()) {
+        let refused = if !self.shared.budget.withdraw(self.logical.live().now()) {
             bump(&self.shared.stats.budget_refusals);
             GaveUp::Budget
         } else if !self.logical.take_send(self.purpose) {
@@ -732,7 +739,7 @@ where
             _ => None,
         }
         .filter(|(c, _)| config.handles(*c));
-        self.report_to_cooldowns(wanted, outcome.is_some(), &mut now);
+        self.report_to_cooldowns(wanted, outcome.is_some());
 
         let Some((why, hint)) = wanted else {
             if let Some(reason) = self.not_retried(outcome.as_ref(), failure) {
@@ -775,17 +782,19 @@ where
 
     /// Tells the cooldowns what an answer says: 503 closes the authority's
     /// gate, 429 the user's; any probe this request was is settled.
-    fn report_to_cooldowns(
-        &mut self,
-        wanted: Option<(Cause, Option<Duration>)>,
-        answered: bool,
-        now: &mut LazyNow,
-    ) {
+    ///
+    /// The clock is read here, not taken from the logical request's reading
+    /// for this poll: a first poll shares the call's reading, and a
+    /// cooldown must not end before `Retry-After` counted from when the
+    /// answer came, however late the caller first polled.
+    fn report_to_cooldowns(&mut self, wanted: Option<(Cause, Option<Duration>)>, answered: bool) {
+        let mut read = None;
+        let mut received = || *read.get_or_insert_with(Instant::now);
         let closed = match wanted {
             Some((c @ (Cause::Overloaded | Cause::Throttled), hint)) => {
                 let backoff = &self.shared.config.backoff;
                 let hint = hint.unwrap_or_else(|| backoff.wait(c, None, 1, 0.0));
-                let until = now.get(&self.logical) + hint.min(crate::rules::retry_after::MAX_HOLD);
+                let until = received() + hint.min(crate::rules::retry_after::MAX_HOLD);
                 let key = self.keys().iter().flatten().find(|k| k.0 == c).cloned();
                 key.map(|k| (k, until))
             }
@@ -794,7 +803,7 @@ where
         if let Some((key, until)) = &closed {
             self.shared.cooldowns.close(key.clone(), *until);
         }
-        let (Some(waits), logical) = (&mut self.waits, &self.logical) else {
+        let Some(waits) = &mut self.waits else {
             return;
         };
         for (index, probe) in waits.probes.iter_mut().enumerate() {
@@ -802,7 +811,7 @@ where
             let probed = waits.keys.as_ref().and_then(|k| k[index].as_ref());
             match &closed {
                 Some((key, until)) if probed == Some(key) => probe.closed_again(*until),
-                _ if answered => probe.opened(now.get(logical)),
+                _ if answered => probe.opened(received()),
                 // An error drops the guard: the probe role passes on.
                 _ => {}
             }

@@ -128,7 +128,7 @@ impl RetryLayer {
                 limits: LogicalLayer::default(),
                 keep_context: false,
             },
-            budget: Arc::new(RetryBudget::new(Duration::from_secs(10), 10, 0.2)),
+            budget: Arc::new(RetryBudget::default()),
             cooldowns: Cooldowns::new(),
             stats: Arc::new(RetryStats::default()),
         }

@@ -298,3 +298,30 @@ async fn a_request_waiting_for_redis_holds_no_readiness_below() {
     );
     assert!(waiting.now_or_never().is_none(), "still waiting for Redis");
 }
+
+/// A future first polled well after its call, and answered 503 in that
+/// poll: the cooldown runs its `Retry-After` from the answer, not from
+/// the call (whose clock reading the first poll otherwise shares).
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_counts_from_the_answer_when_the_first_poll_comes_late() {
+    use tower::Service;
+
+    let t0 = Instant::now();
+    let (svc, log) = server(t0, vec![(503, Some("5"), 0)]);
+    let limits = LogicalLayer::new(Duration::from_secs(1), 1);
+    let mut client = ServiceBuilder::new()
+        .layer(RetryLayer::new().making_context(limits, true))
+        .service(svc);
+    let late = client.ready().await.unwrap().call(get("u"));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        late.await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // 3 s after the answer the authority's cooldown holds 2 s more, past
+    // this request's deadline: refused at once, nothing sent.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let refused = client.ready().await.unwrap().call(get("v")).await;
+    assert!(refused.is_err(), "sent during the cooldown: {refused:?}");
+    assert_eq!(log.lock().unwrap().len(), 1);
+}
