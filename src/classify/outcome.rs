@@ -38,7 +38,8 @@ impl Call {
 
 /// A request's [`Call`], its path parsed only the first time it is asked
 /// for: every answer is classified, but only a 204's outcome depends on
-/// the path, so most never parse it.
+/// the path, so an answer nobody asks about is classified without
+/// parsing it.
 #[derive(Clone)]
 pub(crate) struct LazyCall {
     method: Method,

@@ -294,7 +294,6 @@ where
         let config = &shared.config;
         let found = req.extensions().get::<LogicalRequest>().cloned();
         let owner = found.is_none();
-        // Made in place: a kept context is most of the future's size.
         let logical = match found {
             Some(found) => Logical::Shared(found),
             None if config.keep_context => {
